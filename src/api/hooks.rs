@@ -1,0 +1,132 @@
+//! `POST .../hooks/{botId}`: authenticate, read and parse the body, commit, answer.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::authorize;
+use super::error::ApiError;
+use crate::domain::EventKind;
+use crate::domain::payload::parse_request;
+use crate::store::{Ingest, IngestOutcome};
+
+pub async fn hook(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let Path(bot_id) = path.map_err(|e| ApiError::BadRequest(format!("botId in the path: {e}")))?;
+    let principal = authorize(&state, &headers, &bot_id)?;
+    require_json(&headers)?;
+    let bytes = read_body(&state, &headers, body).await?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    let request = parse_request(&value, &bot_id, &state.limits)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+
+    for event in &request.events {
+        metrics::counter!("wrapup_events_received_total", "name" => event.kind.name()).increment(1);
+    }
+    let conversation_id = request.conversation_id.clone();
+    let has_end = request
+        .events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::End(_)));
+    let ingest = Ingest {
+        bot_id: request.bot_id,
+        conversation_id: request.conversation_id,
+        events: request.events,
+        jti: principal.jti,
+    };
+    let outcome = tokio::time::timeout(state.server.request_timeout, state.store.ingest(ingest))
+        .await
+        .map_err(|_| ApiError::Unavailable {
+            message: "the store did not answer in time; retry later".into(),
+            retry_after_secs: 5,
+        })??;
+    match outcome {
+        IngestOutcome::Accepted {
+            stored,
+            duplicate_ends,
+            ended,
+        } => {
+            metrics::counter!("wrapup_events_stored_total").increment(stored as u64);
+            if ended {
+                metrics::counter!("wrapup_conversations_ended_total").increment(1);
+            }
+            if duplicate_ends > 0 {
+                metrics::counter!("wrapup_duplicate_ends_total").increment(duplicate_ends as u64);
+                tracing::info!(
+                    bot_id,
+                    conversation_id,
+                    duplicate_ends,
+                    "repeated END_OF_CONVERSATION acknowledged"
+                );
+            }
+            debug_assert!(stored > 0 || duplicate_ends > 0 || !has_end);
+            Ok(Json(json!({"STATUS": "OK"})))
+        }
+        IngestOutcome::EndedAlready { ended_at } => Err(ApiError::Conflict(format!(
+            "conversation {conversation_id} ended at {}; after the end only a repeated END_OF_CONVERSATION is accepted",
+            ended_at.to_rfc3339()
+        ))),
+        IngestOutcome::Replay => Err(crate::auth::AuthError::Replayed.into()),
+    }
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else if ct.is_empty() {
+        Err(ApiError::UnsupportedMediaType(
+            "Content-Type must be application/json (none was sent)".into(),
+        ))
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type must be application/json, not {}",
+            mime.chars().take(64).collect::<String>()
+        )))
+    }
+}
+
+/// Reads the body within `server.max_body_bytes` and `server.body_read_timeout`.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<axum::body::Bytes, ApiError> {
+    let limit = state.server.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let collected = tokio::time::timeout(
+        state.server.body_read_timeout,
+        Limited::new(body, limit).collect(),
+    )
+    .await
+    .map_err(|_| ApiError::RequestTimeout("the body was not received in time".into()))?;
+    match collected {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge(limit)),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "the body could not be read: {e}"
+        ))),
+    }
+}

@@ -1,0 +1,349 @@
+//! JWT apps: which app a token speaks for, whether its signature and times hold,
+//! and which bots it may act for.
+//!
+//! Follows RFC 8725: the algorithm is pinned per app (the header's `alg` must be one
+//! of the app's `algorithms`, `none` never parses), and an app's key belongs to one
+//! family, so an RSA public key can never be used as an HMAC secret. The client id is
+//! read from `appId` (documented) or else `iss` (the vendor's SDK-style tokens) before
+//! the signature is checked, because it selects the key; nothing else from an
+//! unverified payload is trusted.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation, dangerous, decode, encode};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use thiserror::Error;
+
+use crate::config::AppSettings;
+use crate::domain::Timestamp;
+
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Clock skew allowed on `exp`, `nbf` and `iat`.
+pub const LEEWAY: Duration = Duration::from_secs(60);
+/// A time claim above this many units is read as milliseconds (1e11 seconds is the year 5138).
+const MILLIS_THRESHOLD: f64 = 100_000_000_000.0;
+
+/// Why a token was refused. Every variant answers 401; the messages say what to fix
+/// on the client without telling an attacker which check came closest.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("a JWT is required in header auth, token or Authorization: Bearer")]
+    Missing,
+    #[error("different tokens were sent in auth, token and Authorization headers")]
+    Conflicting,
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    #[error("the token is not valid for any configured app")]
+    Invalid,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token's iat is in the future")]
+    IssuedInFuture,
+    #[error("this app requires an exp claim")]
+    ExpRequired,
+    #[error("this app limits token age; an iat claim is required")]
+    IatRequired,
+    #[error("the token is older than this app allows")]
+    TooOld,
+    #[error("this app enforces JTI; a jti claim is required")]
+    JtiRequired,
+    #[error("this token's jti has already been used")]
+    Replayed,
+}
+
+/// What a verified token says about its sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub client_id: String,
+    /// A `botId` claim, when the token carries one (SDK-style tokens).
+    pub bot_claim: Option<String>,
+    /// Present when the app enforces JTI: the id to record, and until when it matters.
+    pub jti: Option<JtiUse>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JtiUse {
+    pub client_id: String,
+    pub jti: String,
+    pub expires_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    #[serde(rename = "appId")]
+    app_id: Option<Value>,
+    iss: Option<Value>,
+    exp: Option<Value>,
+    nbf: Option<Value>,
+    iat: Option<Value>,
+    jti: Option<Value>,
+    #[serde(rename = "botId")]
+    bot_id: Option<Value>,
+}
+
+pub struct Authenticator {
+    apps: HashMap<String, App>,
+}
+
+struct App {
+    settings: AppSettings,
+    validation: Validation,
+}
+
+impl Authenticator {
+    pub fn new(apps: &[AppSettings]) -> Self {
+        let apps = apps
+            .iter()
+            .map(|a| {
+                let mut validation = Validation::new(a.algorithms[0]);
+                validation.algorithms = a.algorithms.clone();
+                // Time claims are checked below, where milliseconds are understood.
+                validation.validate_exp = false;
+                validation.validate_nbf = false;
+                validation.validate_aud = false;
+                validation.required_spec_claims.clear();
+                validation.leeway = 0;
+                (
+                    a.client_id.clone(),
+                    App {
+                        settings: a.clone(),
+                        validation,
+                    },
+                )
+            })
+            .collect();
+        Self { apps }
+    }
+
+    /// Verifies `token` at time `now`.
+    pub fn verify(&self, token: &str, now: Timestamp) -> Result<Verified, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES || token.is_empty() {
+            return Err(AuthError::Malformed);
+        }
+        let unverified: Claims =
+            dangerous::insecure_decode_claims(token).map_err(|_| AuthError::Malformed)?;
+        let client_id = string_claim(&unverified.app_id)
+            .or_else(|| string_claim(&unverified.iss))
+            .ok_or(AuthError::Invalid)?;
+        let app = self.apps.get(client_id).ok_or(AuthError::Invalid)?;
+        let claims = decode::<Claims>(token, &app.settings.key, &app.validation)
+            .map_err(|_| AuthError::Invalid)?
+            .claims;
+        // The verified payload must name the same app (it does unless the token is crafted twice).
+        let verified_id = string_claim(&claims.app_id).or_else(|| string_claim(&claims.iss));
+        if verified_id != Some(client_id) {
+            return Err(AuthError::Invalid);
+        }
+
+        let now_s = now.millis() as f64 / 1000.0;
+        let leeway = LEEWAY.as_secs_f64();
+        let exp = time_claim(&claims.exp)?;
+        let nbf = time_claim(&claims.nbf)?;
+        let iat = time_claim(&claims.iat)?;
+        match exp {
+            Some(exp) if exp + leeway < now_s => return Err(AuthError::Expired),
+            None if app.settings.require_exp => return Err(AuthError::ExpRequired),
+            _ => {}
+        }
+        if let Some(nbf) = nbf
+            && nbf - leeway > now_s
+        {
+            return Err(AuthError::NotYetValid);
+        }
+        if let Some(iat) = iat
+            && iat - leeway > now_s
+        {
+            return Err(AuthError::IssuedInFuture);
+        }
+        if let Some(max_age) = app.settings.max_token_age {
+            let iat = iat.ok_or(AuthError::IatRequired)?;
+            if now_s - iat > max_age.as_secs_f64() + leeway {
+                return Err(AuthError::TooOld);
+            }
+        }
+        let jti = if app.settings.enforce_jti {
+            let id = string_claim(&claims.jti)
+                .filter(|j| !j.is_empty() && j.len() <= 256)
+                .ok_or(AuthError::JtiRequired)?;
+            Some(JtiUse {
+                client_id: client_id.to_owned(),
+                jti: id.to_owned(),
+                expires_at: exp.map(|e| Timestamp::from_millis(((e + leeway) * 1000.0) as i64)),
+            })
+        } else {
+            None
+        };
+        Ok(Verified {
+            client_id: client_id.to_owned(),
+            bot_claim: string_claim(&claims.bot_id).map(str::to_owned),
+            jti,
+        })
+    }
+}
+
+fn string_claim(v: &Option<Value>) -> Option<&str> {
+    match v {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// A NumericDate in seconds, or in milliseconds as the vendor's widget sends it.
+fn time_claim(v: &Option<Value>) -> Result<Option<f64>, AuthError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => {
+            let x = n
+                .as_f64()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .ok_or(AuthError::Malformed)?;
+            Ok(Some(if x > MILLIS_THRESHOLD { x / 1000.0 } else { x }))
+        }
+        Some(_) => Err(AuthError::Malformed),
+    }
+}
+
+/// Parses an algorithm name as the CLI and config spell it.
+pub fn algorithm(name: &str) -> Option<Algorithm> {
+    match name.to_ascii_uppercase().as_str() {
+        "HS256" => Some(Algorithm::HS256),
+        "HS512" => Some(Algorithm::HS512),
+        "RS256" => Some(Algorithm::RS256),
+        "RS512" => Some(Algorithm::RS512),
+        _ => None,
+    }
+}
+
+/// What `wrapup token` mints: the vendor's documented payload (`sub`, `appId`),
+/// plus `iat`, and `exp`/`jti` when asked for.
+pub struct MintRequest<'a> {
+    pub client_id: &'a str,
+    pub sub: &'a str,
+    pub algorithm: Algorithm,
+    /// The HMAC secret, or an RSA private key in PEM for RS algorithms.
+    pub key: &'a [u8],
+    pub ttl: Option<Duration>,
+    pub jti: Option<String>,
+    pub extra: Map<String, Value>,
+}
+
+pub fn mint(req: &MintRequest<'_>) -> anyhow::Result<String> {
+    let now = Timestamp::now().millis() / 1000;
+    let mut claims = json!({ "sub": req.sub, "appId": req.client_id, "iat": now });
+    if let Some(ttl) = req.ttl {
+        claims["exp"] = json!(now + ttl.as_secs() as i64);
+    }
+    if let Some(jti) = &req.jti {
+        claims["jti"] = json!(jti);
+    }
+    for (k, v) in &req.extra {
+        claims[k] = v.clone();
+    }
+    let key = match req.algorithm {
+        Algorithm::RS256 | Algorithm::RS512 => EncodingKey::from_rsa_pem(req.key)?,
+        _ => EncodingKey::from_secret(req.key),
+    };
+    Ok(encode(&Header::new(req.algorithm), &claims, &key)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::DecodingKey;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn auth(enforce_jti: bool, require_exp: bool) -> Authenticator {
+        Authenticator::new(&[AppSettings {
+            client_id: "cs-1".into(),
+            algorithms: vec![Algorithm::HS256],
+            key: DecodingKey::from_secret(SECRET),
+            enforce_jti,
+            require_exp,
+            max_token_age: None,
+        }])
+    }
+
+    fn token(extra: Value, alg: Algorithm) -> String {
+        let mut claims = json!({"sub": "1", "appId": "cs-1"});
+        for (k, v) in extra.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        if claims["appId"].is_null() {
+            claims.as_object_mut().unwrap().remove("appId");
+        }
+        encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_documented_payload_without_exp_is_accepted() {
+        let now = Timestamp::now();
+        let v = auth(false, false)
+            .verify(&token(json!({}), Algorithm::HS256), now)
+            .unwrap();
+        assert_eq!(v.client_id, "cs-1");
+    }
+
+    #[test]
+    fn the_client_id_may_come_from_iss() {
+        let t = token(
+            json!({"appId": null, "iss": "cs-1", "botId": "st-1"}),
+            Algorithm::HS256,
+        );
+        let v = auth(false, false).verify(&t, Timestamp::now()).unwrap();
+        assert_eq!(v.bot_claim.as_deref(), Some("st-1"));
+    }
+
+    #[test]
+    fn expiry_in_seconds_and_in_milliseconds_is_enforced() {
+        let now = Timestamp::now();
+        let a = auth(false, false);
+        let past_s = now.millis() / 1000 - 3600;
+        assert_eq!(
+            a.verify(&token(json!({"exp": past_s}), Algorithm::HS256), now),
+            Err(AuthError::Expired)
+        );
+        let past_ms = now.millis() - 3_600_000;
+        assert_eq!(
+            a.verify(&token(json!({"exp": past_ms}), Algorithm::HS256), now),
+            Err(AuthError::Expired)
+        );
+        let future_ms = now.millis() + 3_600_000;
+        assert!(
+            a.verify(&token(json!({"exp": future_ms}), Algorithm::HS256), now)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_pinned_algorithm_refuses_others() {
+        let t = token(json!({}), Algorithm::HS512);
+        assert_eq!(
+            auth(false, false).verify(&t, Timestamp::now()),
+            Err(AuthError::Invalid)
+        );
+    }
+
+    #[test]
+    fn enforcing_apps_require_jti_and_exp_when_configured() {
+        let now = Timestamp::now();
+        assert_eq!(
+            auth(true, false).verify(&token(json!({}), Algorithm::HS256), now),
+            Err(AuthError::JtiRequired)
+        );
+        assert_eq!(
+            auth(false, true).verify(&token(json!({}), Algorithm::HS256), now),
+            Err(AuthError::ExpRequired)
+        );
+    }
+}

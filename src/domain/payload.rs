@@ -1,0 +1,635 @@
+//! Request bodies of the hooks endpoint, parsed once into typed values.
+//!
+//! Parsing works on an already-decoded `serde_json::Value` so that every refusal can
+//! name the exact field path (`events[0].participant.identity is required`), and so
+//! that each event's original JSON — unknown fields included — is kept for the log.
+//! Lenient where the vendor's own clients are (SPEC.md, "What clients in the field
+//! send"), strict where the vendor's documentation marks a field required.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Names of the events accepted in `events[].name`.
+pub const SUPPORTED_EVENTS: [&str; 3] = [
+    "END_OF_CONVERSATION",
+    "INTERNAL_TRANSFER_EVENT",
+    "TRIGGER_SUMMARY_EVENT",
+];
+
+/// Size bounds applied while parsing; the body size itself is bounded by the HTTP layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_events: usize,
+    /// `botId`, `conversationId`, participant identity and other identifiers.
+    pub max_id_chars: usize,
+    /// Free-text fields other than a message's `query`.
+    pub max_text_chars: usize,
+    /// A propagated message's `query`.
+    pub max_query_chars: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_events: 100,
+            max_id_chars: 256,
+            max_text_chars: 1024,
+            max_query_chars: 64 * 1024,
+        }
+    }
+}
+
+/// Why a body was refused; renders as `<path> <problem>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub path: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "{} {}", self.path, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+fn err(path: impl Into<String>, problem: impl Into<String>) -> ParseError {
+    ParseError {
+        path: path.into(),
+        problem: problem.into(),
+    }
+}
+
+/// One request to the hooks endpoint.
+#[derive(Debug, Clone)]
+pub struct HookRequest {
+    pub bot_id: String,
+    pub conversation_id: String,
+    /// Event requests carry one or more events; a message-propagation request is
+    /// represented as a single [`EventKind::Message`].
+    pub events: Vec<Event>,
+}
+
+/// Kept for callers that want to know which shape the request had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody {
+    Events,
+    Message,
+}
+
+impl HookRequest {
+    pub fn body_kind(&self) -> RequestBody {
+        match self.events.first().map(|e| &e.kind) {
+            Some(EventKind::Message(_)) => RequestBody::Message,
+            _ => RequestBody::Events,
+        }
+    }
+}
+
+/// An event as parsed, with the JSON it came as.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: EventKind,
+    pub raw: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    End(End),
+    Transfer(Transfer),
+    Summary(Summary),
+    Message(Message),
+}
+
+impl EventKind {
+    /// The name written to the event log and used in metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::End(_) => "END_OF_CONVERSATION",
+            EventKind::Transfer(_) => "INTERNAL_TRANSFER_EVENT",
+            EventKind::Summary(_) => "TRIGGER_SUMMARY_EVENT",
+            EventKind::Message(_) => "MESSAGE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Participant {
+    pub identity: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub custom_fields: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct End {
+    pub reason: String,
+    pub language: String,
+    pub experience: String,
+    pub participant: Participant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TransferType {
+    #[serde(rename = "NA")]
+    Na,
+    #[serde(rename = "COLD")]
+    Cold,
+    #[serde(rename = "WARM")]
+    Warm,
+    #[serde(rename = "redial")]
+    Redial,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transition {
+    Entry,
+    Exit,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transfer {
+    pub transfer_type: TransferType,
+    pub transition: Transition,
+    pub is_ext_ad: Option<bool>,
+    pub language: Option<String>,
+    pub experience: String,
+    pub participant: Participant,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub language: String,
+    pub locale: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum AuthorType {
+    User,
+    Agent,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub query: String,
+    pub agent_id: Option<String>,
+    pub author: Option<AuthorType>,
+    pub source: Option<String>,
+    pub experience: Option<String>,
+    pub language: Option<String>,
+    pub send_user_message: Option<bool>,
+    pub send_agent_message: Option<bool>,
+    /// Documented fields the client left out (bare messages from the vendor's widget).
+    pub missing: Vec<&'static str>,
+}
+
+/// Parses a decoded body for the bot named in the path.
+///
+/// Checks every event before returning, so that a request is refused whole or
+/// accepted whole. `path_bot` is compared with the body's `botId`.
+pub fn parse_request(
+    body: &Value,
+    path_bot: &str,
+    limits: &Limits,
+) -> Result<HookRequest, ParseError> {
+    let top = Obj::root(body)?;
+    let bot_id = top.req_str("botId", limits.max_id_chars)?;
+    if bot_id != path_bot {
+        return Err(err(
+            "botId",
+            format!("\"{bot_id}\" in the body does not match the bot \"{path_bot}\" in the path"),
+        ));
+    }
+    let conversation_id = top.req_str("conversationId", limits.max_id_chars)?;
+
+    let events = match top.map.get("events") {
+        Some(Value::Null) | None => match top.map.get("query") {
+            Some(_) => vec![Event {
+                kind: EventKind::Message(parse_message(&top, limits)?),
+                raw: body.clone(),
+            }],
+            None => {
+                return Err(err(
+                    "events",
+                    "is required (or query, for a message-propagation request)",
+                ));
+            }
+        },
+        Some(Value::Array(items)) => {
+            if items.is_empty() {
+                return Err(err("events", "must not be empty"));
+            }
+            if items.len() > limits.max_events {
+                return Err(err(
+                    "events",
+                    format!(
+                        "has {} events; at most {} are allowed in one request",
+                        items.len(),
+                        limits.max_events
+                    ),
+                ));
+            }
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| parse_event(item, format!("events[{i}]"), limits))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        Some(other) => {
+            return Err(err(
+                "events",
+                format!("must be an array (got {})", type_name(other)),
+            ));
+        }
+    };
+
+    Ok(HookRequest {
+        bot_id,
+        conversation_id,
+        events,
+    })
+}
+
+fn parse_event(value: &Value, path: String, limits: &Limits) -> Result<Event, ParseError> {
+    let obj = Obj::at(value, path)?;
+    let name = obj.req_str("name", limits.max_id_chars)?;
+    let kind = match name.as_str() {
+        "END_OF_CONVERSATION" => EventKind::End(End {
+            reason: obj.req_str("reason", limits.max_text_chars)?,
+            language: obj.req_str("language", limits.max_id_chars)?,
+            experience: obj.req_str("experience", limits.max_id_chars)?,
+            participant: parse_participant(&obj, limits)?,
+        }),
+        "INTERNAL_TRANSFER_EVENT" => EventKind::Transfer(Transfer {
+            transfer_type: obj.req_enum(
+                "transfertype",
+                &[
+                    ("NA", TransferType::Na),
+                    ("COLD", TransferType::Cold),
+                    ("WARM", TransferType::Warm),
+                    ("redial", TransferType::Redial),
+                ],
+            )?,
+            transition: obj.req_enum(
+                "transition",
+                &[("entry", Transition::Entry), ("exit", Transition::Exit)],
+            )?,
+            is_ext_ad: obj.opt_bool("isExtAD")?,
+            language: obj.opt_str("language", limits.max_id_chars)?,
+            experience: obj.req_str("experience", limits.max_id_chars)?,
+            participant: parse_participant(&obj, limits)?,
+            reason: obj.opt_str("reason", limits.max_text_chars)?,
+        }),
+        "TRIGGER_SUMMARY_EVENT" => {
+            let data = obj.req_obj("data")?;
+            EventKind::Summary(Summary {
+                language: data.req_str("language", limits.max_id_chars)?,
+                locale: data.req_str("locale", limits.max_id_chars)?,
+                kind: data.req_str("type", limits.max_id_chars)?,
+            })
+        }
+        other => {
+            return Err(err(
+                obj.field_path("name"),
+                format!(
+                    "\"{}\" is not a supported event (supported: {})",
+                    truncate(other, 64),
+                    SUPPORTED_EVENTS.join(", ")
+                ),
+            ));
+        }
+    };
+    Ok(Event {
+        kind,
+        raw: value.clone(),
+    })
+}
+
+fn parse_participant(event: &Obj<'_>, limits: &Limits) -> Result<Participant, ParseError> {
+    let p = event.req_obj("participant")?;
+    let custom_fields = match p.map.get("customFields") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(other) => {
+            return Err(err(
+                p.field_path("customFields"),
+                format!("must be an object (got {})", type_name(other)),
+            ));
+        }
+    };
+    Ok(Participant {
+        identity: p.req_str("identity", limits.max_id_chars)?,
+        name: p.req_str("name", limits.max_text_chars)?,
+        kind: p.req_str("type", limits.max_id_chars)?,
+        custom_fields,
+    })
+}
+
+fn parse_message(top: &Obj<'_>, limits: &Limits) -> Result<Message, ParseError> {
+    let query = top.req_str_allow_empty("query", limits.max_query_chars)?;
+    let author = match top.map.get("author") {
+        None | Some(Value::Null) => None,
+        Some(_) => {
+            let a = top.req_obj("author")?;
+            Some(a.req_enum(
+                "type",
+                &[("USER", AuthorType::User), ("AGENT", AuthorType::Agent)],
+            )?)
+        }
+    };
+    let source = top.opt_str("source", limits.max_id_chars)?;
+    let experience = top.opt_str("experience", limits.max_id_chars)?;
+    let language = top.opt_str("language", limits.max_id_chars)?;
+    let mut missing = Vec::new();
+    for (field, present) in [
+        ("author", author.is_some()),
+        ("source", source.is_some()),
+        ("experience", experience.is_some()),
+        ("language", language.is_some()),
+    ] {
+        if !present {
+            missing.push(field);
+        }
+    }
+    Ok(Message {
+        query,
+        agent_id: top.opt_str("agentId", limits.max_id_chars)?,
+        author,
+        source,
+        experience,
+        language,
+        send_user_message: top.opt_bool("sendUserMessage")?,
+        send_agent_message: top.opt_bool("sendAgentMessage")?,
+        missing,
+    })
+}
+
+/// A JSON object being read, with its path for error messages.
+struct Obj<'a> {
+    map: &'a Map<String, Value>,
+    path: String,
+}
+
+impl<'a> Obj<'a> {
+    fn root(value: &'a Value) -> Result<Self, ParseError> {
+        match value {
+            Value::Object(map) => Ok(Self {
+                map,
+                path: String::new(),
+            }),
+            other => Err(err(
+                "",
+                format!("the body must be a JSON object (got {})", type_name(other)),
+            )),
+        }
+    }
+
+    fn at(value: &'a Value, path: String) -> Result<Self, ParseError> {
+        match value {
+            Value::Object(map) => Ok(Self { map, path }),
+            other => Err(err(
+                path,
+                format!("must be an object (got {})", type_name(other)),
+            )),
+        }
+    }
+
+    fn field_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn req_obj(&self, key: &str) -> Result<Obj<'a>, ParseError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Err(err(self.field_path(key), "is required")),
+            Some(v) => Obj::at(v, self.field_path(key)),
+        }
+    }
+
+    fn req_str(&self, key: &str, max_chars: usize) -> Result<String, ParseError> {
+        let s = self.req_str_allow_empty(key, max_chars)?;
+        if s.trim().is_empty() {
+            return Err(err(self.field_path(key), "must not be empty"));
+        }
+        Ok(s)
+    }
+
+    fn req_str_allow_empty(&self, key: &str, max_chars: usize) -> Result<String, ParseError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Err(err(self.field_path(key), "is required")),
+            Some(v) => self.string(key, v, max_chars),
+        }
+    }
+
+    fn opt_str(&self, key: &str, max_chars: usize) -> Result<Option<String>, ParseError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => self.string(key, v, max_chars).map(Some),
+        }
+    }
+
+    fn string(&self, key: &str, v: &Value, max_chars: usize) -> Result<String, ParseError> {
+        match v {
+            Value::String(s) => {
+                if s.chars().count() > max_chars {
+                    Err(err(
+                        self.field_path(key),
+                        format!("is longer than {max_chars} characters"),
+                    ))
+                } else {
+                    Ok(s.clone())
+                }
+            }
+            other => Err(err(
+                self.field_path(key),
+                format!("must be a string (got {})", type_name(other)),
+            )),
+        }
+    }
+
+    /// Booleans as the vendor's clients send them: `true` or `"true"`.
+    fn opt_bool(&self, key: &str) -> Result<Option<bool>, ParseError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+            Some(other) => Err(err(
+                self.field_path(key),
+                format!("must be true or false (got {})", describe(other)),
+            )),
+        }
+    }
+
+    /// A string from a fixed set, matched without regard to case (samples mix `cold` and `COLD`).
+    fn req_enum<T: Copy>(&self, key: &str, choices: &[(&str, T)]) -> Result<T, ParseError> {
+        let raw = match self.map.get(key) {
+            None | Some(Value::Null) => return Err(err(self.field_path(key), "is required")),
+            Some(Value::String(s)) => s,
+            Some(other) => {
+                return Err(err(
+                    self.field_path(key),
+                    format!("must be a string (got {})", type_name(other)),
+                ));
+            }
+        };
+        choices
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(raw.trim()))
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+                err(
+                    self.field_path(key),
+                    format!(
+                        "\"{}\" is not one of {}",
+                        truncate(raw, 64),
+                        names.join(", ")
+                    ),
+                )
+            })
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("\"{}\"", truncate(s, 32)),
+        other => type_name(other).to_owned(),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const BOT: &str = "st-56fbfece-0293-55a3-9154-7e3e19xxxxxx";
+
+    fn seed() -> Value {
+        json!({
+            "botId": BOT,
+            "conversationId": "atesta-mlxxxxxx",
+            "events": [{
+                "name": "END_OF_CONVERSATION",
+                "reason": "agent_initiated",
+                "language": "en",
+                "experience": "voice",
+                "participant": {
+                    "identity": "agent1",
+                    "name": "Agent AI",
+                    "type": "agent",
+                    "customFields": {"agentEmail": "qqqqqq", "queueId": "1694", "queueName": "queue11"}
+                }
+            }]
+        })
+    }
+
+    fn parse(v: &Value) -> Result<HookRequest, String> {
+        parse_request(v, BOT, &Limits::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_seed_sample_parses_into_an_end() {
+        let req = parse(&seed()).expect("seed parses");
+        assert_eq!(req.conversation_id, "atesta-mlxxxxxx");
+        let EventKind::End(end) = &req.events[0].kind else {
+            panic!("not an end")
+        };
+        assert_eq!(end.reason, "agent_initiated");
+        assert_eq!(end.participant.custom_fields["queueId"], "1694");
+    }
+
+    #[test]
+    fn a_transfer_accepts_the_vendors_spellings() {
+        let mut body = seed();
+        body["events"] = json!([{
+            "name": "INTERNAL_TRANSFER_EVENT", "transfertype": "cold", "transition": "ENTRY",
+            "isExtAD": "true", "experience": "chat",
+            "participant": {"identity": "a2", "name": "B", "type": "agent"}
+        }]);
+        let req = parse(&body).expect("parses");
+        let EventKind::Transfer(t) = &req.events[0].kind else {
+            panic!()
+        };
+        assert_eq!(t.transfer_type, TransferType::Cold);
+        assert_eq!(t.transition, Transition::Entry);
+        assert_eq!(t.is_ext_ad, Some(true));
+    }
+
+    #[test]
+    fn a_bare_message_is_accepted_and_its_missing_fields_listed() {
+        let body = json!({"botId": BOT, "conversationId": "c", "agentId": "a", "query": "hi"});
+        let req = parse(&body).expect("parses");
+        let EventKind::Message(m) = &req.events[0].kind else {
+            panic!()
+        };
+        assert_eq!(
+            m.missing,
+            vec!["author", "source", "experience", "language"]
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_field_path() {
+        let mut body = seed();
+        body["events"][0]["participant"]
+            .as_object_mut()
+            .unwrap()
+            .remove("identity");
+        assert_eq!(
+            parse(&body).unwrap_err(),
+            "events[0].participant.identity is required"
+        );
+        let mut body = seed();
+        body["events"][0]["reason"] = json!(7);
+        assert_eq!(
+            parse(&body).unwrap_err(),
+            "events[0].reason must be a string (got a number)"
+        );
+        let mut body = seed();
+        body["events"][0]["name"] = json!("NOPE");
+        assert!(
+            parse(&body)
+                .unwrap_err()
+                .contains("END_OF_CONVERSATION, INTERNAL_TRANSFER_EVENT")
+        );
+    }
+}
