@@ -219,8 +219,8 @@ pub fn algorithm(name: &str) -> Option<Algorithm> {
     }
 }
 
-/// What `wrapup token` mints: the vendor's documented payload (`sub`, `appId`),
-/// plus `iat`, and `exp`/`jti` when asked for.
+/// What `wrapup token` mints: exactly the vendor's documented payload (`sub`,
+/// `appId`), plus `iat` and `exp` when a lifetime is asked for, and `jti` when asked for.
 pub struct MintRequest<'a> {
     pub client_id: &'a str,
     pub sub: &'a str,
@@ -234,8 +234,9 @@ pub struct MintRequest<'a> {
 
 pub fn mint(req: &MintRequest<'_>) -> anyhow::Result<String> {
     let now = Timestamp::now().millis() / 1000;
-    let mut claims = json!({ "sub": req.sub, "appId": req.client_id, "iat": now });
+    let mut claims = json!({ "sub": req.sub, "appId": req.client_id });
     if let Some(ttl) = req.ttl {
+        claims["iat"] = json!(now);
         claims["exp"] = json!(now + ttl.as_secs() as i64);
     }
     if let Some(jti) = &req.jti {

@@ -52,6 +52,10 @@ CREATE TABLE used_jti (
     expires_at INTEGER,
     PRIMARY KEY (client_id, jti)
 ) WITHOUT ROWID;
+CREATE TABLE heartbeat (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at INTEGER NOT NULL
+);
 "#];
 
 enum Command {
@@ -251,7 +255,10 @@ enum Pending {
         oneshot::Sender<Result<bool, StoreError>>,
         Result<bool, StoreError>,
     ),
-    Ping(oneshot::Sender<Result<(), StoreError>>),
+    Ping(
+        oneshot::Sender<Result<(), StoreError>>,
+        Result<(), StoreError>,
+    ),
 }
 
 impl Writer {
@@ -301,11 +308,26 @@ impl Writer {
                         Command::ConsumeJti(jti, reply) => {
                             pending.push(Pending::Jti(reply, consume_jti(&tx, &jti, now)))
                         }
-                        Command::Ping(reply) => pending.push(Pending::Ping(reply)),
+                        Command::Ping(reply) => {
+                            // Readiness writes a page, so a full or read-only disk shows.
+                            let probe = tx
+                                .prepare_cached("INSERT INTO heartbeat (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at")
+                                .and_then(|mut s| s.execute(params![now.millis()]))
+                                .map(|_| ())
+                                .map_err(unavailable);
+                            pending.push(Pending::Ping(reply, probe))
+                        }
                         Command::Shutdown => shutdown = true,
                     }
                 }
-                tx.commit().map_err(unavailable)
+                if tx.is_autocommit() {
+                    // SQLite rolled the whole transaction back (e.g. SQLITE_FULL): nothing of the batch stands.
+                    Err(StoreError::Unavailable(
+                        "the transaction was rolled back by SQLite".into(),
+                    ))
+                } else {
+                    tx.commit().map_err(unavailable)
+                }
             }
             Err(e) => {
                 for cmd in batch.drain(..) {
@@ -316,7 +338,9 @@ impl Writer {
                         Command::ConsumeJti(_, reply) => {
                             pending.push(Pending::Jti(reply, Err(unavailable(&e))))
                         }
-                        Command::Ping(reply) => pending.push(Pending::Ping(reply)),
+                        Command::Ping(reply) => {
+                            pending.push(Pending::Ping(reply, Err(unavailable(&e))))
+                        }
                         Command::Shutdown => shutdown = true,
                     }
                 }
@@ -332,28 +356,28 @@ impl Writer {
         for p in pending {
             match p {
                 Pending::Ingest(reply, result) => {
-                    let _ = reply.send(match &commit {
-                        Ok(()) => result,
-                        Err(e) => Err(StoreError::Unavailable(e.to_string())),
-                    });
+                    let _ = reply.send(settle(&commit, result));
                 }
                 Pending::Jti(reply, result) => {
-                    let _ = reply.send(match &commit {
-                        Ok(()) => result,
-                        Err(e) => Err(StoreError::Unavailable(e.to_string())),
-                    });
+                    let _ = reply.send(settle(&commit, result));
                 }
-                Pending::Ping(reply) => {
-                    let _ = reply.send(
-                        commit
-                            .as_ref()
-                            .map(|_| ())
-                            .map_err(|e| StoreError::Unavailable(e.to_string())),
-                    );
+                Pending::Ping(reply, result) => {
+                    let _ = reply.send(settle(&commit, result));
                 }
             }
         }
         shutdown
+    }
+}
+
+/// A result computed inside a batch stands only if the batch committed.
+fn settle<T>(
+    commit: &Result<(), StoreError>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match commit {
+        Ok(()) => result,
+        Err(e) => Err(StoreError::Unavailable(e.to_string())),
     }
 }
 

@@ -1,0 +1,307 @@
+//! Who may post: DESIGN.md's 401/403 rows and the field variations of SPEC.md.
+
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn post_with(app: &TestApp, header: &str, token: &str) -> (u16, Value) {
+    let (status, body) = app
+        .post(
+            &format!("/agentai/api/v1/hooks/{BOT}"),
+            header,
+            token,
+            &seed_with(&unique("auth")),
+        )
+        .await;
+    (status.as_u16(), body)
+}
+
+#[tokio::test]
+async fn a_request_without_a_token_gets_401() {
+    let app = TestApp::spawn().await;
+    let (status, body) = post_with(&app, "", "").await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        body["message"],
+        "a JWT is required in header auth, token or Authorization: Bearer"
+    );
+}
+
+#[tokio::test]
+async fn unreadable_forged_and_wrong_algorithm_tokens_get_401() {
+    let app = TestApp::spawn().await;
+    let now = now_secs();
+    let cases = [
+        ("garbage", "not.a.jwt".to_owned()),
+        ("two parts", "abc.def".to_owned()),
+        (
+            "wrong secret",
+            sign(
+                Algorithm::HS256,
+                "another-secret-0123456789abcdef",
+                json!({"appId": HS256_APP}),
+            ),
+        ),
+        (
+            "HS512 on an HS256 app",
+            sign(Algorithm::HS512, HS256_SECRET, json!({"appId": HS256_APP})),
+        ),
+        (
+            "HS256 on an HS512 app",
+            sign(Algorithm::HS256, HS512_SECRET, json!({"appId": HS512_APP})),
+        ),
+        (
+            "unknown app",
+            sign(
+                Algorithm::HS256,
+                HS256_SECRET,
+                json!({"appId": "cs-nobody"}),
+            ),
+        ),
+        (
+            "misspelled appid",
+            sign(Algorithm::HS256, HS256_SECRET, json!({"appid": HS256_APP})),
+        ),
+        ("alg none", handmade_none(json!({"appId": HS256_APP}))),
+        (
+            "RS public key used as an HS secret",
+            handmade_hs256(
+                &std::fs::read_to_string(fixtures().join("test-only-rs256-public.pem")).unwrap(),
+                &json!({"alg": "HS256", "typ": "JWT"}),
+                &json!({"appId": RS256_APP}),
+            ),
+        ),
+        (
+            "expired (seconds)",
+            sign(
+                Algorithm::HS256,
+                HS256_SECRET,
+                json!({"appId": HS256_APP, "exp": now - 3600}),
+            ),
+        ),
+        (
+            "expired (milliseconds)",
+            sign(
+                Algorithm::HS256,
+                HS256_SECRET,
+                json!({"appId": HS256_APP, "exp": (now - 3600) * 1000}),
+            ),
+        ),
+        (
+            "not yet valid",
+            sign(
+                Algorithm::HS256,
+                HS256_SECRET,
+                json!({"appId": HS256_APP, "nbf": now + 3600}),
+            ),
+        ),
+        (
+            "issued in the future (ms)",
+            sign(
+                Algorithm::HS256,
+                HS256_SECRET,
+                json!({"appId": HS256_APP, "iat": (now + 3600) * 1000}),
+            ),
+        ),
+        ("oversized", "a".repeat(9000)),
+    ];
+    for (name, token) in cases {
+        let (status, body) = post_with(&app, "token", &token).await;
+        assert_eq!(status, 401, "{name}: {body}");
+        assert_eq!(body["code"], 401, "{name}");
+    }
+}
+
+fn handmade_none(claims: Value) -> String {
+    use base64::Engine;
+    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.",
+        e.encode(json!({"alg": "none", "typ": "JWT"}).to_string()),
+        e.encode(claims.to_string())
+    )
+}
+
+#[tokio::test]
+async fn tokens_as_the_vendors_clients_make_them_are_accepted() {
+    let app = TestApp::spawn().await;
+    let now = now_secs();
+    let cases = [
+        (
+            "documented payload",
+            sign(
+                Algorithm::HS256,
+                HS256_SECRET,
+                json!({"sub": "1234567890", "appId": HS256_APP}),
+            ),
+        ),
+        (
+            "SDK style, client id in iss",
+            sign(
+                Algorithm::HS256,
+                HS256_SECRET,
+                json!({"iss": HS256_APP, "sub": "u", "aud": "https://idproxy.kore.com/authorize", "botId": BOT, "isAnonymous": "false"}),
+            ),
+        ),
+        (
+            "widget times in milliseconds",
+            sign(
+                Algorithm::HS256,
+                HS256_SECRET,
+                json!({"appId": HS256_APP, "iat": now * 1000, "exp": (now + 3600) * 1000}),
+            ),
+        ),
+        (
+            "HS512 app",
+            sign(Algorithm::HS512, HS512_SECRET, json!({"appId": HS512_APP})),
+        ),
+        (
+            "RS256 app",
+            sign_rs256(json!({"sub": "1", "appId": RS256_APP, "exp": now + 60})),
+        ),
+    ];
+    for (name, token) in cases {
+        let (status, body) = post_with(&app, "auth", &token).await;
+        assert_eq!(status, 200, "{name}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn the_same_token_in_several_headers_is_fine_but_different_ones_are_refused() {
+    let app = TestApp::spawn().await;
+    let url = format!("{}/agentai/api/v1/hooks/{BOT}", app.base);
+    let t = token();
+    let resp = app
+        .client
+        .post(&url)
+        .header("auth", &t)
+        .header("token", &t)
+        .bearer_auth(&t)
+        .json(&seed_with(&unique("h")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let other = sign(Algorithm::HS512, HS512_SECRET, json!({"appId": HS512_APP}));
+    let resp = app
+        .client
+        .post(&url)
+        .header("auth", &t)
+        .header("token", &other)
+        .json(&seed_with(&unique("h")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn a_valid_token_for_an_app_not_mapped_to_the_bot_gets_403() {
+    let app = TestApp::spawn().await;
+    let (status, body) = post_with(
+        &app,
+        "token",
+        &sign(Algorithm::HS256, OTHER_SECRET, json!({"appId": OTHER_APP})),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = post_with(
+        &app,
+        "token",
+        &sign(
+            Algorithm::HS256,
+            HS256_SECRET,
+            json!({"iss": HS256_APP, "botId": OTHER_BOT}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 403, "a botId claim naming another bot");
+    // Reads follow the same rules.
+    let resp = app
+        .client
+        .get(format!("{}/api/v1/bots/{BOT}/conversations/x", app.base))
+        .header(
+            "auth",
+            sign(Algorithm::HS256, OTHER_SECRET, json!({"appId": OTHER_APP})),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        app.client
+            .get(format!("{}/api/v1/bots/{BOT}/conversations/x", app.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn a_reused_jti_is_refused_also_after_a_restart() {
+    let mut app = TestApp::spawn().await;
+    let jti_token = |jti: &str| {
+        sign(
+            Algorithm::HS256,
+            JTI_SECRET,
+            json!({"appId": JTI_APP, "jti": jti}),
+        )
+    };
+    let (status, body) = post_with(
+        &app,
+        "token",
+        &sign(Algorithm::HS256, JTI_SECRET, json!({"appId": JTI_APP})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["message"].clone()),
+        (401, json!("this app enforces JTI; a jti claim is required"))
+    );
+
+    let first = jti_token(&unique("jti"));
+    assert_eq!(post_with(&app, "token", &first).await.0, 200);
+    let (status, body) = post_with(&app, "token", &first).await;
+    assert_eq!(
+        (status, body["message"].clone()),
+        (401, json!("this token's jti has already been used"))
+    );
+    app.restart().await;
+    assert_eq!(
+        post_with(&app, "token", &first).await.0,
+        401,
+        "replay after restart"
+    );
+    assert_eq!(
+        post_with(&app, "token", &jti_token(&unique("jti"))).await.0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_refused_request_does_not_use_up_its_jti() {
+    let app = TestApp::spawn().await;
+    let token = sign(
+        Algorithm::HS256,
+        JTI_SECRET,
+        json!({"appId": JTI_APP, "jti": unique("j")}),
+    );
+    let c = unique("j");
+    app.end(&c).await;
+    let (status, _) = app
+        .post(
+            &format!("/agentai/api/v1/hooks/{BOT}"),
+            "auth",
+            &token,
+            &event_body(&c, json!([summary()])),
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(
+        post_with(&app, "auth", &token).await.0,
+        200,
+        "the 409 stored nothing, the jti included"
+    );
+}

@@ -1,0 +1,191 @@
+//! The `wrapup` binary as an integrator runs it.
+
+use std::process::{Command, Output};
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+fn wrapup(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wrapup"))
+        .args(args)
+        .env_remove("WRAPUP_CLIENT_ID")
+        .env_remove("WRAPUP_CLIENT_SECRET")
+        .output()
+        .expect("wrapup runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_token_from_wrapup_token_is_accepted_by_the_server() {
+    let app = TestApp::spawn().await;
+    let out = wrapup(&["token", "--client-id", HS256_APP, "--secret", HS256_SECRET]);
+    assert!(out.status.success());
+    let token = stdout(&out);
+    let payload: serde_json::Value = {
+        use base64::Engine;
+        let part = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(payload["appId"], HS256_APP);
+    assert_eq!(payload["sub"], "1234567890");
+    let (status, body) = app
+        .post(
+            &format!("/agentassist/api/v1/hooks/{BOT}"),
+            "auth",
+            &token,
+            &seed(),
+        )
+        .await;
+    assert_eq!((status.as_u16(), body), (200, json!({"STATUS": "OK"})));
+
+    let out = wrapup(&[
+        "token",
+        "--client-id",
+        JTI_APP,
+        "--secret",
+        JTI_SECRET,
+        "--jti",
+        "--exp",
+        "5m",
+    ]);
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/hooks/{BOT}"),
+            "token",
+            &stdout(&out),
+            &seed_with(&unique("cli")),
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "a --jti --exp token satisfies an enforcing app"
+    );
+
+    let rs = fixtures().join("test-only-rs256-private.pem");
+    let out = wrapup(&[
+        "token",
+        "--client-id",
+        RS256_APP,
+        "--alg",
+        "RS256",
+        "--private-key",
+        rs.to_str().unwrap(),
+    ]);
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/hooks/{BOT}"),
+            "token",
+            &stdout(&out),
+            &seed_with(&unique("cli")),
+        )
+        .await;
+    assert_eq!(status, 200, "RS256");
+}
+
+// The CLI blocks its thread while the server answers on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrapup_send_posts_each_kind_and_conversations_show_reads_it_back() {
+    let app = TestApp::spawn().await;
+    let c = unique("send");
+    let base = app.base.clone();
+    let common = [
+        "--url",
+        &base,
+        "--client-id",
+        HS256_APP,
+        "--secret",
+        HS256_SECRET,
+    ];
+    let run = |extra: &[&str]| {
+        let mut args = vec!["send"];
+        args.extend_from_slice(&common);
+        args.extend_from_slice(extra);
+        wrapup(&args)
+    };
+    for extra in [
+        vec![
+            "transfer",
+            "--conversation",
+            &c,
+            "--type",
+            "NA",
+            "--transition",
+            "entry",
+        ],
+        vec!["message", "--conversation", &c, "--query", "hello there"],
+        vec![
+            "transfer",
+            "--conversation",
+            &c,
+            "--type",
+            "NA",
+            "--transition",
+            "exit",
+        ],
+        vec!["summary", "--conversation", &c],
+        vec![
+            "end",
+            "--conversation",
+            &c,
+            "--reason",
+            "agent_initiated",
+            "--custom-field",
+            "queueId=1694",
+        ],
+    ] {
+        let out = run(&extra);
+        assert!(out.status.success(), "{extra:?}: {}", stdout(&out));
+        assert_eq!(stdout(&out), "200\n{\"STATUS\":\"OK\"}");
+    }
+    let out = run(&["summary", "--conversation", &c]);
+    assert!(!out.status.success(), "a 409 makes the command fail");
+    assert!(stdout(&out).starts_with("409"));
+
+    let mut args = vec!["conversations"];
+    args.extend_from_slice(&common);
+    args.extend_from_slice(&["show", "--conversation", &c]);
+    let out = wrapup(&args);
+    let text = stdout(&out);
+    let record: serde_json::Value = serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
+    assert_eq!(record["status"], "ended");
+    assert_eq!(record["eventCount"], 5);
+    assert_eq!(record["endedBy"]["customFields"]["queueId"], "1694");
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_the_key_of_a_mistake() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/wrapup.toml");
+    let out = wrapup(&["check-config", "--config", example]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(example).unwrap().replace(
+        "apps = [\"cs-6363fcbb-310e-5b07-91a9-c614cd3cbf6e\"]",
+        "apps = [\"cs-6363fcbb-310e-5b07-91a9-c614cd3cbf6e\", \"cs-x\"]",
+    );
+    std::fs::write(&bad, text).unwrap();
+    for cmd in ["check-config", "serve"] {
+        let out = wrapup(&[cmd, "--config", bad.to_str().unwrap()]);
+        assert!(!out.status.success(), "{cmd}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr.trim(),
+            "wrapup: config error: bots[0].apps[1]: no app with client_id \"cs-x\"",
+            "{cmd}"
+        );
+    }
+}

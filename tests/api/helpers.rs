@@ -1,0 +1,296 @@
+//! `TestApp`: a wrapup server in this process on 127.0.0.1:0 with a fresh database.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tempfile::TempDir;
+use wrapup::App;
+use wrapup::config;
+
+pub const BOT: &str = "st-56fbfece-0293-55a3-9154-7e3e19xxxxxx";
+pub const OTHER_BOT: &str = "st-00000000-0000-0000-0000-000000000002";
+
+pub const HS256_APP: &str = "cs-6363fcbb-310e-5b07-91a9-c614cd3cbf6e";
+pub const HS256_SECRET: &str = "test-secret-hs256-0123456789abcdef";
+pub const HS512_APP: &str = "cs-test-hs512";
+pub const HS512_SECRET: &str = "test-secret-hs512-0123456789abcdef";
+pub const RS256_APP: &str = "cs-test-rs256";
+pub const JTI_APP: &str = "cs-test-jti";
+pub const JTI_SECRET: &str = "test-secret-jti-0123456789abcdef";
+pub const OTHER_APP: &str = "cs-test-other";
+pub const OTHER_SECRET: &str = "test-secret-other-0123456789abcdef";
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The test configuration, with `extra_server` lines added to `[server]`.
+pub fn config_text(db: &Path, extra_server: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{extra_server}
+
+[store]
+url = "sqlite://{db}"
+
+[[apps]]
+client_id = "{HS256_APP}"
+client_secret = "{HS256_SECRET}"
+
+[[apps]]
+client_id = "{HS512_APP}"
+client_secret = "{HS512_SECRET}"
+algorithms = ["HS512"]
+
+[[apps]]
+client_id = "{RS256_APP}"
+public_key_file = "test-only-rs256-public.pem"
+algorithms = ["RS256"]
+
+[[apps]]
+client_id = "{JTI_APP}"
+client_secret = "{JTI_SECRET}"
+enforce_jti = true
+
+[[apps]]
+client_id = "{OTHER_APP}"
+client_secret = "{OTHER_SECRET}"
+
+[[bots]]
+id = "{BOT}"
+apps = ["{HS256_APP}", "{HS512_APP}", "{RS256_APP}", "{JTI_APP}"]
+
+[[bots]]
+id = "{OTHER_BOT}"
+apps = ["{OTHER_APP}"]
+"#,
+        db = db.display()
+    )
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub dir: TempDir,
+    app: Option<App>,
+    extra_server: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with("").await
+    }
+
+    /// Starts a server whose `[server]` table also holds `extra_server`.
+    pub async fn spawn_with(extra_server: &str) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn_in(dir, extra_server).await
+    }
+
+    pub async fn spawn_in(dir: TempDir, extra_server: &str) -> TestApp {
+        let app = start(&dir.path().join("wrapup.db"), extra_server).await;
+        TestApp {
+            base: format!("http://{}", app.local_addr()),
+            client: reqwest::Client::new(),
+            dir,
+            app: Some(app),
+            extra_server: extra_server.to_owned(),
+        }
+    }
+
+    /// Stops the server gracefully and starts a new one on the same database.
+    pub async fn restart(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+        let app = start(&self.dir.path().join("wrapup.db"), &self.extra_server).await;
+        self.base = format!("http://{}", app.local_addr());
+        self.app = Some(app);
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+    }
+
+    /// POSTs `body` to `path` with the token in header `header` (`auth`, `token` or `bearer`).
+    pub async fn post(
+        &self,
+        path: &str,
+        header: &str,
+        token: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let req = self.client.post(format!("{}{path}", self.base)).json(body);
+        let req = match header {
+            "bearer" => req.bearer_auth(token),
+            "" => req,
+            name => req.header(name, token),
+        };
+        into_json(req.send().await.expect("request")).await
+    }
+
+    /// POSTs `body` to the seed's path for BOT with a valid token.
+    pub async fn hook(&self, body: &Value) -> (StatusCode, Value) {
+        self.post(
+            &format!("/agentai/api/v1/hooks/{BOT}"),
+            "token",
+            &token(),
+            body,
+        )
+        .await
+    }
+
+    pub async fn end(&self, conversation: &str) -> (StatusCode, Value) {
+        self.hook(&seed_with(conversation)).await
+    }
+
+    pub async fn conversation(&self, conversation: &str) -> (StatusCode, Value) {
+        let url = format!(
+            "{}/api/v1/bots/{BOT}/conversations/{conversation}",
+            self.base
+        );
+        into_json(
+            self.client
+                .get(url)
+                .header("auth", token())
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request")
+    }
+}
+
+async fn start(db: &Path, extra_server: &str) -> App {
+    let file = config::parse(&config_text(db, extra_server)).expect("test config parses");
+    let settings = config::validate(&file, &fixtures(), |_| None).expect("test config is valid");
+    App::build(settings).await.expect("server starts")
+}
+
+pub async fn into_json(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+/// The seed document's sample body, verbatim.
+pub fn seed() -> Value {
+    serde_json::from_str(SEED_BODY).expect("seed is JSON")
+}
+
+pub const SEED_BODY: &str = r#"{
+    "botId": "st-56fbfece-0293-55a3-9154-7e3e19xxxxxx",
+    "conversationId": "atesta-mlxxxxxx",
+    "events": [{
+        "name": "END_OF_CONVERSATION",
+        "reason": "agent_initiated",
+        "language": "en",
+        "experience": "voice",
+        "participant": {
+            "identity": "agent1",
+            "name": "Agent AI",
+            "type": "agent",
+            "customFields": {
+                "agentEmail": "qqqqqq",
+                "queueId": "1694",
+                "queueName": "queue11"
+            }
+        }
+    }]
+}"#;
+
+pub fn seed_with(conversation: &str) -> Value {
+    let mut body = seed();
+    body["conversationId"] = json!(conversation);
+    body
+}
+
+pub fn event_body(conversation: &str, events: Value) -> Value {
+    json!({"botId": BOT, "conversationId": conversation, "events": events})
+}
+
+pub fn transfer(transfer_type: &str, transition: &str, agent: &str) -> Value {
+    json!({
+        "name": "INTERNAL_TRANSFER_EVENT", "transfertype": transfer_type, "transition": transition,
+        "isExtAD": "false", "language": "en", "experience": "voice",
+        "participant": {"identity": agent, "name": agent, "type": "agent", "customFields": {"queueId": "1"}}
+    })
+}
+
+pub fn summary() -> Value {
+    json!({"name": "TRIGGER_SUMMARY_EVENT", "data": {"language": "English", "locale": "en", "type": "post"}})
+}
+
+/// A token for the HS256 demo app with the documented payload.
+pub fn token() -> String {
+    sign(
+        Algorithm::HS256,
+        HS256_SECRET,
+        json!({"sub": "1234567890", "appId": HS256_APP}),
+    )
+}
+
+pub fn sign(alg: Algorithm, secret: &str, claims: Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(alg),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
+}
+
+pub fn sign_rs256(claims: Value) -> String {
+    let pem = std::fs::read(fixtures().join("test-only-rs256-private.pem")).expect("key");
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        &claims,
+        &EncodingKey::from_rsa_pem(&pem).expect("pem"),
+    )
+    .expect("sign")
+}
+
+/// An HS256 JWT built by hand from RFC 7519 (HMAC-SHA256 over base64url parts),
+/// independent of the JWT library wrapup uses.
+pub fn handmade_hs256(secret: &str, header: &Value, claims: &Value) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(signing_input.as_bytes());
+    format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4())
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real server on an ephemeral port, spoken to over HTTP, and
+//! the `wrapup` binary run as a process.
+
+mod helpers;
+
+mod auth;
+mod cli;
+mod crash;
+mod errors;
+mod hooks;
+mod ops;
+mod validation;
