@@ -32,7 +32,9 @@ pub struct App {
 impl App {
     /// Opens the store and binds the listener; serving starts at once in the background.
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
-        let store = store::open(&settings.store).await?;
+        let store = store::open(&settings.store)
+            .await
+            .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .map_err(|e| {

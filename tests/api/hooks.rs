@@ -235,3 +235,39 @@ async fn acknowledged_events_survive_a_restart() {
         );
     }
 }
+
+/// The README's curl, run by curl itself, on every path and header spelling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_sample_sent_with_curl_gets_the_seeds_response() {
+    let app = TestApp::spawn().await;
+    let token = token();
+    for prefix in [
+        "/agentai/api/v1/hooks",
+        "/agentassist/api/v1/hooks",
+        "/api/v1/hooks",
+    ] {
+        for header in [
+            format!("token: {token}"),
+            format!("auth: {token}"),
+            format!("Authorization: Bearer {token}"),
+        ] {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "--location", &format!("{}{prefix}/{BOT}", app.base)])
+                .args([
+                    "--header",
+                    &header,
+                    "--header",
+                    "Content-Type: application/json",
+                    "--data",
+                    SEED_BODY,
+                ])
+                .output()
+                .expect("curl runs");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                r#"{"STATUS":"OK"}"#,
+                "{prefix} {header}"
+            );
+        }
+    }
+}
