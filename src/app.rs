@@ -17,6 +17,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::actions::worker::Workers;
+use crate::actions::{Runner, action_refs};
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
 use crate::config::Settings;
@@ -32,6 +34,7 @@ pub struct App {
 impl App {
     /// Opens the store and binds the listener; serving starts at once in the background.
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
+        crate::install_tls_provider();
         let store = store::open(&settings.store)
             .await
             .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
@@ -45,6 +48,8 @@ impl App {
             max_events: settings.server.max_events_per_request,
             ..Limits::default()
         };
+        let runner = Arc::new(Runner::new(&settings.bots)?);
+        let workers = Workers::start(store.clone(), runner, &settings.workers);
         let state = Arc::new(AppState {
             store: store.clone(),
             auth: Authenticator::new(&settings.apps),
@@ -53,12 +58,19 @@ impl App {
                 .iter()
                 .map(|b| (b.id.clone(), b.clone()))
                 .collect::<HashMap<_, _>>(),
+            on_end: settings
+                .bots
+                .iter()
+                .map(|b| (b.id.clone(), action_refs(b)))
+                .collect(),
+            wake: workers.waker(),
+            admin_token: settings.admin_token.clone(),
             limits,
             server: settings.server.clone(),
             metrics: crate::telemetry::metrics(),
         });
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, state, store, cancel.clone()));
+        let task = tokio::spawn(serve(listener, state, store, workers, cancel.clone()));
         tracing::info!(%addr, "wrapup listening");
         Ok(App { addr, cancel, task })
     }
@@ -88,6 +100,7 @@ async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     store: Arc<dyn Store>,
+    workers: Workers,
     cancel: CancellationToken,
 ) {
     let router = api::router(state.clone());
@@ -149,6 +162,8 @@ async fn serve(
     {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
+    tracing::info!("stopping workers: letting running attempts finish");
+    workers.shutdown().await;
     store.close().await;
     tracing::info!("stopped");
 }

@@ -15,6 +15,8 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
+use crate::actions::retry::RetryPolicy;
+
 /// A configuration problem, rendered as `key: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -49,6 +51,41 @@ pub struct FileConfig {
     pub apps: Vec<AppFile>,
     #[serde(default)]
     pub bots: Vec<BotFile>,
+    #[serde(default)]
+    pub workers: WorkersFile,
+    #[serde(default)]
+    pub admin: AdminFile,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersFile {
+    /// Attempts running at once in this process.
+    pub concurrency: usize,
+    /// How often to look for due jobs when nothing wakes the workers (retries, other instances).
+    pub poll_interval: String,
+    /// How much longer than an attempt's timeout a claimed job stays leased.
+    pub lease_margin: String,
+    /// On shutdown, how long running attempts may take to finish.
+    pub shutdown_grace: String,
+}
+
+impl Default for WorkersFile {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            poll_interval: "1s".into(),
+            lease_margin: "30s".into(),
+            shutdown_grace: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// The environment variable holding the admin bearer token; unset: admin API off.
+    pub token_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +163,32 @@ pub struct BotFile {
     #[serde(default)]
     pub apps: Vec<String>,
     pub inactivity_timeout: Option<String>,
+    #[serde(default)]
+    pub on_end: Vec<ActionFile>,
+}
+
+/// One `[[bots.on_end]]` entry as written; which keys apply depends on `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionFile {
+    pub kind: String,
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub secret: Option<String>,
+    pub secret_env: Option<String>,
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    pub subject: Option<String>,
+    pub keys: Option<Vec<String>>,
+    pub timeout: Option<String>,
+    pub retry: Option<RetryFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    pub max_attempts: Option<u32>,
+    pub initial_delay: Option<String>,
+    pub max_delay: Option<String>,
 }
 
 /// Validated configuration, ready to run.
@@ -135,6 +198,17 @@ pub struct Settings {
     pub store: StoreSettings,
     pub apps: Vec<AppSettings>,
     pub bots: Vec<BotSettings>,
+    pub workers: WorkerSettings,
+    /// The admin bearer token; `None` turns the admin API off.
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    pub lease_margin: Duration,
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +250,46 @@ pub struct BotSettings {
     pub id: String,
     pub apps: Vec<String>,
     pub inactivity_timeout: Option<Duration>,
+    pub on_end: Vec<ActionSettings>,
+}
+
+/// A post-conversation action, ready to run.
+#[derive(Debug, Clone)]
+pub struct ActionSettings {
+    /// Unique within the bot; jobs refer to their action by it, so reordering the list
+    /// never sends a job to another action.
+    pub name: String,
+    pub kind: ActionKind,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub enum ActionKind {
+    Webhook {
+        url: reqwest::Url,
+        /// The decoded key of a `whsec_` secret.
+        secret: Vec<u8>,
+        headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+    },
+    Nats {
+        url: String,
+        subject: String,
+    },
+    RedisCleanup {
+        url: String,
+        keys: Vec<String>,
+    },
+}
+
+impl ActionKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ActionKind::Webhook { .. } => "webhook",
+            ActionKind::Nats { .. } => "nats",
+            ActionKind::RedisCleanup { .. } => "redis_cleanup",
+        }
+    }
 }
 
 /// Reads, overrides from the environment and validates the file at `path`.
@@ -331,19 +445,237 @@ pub fn validate(
             .as_deref()
             .map(|v| positive(&format!("{key}.inactivity_timeout"), v))
             .transpose()?;
+        let mut on_end = Vec::with_capacity(bot.on_end.len());
+        for (j, action) in bot.on_end.iter().enumerate() {
+            let action = validate_action(action, &format!("{key}.on_end[{j}]"), &on_end, &env)?;
+            on_end.push(action);
+        }
         bots.push(BotSettings {
             id: bot.id.clone(),
             apps: bot.apps.clone(),
             inactivity_timeout,
+            on_end,
         });
     }
+
+    let w = &file.workers;
+    if w.concurrency == 0 {
+        return Err(cerr("workers.concurrency", "must be greater than 0"));
+    }
+    let workers = WorkerSettings {
+        concurrency: w.concurrency,
+        poll_interval: positive("workers.poll_interval", &w.poll_interval)?,
+        lease_margin: positive("workers.lease_margin", &w.lease_margin)?,
+        shutdown_grace: parse_duration("workers.shutdown_grace", &w.shutdown_grace)?,
+    };
+    let admin_token = match &file.admin.token_env {
+        None => None,
+        Some(var) => {
+            let token = env(var).ok_or_else(|| {
+                cerr(
+                    "admin.token_env",
+                    format!("environment variable {var} is not set"),
+                )
+            })?;
+            if token.len() < 16 {
+                return Err(cerr(
+                    "admin.token_env",
+                    format!("the token in {var} is shorter than 16 characters"),
+                ));
+            }
+            Some(token)
+        }
+    };
 
     Ok(Settings {
         server,
         store,
         apps,
         bots,
+        workers,
+        admin_token,
     })
+}
+
+const ACTION_KINDS: &str = "webhook, nats, redis_cleanup";
+
+fn validate_action(
+    a: &ActionFile,
+    key: &str,
+    earlier: &[ActionSettings],
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<ActionSettings, ConfigError> {
+    let k = |field: &str| format!("{key}.{field}");
+    let required = |field: &str, v: &Option<String>| -> Result<String, ConfigError> {
+        v.clone()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| cerr(k(field), format!("is required for kind \"{}\"", a.kind)))
+    };
+    // Keys that belong to other kinds are mistakes, not silently ignored.
+    let allowed: &[&str] = match a.kind.as_str() {
+        "webhook" => &["url", "secret", "secret_env", "headers"],
+        "nats" => &["url", "subject"],
+        "redis_cleanup" => &["url", "keys"],
+        other => {
+            return Err(cerr(
+                k("kind"),
+                format!("\"{other}\" is not supported (supported: {ACTION_KINDS})"),
+            ));
+        }
+    };
+    for (field, present) in [
+        ("secret", a.secret.is_some()),
+        ("secret_env", a.secret_env.is_some()),
+        ("headers", a.headers.is_some()),
+        ("subject", a.subject.is_some()),
+        ("keys", a.keys.is_some()),
+    ] {
+        if present && !allowed.contains(&field) {
+            return Err(cerr(
+                k(field),
+                format!("does not apply to kind \"{}\"", a.kind),
+            ));
+        }
+    }
+    let kind = match a.kind.as_str() {
+        "webhook" => {
+            let raw_url = required("url", &a.url)?;
+            let url = reqwest::Url::parse(&raw_url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| {
+                    cerr(
+                        k("url"),
+                        format!("\"{raw_url}\" is not an http:// or https:// URL"),
+                    )
+                })?;
+            let secret = match (&a.secret, &a.secret_env) {
+                (Some(s), None) => s.clone(),
+                (None, Some(var)) => env(var).ok_or_else(|| {
+                    cerr(
+                        k("secret_env"),
+                        format!("environment variable {var} is not set"),
+                    )
+                })?,
+                _ => {
+                    return Err(cerr(
+                        k("secret"),
+                        "set exactly one of secret or secret_env (a Standard Webhooks secret, whsec_...)",
+                    ));
+                }
+            };
+            let secret = decode_whsec(&secret).ok_or_else(|| {
+                cerr(k("secret"), "is not a Standard Webhooks secret: write whsec_ followed by base64 of 24 to 64 bytes")
+            })?;
+            let mut headers = Vec::new();
+            for (name, value) in a.headers.iter().flatten() {
+                let n = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    cerr(
+                        format!("{key}.headers.{name}"),
+                        "is not a valid header name",
+                    )
+                })?;
+                let v = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+                    cerr(
+                        format!("{key}.headers.{name}"),
+                        "is not a valid header value",
+                    )
+                })?;
+                headers.push((n, v));
+            }
+            ActionKind::Webhook {
+                url,
+                secret,
+                headers,
+            }
+        }
+        "nats" => {
+            let url = required("url", &a.url)?;
+            let subject = required("subject", &a.subject)?;
+            if subject.contains(char::is_whitespace) || subject.contains(['*', '>']) {
+                return Err(cerr(
+                    k("subject"),
+                    "must be a concrete subject (no spaces or wildcards)",
+                ));
+            }
+            ActionKind::Nats { url, subject }
+        }
+        _ => {
+            let url = required("url", &a.url)?;
+            if !url.starts_with("redis://") && !url.starts_with("unix://") {
+                return Err(cerr(k("url"), format!("\"{url}\" is not a redis:// URL")));
+            }
+            let keys = a.keys.clone().unwrap_or_default();
+            if keys.is_empty() {
+                return Err(cerr(k("keys"), "must name at least one key template"));
+            }
+            for (i, t) in keys.iter().enumerate() {
+                if !t.contains("{conversationId}") {
+                    // Without it one end would wipe every conversation's keys.
+                    return Err(cerr(
+                        format!("{key}.keys[{i}]"),
+                        "must contain {conversationId}, so one end never deletes another conversation's keys",
+                    ));
+                }
+            }
+            ActionKind::RedisCleanup { url, keys }
+        }
+    };
+    let name = match &a.name {
+        Some(n) if n.trim().is_empty() => return Err(cerr(k("name"), "must not be empty")),
+        Some(n) => n.clone(),
+        None => {
+            let same = earlier.iter().filter(|e| e.kind.name() == a.kind).count();
+            if same == 0 {
+                a.kind.clone()
+            } else {
+                format!("{}-{}", a.kind, same + 1)
+            }
+        }
+    };
+    if earlier.iter().any(|e| e.name == name) {
+        return Err(cerr(
+            k("name"),
+            format!("\"{name}\" is used by another action of this bot"),
+        ));
+    }
+    let timeout = positive(&k("timeout"), a.timeout.as_deref().unwrap_or("10s"))?;
+    let r = a.retry.clone().unwrap_or_default();
+    let defaults = RetryPolicy::default();
+    let retry = RetryPolicy {
+        max_attempts: r.max_attempts.unwrap_or(defaults.max_attempts),
+        initial_delay: match &r.initial_delay {
+            Some(v) => positive(&k("retry.initial_delay"), v)?,
+            None => defaults.initial_delay,
+        },
+        max_delay: match &r.max_delay {
+            Some(v) => positive(&k("retry.max_delay"), v)?,
+            None => defaults.max_delay,
+        },
+    };
+    if retry.max_attempts == 0 || retry.max_attempts > 100 {
+        return Err(cerr(k("retry.max_attempts"), "must be between 1 and 100"));
+    }
+    if retry.max_delay < retry.initial_delay {
+        return Err(cerr(
+            k("retry.max_delay"),
+            "must not be shorter than retry.initial_delay",
+        ));
+    }
+    Ok(ActionSettings {
+        name,
+        kind,
+        timeout,
+        retry,
+    })
+}
+
+/// The key of a Standard Webhooks secret: `whsec_` + base64.
+fn decode_whsec(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let b64 = secret.strip_prefix("whsec_")?;
+    let key = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    (24..=64).contains(&key.len()).then_some(key)
 }
 
 fn positive(key: &str, value: &str) -> Result<Duration, ConfigError> {

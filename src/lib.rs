@@ -13,10 +13,14 @@
 //!     ├ auth      JWT apps, algorithm pinning, time claims (s or ms), jti
 //!     ├ domain    pure: payload parsing, Conversation::apply (state, event) -> state
 //!     └ store     Store trait; sqlite: group-commit writer thread, WAL + synchronous=FULL
+//!                 (the end's transaction also schedules one job per `on_end` action)
+//! actions  outbox workers: claim with a lease, run webhook / nats / redis_cleanup,
+//!          record attempts, retry with backoff, dead-letter
 //! config  TOML + WRAPUP_* env -> validated Settings (one-line errors naming the key)
 //! telemetry   JSON logs, Prometheus metrics
 //! ```
 
+pub mod actions;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -26,3 +30,8 @@ pub mod store;
 pub mod telemetry;
 
 pub use app::App;
+
+/// Installs the process's TLS provider (ring) for the HTTP and NATS clients; idempotent.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -43,6 +43,27 @@ enum Command {
         #[command(subcommand)]
         what: SendWhat,
     },
+    /// See and replay post-conversation action jobs (admin API).
+    Jobs {
+        /// The server's base URL.
+        #[arg(
+            long,
+            env = "WRAPUP_URL",
+            default_value = "http://127.0.0.1:8080",
+            global = true
+        )]
+        url: String,
+        /// The admin token (the value of the variable named by [admin] token_env).
+        #[arg(
+            long,
+            env = "WRAPUP_ADMIN_TOKEN",
+            hide_env_values = true,
+            global = true
+        )]
+        admin_token: Option<String>,
+        #[command(subcommand)]
+        what: JobsWhat,
+    },
     /// Read conversations back from a running server.
     Conversations {
         #[command(flatten)]
@@ -191,6 +212,37 @@ struct EventCommon {
 }
 
 #[derive(Subcommand)]
+enum JobsWhat {
+    /// List jobs, newest first, one line each.
+    List {
+        /// pending, running, succeeded or dead.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        bot: Option<String>,
+        #[arg(long)]
+        conversation: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// From a previous list's "next:" line.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Print the JSON answer instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job with all its attempts (JSON).
+    Show { id: String },
+    /// Put a dead job (or all dead jobs of --bot) back in the queue.
+    Retry {
+        #[arg(required_unless_present = "bot", conflicts_with = "bot")]
+        id: Option<String>,
+        #[arg(long)]
+        bot: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConversationsWhat {
     /// Show one conversation.
     Show {
@@ -207,6 +259,7 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    wrapup::install_tls_provider();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -331,6 +384,60 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             request(&target, reqwest::Method::POST, &url, Some(body))
         }
+        Command::Jobs {
+            url,
+            admin_token,
+            what,
+        } => {
+            let token = admin_token.context("--admin-token (or WRAPUP_ADMIN_TOKEN) is required")?;
+            let base = format!("{}/admin/v1", url.trim_end_matches('/'));
+            match what {
+                JobsWhat::List {
+                    state,
+                    bot,
+                    conversation,
+                    limit,
+                    cursor,
+                    json,
+                } => {
+                    let mut query = vec![("limit", limit.to_string())];
+                    for (k, v) in [
+                        ("state", state),
+                        ("bot", bot),
+                        ("conversation", conversation),
+                        ("cursor", cursor),
+                    ] {
+                        if let Some(v) = v {
+                            query.push((k, v));
+                        }
+                    }
+                    let url = reqwest::Url::parse_with_params(&format!("{base}/jobs"), &query)?;
+                    let (ok, body) = admin_call(reqwest::Method::GET, url.as_str(), &token)?;
+                    if !ok || json {
+                        println!("{body}");
+                    } else {
+                        print_jobs(&body);
+                    }
+                    Ok(exit(ok))
+                }
+                JobsWhat::Show { id } => {
+                    let (ok, body) =
+                        admin_call(reqwest::Method::GET, &format!("{base}/jobs/{id}"), &token)?;
+                    println!("{}", serde_json::to_string_pretty(&body)?);
+                    Ok(exit(ok))
+                }
+                JobsWhat::Retry { id, bot } => {
+                    let url = match (id, bot) {
+                        (Some(id), _) => format!("{base}/jobs/{id}/retry"),
+                        (None, Some(bot)) => format!("{base}/bots/{bot}/jobs/retry"),
+                        (None, None) => bail!("give a job id or --bot"),
+                    };
+                    let (ok, body) = admin_call(reqwest::Method::POST, &url, &token)?;
+                    println!("{body}");
+                    Ok(exit(ok))
+                }
+            }
+        }
         Command::Conversations { target, what } => match what {
             ConversationsWhat::Show { conversation } => {
                 let url = format!(
@@ -342,6 +449,60 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 request(&target, reqwest::Method::GET, &url, None)
             }
         },
+    }
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn admin_call(method: reqwest::Method, url: &str, token: &str) -> anyhow::Result<(bool, Value)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let response = client
+            .request(method, url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let ok = response.status().is_success();
+        let text = response.text().await?;
+        Ok((
+            ok,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    })
+}
+
+fn print_jobs(body: &Value) {
+    println!(
+        "{:<38} {:<10} {:<14} {:<16} {:>8}  {:<24} LAST ERROR",
+        "ID", "STATE", "KIND", "ACTION", "ATTEMPTS", "CONVERSATION"
+    );
+    for job in body["jobs"].as_array().into_iter().flatten() {
+        let s = |k: &str| job[k].as_str().unwrap_or("").to_owned();
+        println!(
+            "{:<38} {:<10} {:<14} {:<16} {:>8}  {:<24} {}",
+            s("id"),
+            s("state"),
+            s("kind"),
+            s("action"),
+            format!("{}/{}", job["attempts"], job["maxAttempts"]),
+            s("conversationId"),
+            s("lastError")
+        );
+    }
+    if let Some(next) = body["nextCursor"].as_str() {
+        println!("next: --cursor {next}");
     }
 }
 

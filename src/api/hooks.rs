@@ -45,6 +45,11 @@ pub async fn hook(
         conversation_id: request.conversation_id,
         events: request.events,
         jti: principal.jti,
+        on_end: state
+            .on_end
+            .get(&bot_id)
+            .cloned()
+            .unwrap_or_else(|| Arc::from([])),
     };
     let outcome = tokio::time::timeout(state.server.request_timeout, state.store.ingest(ingest))
         .await
@@ -61,6 +66,7 @@ pub async fn hook(
             metrics::counter!("wrapup_events_stored_total").increment(stored as u64);
             if ended {
                 metrics::counter!("wrapup_conversations_ended_total").increment(1);
+                state.wake.notify_one();
             }
             if duplicate_ends > 0 {
                 metrics::counter!("wrapup_duplicate_ends_total").increment(duplicate_ends as u64);

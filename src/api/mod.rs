@@ -1,6 +1,7 @@
 //! HTTP only: routes, authentication, and the mapping of errors to responses.
 //! Handlers translate between HTTP and the domain and store; they hold no rules.
 
+pub mod admin;
 pub mod auth;
 pub mod conversations;
 pub mod error;
@@ -24,8 +25,9 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Authenticator;
 use crate::config::{BotSettings, ServerSettings};
 use crate::domain::Limits;
-use crate::store::Store;
+use crate::store::{ActionRef, Store};
 use error::ApiError;
+use tokio::sync::Notify;
 
 /// The three paths the vendor's documents use for the same endpoint.
 pub const HOOK_PATHS: [&str; 3] = [
@@ -38,6 +40,11 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub auth: Authenticator,
     pub bots: HashMap<String, BotSettings>,
+    /// Each bot's actions, as the store schedules them.
+    pub on_end: HashMap<String, Arc<[ActionRef]>>,
+    /// Wakes the action workers when a conversation ends.
+    pub wake: Arc<Notify>,
+    pub admin_token: Option<String>,
     pub limits: Limits,
     pub server: ServerSettings,
     pub metrics: PrometheusHandle,
@@ -53,6 +60,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/bots/{botId}/conversations/{conversationId}",
             get(conversations::get_conversation),
         )
+        .route("/admin/v1/jobs", get(admin::list_jobs))
+        .route("/admin/v1/jobs/{id}", get(admin::show_job))
+        .route("/admin/v1/jobs/{id}/retry", post(admin::retry_job))
+        .route("/admin/v1/bots/{botId}/jobs/retry", post(admin::retry_bot))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

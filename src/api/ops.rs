@@ -30,6 +30,16 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    // Job gauges are read from the store at scrape time, so they are right across instances.
+    if let Ok(stats) = state.store.job_stats().await {
+        for (kind, job_state, count) in stats.by_kind_and_state {
+            metrics::gauge!("wrapup_jobs", "kind" => kind, "state" => job_state.as_str())
+                .set(count as f64);
+        }
+        metrics::gauge!("wrapup_jobs_due").set(stats.due as f64);
+        metrics::gauge!("wrapup_jobs_oldest_due_age_seconds")
+            .set(stats.oldest_due_age.map(|d| d.as_secs_f64()).unwrap_or(0.0));
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

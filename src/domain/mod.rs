@@ -6,8 +6,10 @@
 
 pub mod conversation;
 pub mod payload;
+pub mod record;
 pub mod time;
 
 pub use conversation::{Anomaly, Applied, Conversation, EndedAfter, Status};
 pub use payload::{Event, EventKind, HookRequest, Limits, ParseError, RequestBody};
+pub use record::ConversationRecord;
 pub use time::Timestamp;

@@ -7,6 +7,8 @@
 
 pub mod sqlite;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use thiserror::Error;
 
@@ -22,6 +24,171 @@ pub struct Ingest {
     pub events: Vec<Event>,
     /// Recorded in the same transaction; a `jti` already recorded makes the request a replay.
     pub jti: Option<JtiUse>,
+    /// The bot's post-conversation actions: if this request ends the conversation, one
+    /// job per entry is scheduled in the same transaction.
+    pub on_end: Arc<[ActionRef]>,
+}
+
+/// What the store needs to know of an action to schedule its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionRef {
+    pub name: String,
+    pub kind: &'static str,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for its due time.
+    Pending,
+    /// Claimed by a worker whose lease has not expired.
+    Running,
+    Succeeded,
+    /// Failed its last attempt; an operator may retry it.
+    Dead,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 4] = [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// A job a worker has claimed: it holds the lease until `lease_until`.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: String,
+    pub bot_id: String,
+    pub conversation_id: String,
+    pub action: String,
+    pub kind: String,
+    /// This attempt's number, 1-based.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// The conversation record at the end, JSON.
+    pub payload: String,
+    pub created_at: Timestamp,
+    /// Proves the lease when the attempt is recorded; a stale worker's record is refused.
+    pub lease_token: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptOutcome {
+    Succeeded,
+    Failed,
+    /// The worker stopped (crash, kill) before recording the attempt; its lease expired.
+    Lost,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Lost => "lost",
+        }
+    }
+}
+
+/// One attempt at a job, as recorded.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    #[serde(serialize_with = "rfc3339")]
+    pub started_at: Timestamp,
+    pub duration_ms: u64,
+    pub outcome: AttemptOutcome,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    /// The receiver's answer, truncated.
+    pub response: Option<String>,
+}
+
+/// What happens to a job after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Succeeded,
+    RetryAt(Timestamp),
+    Dead,
+}
+
+/// A job as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    pub id: String,
+    pub bot_id: String,
+    pub conversation_id: String,
+    pub action: String,
+    pub kind: String,
+    pub state: JobState,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: Timestamp,
+    #[serde(serialize_with = "rfc3339")]
+    pub updated_at: Timestamp,
+    /// When a pending job is next due.
+    #[serde(serialize_with = "rfc3339")]
+    pub due_at: Timestamp,
+    pub last_error: Option<String>,
+    /// The job's attempts, oldest first (only when one job is shown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt_log: Option<Vec<AttemptRecord>>,
+    /// Opaque; pass as `cursor` to list what comes after this job.
+    #[serde(skip)]
+    pub cursor: i64,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339())
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub bot_id: Option<String>,
+    pub conversation_id: Option<String>,
+    pub limit: usize,
+    /// List jobs older than this cursor (newest first).
+    pub before: Option<i64>,
+}
+
+/// Which dead jobs to put back in the queue.
+#[derive(Debug, Clone)]
+pub enum RetryTarget {
+    Job(String),
+    DeadOfBot(String),
+}
+
+/// Counts for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct JobStats {
+    /// (kind, state, count)
+    pub by_kind_and_state: Vec<(String, JobState, u64)>,
+    /// Pending jobs whose due time has come.
+    pub due: u64,
+    /// Age of the oldest due job.
+    pub oldest_due_age: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +241,34 @@ pub trait Store: Send + Sync + 'static {
         conversation_id: &str,
     ) -> Result<Option<StoredConversation>, StoreError>;
 
+    /// Claims up to `limit` due jobs (pending and due, or running with an expired lease)
+    /// and leases them until now + `lease`.
+    async fn claim_jobs(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
+
+    /// Records an attempt and moves the job on; false if the lease was lost meanwhile
+    /// (the attempt is recorded all the same, the job is left to its new holder).
+    async fn finish_attempt(
+        &self,
+        job: &ClaimedJob,
+        attempt: AttemptRecord,
+        next: NextStep,
+    ) -> Result<bool, StoreError>;
+
+    async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<JobView>, StoreError>;
+
+    /// One job with its attempts.
+    async fn job(&self, id: &str) -> Result<Option<JobView>, StoreError>;
+
+    /// Puts dead jobs back in the queue, due now, each with a fresh attempt budget.
+    /// Returns how many were dead and are now pending.
+    async fn retry_dead(&self, target: RetryTarget) -> Result<u64, StoreError>;
+
+    async fn job_stats(&self) -> Result<JobStats, StoreError>;
+
     /// Succeeds when the store can take writes and answer reads.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -82,10 +277,8 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the store named by the configuration's URL.
-pub async fn open(settings: &StoreSettings) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
     match &settings.url {
-        StoreUrl::Sqlite(path) => Ok(std::sync::Arc::new(
-            sqlite::SqliteStore::open(path, settings).await?,
-        )),
+        StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path, settings).await?)),
     }
 }

@@ -18,10 +18,13 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Ingest, IngestOutcome, Store, StoreError, StoredConversation};
+use super::{
+    AttemptOutcome, AttemptRecord, ClaimedJob, Ingest, IngestOutcome, JobFilter, JobState,
+    JobStats, JobView, NextStep, RetryTarget, Store, StoreError, StoredConversation,
+};
 use crate::auth::JtiUse;
 use crate::config::StoreSettings;
-use crate::domain::{Applied, Conversation, EndedAfter, Timestamp};
+use crate::domain::{Applied, Conversation, ConversationRecord, EndedAfter, Timestamp};
 
 /// Schema versions, applied in order and recorded in `PRAGMA user_version`.
 const MIGRATIONS: &[&str] = &[r#"
@@ -56,10 +59,53 @@ CREATE TABLE heartbeat (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     at INTEGER NOT NULL
 );
+CREATE TABLE jobs (
+    seq             INTEGER PRIMARY KEY,
+    id              TEXT    NOT NULL UNIQUE,
+    bot_id          TEXT    NOT NULL,
+    conversation_id TEXT    NOT NULL,
+    action          TEXT    NOT NULL,
+    kind            TEXT    NOT NULL,
+    state           TEXT    NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    max_attempts    INTEGER NOT NULL,
+    budget          INTEGER NOT NULL,
+    due_at          INTEGER NOT NULL,
+    lease_until     INTEGER,
+    lease_token     TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    last_error      TEXT,
+    payload         TEXT    NOT NULL
+);
+CREATE UNIQUE INDEX jobs_once ON jobs (bot_id, conversation_id, action);
+CREATE INDEX jobs_due ON jobs (state, due_at);
+CREATE INDEX jobs_lease ON jobs (state, lease_until);
+CREATE TABLE attempts (
+    job_id      TEXT    NOT NULL,
+    attempt     INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    outcome     TEXT    NOT NULL,
+    status_code INTEGER,
+    error       TEXT,
+    response    TEXT,
+    PRIMARY KEY (job_id, attempt)
+) WITHOUT ROWID;
 "#];
 
 enum Command {
     Ingest(Ingest, oneshot::Sender<Result<IngestOutcome, StoreError>>),
+    Claim(
+        usize,
+        std::time::Duration,
+        oneshot::Sender<Result<Vec<ClaimedJob>, StoreError>>,
+    ),
+    Finish(
+        Box<(ClaimedJob, AttemptRecord, NextStep)>,
+        oneshot::Sender<Result<bool, StoreError>>,
+    ),
+    Retry(RetryTarget, oneshot::Sender<Result<u64, StoreError>>),
     ConsumeJti(JtiUse, oneshot::Sender<Result<bool, StoreError>>),
     Ping(oneshot::Sender<Result<(), StoreError>>),
     Shutdown,
@@ -221,6 +267,44 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn claim_jobs(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        self.call(|reply| Command::Claim(limit, lease, reply)).await
+    }
+
+    async fn finish_attempt(
+        &self,
+        job: &ClaimedJob,
+        attempt: AttemptRecord,
+        next: NextStep,
+    ) -> Result<bool, StoreError> {
+        let args = Box::new((job.clone(), attempt, next));
+        self.call(|reply| Command::Finish(args, reply)).await
+    }
+
+    async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<JobView>, StoreError> {
+        self.read(move |conn| list_jobs(conn, &filter).map_err(unavailable))
+            .await
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<JobView>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| job_with_attempts(conn, &id).map_err(unavailable))
+            .await
+    }
+
+    async fn retry_dead(&self, target: RetryTarget) -> Result<u64, StoreError> {
+        self.call(|reply| Command::Retry(target, reply)).await
+    }
+
+    async fn job_stats(&self) -> Result<JobStats, StoreError> {
+        self.read(|conn| job_stats(conn, Timestamp::now()).map_err(unavailable))
+            .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.call(Command::Ping).await?;
         self.read(|conn| {
@@ -251,9 +335,17 @@ enum Pending {
         oneshot::Sender<Result<IngestOutcome, StoreError>>,
         Result<IngestOutcome, StoreError>,
     ),
-    Jti(
+    Flag(
         oneshot::Sender<Result<bool, StoreError>>,
         Result<bool, StoreError>,
+    ),
+    Claim(
+        oneshot::Sender<Result<Vec<ClaimedJob>, StoreError>>,
+        Result<Vec<ClaimedJob>, StoreError>,
+    ),
+    Count(
+        oneshot::Sender<Result<u64, StoreError>>,
+        Result<u64, StoreError>,
     ),
     Ping(
         oneshot::Sender<Result<(), StoreError>>,
@@ -301,23 +393,9 @@ impl Writer {
         let commit = match tx {
             Ok(mut tx) => {
                 for cmd in batch.drain(..) {
-                    match cmd {
-                        Command::Ingest(ingest, reply) => {
-                            pending.push(Pending::Ingest(reply, ingest_one(&mut tx, &ingest, now)))
-                        }
-                        Command::ConsumeJti(jti, reply) => {
-                            pending.push(Pending::Jti(reply, consume_jti(&tx, &jti, now)))
-                        }
-                        Command::Ping(reply) => {
-                            // Readiness writes a page, so a full or read-only disk shows.
-                            let probe = tx
-                                .prepare_cached("INSERT INTO heartbeat (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at")
-                                .and_then(|mut s| s.execute(params![now.millis()]))
-                                .map(|_| ())
-                                .map_err(unavailable);
-                            pending.push(Pending::Ping(reply, probe))
-                        }
-                        Command::Shutdown => shutdown = true,
+                    match execute(&mut tx, cmd, now) {
+                        Some(p) => pending.push(p),
+                        None => shutdown = true,
                     }
                 }
                 if tx.is_autocommit() {
@@ -331,17 +409,9 @@ impl Writer {
             }
             Err(e) => {
                 for cmd in batch.drain(..) {
-                    match cmd {
-                        Command::Ingest(_, reply) => {
-                            pending.push(Pending::Ingest(reply, Err(unavailable(&e))))
-                        }
-                        Command::ConsumeJti(_, reply) => {
-                            pending.push(Pending::Jti(reply, Err(unavailable(&e))))
-                        }
-                        Command::Ping(reply) => {
-                            pending.push(Pending::Ping(reply, Err(unavailable(&e))))
-                        }
-                        Command::Shutdown => shutdown = true,
+                    match refuse(cmd, &e) {
+                        Some(p) => pending.push(p),
+                        None => shutdown = true,
                     }
                 }
                 Err(unavailable(e))
@@ -358,16 +428,71 @@ impl Writer {
                 Pending::Ingest(reply, result) => {
                     let _ = reply.send(settle(&commit, result));
                 }
-                Pending::Jti(reply, result) => {
+                Pending::Flag(reply, result) => {
                     let _ = reply.send(settle(&commit, result));
                 }
                 Pending::Ping(reply, result) => {
+                    let _ = reply.send(settle(&commit, result));
+                }
+                Pending::Claim(reply, result) => {
+                    let _ = reply.send(settle(&commit, result));
+                }
+                Pending::Count(reply, result) => {
                     let _ = reply.send(settle(&commit, result));
                 }
             }
         }
         shutdown
     }
+}
+
+/// Runs one command inside the batch's transaction; `None` for shutdown.
+fn execute(tx: &mut rusqlite::Transaction<'_>, cmd: Command, now: Timestamp) -> Option<Pending> {
+    Some(match cmd {
+        Command::Ingest(ingest, reply) => Pending::Ingest(reply, ingest_one(tx, &ingest, now)),
+        Command::ConsumeJti(jti, reply) => {
+            Pending::Flag(reply, record_jti(tx, &jti, now).map_err(unavailable))
+        }
+        Command::Claim(limit, lease, reply) => {
+            Pending::Claim(reply, claim(tx, limit, lease, now).map_err(unavailable))
+        }
+        Command::Finish(args, reply) => {
+            let (job, attempt, next) = *args;
+            Pending::Flag(
+                reply,
+                finish(tx, &job, &attempt, next, now).map_err(unavailable),
+            )
+        }
+        Command::Retry(target, reply) => {
+            Pending::Count(reply, retry_dead(tx, &target, now).map_err(unavailable))
+        }
+        Command::Ping(reply) => {
+            // Readiness writes a page, so a full or read-only disk shows.
+            let probe = tx
+                .prepare_cached(
+                    "INSERT INTO heartbeat (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                )
+                .and_then(|mut s| s.execute(params![now.millis()]))
+                .map(|_| ())
+                .map_err(unavailable);
+            Pending::Ping(reply, probe)
+        }
+        Command::Shutdown => return None,
+    })
+}
+
+/// Answers a command when no transaction could be started; `None` for shutdown.
+fn refuse(cmd: Command, e: &rusqlite::Error) -> Option<Pending> {
+    Some(match cmd {
+        Command::Ingest(_, reply) => Pending::Ingest(reply, Err(unavailable(e))),
+        Command::ConsumeJti(_, reply) | Command::Finish(_, reply) => {
+            Pending::Flag(reply, Err(unavailable(e)))
+        }
+        Command::Claim(_, _, reply) => Pending::Claim(reply, Err(unavailable(e))),
+        Command::Retry(_, reply) => Pending::Count(reply, Err(unavailable(e))),
+        Command::Ping(reply) => Pending::Ping(reply, Err(unavailable(e))),
+        Command::Shutdown => return None,
+    })
 }
 
 /// A result computed inside a batch stands only if the batch committed.
@@ -389,14 +514,6 @@ fn record_jti(conn: &Connection, jti: &JtiUse, now: Timestamp) -> rusqlite::Resu
         )?
         .execute(params![jti.client_id, jti.jti, now.millis(), jti.expires_at.map(|t| t.millis())])?;
     Ok(inserted == 1)
-}
-
-fn consume_jti(
-    tx: &rusqlite::Transaction<'_>,
-    jti: &JtiUse,
-    now: Timestamp,
-) -> Result<bool, StoreError> {
-    record_jti(tx, jti, now).map_err(unavailable)
 }
 
 fn ingest_one(
@@ -475,10 +592,277 @@ fn ingest_one(
         ])
     })
     .map_err(unavailable)?;
+    let ended = !was_ended && conv.is_ended();
+    if ended {
+        schedule_jobs(&sp, ingest, &conv, now).map_err(unavailable)?;
+    }
     sp.commit().map_err(unavailable)?;
     Ok(IngestOutcome::Accepted {
         stored,
         duplicate_ends,
-        ended: !was_ended && conv.is_ended(),
+        ended,
+    })
+}
+
+/// The built-in end step, run in the transaction that ends the conversation: the record
+/// as it stands at the end becomes the payload of one job per configured action.
+fn schedule_jobs(
+    conn: &Connection,
+    ingest: &Ingest,
+    conv: &Conversation,
+    now: Timestamp,
+) -> rusqlite::Result<()> {
+    if ingest.on_end.is_empty() {
+        return Ok(());
+    }
+    let record = ConversationRecord::new(&ingest.bot_id, &ingest.conversation_id, conv);
+    let payload = serde_json::to_string(&record)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?7, ?7, ?7, ?8)",
+    )?;
+    for action in ingest.on_end.iter() {
+        let id = format!("job_{}", uuid::Uuid::new_v4().simple());
+        insert.execute(params![
+            id,
+            ingest.bot_id,
+            ingest.conversation_id,
+            action.name,
+            action.kind,
+            action.max_attempts,
+            now.millis(),
+            payload
+        ])?;
+    }
+    Ok(())
+}
+
+const JOB_COLUMNS: &str = "seq, id, bot_id, conversation_id, action, kind, state, attempts, max_attempts, created_at, updated_at, due_at, last_error";
+
+fn job_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
+    let state: String = r.get(6)?;
+    Ok(JobView {
+        cursor: r.get(0)?,
+        id: r.get(1)?,
+        bot_id: r.get(2)?,
+        conversation_id: r.get(3)?,
+        action: r.get(4)?,
+        kind: r.get(5)?,
+        state: JobState::parse(&state).unwrap_or(JobState::Pending),
+        attempts: r.get(7)?,
+        max_attempts: r.get(8)?,
+        created_at: Timestamp::from_millis(r.get(9)?),
+        updated_at: Timestamp::from_millis(r.get(10)?),
+        due_at: Timestamp::from_millis(r.get(11)?),
+        last_error: r.get(12)?,
+        attempt_log: None,
+    })
+}
+
+fn claim(
+    tx: &rusqlite::Transaction<'_>,
+    limit: usize,
+    lease: std::time::Duration,
+    now: Timestamp,
+) -> rusqlite::Result<Vec<ClaimedJob>> {
+    let lease_until = now.millis() + lease.as_millis() as i64;
+    let mut claimed = Vec::new();
+    // Due jobs first, then jobs whose worker vanished (lease expired).
+    for (query, lost) in [
+        (
+            "SELECT seq FROM jobs WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at LIMIT ?2",
+            false,
+        ),
+        (
+            "SELECT seq FROM jobs WHERE state = 'running' AND lease_until <= ?1 ORDER BY lease_until LIMIT ?2",
+            true,
+        ),
+    ] {
+        let remaining = limit.saturating_sub(claimed.len());
+        if remaining == 0 {
+            break;
+        }
+        let seqs: Vec<i64> = tx
+            .prepare_cached(query)?
+            .query_map(params![now.millis(), remaining as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for seq in seqs {
+            if lost {
+                // The lost attempt is recorded, and does not count against the budget.
+                tx.prepare_cached(
+                    "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error)
+                     SELECT id, attempts, updated_at, ?2 - updated_at, 'lost', 'the worker stopped before recording this attempt; its lease expired'
+                     FROM jobs WHERE seq = ?1
+                     ON CONFLICT (job_id, attempt) DO NOTHING",
+                )?
+                .execute(params![seq, now.millis()])?;
+                tx.prepare_cached(
+                    "UPDATE jobs SET max_attempts = max_attempts + 1 WHERE seq = ?1",
+                )?
+                .execute(params![seq])?;
+            }
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            let job = tx
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?2, lease_token = ?3, updated_at = ?4
+                     WHERE seq = ?1
+                     RETURNING id, bot_id, conversation_id, action, kind, attempts, max_attempts, payload, created_at",
+                )?
+                .query_row(params![seq, lease_until, token, now.millis()], |r| {
+                    Ok(ClaimedJob {
+                        id: r.get(0)?,
+                        bot_id: r.get(1)?,
+                        conversation_id: r.get(2)?,
+                        action: r.get(3)?,
+                        kind: r.get(4)?,
+                        attempt: r.get(5)?,
+                        max_attempts: r.get(6)?,
+                        payload: r.get(7)?,
+                        created_at: Timestamp::from_millis(r.get(8)?),
+                        lease_token: token.clone(),
+                    })
+                })?;
+            claimed.push(job);
+        }
+    }
+    Ok(claimed)
+}
+
+fn finish(
+    tx: &rusqlite::Transaction<'_>,
+    job: &ClaimedJob,
+    a: &AttemptRecord,
+    next: NextStep,
+    now: Timestamp,
+) -> rusqlite::Result<bool> {
+    tx.prepare_cached(
+        "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, status_code, error, response)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (job_id, attempt) DO UPDATE SET started_at = excluded.started_at, duration_ms = excluded.duration_ms,
+           outcome = excluded.outcome, status_code = excluded.status_code, error = excluded.error, response = excluded.response",
+    )?
+    .execute(params![
+        job.id,
+        a.attempt,
+        a.started_at.millis(),
+        a.duration_ms as i64,
+        a.outcome.as_str(),
+        a.status_code,
+        a.error,
+        a.response
+    ])?;
+    let (state, due_at) = match next {
+        NextStep::Succeeded => (JobState::Succeeded, now),
+        NextStep::RetryAt(at) => (JobState::Pending, at),
+        NextStep::Dead => (JobState::Dead, now),
+    };
+    let changed = tx
+        .prepare_cached(
+            "UPDATE jobs SET state = ?3, due_at = ?4, lease_until = NULL, lease_token = NULL, updated_at = ?5, last_error = ?6
+             WHERE id = ?1 AND lease_token = ?2 AND state = 'running'",
+        )?
+        .execute(params![job.id, job.lease_token, state.as_str(), due_at.millis(), now.millis(), a.error])?;
+    Ok(changed == 1)
+}
+
+fn retry_dead(
+    tx: &rusqlite::Transaction<'_>,
+    target: &RetryTarget,
+    now: Timestamp,
+) -> rusqlite::Result<u64> {
+    let (filter, value) = match target {
+        RetryTarget::Job(id) => ("id = ?2", id),
+        RetryTarget::DeadOfBot(bot) => ("bot_id = ?2", bot),
+    };
+    let sql = format!(
+        "UPDATE jobs SET state = 'pending', due_at = ?1, updated_at = ?1, max_attempts = attempts + budget
+         WHERE state = 'dead' AND {filter}"
+    );
+    Ok(tx
+        .prepare_cached(&sql)?
+        .execute(params![now.millis(), value])? as u64)
+}
+
+fn list_jobs(conn: &Connection, f: &JobFilter) -> rusqlite::Result<Vec<JobView>> {
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(state) = f.state {
+        args.push(state.as_str().to_owned().into());
+        sql.push_str(&format!(" AND state = ?{}", args.len()));
+    }
+    if let Some(bot) = &f.bot_id {
+        args.push(bot.clone().into());
+        sql.push_str(&format!(" AND bot_id = ?{}", args.len()));
+    }
+    if let Some(c) = &f.conversation_id {
+        args.push(c.clone().into());
+        sql.push_str(&format!(" AND conversation_id = ?{}", args.len()));
+    }
+    if let Some(before) = f.before {
+        args.push(before.into());
+        sql.push_str(&format!(" AND seq < ?{}", args.len()));
+    }
+    args.push((f.limit as i64).into());
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", args.len()));
+    conn.prepare_cached(&sql)?
+        .query_map(rusqlite::params_from_iter(args), job_view)?
+        .collect()
+}
+
+fn job_with_attempts(conn: &Connection, id: &str) -> rusqlite::Result<Option<JobView>> {
+    let job = conn
+        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row(params![id], job_view)
+        .optional()?;
+    let Some(mut job) = job else { return Ok(None) };
+    let attempts = conn
+        .prepare_cached(
+            "SELECT attempt, started_at, duration_ms, outcome, status_code, error, response
+             FROM attempts WHERE job_id = ?1 ORDER BY attempt",
+        )?
+        .query_map(params![id], |r| {
+            let outcome: String = r.get(3)?;
+            Ok(AttemptRecord {
+                attempt: r.get(0)?,
+                started_at: Timestamp::from_millis(r.get(1)?),
+                duration_ms: r.get::<_, i64>(2)?.max(0) as u64,
+                outcome: match outcome.as_str() {
+                    "succeeded" => AttemptOutcome::Succeeded,
+                    "lost" => AttemptOutcome::Lost,
+                    _ => AttemptOutcome::Failed,
+                },
+                status_code: r.get(4)?,
+                error: r.get(5)?,
+                response: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    job.attempt_log = Some(attempts);
+    Ok(Some(job))
+}
+
+fn job_stats(conn: &Connection, now: Timestamp) -> rusqlite::Result<JobStats> {
+    let by_kind_and_state = conn
+        .prepare_cached("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state")?
+        .query_map([], |r| {
+            let state: String = r.get(1)?;
+            Ok((
+                r.get(0)?,
+                JobState::parse(&state).unwrap_or(JobState::Pending),
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let (due, oldest): (i64, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT count(*), min(due_at) FROM jobs WHERE state = 'pending' AND due_at <= ?1",
+        )?
+        .query_row(params![now.millis()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(JobStats {
+        by_kind_and_state,
+        due: due as u64,
+        oldest_due_age: oldest
+            .map(|t| std::time::Duration::from_millis((now.millis() - t).max(0) as u64)),
     })
 }

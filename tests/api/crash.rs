@@ -18,6 +18,7 @@ fn serve(config: &Path) -> (Child, String) {
         .args(["serve", "--config"])
         .arg(config)
         .env("WRAPUP_LOG", "info")
+        .env(ADMIN_TOKEN_ENV, ADMIN_TOKEN)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

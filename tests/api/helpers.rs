@@ -30,8 +30,17 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+pub const ADMIN_TOKEN_ENV: &str = "WRAPUP_TEST_ADMIN_TOKEN";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 /// The test configuration, with `extra_server` lines added to `[server]`.
 pub fn config_text(db: &Path, extra_server: &str) -> String {
+    config_with_actions(db, extra_server, "")
+}
+
+/// The test configuration; `tail` is appended after the demo bot's `[[bots]]` table, so
+/// `[[bots.on_end]]` entries there belong to BOT (and `[workers]` may follow them).
+pub fn config_with_actions(db: &Path, extra_server: &str, tail: &str) -> String {
     format!(
         r#"
 [server]
@@ -64,13 +73,17 @@ enforce_jti = true
 client_id = "{OTHER_APP}"
 client_secret = "{OTHER_SECRET}"
 
-[[bots]]
-id = "{BOT}"
-apps = ["{HS256_APP}", "{HS512_APP}", "{RS256_APP}", "{JTI_APP}"]
+[admin]
+token_env = "{ADMIN_TOKEN_ENV}"
 
 [[bots]]
 id = "{OTHER_BOT}"
 apps = ["{OTHER_APP}"]
+
+[[bots]]
+id = "{BOT}"
+apps = ["{HS256_APP}", "{HS512_APP}", "{RS256_APP}", "{JTI_APP}"]
+{tail}
 "#,
         db = db.display()
     )
@@ -82,6 +95,7 @@ pub struct TestApp {
     pub dir: TempDir,
     app: Option<App>,
     extra_server: String,
+    tail: String,
 }
 
 impl TestApp {
@@ -96,13 +110,23 @@ impl TestApp {
     }
 
     pub async fn spawn_in(dir: TempDir, extra_server: &str) -> TestApp {
-        let app = start(&dir.path().join("wrapup.db"), extra_server).await;
+        Self::spawn_full(dir, extra_server, "").await
+    }
+
+    /// A server whose demo bot has the `[[bots.on_end]]` entries (and any tables) in `tail`.
+    pub async fn spawn_with_actions(tail: &str) -> TestApp {
+        Self::spawn_full(tempfile::tempdir().expect("tempdir"), "", tail).await
+    }
+
+    pub async fn spawn_full(dir: TempDir, extra_server: &str, tail: &str) -> TestApp {
+        let app = start(&dir.path().join("wrapup.db"), extra_server, tail).await;
         TestApp {
             base: format!("http://{}", app.local_addr()),
-            client: reqwest::Client::new(),
+            client: client(),
             dir,
             app: Some(app),
             extra_server: extra_server.to_owned(),
+            tail: tail.to_owned(),
         }
     }
 
@@ -111,7 +135,12 @@ impl TestApp {
         if let Some(app) = self.app.take() {
             app.stop().await;
         }
-        let app = start(&self.dir.path().join("wrapup.db"), &self.extra_server).await;
+        let app = start(
+            &self.dir.path().join("wrapup.db"),
+            &self.extra_server,
+            &self.tail,
+        )
+        .await;
         self.base = format!("http://{}", app.local_addr());
         self.app = Some(app);
     }
@@ -170,6 +199,52 @@ impl TestApp {
         .await
     }
 
+    /// An admin API call.
+    pub async fn admin(&self, method: reqwest::Method, path: &str) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .request(method, format!("{}/admin/v1{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request");
+        into_json(resp).await
+    }
+
+    /// The jobs of one conversation, oldest first.
+    pub async fn jobs_of(&self, conversation: &str) -> Vec<Value> {
+        let (status, body) = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/jobs?conversation={conversation}&limit=1000"),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let mut jobs = body["jobs"].as_array().cloned().unwrap_or_default();
+        jobs.reverse();
+        jobs
+    }
+
+    /// Waits (bounded) until every job of `conversation` is succeeded or dead.
+    pub async fn settled_jobs(&self, conversation: &str, expected: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let jobs = self.jobs_of(conversation).await;
+            if jobs.len() == expected
+                && jobs
+                    .iter()
+                    .all(|j| j["state"] == "succeeded" || j["state"] == "dead")
+            {
+                return jobs;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "jobs did not settle: {jobs:#?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.base))
@@ -179,9 +254,22 @@ impl TestApp {
     }
 }
 
-async fn start(db: &Path, extra_server: &str) -> App {
-    let file = config::parse(&config_text(db, extra_server)).expect("test config parses");
-    let settings = config::validate(&file, &fixtures(), |_| None).expect("test config is valid");
+/// An HTTP client for tests (the TLS provider installed first, as the binary does).
+pub fn client() -> reqwest::Client {
+    wrapup::install_tls_provider();
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+async fn start(db: &Path, extra_server: &str, tail: &str) -> App {
+    let file =
+        config::parse(&config_with_actions(db, extra_server, tail)).expect("test config parses");
+    let settings = config::validate(&file, &fixtures(), |k| {
+        (k == ADMIN_TOKEN_ENV).then(|| ADMIN_TOKEN.to_owned())
+    })
+    .expect("test config is valid");
     App::build(settings).await.expect("server starts")
 }
 

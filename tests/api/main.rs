@@ -2,7 +2,9 @@
 //! the `wrapup` binary run as a process.
 
 mod helpers;
+mod receiver;
 
+mod actions;
 mod auth;
 mod cli;
 mod crash;

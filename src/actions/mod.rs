@@ -1,0 +1,140 @@
+//! Post-conversation actions: the outbox worker and one file per action kind.
+//!
+//! Jobs are created by the store in the transaction that ends a conversation. Workers
+//! claim due jobs with a lease, run each attempt under its action's timeout, record
+//! every attempt, and schedule a retry or declare the job dead. The lease is the
+//! attempt timeout plus `workers.lease_margin`, so it always outlasts the attempt and a
+//! slow receiver never gets the same delivery twice at once; a worker that dies leaves
+//! a lease that expires, and the job runs again with the same id (at least once).
+
+pub mod nats;
+pub mod redis_cleanup;
+pub mod retry;
+pub mod webhook;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::config::{ActionKind, ActionSettings, BotSettings};
+use crate::store::{ActionRef, ClaimedJob};
+
+/// How an attempt went, as far as the action can tell.
+#[derive(Debug)]
+pub struct AttemptResult {
+    pub ok: bool,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub response: Option<String>,
+}
+
+impl AttemptResult {
+    pub fn failed(error: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            status_code: None,
+            error: Some(truncate(&error.into(), 1024)),
+            response: None,
+        }
+    }
+}
+
+/// The configured actions of every bot, and the clients they share.
+pub struct Runner {
+    actions: HashMap<(String, String), ActionSettings>,
+    http: reqwest::Client,
+    nats: nats::Connections,
+    redis: redis_cleanup::Connections,
+}
+
+impl Runner {
+    pub fn new(bots: &[BotSettings]) -> anyhow::Result<Self> {
+        let actions = bots
+            .iter()
+            .flat_map(|b| {
+                b.on_end
+                    .iter()
+                    .map(move |a| ((b.id.clone(), a.name.clone()), a.clone()))
+            })
+            .collect();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("wrapup/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            actions,
+            http,
+            nats: nats::Connections::default(),
+            redis: redis_cleanup::Connections::default(),
+        })
+    }
+
+    /// The longest attempt timeout of any action (leases are sized from it).
+    pub fn max_timeout(&self) -> std::time::Duration {
+        self.actions
+            .values()
+            .map(|a| a.timeout)
+            .max()
+            .unwrap_or(std::time::Duration::from_secs(10))
+    }
+
+    pub fn action(&self, bot_id: &str, name: &str) -> Option<&ActionSettings> {
+        self.actions.get(&(bot_id.to_owned(), name.to_owned()))
+    }
+
+    /// Runs one attempt of `job` (without the timeout; the worker applies it).
+    pub async fn run(&self, action: &ActionSettings, job: &ClaimedJob) -> AttemptResult {
+        match &action.kind {
+            ActionKind::Webhook {
+                url,
+                secret,
+                headers,
+            } => webhook::deliver(&self.http, url, secret, headers, job).await,
+            ActionKind::Nats { url, subject } => self.nats.publish(url, subject, job).await,
+            ActionKind::RedisCleanup { url, keys } => self.redis.cleanup(url, keys, job).await,
+        }
+    }
+}
+
+/// The references the store needs to schedule a bot's jobs.
+pub fn action_refs(bot: &BotSettings) -> Arc<[ActionRef]> {
+    bot.on_end
+        .iter()
+        .map(|a| ActionRef {
+            name: a.name.clone(),
+            kind: a.kind.name(),
+            max_attempts: a.retry.max_attempts,
+        })
+        .collect()
+}
+
+/// What webhook and NATS actions send: `{"type","timestamp","data"}` with the record
+/// as it stood at the end. The same bytes on every attempt.
+pub fn envelope(job: &ClaimedJob) -> Value {
+    let data: Value = serde_json::from_str(&job.payload).unwrap_or(Value::Null);
+    json!({
+        "type": "conversation.ended",
+        "timestamp": job.created_at.to_rfc3339(),
+        "data": data,
+    })
+}
+
+/// Fills `{botId}` and `{conversationId}` in a template, passing each value through `escape`.
+pub fn render(template: &str, job: &ClaimedJob, escape: impl Fn(&str) -> String) -> String {
+    template
+        .replace("{botId}", &escape(&job.bot_id))
+        .replace("{conversationId}", &escape(&job.conversation_id))
+}
+
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

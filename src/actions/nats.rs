@@ -1,0 +1,82 @@
+//! `nats`: publish the record to a JetStream subject; done on the stream's ack.
+//!
+//! `Nats-Msg-Id` is the job id, so a retried publish inside the stream's duplicate
+//! window is dropped by the stream instead of stored twice.
+
+use std::collections::HashMap;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use tokio::sync::Mutex;
+
+use super::{AttemptResult, envelope, render};
+use crate::store::ClaimedJob;
+
+/// One client per server URL, made on first use (it reconnects by itself afterwards).
+#[derive(Default)]
+pub struct Connections {
+    clients: Mutex<HashMap<String, jetstream::Context>>,
+}
+
+impl Connections {
+    async fn context(&self, url: &str) -> Result<jetstream::Context, String> {
+        let mut clients = self.clients.lock().await;
+        if let Some(ctx) = clients.get(url) {
+            return Ok(ctx.clone());
+        }
+        let client = async_nats::connect(url)
+            .await
+            .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+        let ctx = jetstream::new(client);
+        clients.insert(url.to_owned(), ctx.clone());
+        Ok(ctx)
+    }
+
+    pub async fn publish(&self, url: &str, subject: &str, job: &ClaimedJob) -> AttemptResult {
+        let ctx = match self.context(url).await {
+            Ok(ctx) => ctx,
+            Err(e) => return AttemptResult::failed(e),
+        };
+        let subject = render(subject, job, subject_token);
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", job.id.as_str());
+        let body = envelope(job).to_string();
+        let ack = match ctx
+            .publish_with_headers(subject.clone(), headers, body.into())
+            .await
+        {
+            Ok(ack) => ack,
+            Err(e) => return AttemptResult::failed(format!("publish to {subject} failed: {e}")),
+        };
+        match ack.await {
+            Ok(ack) => AttemptResult {
+                ok: true,
+                status_code: None,
+                error: None,
+                response: Some(format!(
+                    "stream {} seq {}{}",
+                    ack.stream,
+                    ack.sequence,
+                    if ack.duplicate { " (duplicate)" } else { "" }
+                )),
+            },
+            Err(e) => AttemptResult::failed(format!(
+                "no acknowledgement from a stream for {subject}: {e}"
+            )),
+        }
+    }
+}
+
+/// Values put into a subject must stay one token: `.`, spaces and wildcards become `_`.
+fn subject_token(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c == '.' || c == '*' || c == '>' || c.is_whitespace() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}

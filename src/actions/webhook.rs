@@ -1,0 +1,69 @@
+//! `webhook`: POST the record, signed per the Standard Webhooks specification.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use reqwest::header::{HeaderName, HeaderValue};
+use sha2::Sha256;
+
+use super::{AttemptResult, envelope, truncate};
+use crate::domain::Timestamp;
+use crate::store::ClaimedJob;
+
+/// `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
+pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+pub async fn deliver(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    key: &[u8],
+    headers: &[(HeaderName, HeaderValue)],
+    job: &ClaimedJob,
+) -> AttemptResult {
+    let body = envelope(job).to_string().into_bytes();
+    let timestamp = Timestamp::now().millis() / 1000;
+    let mut req = client
+        .post(url.clone())
+        .header("content-type", "application/json")
+        .header("webhook-id", &job.id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header(
+            "webhook-signature",
+            signature(key, &job.id, timestamp, &body),
+        );
+    for (name, value) in headers {
+        req = req.header(name, value);
+    }
+    match req.body(body).send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            AttemptResult {
+                ok: status.is_success(),
+                status_code: Some(status.as_u16()),
+                error: (!status.is_success()).then(|| format!("the receiver answered {status}")),
+                response: Some(truncate(&text, 1024)),
+            }
+        }
+        Err(e) => AttemptResult::failed(format!("request failed: {}", error_chain(&e))),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

@@ -1,0 +1,192 @@
+//! The worker loop: claim due jobs, run them with bounded concurrency, record attempts.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{AttemptResult, Runner};
+use crate::config::WorkerSettings;
+use crate::domain::Timestamp;
+use crate::store::{AttemptOutcome, AttemptRecord, ClaimedJob, NextStep, Store};
+
+pub struct Workers {
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    grace: Duration,
+}
+
+impl Workers {
+    /// Starts the claim loop in the background.
+    pub fn start(store: Arc<dyn Store>, runner: Arc<Runner>, settings: &WorkerSettings) -> Self {
+        let wake = Arc::new(Notify::new());
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let lease = runner.max_timeout() + settings.lease_margin;
+        tracker.spawn(claim_loop(ClaimLoop {
+            store,
+            runner,
+            lease,
+            poll: settings.poll_interval,
+            permits: Arc::new(Semaphore::new(settings.concurrency)),
+            wake: wake.clone(),
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
+        }));
+        Self {
+            wake,
+            cancel,
+            tracker,
+            grace: settings.shutdown_grace,
+        }
+    }
+
+    /// Wakes the claim loop now (a conversation just ended) instead of at the next poll.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Stops claiming and lets running attempts finish and be recorded, for at most the grace period.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(self.grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "workers' grace period over; unfinished attempts will run again after their lease"
+            );
+        }
+    }
+}
+
+struct ClaimLoop {
+    store: Arc<dyn Store>,
+    runner: Arc<Runner>,
+    lease: Duration,
+    poll: Duration,
+    permits: Arc<Semaphore>,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+async fn claim_loop(l: ClaimLoop) {
+    loop {
+        if l.cancel.is_cancelled() {
+            break;
+        }
+        let available = l.permits.available_permits();
+        if available == 0 {
+            tokio::select! {
+                _ = l.cancel.cancelled() => break,
+                permit = l.permits.clone().acquire_owned() => { drop(permit); continue; }
+            }
+        }
+        let mut claimed_all = false;
+        match l.store.claim_jobs(available, l.lease).await {
+            Ok(jobs) => {
+                claimed_all = !jobs.is_empty() && jobs.len() == available;
+                for job in jobs {
+                    // Only this loop takes permits, so the `available` counted above are still free.
+                    let Ok(permit) = l.permits.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    let (store, runner) = (l.store.clone(), l.runner.clone());
+                    l.tracker.spawn(async move {
+                        attempt(store, runner, job).await;
+                        drop(permit);
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "claiming jobs failed; will try again"),
+        }
+        if claimed_all {
+            continue; // there may be more due right now
+        }
+        tokio::select! {
+            _ = l.cancel.cancelled() => break,
+            _ = l.wake.notified() => {}
+            _ = tokio::time::sleep(l.poll) => {}
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(job = %job.id, action = %job.action, attempt = job.attempt))]
+async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, job: ClaimedJob) {
+    let started_at = Timestamp::now();
+    let clock = Instant::now();
+    let action = runner.action(&job.bot_id, &job.action);
+    let result = match action {
+        Some(action) => {
+            match tokio::time::timeout(action.timeout, runner.run(action, &job)).await {
+                Ok(result) => result,
+                Err(_) => AttemptResult::failed(format!(
+                    "no answer within {}",
+                    humantime::format_duration(action.timeout)
+                )),
+            }
+        }
+        None => AttemptResult::failed(format!(
+            "bot {} has no action named \"{}\" any more (configuration changed)",
+            job.bot_id, job.action
+        )),
+    };
+    let elapsed = clock.elapsed();
+    let next = if result.ok {
+        NextStep::Succeeded
+    } else {
+        match action {
+            Some(a) if job.attempt < job.max_attempts => {
+                let delay = a.retry.delay(job.attempt, fastrand::f64());
+                NextStep::RetryAt(Timestamp::from_millis(
+                    Timestamp::now().millis() + delay.as_millis() as i64,
+                ))
+            }
+            _ => NextStep::Dead,
+        }
+    };
+    let outcome = if result.ok {
+        AttemptOutcome::Succeeded
+    } else {
+        AttemptOutcome::Failed
+    };
+    metrics::counter!("wrapup_action_attempts_total", "kind" => job.kind.clone(), "outcome" => outcome.as_str())
+        .increment(1);
+    metrics::histogram!("wrapup_action_attempt_duration_seconds", "kind" => job.kind.clone())
+        .record(elapsed.as_secs_f64());
+    match next {
+        NextStep::Succeeded => {
+            let latency =
+                (Timestamp::now().millis() - job.created_at.millis()).max(0) as f64 / 1000.0;
+            metrics::histogram!("wrapup_action_delivery_latency_seconds", "kind" => job.kind.clone()).record(latency);
+        }
+        NextStep::RetryAt(at) => {
+            tracing::warn!(error = result.error.as_deref().unwrap_or(""), retry_at = %at.to_rfc3339(), "action attempt failed")
+        }
+        NextStep::Dead => tracing::error!(
+            error = result.error.as_deref().unwrap_or(""),
+            "action failed for good; job is dead"
+        ),
+    }
+    let record = AttemptRecord {
+        attempt: job.attempt,
+        started_at,
+        duration_ms: elapsed.as_millis() as u64,
+        outcome,
+        status_code: result.status_code,
+        error: result.error,
+        response: result.response,
+    };
+    match store.finish_attempt(&job, record, next).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("the job's lease was lost before its attempt was recorded"),
+        Err(e) => {
+            tracing::error!(error = %e, "recording the attempt failed; the job will run again after its lease")
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! Post-conversation actions against real receivers: an HTTP server, the machine's
+//! NATS JetStream and Redis.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::receiver::Receiver;
+
+fn whsec() -> String {
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(b"test-webhook-key-0123456789abcdef")
+    )
+}
+
+fn webhook_action(url: &str, retry: &str) -> String {
+    format!(
+        "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{}\"\ntimeout = \"2s\"\nheaders = {{ \"x-tenant\" = \"acme\" }}\n{retry}\n",
+        whsec()
+    )
+}
+
+const FAST_RETRY: &str =
+    "retry = { max_attempts = 4, initial_delay = \"100ms\", max_delay = \"400ms\" }";
+
+#[tokio::test]
+async fn an_end_delivers_one_webhook_whose_signature_an_independent_verifier_accepts() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn_with_actions(&webhook_action(&receiver.url, "")).await;
+    let c = unique("wh");
+    assert_eq!(app.end(&c).await.0, 200);
+    let jobs = app.settled_jobs(&c, 1).await;
+    assert_eq!(jobs[0]["state"], "succeeded");
+    assert_eq!(jobs[0]["kind"], "webhook");
+    assert_eq!(jobs[0]["action"], "webhook");
+
+    let deliveries = receiver.deliveries();
+    assert_eq!(deliveries.len(), 1);
+    let d = &deliveries[0];
+    assert_eq!(d.id(), jobs[0]["id"].as_str().unwrap());
+    assert_eq!(d.headers["x-tenant"], "acme");
+    let verifier = standardwebhooks::Webhook::new(&whsec()).unwrap();
+    verifier
+        .verify(&d.body, &d.headers)
+        .expect("the signature verifies");
+    let mut tampered = d.body.to_vec();
+    let pos = tampered.iter().position(|b| *b == b'a').unwrap();
+    tampered[pos] = b'b';
+    assert!(
+        verifier.verify(&tampered, &d.headers).is_err(),
+        "a tampered body fails"
+    );
+
+    let body: Value = serde_json::from_slice(&d.body).unwrap();
+    assert_eq!(body["type"], "conversation.ended");
+    assert_eq!(body["data"]["conversationId"], c.as_str());
+    assert_eq!(body["data"]["status"], "ended");
+    assert_eq!(body["data"]["endReason"], "agent_initiated");
+    assert_eq!(body["timestamp"], body["data"]["endedAt"]);
+}
+
+#[tokio::test]
+async fn duplicate_ends_never_create_a_second_set_of_jobs() {
+    let receiver = Receiver::start().await;
+    let tail = format!(
+        "{}{}",
+        webhook_action(&receiver.url, ""),
+        webhook_action(&receiver.url, "name = \"crm\"")
+    );
+    let app = TestApp::spawn_with_actions(&tail).await;
+    let c = unique("dupjobs");
+    for (status, _) in futures::future::join_all((0..20).map(|_| app.end(&c))).await {
+        assert_eq!(status, 200);
+    }
+    let jobs = app.settled_jobs(&c, 2).await;
+    let names: Vec<_> = jobs
+        .iter()
+        .map(|j| j["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, vec!["webhook", "crm"]);
+    assert_eq!(app.end(&c).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.jobs_of(&c).await.len(), 2);
+    assert_eq!(receiver.deliveries().len(), 2);
+}
+
+#[tokio::test]
+async fn a_failing_receiver_gets_retries_with_the_same_id_and_backoff_between_them() {
+    let receiver = Receiver::start().await;
+    receiver.answer(&[500, 503]);
+    let app = TestApp::spawn_with_actions(&webhook_action(&receiver.url, FAST_RETRY)).await;
+    let c = unique("retry");
+    app.end(&c).await;
+    let jobs = app.settled_jobs(&c, 1).await;
+    assert_eq!(jobs[0]["state"], "succeeded");
+    let deliveries = receiver.deliveries();
+    assert_eq!(deliveries.len(), 3);
+    assert!(
+        deliveries.iter().all(|d| d.id() == deliveries[0].id()),
+        "one webhook-id for every attempt"
+    );
+    // 100 ms then 200 ms nominal, jitter at most -20 %.
+    assert!(deliveries[1].at - deliveries[0].at >= Duration::from_millis(80));
+    assert!(deliveries[2].at - deliveries[1].at >= Duration::from_millis(160));
+
+    let (_, job) = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/jobs/{}", jobs[0]["id"].as_str().unwrap()),
+        )
+        .await;
+    let log = job["attemptLog"].as_array().unwrap();
+    let outcomes: Vec<_> = log
+        .iter()
+        .map(|a| (a["outcome"].clone(), a["statusCode"].clone()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (json!("failed"), json!(500)),
+            (json!("failed"), json!(503)),
+            (json!("succeeded"), json!(200))
+        ]
+    );
+    assert_eq!(job["attempts"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_keeps_failing_dies_and_wrapup_jobs_retry_delivers_it() {
+    let receiver = Receiver::start().await;
+    receiver.always(Some(500));
+    let retry = "retry = { max_attempts = 2, initial_delay = \"50ms\", max_delay = \"50ms\" }";
+    let app = TestApp::spawn_with_actions(&webhook_action(&receiver.url, retry)).await;
+    let c = unique("dead");
+    app.end(&c).await;
+    let jobs = app.settled_jobs(&c, 1).await;
+    assert_eq!(jobs[0]["state"], "dead");
+    assert_eq!(jobs[0]["attempts"], 2);
+    assert!(jobs[0]["lastError"].as_str().unwrap().contains("500"));
+    let id = jobs[0]["id"].as_str().unwrap().to_owned();
+
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wrapup"))
+            .args(["jobs", "--url", &app.base])
+            .args(args)
+            .env("WRAPUP_ADMIN_TOKEN", ADMIN_TOKEN)
+            .output()
+            .unwrap()
+    };
+    let list = cli(&["list", "--state", "dead", "--conversation", &c]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.status.success() && text.contains(&id) && text.contains("2/2"),
+        "{text} {}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+
+    receiver.always(None);
+    let retried = cli(&["retry", &id]);
+    assert!(
+        retried.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retried.stdout)
+    );
+    let jobs = app.settled_jobs(&c, 1).await;
+    assert_eq!(jobs[0]["state"], "succeeded");
+    assert_eq!(jobs[0]["attempts"], 3);
+    assert_eq!(receiver.deliveries().len(), 3);
+
+    let again = cli(&["retry", &id]);
+    assert!(!again.status.success(), "a succeeded job is not retried");
+    let show = cli(&["show", &id]);
+    let shown: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["attemptLog"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn retrying_all_dead_jobs_of_a_bot_requeues_each_once() {
+    let receiver = Receiver::start().await;
+    receiver.always(Some(500));
+    let retry = "retry = { max_attempts = 1 }";
+    let app = TestApp::spawn_with_actions(&webhook_action(&receiver.url, retry)).await;
+    let ids: Vec<String> = (0..3).map(|_| unique("deadbot")).collect();
+    for c in &ids {
+        app.end(c).await;
+    }
+    for c in &ids {
+        assert_eq!(app.settled_jobs(c, 1).await[0]["state"], "dead");
+    }
+    receiver.always(None);
+    let (status, body) = app
+        .admin(reqwest::Method::POST, &format!("/bots/{BOT}/jobs/retry"))
+        .await;
+    assert_eq!((status.as_u16(), body["retried"].as_u64()), (200, Some(3)));
+    for c in &ids {
+        assert_eq!(app.settled_jobs(c, 1).await[0]["state"], "succeeded");
+    }
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_its_token() {
+    let app = TestApp::spawn().await;
+    let resp = app.get("/admin/v1/jobs").await;
+    assert_eq!(resp.status(), 401);
+    let resp = app
+        .client
+        .get(format!("{}/admin/v1/jobs", app.base))
+        .bearer_auth("wrong-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(app.admin(reqwest::Method::GET, "/jobs").await.0, 200);
+    assert_eq!(
+        app.admin(reqwest::Method::GET, "/jobs?state=exploded")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        app.admin(reqwest::Method::GET, "/jobs/job_nope").await.0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_running_attempt_finish_and_records_it() {
+    let receiver = Receiver::start().await;
+    receiver.delay(Duration::from_millis(500));
+    let mut app = TestApp::spawn_with_actions(&webhook_action(&receiver.url, "")).await;
+    let c = unique("graceful");
+    app.end(&c).await;
+    while receiver.started() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    app.restart().await; // graceful stop while the receiver is still answering
+    let jobs = app.jobs_of(&c).await;
+    assert_eq!(jobs[0]["state"], "succeeded", "{jobs:#?}");
+    assert_eq!(jobs[0]["attempts"], 1);
+    assert_eq!(receiver.deliveries().len(), 1);
+}
+
+#[tokio::test]
+async fn job_metrics_are_exported() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn_with_actions(&webhook_action(&receiver.url, "")).await;
+    let c = unique("metrics");
+    app.end(&c).await;
+    app.settled_jobs(&c, 1).await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    for name in [
+        "wrapup_jobs{kind=\"webhook\",state=\"succeeded\"}",
+        "wrapup_jobs_due",
+        "wrapup_jobs_oldest_due_age_seconds",
+        "wrapup_action_attempts_total{kind=\"webhook\",outcome=\"succeeded\"}",
+        "wrapup_action_delivery_latency_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "missing {name}");
+    }
+}
+
+#[tokio::test]
+async fn nats_publishes_once_to_jetstream_and_the_stream_drops_a_retried_publish() {
+    let client = async_nats::connect("127.0.0.1:4222")
+        .await
+        .expect("NATS runs on 127.0.0.1:4222");
+    let js = async_nats::jetstream::new(client);
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let stream_name = format!("WRAPUP_TEST_{run}");
+    let mut stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: stream_name.clone(),
+            subjects: vec![format!("wrapuptest.{run}.>")],
+            max_age: Duration::from_secs(600),
+            ..Default::default()
+        })
+        .await
+        .expect("JetStream is enabled");
+
+    let tail = format!(
+        "[[bots.on_end]]\nkind = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"wrapuptest.{run}.{{botId}}.conversation.ended\"\n"
+    );
+    let app = TestApp::spawn_with_actions(&tail).await;
+    let c = unique("nats");
+    app.end(&c).await;
+    let jobs = app.settled_jobs(&c, 1).await;
+    assert_eq!(jobs[0]["state"], "succeeded", "{jobs:#?}");
+    let job_id = jobs[0]["id"].as_str().unwrap();
+
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(10)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await
+        .unwrap();
+    let mut messages = Vec::new();
+    use futures::StreamExt;
+    while let Some(m) = batch.next().await {
+        messages.push(m.unwrap());
+    }
+    assert_eq!(messages.len(), 1);
+    let m = &messages[0];
+    assert_eq!(
+        m.subject.as_str(),
+        format!("wrapuptest.{run}.{BOT}.conversation.ended")
+    );
+    assert_eq!(
+        m.headers
+            .as_ref()
+            .unwrap()
+            .get("Nats-Msg-Id")
+            .unwrap()
+            .as_str(),
+        job_id
+    );
+    let body: Value = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!(body["data"]["conversationId"], c.as_str());
+
+    // What a retried attempt sends: the same message id again. The stream keeps one.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", job_id);
+    let ack = js
+        .publish_with_headers(m.subject.to_string(), headers, m.payload.clone())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(ack.duplicate);
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    js.delete_stream(&stream_name).await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_cleanup_removes_exactly_the_templated_keys() {
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis runs on 127.0.0.1:6379");
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let c = "glob*conv";
+    let prefix = format!("wrapuptest:{run}:{BOT}");
+    let doomed = [
+        format!("{prefix}:{c}"),
+        format!("{prefix}:{c}:state"),
+        format!("{prefix}:{c}:agents"),
+    ];
+    let kept = [
+        format!("{prefix}:globbyconv:state"),
+        format!("{prefix}:other:state"),
+        format!("{prefix}:{c}x:state"),
+    ];
+    for k in doomed.iter().chain(&kept) {
+        let _: () = redis::cmd("SET")
+            .arg(k)
+            .arg("v")
+            .arg("EX")
+            .arg(600)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let tail = format!(
+        "[[bots.on_end]]\nkind = \"redis_cleanup\"\nurl = \"redis://127.0.0.1:6379\"\nkeys = [\"wrapuptest:{run}:{{botId}}:{{conversationId}}\", \"wrapuptest:{run}:{{botId}}:{{conversationId}}:*\"]\n"
+    );
+    let app = TestApp::spawn_with_actions(&tail).await;
+    app.end(c).await;
+    let jobs = app.settled_jobs(c, 1).await;
+    assert_eq!(jobs[0]["state"], "succeeded", "{jobs:#?}");
+    for k in &doomed {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(!exists, "{k} should be gone");
+    }
+    for k in &kept {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(exists, "{k} should stay");
+        let _: () = redis::cmd("DEL")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let (_, job) = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/jobs/{}", jobs[0]["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(job["attemptLog"][0]["response"], "deleted 3 keys");
+}

@@ -1,0 +1,96 @@
+//! A real HTTP receiver for webhook actions: records every delivery, answers with the
+//! status codes it is told to, optionally slowly.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl Delivery {
+    pub fn id(&self) -> String {
+        self.headers["webhook-id"].to_str().unwrap().to_owned()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    deliveries: Vec<Delivery>,
+    /// Statuses to answer, in order; 200 once they run out.
+    script: VecDeque<u16>,
+    always: Option<u16>,
+    delay: Duration,
+    started: usize,
+}
+
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { url, inner }
+    }
+
+    pub fn answer(&self, statuses: &[u16]) {
+        self.inner.lock().unwrap().script = statuses.iter().copied().collect();
+    }
+
+    pub fn always(&self, status: Option<u16>) {
+        self.inner.lock().unwrap().always = status;
+    }
+
+    pub fn delay(&self, d: Duration) {
+        self.inner.lock().unwrap().delay = d;
+    }
+
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.inner.lock().unwrap().deliveries.clone()
+    }
+
+    /// Requests that arrived, finished or not.
+    pub fn started(&self) -> usize {
+        self.inner.lock().unwrap().started
+    }
+}
+
+async fn receive(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let delay = {
+        let mut i = inner.lock().unwrap();
+        i.started += 1;
+        i.delay
+    };
+    tokio::time::sleep(delay).await;
+    let mut i = inner.lock().unwrap();
+    i.deliveries.push(Delivery {
+        headers,
+        body,
+        at: Instant::now(),
+    });
+    let status = i.always.or_else(|| i.script.pop_front()).unwrap_or(200);
+    StatusCode::from_u16(status).unwrap()
+}
