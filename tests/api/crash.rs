@@ -52,10 +52,7 @@ async fn every_end_acknowledged_before_a_sigkill_is_there_after_restart() {
     .unwrap();
 
     let (mut child, base) = serve(&config);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let client = client();
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let sent = Arc::new(AtomicUsize::new(0));
     let token = token();
@@ -122,5 +119,104 @@ async fn every_end_acknowledged_before_a_sigkill_is_there_after_restart() {
     eprintln!(
         "{} acknowledged ends all present after SIGKILL",
         acknowledged.len()
+    );
+}
+
+/// SIGKILL while webhook deliveries are in flight: after a restart every job is
+/// delivered at least once, and the attempts the kill cut short show as `lost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_in_flight_at_a_sigkill_are_delivered_after_restart() {
+    let receiver = crate::receiver::Receiver::start().await;
+    receiver.delay(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wrapup.toml");
+    let secret = "whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm";
+    let tail = format!(
+        "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{secret}\"\ntimeout = \"2s\"\n\n[workers]\nlease_margin = \"1s\"\npoll_interval = \"100ms\"\n",
+        receiver.url
+    );
+    std::fs::write(
+        &config,
+        config_with_actions(&dir.path().join("wrapup.db"), "", &tail),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures().join("test-only-rs256-public.pem"),
+        dir.path().join("test-only-rs256-public.pem"),
+    )
+    .unwrap();
+
+    let (mut child, base) = serve(&config);
+    let client = client();
+    let conversations: Vec<String> = (0..40).map(|i| format!("deliver-{i}")).collect();
+    for c in &conversations {
+        let resp = client
+            .post(format!("{base}/agentai/api/v1/hooks/{BOT}"))
+            .header("token", token())
+            .json(&seed_with(c))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    while receiver.started() < 5 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+
+    let (mut child, base) = serve(&config);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let jobs = loop {
+        let resp = client
+            .get(format!("{base}/admin/v1/jobs?limit=1000"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let (_, body) = into_json(resp).await;
+        let jobs = body["jobs"].as_array().cloned().unwrap_or_default();
+        if jobs.len() == 40 && jobs.iter().all(|j| j["state"] == "succeeded") {
+            break jobs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jobs did not all succeed: {jobs:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let delivered: std::collections::HashSet<String> =
+        receiver.deliveries().iter().map(|d| d.id()).collect();
+    for job in &jobs {
+        assert!(
+            delivered.contains(job["id"].as_str().unwrap()),
+            "{job} was never delivered"
+        );
+    }
+    let mut lost = 0;
+    for job in &jobs {
+        let resp = client
+            .get(format!(
+                "{base}/admin/v1/jobs/{}",
+                job["id"].as_str().unwrap()
+            ))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let (_, detail) = into_json(resp).await;
+        lost += detail["attemptLog"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["outcome"] == "lost")
+            .count();
+    }
+    assert!(lost >= 1, "the kill cut no attempt short");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eprintln!(
+        "40 jobs, {} deliveries received, {lost} attempts lost to the kill and redone",
+        receiver.deliveries().len()
     );
 }
