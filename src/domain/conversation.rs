@@ -1,16 +1,24 @@
-//! The conversation lifecycle: `(state, event) -> state`, with no IO.
+//! The conversation lifecycle: `(state, event) -> (state, effects)`, with no IO.
 //!
 //! Invariants every store relies on:
 //! - a conversation ends at most once; a later `END_OF_CONVERSATION` only bumps
 //!   `duplicate_ends` and changes nothing else;
 //! - any other event after the end is refused ([`EndedAfter`]), so the caller can
-//!   answer 409 and store nothing of that request.
+//!   answer 409 and store nothing of that request;
+//! - at the end every open agent segment is closed at the end time.
+//!
+//! Departures from the vendor's prescribed order (NA entry, COLD/WARM transfers, NA
+//! exit, summary, end) are accepted and recorded as [`Anomaly`]s that say plainly what
+//! the client sent wrong.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
-use super::payload::EventKind;
+use super::payload::{AuthorType, EventKind, Participant, TransferType, Transition};
 use super::time::Timestamp;
+
+/// At most this many anomalies are kept per conversation; later ones are only counted.
+pub const MAX_ANOMALIES: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -38,6 +46,65 @@ pub struct Anomaly {
     pub event_seq: u64,
 }
 
+/// One stretch of time an agent spent on the conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Segment {
+    pub transfer_type: TransferType,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Agent {
+    pub identity: String,
+    pub name: String,
+    #[serde(default)]
+    pub custom_fields: Map<String, Value>,
+    pub segments: Vec<Segment>,
+}
+
+impl Agent {
+    pub fn is_active(&self) -> bool {
+        self.segments.last().is_some_and(|s| s.ended_at.is_none())
+    }
+
+    /// Closed segments' time, plus open ones up to `now`.
+    pub fn handle_time_ms(&self, now: Timestamp) -> i64 {
+        self.segments
+            .iter()
+            .map(|s| (s.ended_at.unwrap_or(now).millis() - s.started_at.millis()).max(0))
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfers {
+    pub cold: u64,
+    pub warm: u64,
+    pub redial: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageCounts {
+    pub user: u64,
+    pub agent: u64,
+    /// Bare messages that did not say who wrote them.
+    pub unknown: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SummaryRequest {
+    pub language: String,
+    pub locale: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub requested_at: Timestamp,
+    pub event_seq: u64,
+}
+
 /// The stored state of one conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conversation {
@@ -54,6 +121,22 @@ pub struct Conversation {
     pub event_count: u64,
     #[serde(default)]
     pub anomalies: Vec<Anomaly>,
+    #[serde(default)]
+    pub anomalies_dropped: u64,
+    /// When the first NA entry arrived.
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+    #[serde(default)]
+    pub agents: Vec<Agent>,
+    #[serde(default)]
+    pub transfers: Transfers,
+    #[serde(default)]
+    pub messages: MessageCounts,
+    #[serde(default)]
+    pub summary_requests: Vec<SummaryRequest>,
+    /// Event number of the last NA exit, while no agent has entered since.
+    #[serde(default)]
+    pub na_exit_seq: Option<u64>,
 }
 
 /// What applying one event did.
@@ -71,6 +154,9 @@ pub struct EndedAfter {
     pub ended_at: Timestamp,
 }
 
+/// The reason and `endedBy` of a conversation the server ended for inactivity.
+pub const INACTIVITY_REASON: &str = "inactivity_timeout";
+
 impl Conversation {
     pub fn new(at: Timestamp) -> Self {
         Self {
@@ -85,11 +171,27 @@ impl Conversation {
             duplicate_ends: 0,
             event_count: 0,
             anomalies: Vec::new(),
+            anomalies_dropped: 0,
+            started_at: None,
+            agents: Vec::new(),
+            transfers: Transfers::default(),
+            messages: MessageCounts::default(),
+            summary_requests: Vec::new(),
+            na_exit_seq: None,
         }
     }
 
     pub fn is_ended(&self) -> bool {
         self.status == Status::Ended
+    }
+
+    /// Agents with an open segment, in order of first appearance.
+    pub fn active_agents(&self) -> Vec<&str> {
+        self.agents
+            .iter()
+            .filter(|a| a.is_active())
+            .map(|a| a.identity.as_str())
+            .collect()
     }
 
     /// Applies one event received at `at`.
@@ -103,25 +205,57 @@ impl Conversation {
                 _ => Err(EndedAfter { ended_at }),
             };
         }
-        self.event_count += 1;
-        let seq = self.event_count;
-        self.last_event_at = at;
+        let seq = self.next_seq(at);
         match event {
             EventKind::End(end) => {
-                self.status = Status::Ended;
-                self.ended_at = Some(at);
-                self.end_reason = Some(end.reason.clone());
-                self.ended_by = serde_json::to_value(&end.participant).ok();
+                let open = self.active_agents().join(", ");
+                if self.agents.is_empty() {
+                    self.anomaly(
+                        "end_without_agent",
+                        "END_OF_CONVERSATION for a conversation no agent ever entered: the INTERNAL_TRANSFER_EVENT NA entry (mandatory, first) was never sent".into(),
+                        seq,
+                    );
+                } else if !open.is_empty() {
+                    self.anomaly(
+                        "end_without_na_exit",
+                        format!(
+                            "END_OF_CONVERSATION while {open} still active: no INTERNAL_TRANSFER_EVENT NA exit was sent before the end; the open segments were closed at the end"
+                        ),
+                        seq,
+                    );
+                }
                 self.experience = Some(end.experience.clone());
                 self.language = Some(end.language.clone());
+                self.finish(
+                    at,
+                    end.reason.clone(),
+                    serde_json::to_value(&end.participant).unwrap_or(Value::Null),
+                );
             }
             EventKind::Transfer(t) => {
                 self.experience = Some(t.experience.clone());
                 if let Some(lang) = &t.language {
                     self.language = Some(lang.clone());
                 }
+                self.transfer(t.transfer_type, t.transition, &t.participant, at, seq);
             }
-            EventKind::Summary(_) => {}
+            EventKind::Summary(s) => {
+                let open = self.active_agents().join(", ");
+                if !open.is_empty() {
+                    self.anomaly(
+                        "summary_before_na_exit",
+                        format!("TRIGGER_SUMMARY_EVENT while {open} still active: the summary is due after the last agent's NA exit"),
+                        seq,
+                    );
+                }
+                self.summary_requests.push(SummaryRequest {
+                    language: s.language.clone(),
+                    locale: s.locale.clone(),
+                    kind: s.kind.clone(),
+                    requested_at: at,
+                    event_seq: seq,
+                });
+            }
             EventKind::Message(m) => {
                 if let Some(e) = &m.experience {
                     self.experience = Some(e.clone());
@@ -129,10 +263,27 @@ impl Conversation {
                 if let Some(l) = &m.language {
                     self.language = Some(l.clone());
                 }
+                match m.author {
+                    Some(AuthorType::User) => self.messages.user += 1,
+                    Some(AuthorType::Agent) => self.messages.agent += 1,
+                    None => self.messages.unknown += 1,
+                }
+                if self.agents.is_empty()
+                    && !self
+                        .anomalies
+                        .iter()
+                        .any(|a| a.code == "message_before_agent_entry")
+                {
+                    self.anomaly(
+                        "message_before_agent_entry",
+                        "a message arrived before any agent entered (no INTERNAL_TRANSFER_EVENT NA entry yet); recorded once per conversation".into(),
+                        seq,
+                    );
+                }
                 if !m.missing.is_empty() {
-                    self.anomalies.push(Anomaly {
-                        code: "message_fields_missing".into(),
-                        message: format!(
+                    self.anomaly(
+                        "message_fields_missing",
+                        format!(
                             "message without {}; accepted{}",
                             m.missing.join(", "),
                             if m.author.is_none() {
@@ -141,12 +292,208 @@ impl Conversation {
                                 ""
                             }
                         ),
-                        event_seq: seq,
-                    });
+                        seq,
+                    );
                 }
             }
         }
         Ok(Applied::Stored { seq })
+    }
+
+    /// Ends a conversation the client went silent on (the server's own end).
+    /// `None` if it had already ended.
+    pub fn expire(&mut self, at: Timestamp, timeout_ms: i64) -> Option<u64> {
+        if self.is_ended() {
+            return None;
+        }
+        let seq = self.next_seq(at);
+        self.anomaly(
+            "ended_by_inactivity",
+            format!(
+                "no END_OF_CONVERSATION and no other event for {} s (the bot's inactivity_timeout): the server ended the conversation",
+                timeout_ms / 1000
+            ),
+            seq,
+        );
+        self.finish(
+            at,
+            INACTIVITY_REASON.into(),
+            json!({"identity": "wrapup", "type": "system"}),
+        );
+        Some(seq)
+    }
+
+    fn next_seq(&mut self, at: Timestamp) -> u64 {
+        self.event_count += 1;
+        self.last_event_at = at;
+        self.event_count
+    }
+
+    /// The built-in end step: closes every open segment at the end time.
+    fn finish(&mut self, at: Timestamp, reason: String, ended_by: Value) {
+        for agent in &mut self.agents {
+            for segment in &mut agent.segments {
+                if segment.ended_at.is_none() {
+                    segment.ended_at = Some(at);
+                }
+            }
+        }
+        self.status = Status::Ended;
+        self.ended_at = Some(at);
+        self.end_reason = Some(reason);
+        self.ended_by = Some(ended_by);
+    }
+
+    fn anomaly(&mut self, code: &str, message: String, seq: u64) {
+        if self.anomalies.len() >= MAX_ANOMALIES {
+            self.anomalies_dropped += 1;
+            return;
+        }
+        self.anomalies.push(Anomaly {
+            code: code.to_owned(),
+            message,
+            event_seq: seq,
+        });
+    }
+
+    fn agent_mut(&mut self, p: &Participant) -> &mut Agent {
+        let i = match self.agents.iter().position(|a| a.identity == p.identity) {
+            Some(i) => i,
+            None => {
+                self.agents.push(Agent {
+                    identity: p.identity.clone(),
+                    name: p.name.clone(),
+                    custom_fields: Map::new(),
+                    segments: Vec::new(),
+                });
+                self.agents.len() - 1
+            }
+        };
+        let agent = &mut self.agents[i];
+        agent.name = p.name.clone();
+        if !p.custom_fields.is_empty() {
+            agent.custom_fields = p.custom_fields.clone();
+        }
+        agent
+    }
+
+    fn transfer(
+        &mut self,
+        tt: TransferType,
+        transition: Transition,
+        p: &Participant,
+        at: Timestamp,
+        seq: u64,
+    ) {
+        let who = p.identity.as_str();
+        let label = match tt {
+            TransferType::Na => "NA",
+            TransferType::Cold => "COLD",
+            TransferType::Warm => "WARM",
+            TransferType::Redial => "redial",
+        };
+        match transition {
+            Transition::Entry => {
+                let already = self
+                    .agents
+                    .iter()
+                    .any(|a| a.identity == who && a.is_active());
+                let others: Vec<String> = self
+                    .active_agents()
+                    .into_iter()
+                    .filter(|a| *a != who)
+                    .map(str::to_owned)
+                    .collect();
+                match tt {
+                    TransferType::Na if self.started_at.is_some() => self.anomaly(
+                        "repeated_na_entry",
+                        format!("NA entry for {who}, but the conversation had already started: send NA entry once, then COLD or WARM for later agents, or redial after a drop"),
+                        seq,
+                    ),
+                    TransferType::Cold if !others.is_empty() => self.anomaly(
+                        "cold_entry_while_agent_active",
+                        format!(
+                            "COLD entry for {who} while {} still active without an exit: a cold transfer hands over to one agent at a time, so send the COLD exit first",
+                            others.join(", ")
+                        ),
+                        seq,
+                    ),
+                    TransferType::Redial if already => self.anomaly(
+                        "redial_while_active",
+                        format!("redial entry for {who}, who is still active: a redial follows the agent's NA exit after a drop"),
+                        seq,
+                    ),
+                    TransferType::Cold | TransferType::Warm if self.started_at.is_none() => self.anomaly(
+                        "transfer_before_start",
+                        format!("{label} entry for {who} before the conversation started: the NA entry of the first agent comes first"),
+                        seq,
+                    ),
+                    _ if already => self.anomaly(
+                        "entry_while_active",
+                        format!("{label} entry for {who}, who is already active"),
+                        seq,
+                    ),
+                    _ => {}
+                }
+                if let Some(exit_seq) = self.na_exit_seq
+                    && tt != TransferType::Redial
+                {
+                    self.anomaly(
+                        "entry_after_na_exit",
+                        format!("{label} entry for {who} after the last agent's NA exit (event {exit_seq}): only a redial entry may follow it"),
+                        seq,
+                    );
+                }
+                match tt {
+                    TransferType::Cold => self.transfers.cold += 1,
+                    TransferType::Warm => self.transfers.warm += 1,
+                    TransferType::Redial => self.transfers.redial += 1,
+                    TransferType::Na => {}
+                }
+                if self.started_at.is_none() {
+                    self.started_at = Some(at);
+                }
+                self.na_exit_seq = None;
+                let agent = self.agent_mut(p);
+                if !already {
+                    agent.segments.push(Segment {
+                        transfer_type: tt,
+                        started_at: at,
+                        ended_at: None,
+                    });
+                }
+            }
+            Transition::Exit => {
+                let agent = self
+                    .agents
+                    .iter_mut()
+                    .find(|a| a.identity == who && a.is_active());
+                match agent {
+                    Some(agent) => {
+                        if let Some(segment) = agent.segments.last_mut() {
+                            segment.ended_at = Some(at);
+                        }
+                    }
+                    None => self.anomaly(
+                        "exit_without_entry",
+                        format!("{label} exit for {who}, who was not active (never entered, or already left)"),
+                        seq,
+                    ),
+                }
+                if tt == TransferType::Na {
+                    let still = self.active_agents().join(", ");
+                    if still.is_empty() {
+                        self.na_exit_seq = Some(seq);
+                    } else {
+                        self.anomaly(
+                            "na_exit_with_agents_active",
+                            format!("NA exit for {who} while {still} still active: the NA exit is for the last agent to leave"),
+                            seq,
+                        );
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -214,6 +561,7 @@ mod properties {
 
     use super::*;
     use crate::domain::payload::{Message, Summary};
+    use crate::domain::payload::{TransferType, Transition};
 
     fn any_event() -> impl Strategy<Value = EventKind> {
         prop_oneof![
@@ -235,6 +583,27 @@ mod properties {
                 locale: "en".into(),
                 kind: "post".into(),
             })),
+            (0usize..4, 0usize..2, 0usize..4).prop_map(|(tt, tr, who)| {
+                EventKind::Transfer(crate::domain::payload::Transfer {
+                    transfer_type: [
+                        TransferType::Na,
+                        TransferType::Cold,
+                        TransferType::Warm,
+                        TransferType::Redial,
+                    ][tt],
+                    transition: [Transition::Entry, Transition::Exit][tr],
+                    is_ext_ad: None,
+                    language: None,
+                    experience: "voice".into(),
+                    participant: crate::domain::payload::Participant {
+                        identity: format!("agent{who}"),
+                        name: "A".into(),
+                        kind: "agent".into(),
+                        custom_fields: Default::default(),
+                    },
+                    reason: None,
+                })
+            }),
             any::<bool>().prop_map(|bare| {
                 EventKind::Message(Message {
                     query: "q".into(),
@@ -290,6 +659,33 @@ mod properties {
             }
             prop_assert_eq!(c.event_count, stored);
             prop_assert_eq!(c.duplicate_ends, ends.saturating_sub(1));
+            // Segments are well formed, and all closed once the conversation ended.
+            for agent in &c.agents {
+                for (i, s) in agent.segments.iter().enumerate() {
+                    let last = i + 1 == agent.segments.len();
+                    prop_assert!(s.ended_at.is_some() || last, "only an agent's last segment may be open");
+                    prop_assert!(s.ended_at.is_none_or(|e| e >= s.started_at));
+                    if c.is_ended() {
+                        prop_assert!(s.ended_at.is_some(), "an open segment survived the end");
+                    }
+                }
+            }
+            prop_assert!(c.anomalies.len() <= MAX_ANOMALIES);
+        }
+
+        /// The server's own end closes everything too, and happens at most once.
+        #[test]
+        fn expiry_ends_once_and_closes_every_segment(events in prop::collection::vec(any_event(), 0..30)) {
+            let mut c = Conversation::new(Timestamp::from_millis(0));
+            for (i, e) in events.iter().enumerate() {
+                let _ = c.apply(e, Timestamp::from_millis(i as i64 + 1));
+            }
+            let was_ended = c.is_ended();
+            let expired = c.expire(Timestamp::from_millis(1_000), 500);
+            prop_assert_eq!(expired.is_some(), !was_ended);
+            prop_assert!(c.expire(Timestamp::from_millis(2_000), 500).is_none());
+            prop_assert!(c.is_ended());
+            prop_assert!(c.agents.iter().all(|a| !a.is_active()));
         }
     }
 }
