@@ -70,7 +70,20 @@ impl App {
             metrics: crate::telemetry::metrics(),
         });
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, state, store, workers, cancel.clone()));
+        let sweeper = tokio::spawn(crate::sweeper::run(
+            store.clone(),
+            settings.bots.clone(),
+            workers.waker(),
+            cancel.clone(),
+        ));
+        let task = tokio::spawn(serve(
+            listener,
+            state,
+            store,
+            workers,
+            sweeper,
+            cancel.clone(),
+        ));
         tracing::info!(%addr, "wrapup listening");
         Ok(App { addr, cancel, task })
     }
@@ -101,6 +114,7 @@ async fn serve(
     state: Arc<AppState>,
     store: Arc<dyn Store>,
     workers: Workers,
+    sweeper: tokio::task::JoinHandle<()>,
     cancel: CancellationToken,
 ) {
     let router = api::router(state.clone());
@@ -162,6 +176,7 @@ async fn serve(
     {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
+    let _ = sweeper.await;
     tracing::info!("stopping workers: letting running attempts finish");
     workers.shutdown().await;
     store.close().await;

@@ -164,7 +164,17 @@ pub struct BotFile {
     pub apps: Vec<String>,
     pub inactivity_timeout: Option<String>,
     #[serde(default)]
+    pub retention: RetentionFile,
+    #[serde(default)]
     pub on_end: Vec<ActionFile>,
+}
+
+/// How long after the end a bot's event logs and transcripts are kept (default: keep).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    pub events: Option<String>,
+    pub transcript: Option<String>,
 }
 
 /// One `[[bots.on_end]]` entry as written; which keys apply depends on `kind`.
@@ -250,7 +260,16 @@ pub struct BotSettings {
     pub id: String,
     pub apps: Vec<String>,
     pub inactivity_timeout: Option<Duration>,
+    pub retention: Retention,
     pub on_end: Vec<ActionSettings>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Whole event logs are removed this long after the end.
+    pub events: Option<Duration>,
+    /// Messages (the transcript) are removed this long after the end.
+    pub transcript: Option<Duration>,
 }
 
 /// A post-conversation action, ready to run.
@@ -450,10 +469,25 @@ pub fn validate(
             let action = validate_action(action, &format!("{key}.on_end[{j}]"), &on_end, &env)?;
             on_end.push(action);
         }
+        let retention = Retention {
+            events: bot
+                .retention
+                .events
+                .as_deref()
+                .map(|v| positive(&format!("{key}.retention.events"), v))
+                .transpose()?,
+            transcript: bot
+                .retention
+                .transcript
+                .as_deref()
+                .map(|v| positive(&format!("{key}.retention.transcript"), v))
+                .transpose()?,
+        };
         bots.push(BotSettings {
             id: bot.id.clone(),
             apps: bot.apps.clone(),
             inactivity_timeout,
+            retention,
             on_end,
         });
     }

@@ -16,6 +16,7 @@
 //!                 (the end's transaction also schedules one job per `on_end` action)
 //! actions  outbox workers: claim with a lease, run webhook / nats / redis_cleanup,
 //!          record attempts, retry with backoff, dead-letter
+//! sweeper  ends conversations silent past inactivity_timeout; applies retention
 //! config  TOML + WRAPUP_* env -> validated Settings (one-line errors naming the key)
 //! telemetry   JSON logs, Prometheus metrics
 //! ```
@@ -27,6 +28,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod store;
+pub mod sweeper;
 pub mod telemetry;
 
 pub use app::App;

@@ -1,4 +1,5 @@
-//! `GET /api/v1/bots/{botId}/conversations/{conversationId}`: the conversation as stored.
+//! The records API: conversations, their event logs and transcripts, under the same
+//! JWT rules as the hooks endpoint.
 
 use std::sync::Arc;
 
@@ -11,7 +12,16 @@ use super::AppState;
 use super::auth::authorize;
 use super::error::ApiError;
 use crate::auth::AuthError;
-use crate::domain::ConversationRecord;
+use std::collections::HashMap;
+
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+use crate::domain::{ConversationRecord, Status, Timestamp};
+use crate::store::{ConversationFilter, EventPage};
 
 pub async fn get_conversation(
     State(state): State<Arc<AppState>>,
@@ -20,12 +30,7 @@ pub async fn get_conversation(
 ) -> Result<Json<ConversationRecord>, ApiError> {
     let Path((bot_id, conversation_id)) =
         path.map_err(|e| ApiError::BadRequest(format!("path: {e}")))?;
-    let principal = authorize(&state, &headers, &bot_id)?;
-    if let Some(jti) = principal.jti
-        && !state.store.consume_jti(jti).await?
-    {
-        return Err(AuthError::Replayed.into());
-    }
+    authorize_read(&state, &headers, &bot_id).await?;
     let conversation = state
         .store
         .conversation(&bot_id, &conversation_id)
@@ -40,4 +45,212 @@ pub async fn get_conversation(
         &conversation.conversation_id,
         &conversation.state,
     )))
+}
+
+fn query_err(e: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(format!("query: {e}"))
+}
+
+fn parse_time(name: &str, v: &str) -> Result<Timestamp, ApiError> {
+    let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "{name} must be an RFC 3339 time such as 2026-11-26T14:00:00Z"
+            ))
+        })?;
+    Ok(Timestamp::from_millis(
+        (t.unix_timestamp_nanos() / 1_000_000) as i64,
+    ))
+}
+
+fn parse_limit(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match q.get("limit") {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::BadRequest(format!("limit must be a number from 1 to {max}"))),
+    }
+}
+
+fn encode_cursor(at: Timestamp, id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{id}", at.millis()))
+}
+
+fn decode_cursor(c: &str) -> Result<(Timestamp, String), ApiError> {
+    let bad = || ApiError::BadRequest("cursor is not one this server gave".into());
+    let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let (at, id) = text.split_once(':').ok_or_else(bad)?;
+    Ok((
+        Timestamp::from_millis(at.parse().map_err(|_| bad())?),
+        id.to_owned(),
+    ))
+}
+
+/// `GET /api/v1/bots/{botId}/conversations`: newest first by `endedAt` (or
+/// `lastEventAt` while active), keyset-paginated.
+pub async fn list_conversations(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let Path(bot_id) = path.map_err(|e| ApiError::BadRequest(format!("path: {e}")))?;
+    authorize_read(&state, &headers, &bot_id).await?;
+    let Query(q) = query.map_err(query_err)?;
+    let status = match q.get("status").map(String::as_str) {
+        None => None,
+        Some("active") => Some(Status::Active),
+        Some("ended") => Some(Status::Ended),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "status \"{other}\" is not one of active, ended"
+            )));
+        }
+    };
+    let filter = ConversationFilter {
+        status,
+        from: q.get("from").map(|v| parse_time("from", v)).transpose()?,
+        to: q.get("to").map(|v| parse_time("to", v)).transpose()?,
+        limit: parse_limit(&q, 50, 500)?,
+        after: q.get("cursor").map(|c| decode_cursor(c)).transpose()?,
+    };
+    let limit = filter.limit;
+    let page = state.store.list_conversations(&bot_id, filter).await?;
+    let next = (page.len() == limit)
+        .then(|| {
+            page.last()
+                .map(|l| encode_cursor(l.sort_at, &l.conversation.conversation_id))
+        })
+        .flatten();
+    let records: Vec<ConversationRecord> = page
+        .iter()
+        .map(|l| {
+            ConversationRecord::new(
+                &bot_id,
+                &l.conversation.conversation_id,
+                &l.conversation.state,
+            )
+        })
+        .collect();
+    Ok(Json(
+        json!({ "conversations": records, "nextCursor": next }),
+    ))
+}
+
+/// `GET .../conversations/{id}/events`: the event log in order.
+pub async fn list_events(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (bot_id, conversation_id, page, limit) =
+        event_page(&state, path, query, &headers, None).await?;
+    let events: Vec<Value> = page
+        .events
+        .iter()
+        .map(|e| {
+            json!({
+                "seq": e.seq,
+                "name": e.name,
+                "receivedAt": e.received_at.to_rfc3339(),
+                "event": serde_json::from_str::<Value>(&e.body).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    let next = (events.len() == limit)
+        .then(|| page.events.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(json!({
+        "botId": bot_id,
+        "conversationId": conversation_id,
+        "events": events,
+        "nextAfter": next,
+        "eventsPurgedAt": page.events_purged_at.map(Timestamp::to_rfc3339),
+        "transcriptPurgedAt": page.transcript_purged_at.map(Timestamp::to_rfc3339),
+    })))
+}
+
+/// `GET .../conversations/{id}/transcript`: the propagated messages in order.
+pub async fn transcript(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (bot_id, conversation_id, page, limit) =
+        event_page(&state, path, query, &headers, Some("MESSAGE")).await?;
+    let messages: Vec<Value> = page
+        .events
+        .iter()
+        .map(|e| {
+            let body = serde_json::from_str::<Value>(&e.body).unwrap_or(Value::Null);
+            json!({
+                "seq": e.seq,
+                "authorType": body["author"]["type"].as_str().map(str::to_ascii_uppercase),
+                "agentId": body["agentId"],
+                "source": body["source"],
+                "text": body["query"],
+                "at": e.received_at.to_rfc3339(),
+            })
+        })
+        .collect();
+    let next = (messages.len() == limit)
+        .then(|| page.events.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(json!({
+        "botId": bot_id,
+        "conversationId": conversation_id,
+        "messages": messages,
+        "nextAfter": next,
+        "transcriptPurgedAt": page.events_purged_at.or(page.transcript_purged_at).map(Timestamp::to_rfc3339),
+    })))
+}
+
+async fn event_page(
+    state: &AppState,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: &HeaderMap,
+    only: Option<&'static str>,
+) -> Result<(String, String, EventPage, usize), ApiError> {
+    let Path((bot_id, conversation_id)) =
+        path.map_err(|e| ApiError::BadRequest(format!("path: {e}")))?;
+    authorize_read(state, headers, &bot_id).await?;
+    let Query(q) = query.map_err(query_err)?;
+    let limit = parse_limit(&q, 1000, 1000)?;
+    let after = match q.get("after") {
+        None => 0,
+        Some(a) => a
+            .parse::<u64>()
+            .map_err(|_| ApiError::BadRequest("after must be an event seq number".into()))?,
+    };
+    let page = state
+        .store
+        .events(&bot_id, &conversation_id, only, after, limit)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no conversation {conversation_id} for bot {bot_id}"
+            ))
+        })?;
+    Ok((bot_id, conversation_id, page, limit))
+}
+
+/// The JWT rules of the hooks endpoint, plus the `jti` check for enforcing apps.
+async fn authorize_read(
+    state: &AppState,
+    headers: &HeaderMap,
+    bot_id: &str,
+) -> Result<(), ApiError> {
+    let principal = authorize(state, headers, bot_id)?;
+    if let Some(jti) = principal.jti
+        && !state.store.consume_jti(jti).await?
+    {
+        return Err(AuthError::Replayed.into());
+    }
+    Ok(())
 }

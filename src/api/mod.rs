@@ -56,9 +56,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         router = router.route(path, post(hooks::hook));
     }
     router
+        .route("/api/v1/bots/{botId}/conversations", get(conversations::list_conversations))
         .route(
             "/api/v1/bots/{botId}/conversations/{conversationId}",
             get(conversations::get_conversation),
+        )
+        .route(
+            "/api/v1/bots/{botId}/conversations/{conversationId}/events",
+            get(conversations::list_events),
+        )
+        .route(
+            "/api/v1/bots/{botId}/conversations/{conversationId}/transcript",
+            get(conversations::transcript),
         )
         .route("/admin/v1/jobs", get(admin::list_jobs))
         .route("/admin/v1/jobs/{id}", get(admin::show_job))

@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use crate::auth::JtiUse;
 use crate::config::{StoreSettings, StoreUrl};
-use crate::domain::{Conversation, Event, Timestamp};
+use crate::domain::{Conversation, Event, Status, Timestamp};
 
 /// One request's worth of events for one conversation.
 #[derive(Debug, Clone)]
@@ -180,6 +180,51 @@ pub enum RetryTarget {
     DeadOfBot(String),
 }
 
+/// Which conversations of a bot to list, newest first by `endedAt` (or `lastEventAt`
+/// while active).
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    pub status: Option<Status>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub limit: usize,
+    /// Keyset cursor: the `(sort time, conversation id)` of the last one already seen.
+    pub after: Option<(Timestamp, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedConversation {
+    pub conversation: StoredConversation,
+    pub sort_at: Timestamp,
+}
+
+/// One entry of a conversation's event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub name: String,
+    pub received_at: Timestamp,
+    /// The event's JSON as received.
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    pub events: Vec<StoredEvent>,
+    /// Set once retention removed the log (or the messages of it).
+    pub events_purged_at: Option<Timestamp>,
+    pub transcript_purged_at: Option<Timestamp>,
+}
+
+/// Retention: what of ended conversations to remove, by end time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purge {
+    /// Whole event logs of conversations that ended before this.
+    pub events_before: Option<Timestamp>,
+    /// Messages (the transcript) of conversations that ended before this.
+    pub transcript_before: Option<Timestamp>,
+}
+
 /// Counts for metrics.
 #[derive(Debug, Clone, Default)]
 pub struct JobStats {
@@ -257,6 +302,37 @@ pub trait Store: Send + Sync + 'static {
         attempt: AttemptRecord,
         next: NextStep,
     ) -> Result<bool, StoreError>;
+
+    async fn list_conversations(
+        &self,
+        bot_id: &str,
+        filter: ConversationFilter,
+    ) -> Result<Vec<ListedConversation>, StoreError>;
+
+    /// A conversation's log from event `after + 1` on, at most `limit` entries; only the
+    /// events named `only` when given. `None` for an unknown conversation.
+    async fn events(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+        only: Option<&'static str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<EventPage>, StoreError>;
+
+    /// Ends (through the same path as a client's end, jobs included) up to `limit` active
+    /// conversations of the bot with no event since `idle_since`. Returns their ids.
+    async fn expire_inactive(
+        &self,
+        bot_id: &str,
+        idle_since: Timestamp,
+        timeout_ms: i64,
+        on_end: Arc<[ActionRef]>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Applies retention to up to `limit` conversations of the bot; returns how many.
+    async fn purge(&self, bot_id: &str, purge: Purge, limit: usize) -> Result<u64, StoreError>;
 
     async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<JobView>, StoreError>;
 

@@ -19,15 +19,17 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AttemptOutcome, AttemptRecord, ClaimedJob, Ingest, IngestOutcome, JobFilter, JobState,
-    JobStats, JobView, NextStep, RetryTarget, Store, StoreError, StoredConversation,
+    ActionRef, AttemptOutcome, AttemptRecord, ClaimedJob, ConversationFilter, EventPage, Ingest,
+    IngestOutcome, JobFilter, JobState, JobStats, JobView, ListedConversation, NextStep, Purge,
+    RetryTarget, Store, StoreError, StoredConversation, StoredEvent,
 };
 use crate::auth::JtiUse;
 use crate::config::StoreSettings;
 use crate::domain::{Applied, Conversation, ConversationRecord, EndedAfter, Timestamp};
 
 /// Schema versions, applied in order and recorded in `PRAGMA user_version`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE conversations (
     bot_id          TEXT    NOT NULL,
     conversation_id TEXT    NOT NULL,
@@ -92,7 +94,16 @@ CREATE TABLE attempts (
     response    TEXT,
     PRIMARY KEY (job_id, attempt)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+ALTER TABLE conversations ADD COLUMN sort_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE conversations ADD COLUMN events_purged_at INTEGER;
+ALTER TABLE conversations ADD COLUMN transcript_purged_at INTEGER;
+UPDATE conversations SET sort_at = COALESCE(ended_at, last_event_at);
+CREATE INDEX conversations_by_sort ON conversations (bot_id, sort_at, conversation_id);
+CREATE INDEX conversations_by_end ON conversations (bot_id, status, ended_at);
+"#,
+];
 
 enum Command {
     Ingest(Ingest, oneshot::Sender<Result<IngestOutcome, StoreError>>),
@@ -106,6 +117,16 @@ enum Command {
         oneshot::Sender<Result<bool, StoreError>>,
     ),
     Retry(RetryTarget, oneshot::Sender<Result<u64, StoreError>>),
+    Expire(
+        Box<Expire>,
+        oneshot::Sender<Result<Vec<String>, StoreError>>,
+    ),
+    Purge(
+        String,
+        Purge,
+        usize,
+        oneshot::Sender<Result<u64, StoreError>>,
+    ),
     ConsumeJti(JtiUse, oneshot::Sender<Result<bool, StoreError>>),
     Ping(oneshot::Sender<Result<(), StoreError>>),
     Shutdown,
@@ -285,6 +306,55 @@ impl Store for SqliteStore {
         self.call(|reply| Command::Finish(args, reply)).await
     }
 
+    async fn list_conversations(
+        &self,
+        bot_id: &str,
+        filter: ConversationFilter,
+    ) -> Result<Vec<ListedConversation>, StoreError> {
+        let bot_id = bot_id.to_owned();
+        self.read(move |conn| list_conversations(conn, &bot_id, &filter))
+            .await
+    }
+
+    async fn events(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+        only: Option<&'static str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<EventPage>, StoreError> {
+        let (bot_id, conversation_id) = (bot_id.to_owned(), conversation_id.to_owned());
+        self.read(move |conn| {
+            event_page(conn, &bot_id, &conversation_id, only, after, limit).map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn expire_inactive(
+        &self,
+        bot_id: &str,
+        idle_since: Timestamp,
+        timeout_ms: i64,
+        on_end: Arc<[ActionRef]>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let args = Box::new(Expire {
+            bot_id: bot_id.to_owned(),
+            idle_since,
+            timeout_ms,
+            on_end,
+            limit,
+        });
+        self.call(|reply| Command::Expire(args, reply)).await
+    }
+
+    async fn purge(&self, bot_id: &str, purge: Purge, limit: usize) -> Result<u64, StoreError> {
+        let bot_id = bot_id.to_owned();
+        self.call(|reply| Command::Purge(bot_id, purge, limit, reply))
+            .await
+    }
+
     async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<JobView>, StoreError> {
         self.read(move |conn| list_jobs(conn, &filter).map_err(unavailable))
             .await
@@ -324,33 +394,29 @@ impl Store for SqliteStore {
     }
 }
 
+struct Expire {
+    bot_id: String,
+    idle_since: Timestamp,
+    timeout_ms: i64,
+    on_end: Arc<[ActionRef]>,
+    limit: usize,
+}
+
 struct Writer {
     conn: Connection,
     max_batch: usize,
 }
 
-/// The reply owed for one command once the batch's fate is known.
-enum Pending {
-    Ingest(
-        oneshot::Sender<Result<IngestOutcome, StoreError>>,
-        Result<IngestOutcome, StoreError>,
-    ),
-    Flag(
-        oneshot::Sender<Result<bool, StoreError>>,
-        Result<bool, StoreError>,
-    ),
-    Claim(
-        oneshot::Sender<Result<Vec<ClaimedJob>, StoreError>>,
-        Result<Vec<ClaimedJob>, StoreError>,
-    ),
-    Count(
-        oneshot::Sender<Result<u64, StoreError>>,
-        Result<u64, StoreError>,
-    ),
-    Ping(
-        oneshot::Sender<Result<(), StoreError>>,
-        Result<(), StoreError>,
-    ),
+/// The reply owed for one command, sent once the batch's fate is known.
+type Pending = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
+
+fn pending<T: Send + 'static>(
+    reply: oneshot::Sender<Result<T, StoreError>>,
+    result: Result<T, StoreError>,
+) -> Pending {
+    Box::new(move |commit| {
+        let _ = reply.send(settle(commit, result));
+    })
 }
 
 impl Writer {
@@ -423,24 +489,8 @@ impl Writer {
         metrics::histogram!("wrapup_commit_batch_size").record(size as f64);
         metrics::histogram!("wrapup_commit_duration_seconds")
             .record(started.elapsed().as_secs_f64());
-        for p in pending {
-            match p {
-                Pending::Ingest(reply, result) => {
-                    let _ = reply.send(settle(&commit, result));
-                }
-                Pending::Flag(reply, result) => {
-                    let _ = reply.send(settle(&commit, result));
-                }
-                Pending::Ping(reply, result) => {
-                    let _ = reply.send(settle(&commit, result));
-                }
-                Pending::Claim(reply, result) => {
-                    let _ = reply.send(settle(&commit, result));
-                }
-                Pending::Count(reply, result) => {
-                    let _ = reply.send(settle(&commit, result));
-                }
-            }
+        for reply in pending {
+            reply(&commit);
         }
         shutdown
     }
@@ -449,22 +499,22 @@ impl Writer {
 /// Runs one command inside the batch's transaction; `None` for shutdown.
 fn execute(tx: &mut rusqlite::Transaction<'_>, cmd: Command, now: Timestamp) -> Option<Pending> {
     Some(match cmd {
-        Command::Ingest(ingest, reply) => Pending::Ingest(reply, ingest_one(tx, &ingest, now)),
+        Command::Ingest(ingest, reply) => pending(reply, ingest_one(tx, &ingest, now)),
         Command::ConsumeJti(jti, reply) => {
-            Pending::Flag(reply, record_jti(tx, &jti, now).map_err(unavailable))
+            pending(reply, record_jti(tx, &jti, now).map_err(unavailable))
         }
         Command::Claim(limit, lease, reply) => {
-            Pending::Claim(reply, claim(tx, limit, lease, now).map_err(unavailable))
+            pending(reply, claim(tx, limit, lease, now).map_err(unavailable))
         }
         Command::Finish(args, reply) => {
             let (job, attempt, next) = *args;
-            Pending::Flag(
+            pending(
                 reply,
                 finish(tx, &job, &attempt, next, now).map_err(unavailable),
             )
         }
         Command::Retry(target, reply) => {
-            Pending::Count(reply, retry_dead(tx, &target, now).map_err(unavailable))
+            pending(reply, retry_dead(tx, &target, now).map_err(unavailable))
         }
         Command::Ping(reply) => {
             // Readiness writes a page, so a full or read-only disk shows.
@@ -475,8 +525,13 @@ fn execute(tx: &mut rusqlite::Transaction<'_>, cmd: Command, now: Timestamp) -> 
                 .and_then(|mut s| s.execute(params![now.millis()]))
                 .map(|_| ())
                 .map_err(unavailable);
-            Pending::Ping(reply, probe)
+            pending(reply, probe)
         }
+        Command::Expire(args, reply) => pending(reply, expire_inactive(tx, &args, now)),
+        Command::Purge(bot_id, purge, limit, reply) => pending(
+            reply,
+            purge_ended(tx, &bot_id, purge, limit, now).map_err(unavailable),
+        ),
         Command::Shutdown => return None,
     })
 }
@@ -484,13 +539,16 @@ fn execute(tx: &mut rusqlite::Transaction<'_>, cmd: Command, now: Timestamp) -> 
 /// Answers a command when no transaction could be started; `None` for shutdown.
 fn refuse(cmd: Command, e: &rusqlite::Error) -> Option<Pending> {
     Some(match cmd {
-        Command::Ingest(_, reply) => Pending::Ingest(reply, Err(unavailable(e))),
+        Command::Ingest(_, reply) => pending(reply, Err(unavailable(e))),
         Command::ConsumeJti(_, reply) | Command::Finish(_, reply) => {
-            Pending::Flag(reply, Err(unavailable(e)))
+            pending(reply, Err(unavailable(e)))
         }
-        Command::Claim(_, _, reply) => Pending::Claim(reply, Err(unavailable(e))),
-        Command::Retry(_, reply) => Pending::Count(reply, Err(unavailable(e))),
-        Command::Ping(reply) => Pending::Ping(reply, Err(unavailable(e))),
+        Command::Claim(_, _, reply) => pending(reply, Err(unavailable(e))),
+        Command::Retry(_, reply) | Command::Purge(_, _, _, reply) => {
+            pending(reply, Err(unavailable(e)))
+        }
+        Command::Expire(_, reply) => pending(reply, Err(unavailable(e))),
+        Command::Ping(reply) => pending(reply, Err(unavailable(e))),
         Command::Shutdown => return None,
     })
 }
@@ -528,73 +586,41 @@ fn ingest_one(
     {
         return Ok(IngestOutcome::Replay);
     }
-    let existing: Option<String> = sp
-        .prepare_cached(
-            "SELECT state FROM conversations WHERE bot_id = ?1 AND conversation_id = ?2",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![ingest.bot_id, ingest.conversation_id], |r| r.get(0))
-                .optional()
-        })
-        .map_err(unavailable)?;
-    let mut conv = match existing {
-        Some(json) => serde_json::from_str::<Conversation>(&json)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        None => Conversation::new(now),
-    };
+    let mut conv = load_conversation(&sp, &ingest.bot_id, &ingest.conversation_id)?
+        .unwrap_or_else(|| Conversation::new(now));
     let was_ended = conv.is_ended();
     let (mut stored, mut duplicate_ends) = (0u32, 0u32);
-    {
-        let mut insert = sp
-            .prepare_cached(
-                "INSERT INTO events (bot_id, conversation_id, seq, name, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .map_err(unavailable)?;
-        for event in &ingest.events {
-            match conv.apply(&event.kind, now) {
-                Ok(Applied::Stored { seq }) => {
-                    stored += 1;
-                    insert
-                        .execute(params![
-                            ingest.bot_id,
-                            ingest.conversation_id,
-                            seq as i64,
-                            event.kind.name(),
-                            now.millis(),
-                            event.raw.to_string()
-                        ])
-                        .map_err(unavailable)?;
-                }
-                Ok(Applied::DuplicateEnd) => duplicate_ends += 1,
-                Err(EndedAfter { ended_at }) => {
-                    return Ok(IngestOutcome::EndedAlready { ended_at });
-                }
+    for event in &ingest.events {
+        match conv.apply(&event.kind, now) {
+            Ok(Applied::Stored { seq }) => {
+                stored += 1;
+                append_event(
+                    &sp,
+                    &ingest.bot_id,
+                    &ingest.conversation_id,
+                    seq,
+                    event.kind.name(),
+                    now,
+                    &event.raw.to_string(),
+                )
+                .map_err(unavailable)?;
             }
+            Ok(Applied::DuplicateEnd) => duplicate_ends += 1,
+            Err(EndedAfter { ended_at }) => return Ok(IngestOutcome::EndedAlready { ended_at }),
         }
     }
-    let state = serde_json::to_string(&conv).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    sp.prepare_cached(
-        "INSERT INTO conversations (bot_id, conversation_id, status, created_at, last_event_at, ended_at, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (bot_id, conversation_id) DO UPDATE SET
-           status = excluded.status, last_event_at = excluded.last_event_at,
-           ended_at = excluded.ended_at, state = excluded.state",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            ingest.bot_id,
-            ingest.conversation_id,
-            conv.status.as_str(),
-            conv.created_at.millis(),
-            conv.last_event_at.millis(),
-            conv.ended_at.map(|t| t.millis()),
-            state
-        ])
-    })
-    .map_err(unavailable)?;
+    save_conversation(&sp, &ingest.bot_id, &ingest.conversation_id, &conv)?;
     let ended = !was_ended && conv.is_ended();
     if ended {
-        schedule_jobs(&sp, ingest, &conv, now).map_err(unavailable)?;
+        schedule_jobs(
+            &sp,
+            &ingest.bot_id,
+            &ingest.conversation_id,
+            &ingest.on_end,
+            &conv,
+            now,
+        )
+        .map_err(unavailable)?;
     }
     sp.commit().map_err(unavailable)?;
     Ok(IngestOutcome::Accepted {
@@ -604,30 +630,96 @@ fn ingest_one(
     })
 }
 
+fn load_conversation(
+    conn: &Connection,
+    bot_id: &str,
+    conversation_id: &str,
+) -> Result<Option<Conversation>, StoreError> {
+    let json: Option<String> = conn
+        .prepare_cached(
+            "SELECT state FROM conversations WHERE bot_id = ?1 AND conversation_id = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![bot_id, conversation_id], |r| r.get(0))
+                .optional()
+        })
+        .map_err(unavailable)?;
+    json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+fn save_conversation(
+    conn: &Connection,
+    bot_id: &str,
+    conversation_id: &str,
+    conv: &Conversation,
+) -> Result<(), StoreError> {
+    let state = serde_json::to_string(conv).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO conversations (bot_id, conversation_id, status, created_at, last_event_at, ended_at, sort_at, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (bot_id, conversation_id) DO UPDATE SET
+           status = excluded.status, last_event_at = excluded.last_event_at,
+           ended_at = excluded.ended_at, sort_at = excluded.sort_at, state = excluded.state",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            bot_id,
+            conversation_id,
+            conv.status.as_str(),
+            conv.created_at.millis(),
+            conv.last_event_at.millis(),
+            conv.ended_at.map(|t| t.millis()),
+            conv.ended_at.unwrap_or(conv.last_event_at).millis(),
+            state
+        ])
+    })
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+fn append_event(
+    conn: &Connection,
+    bot_id: &str,
+    conversation_id: &str,
+    seq: u64,
+    name: &str,
+    at: Timestamp,
+    body: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO events (bot_id, conversation_id, seq, name, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![bot_id, conversation_id, seq as i64, name, at.millis(), body])?;
+    Ok(())
+}
+
 /// The built-in end step, run in the transaction that ends the conversation: the record
 /// as it stands at the end becomes the payload of one job per configured action.
 fn schedule_jobs(
     conn: &Connection,
-    ingest: &Ingest,
+    bot_id: &str,
+    conversation_id: &str,
+    on_end: &[ActionRef],
     conv: &Conversation,
     now: Timestamp,
 ) -> rusqlite::Result<()> {
-    if ingest.on_end.is_empty() {
+    if on_end.is_empty() {
         return Ok(());
     }
-    let record = ConversationRecord::new(&ingest.bot_id, &ingest.conversation_id, conv);
+    let record = ConversationRecord::new(bot_id, conversation_id, conv);
     let payload = serde_json::to_string(&record)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload)
          VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?7, ?7, ?7, ?8)",
     )?;
-    for action in ingest.on_end.iter() {
+    for action in on_end {
         let id = format!("job_{}", uuid::Uuid::new_v4().simple());
         insert.execute(params![
             id,
-            ingest.bot_id,
-            ingest.conversation_id,
+            bot_id,
+            conversation_id,
             action.name,
             action.kind,
             action.max_attempts,
@@ -865,4 +957,200 @@ fn job_stats(conn: &Connection, now: Timestamp) -> rusqlite::Result<JobStats> {
         oldest_due_age: oldest
             .map(|t| std::time::Duration::from_millis((now.millis() - t).max(0) as u64)),
     })
+}
+
+/// The server's own end for conversations gone silent, through the same steps as a
+/// client's end: the log gets an `INACTIVITY_TIMEOUT` entry, the jobs are scheduled.
+fn expire_inactive(
+    tx: &rusqlite::Transaction<'_>,
+    a: &Expire,
+    now: Timestamp,
+) -> Result<Vec<String>, StoreError> {
+    let ids: Vec<String> = tx
+        .prepare_cached(
+            "SELECT conversation_id FROM conversations
+             WHERE bot_id = ?1 AND status = 'active' AND last_event_at <= ?2
+             ORDER BY last_event_at LIMIT ?3",
+        )
+        .and_then(|mut s| {
+            s.query_map(
+                params![a.bot_id, a.idle_since.millis(), a.limit as i64],
+                |r| r.get(0),
+            )?
+            .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(unavailable)?;
+    let mut ended = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some(mut conv) = load_conversation(tx, &a.bot_id, &id)? else {
+            continue;
+        };
+        let idle_since = conv.last_event_at;
+        let Some(seq) = conv.expire(now, a.timeout_ms) else {
+            continue;
+        };
+        let body = serde_json::json!({
+            "name": "INACTIVITY_TIMEOUT",
+            "reason": crate::domain::conversation::INACTIVITY_REASON,
+            "lastEventAt": idle_since.to_rfc3339(),
+            "inactivityTimeoutMs": a.timeout_ms,
+        });
+        append_event(
+            tx,
+            &a.bot_id,
+            &id,
+            seq,
+            "INACTIVITY_TIMEOUT",
+            now,
+            &body.to_string(),
+        )
+        .map_err(unavailable)?;
+        save_conversation(tx, &a.bot_id, &id, &conv)?;
+        schedule_jobs(tx, &a.bot_id, &id, &a.on_end, &conv, now).map_err(unavailable)?;
+        ended.push(id);
+    }
+    Ok(ended)
+}
+
+fn purge_ended(
+    tx: &rusqlite::Transaction<'_>,
+    bot_id: &str,
+    p: Purge,
+    limit: usize,
+    now: Timestamp,
+) -> rusqlite::Result<u64> {
+    let mut purged = 0u64;
+    for (before, column, only_messages) in [
+        (p.events_before, "events_purged_at", false),
+        (p.transcript_before, "transcript_purged_at", true),
+    ] {
+        let Some(before) = before else { continue };
+        let ids: Vec<String> = tx
+            .prepare_cached(&format!(
+                "SELECT conversation_id FROM conversations
+                 WHERE bot_id = ?1 AND {column} IS NULL AND status = 'ended' AND ended_at <= ?2
+                 LIMIT ?3"
+            ))?
+            .query_map(params![bot_id, before.millis(), limit as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for id in ids {
+            let delete = if only_messages {
+                "DELETE FROM events WHERE bot_id = ?1 AND conversation_id = ?2 AND name = 'MESSAGE'"
+            } else {
+                "DELETE FROM events WHERE bot_id = ?1 AND conversation_id = ?2"
+            };
+            tx.prepare_cached(delete)?.execute(params![bot_id, id])?;
+            tx.prepare_cached(&format!(
+                "UPDATE conversations SET {column} = ?3 WHERE bot_id = ?1 AND conversation_id = ?2"
+            ))?
+            .execute(params![bot_id, id, now.millis()])?;
+            purged += 1;
+        }
+    }
+    Ok(purged)
+}
+
+fn list_conversations(
+    conn: &Connection,
+    bot_id: &str,
+    f: &ConversationFilter,
+) -> Result<Vec<ListedConversation>, StoreError> {
+    let mut sql =
+        String::from("SELECT conversation_id, sort_at, state FROM conversations WHERE bot_id = ?1");
+    let mut args: Vec<rusqlite::types::Value> = vec![bot_id.to_owned().into()];
+    if let Some(status) = f.status {
+        args.push(status.as_str().to_owned().into());
+        sql.push_str(&format!(" AND status = ?{}", args.len()));
+    }
+    if let Some(from) = f.from {
+        args.push(from.millis().into());
+        sql.push_str(&format!(" AND sort_at >= ?{}", args.len()));
+    }
+    if let Some(to) = f.to {
+        args.push(to.millis().into());
+        sql.push_str(&format!(" AND sort_at <= ?{}", args.len()));
+    }
+    if let Some((at, id)) = &f.after {
+        args.push(at.millis().into());
+        args.push(id.clone().into());
+        let (a, b) = (args.len() - 1, args.len());
+        sql.push_str(&format!(
+            " AND (sort_at < ?{a} OR (sort_at = ?{a} AND conversation_id < ?{b}))"
+        ));
+    }
+    args.push((f.limit as i64).into());
+    sql.push_str(&format!(
+        " ORDER BY sort_at DESC, conversation_id DESC LIMIT ?{}",
+        args.len()
+    ));
+    let rows: Vec<(String, i64, String)> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_map(rusqlite::params_from_iter(args), |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(unavailable)?;
+    rows.into_iter()
+        .map(|(conversation_id, sort_at, state)| {
+            Ok(ListedConversation {
+                conversation: StoredConversation {
+                    bot_id: bot_id.to_owned(),
+                    conversation_id,
+                    state: serde_json::from_str(&state)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                },
+                sort_at: Timestamp::from_millis(sort_at),
+            })
+        })
+        .collect()
+}
+
+fn event_page(
+    conn: &Connection,
+    bot_id: &str,
+    conversation_id: &str,
+    only: Option<&str>,
+    after: u64,
+    limit: usize,
+) -> rusqlite::Result<Option<EventPage>> {
+    let purged: Option<(Option<i64>, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT events_purged_at, transcript_purged_at FROM conversations WHERE bot_id = ?1 AND conversation_id = ?2",
+        )?
+        .query_row(params![bot_id, conversation_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((events_purged_at, transcript_purged_at)) = purged else {
+        return Ok(None);
+    };
+    let map = |r: &rusqlite::Row<'_>| {
+        Ok(StoredEvent {
+            seq: r.get::<_, i64>(0)? as u64,
+            name: r.get(1)?,
+            received_at: Timestamp::from_millis(r.get(2)?),
+            body: r.get(3)?,
+        })
+    };
+    let events = match only {
+        Some(name) => conn
+            .prepare_cached(
+                "SELECT seq, name, received_at, body FROM events
+                 WHERE bot_id = ?1 AND conversation_id = ?2 AND seq > ?3 AND name = ?5 ORDER BY seq LIMIT ?4",
+            )?
+            .query_map(params![bot_id, conversation_id, after as i64, limit as i64, name], map)?
+            .collect::<rusqlite::Result<Vec<_>>>()?,
+        None => conn
+            .prepare_cached(
+                "SELECT seq, name, received_at, body FROM events
+                 WHERE bot_id = ?1 AND conversation_id = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+            )?
+            .query_map(params![bot_id, conversation_id, after as i64, limit as i64], map)?
+            .collect::<rusqlite::Result<Vec<_>>>()?,
+    };
+    Ok(Some(EventPage {
+        events,
+        events_purged_at: events_purged_at.map(Timestamp::from_millis),
+        transcript_purged_at: transcript_purged_at.map(Timestamp::from_millis),
+    }))
 }

@@ -1,0 +1,134 @@
+//! Background upkeep of conversations: ends the ones whose platform went silent for the
+//! bot's `inactivity_timeout`, and applies each bot's `retention`.
+//!
+//! Both go through the store's writer like any request, so a client's end racing the
+//! sweeper yields one end: whichever commits first ends the conversation, the other
+//! sees it ended (a duplicate for the client, a skip for the sweeper). Several
+//! instances may sweep at once for the same reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::actions::action_refs;
+use crate::config::BotSettings;
+use crate::domain::Timestamp;
+use crate::store::{Purge, Store};
+
+/// Conversations ended or purged per store call; the sweep repeats while it hits this.
+const BATCH: usize = 500;
+
+/// How often to sweep: a quarter of the shortest timeout or retention, between 100 ms and 30 s.
+pub fn interval(bots: &[BotSettings]) -> Duration {
+    bots.iter()
+        .flat_map(|b| {
+            [
+                b.inactivity_timeout,
+                b.retention.events,
+                b.retention.transcript,
+            ]
+        })
+        .flatten()
+        .map(|d| d / 4)
+        .min()
+        .unwrap_or(Duration::from_secs(30))
+        .clamp(Duration::from_millis(100), Duration::from_secs(30))
+}
+
+pub async fn run(
+    store: Arc<dyn Store>,
+    bots: Vec<BotSettings>,
+    wake_workers: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let bots: Vec<BotSettings> = bots
+        .into_iter()
+        .filter(|b| b.inactivity_timeout.is_some() || b.retention != Default::default())
+        .collect();
+    if bots.is_empty() {
+        return;
+    }
+    let every = interval(&bots);
+    let on_end: Vec<_> = bots.iter().map(action_refs).collect();
+    loop {
+        for (bot, on_end) in bots.iter().zip(&on_end) {
+            if let Some(timeout) = bot.inactivity_timeout {
+                expire(&*store, bot, timeout, on_end, &wake_workers).await;
+            }
+            if bot.retention != Default::default() {
+                purge(&*store, bot).await;
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+async fn expire(
+    store: &dyn Store,
+    bot: &BotSettings,
+    timeout: Duration,
+    on_end: &Arc<[crate::store::ActionRef]>,
+    wake_workers: &Notify,
+) {
+    loop {
+        let idle_since =
+            Timestamp::from_millis(Timestamp::now().millis() - timeout.as_millis() as i64);
+        match store
+            .expire_inactive(
+                &bot.id,
+                idle_since,
+                timeout.as_millis() as i64,
+                on_end.clone(),
+                BATCH,
+            )
+            .await
+        {
+            Ok(ended) => {
+                if !ended.is_empty() {
+                    metrics::counter!("wrapup_conversations_expired_total")
+                        .increment(ended.len() as u64);
+                    metrics::counter!("wrapup_conversations_ended_total")
+                        .increment(ended.len() as u64);
+                    tracing::info!(bot_id = %bot.id, count = ended.len(), "ended conversations for inactivity");
+                    wake_workers.notify_one();
+                }
+                if ended.len() < BATCH {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(bot_id = %bot.id, error = %e, "inactivity sweep failed; will try again");
+                return;
+            }
+        }
+    }
+}
+
+async fn purge(store: &dyn Store, bot: &BotSettings) {
+    let now = Timestamp::now().millis();
+    let before =
+        |d: Option<Duration>| d.map(|d| Timestamp::from_millis(now - d.as_millis() as i64));
+    let rule = Purge {
+        events_before: before(bot.retention.events),
+        transcript_before: before(bot.retention.transcript),
+    };
+    loop {
+        match store.purge(&bot.id, rule, BATCH).await {
+            Ok(n) => {
+                metrics::counter!("wrapup_retention_purged_total").increment(n);
+                if n < BATCH as u64 {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(bot_id = %bot.id, error = %e, "retention purge failed; will try again");
+                return;
+            }
+        }
+    }
+}
