@@ -10,5 +10,6 @@ mod cli;
 mod crash;
 mod errors;
 mod hooks;
+mod lifecycle;
 mod ops;
 mod validation;
