@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::store::{JobFilter, JobState, RetryTarget};
+use crate::store::{JobFilter, JobState, JobView, RetryTarget};
 
 fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.admin_token else {
@@ -39,6 +39,25 @@ fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/jobs",
+    tag = "admin",
+    params(
+        ("state" = Option<String>, Query, description = "pending, running, succeeded or dead"),
+        ("bot" = Option<String>, Query),
+        ("conversation" = Option<String>, Query),
+        ("limit" = Option<usize>, Query, description = "1 to 1000, default 50"),
+        ("cursor" = Option<String>, Query),
+    ),
+    responses(
+        (status = 200, description = "Jobs, newest first", body = super::openapi::JobPage),
+        (status = 400, description = "A bad query parameter", body = super::openapi::ErrorBody),
+        (status = 401, description = "No admin token", body = super::openapi::ErrorBody),
+        (status = 404, description = "Admin API off, or no such job", body = super::openapi::ErrorBody),
+    ),
+    security(("admin" = []))
+)]
 pub async fn list_jobs(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -85,6 +104,15 @@ pub async fn list_jobs(
     Ok(Json(json!({ "jobs": jobs, "nextCursor": next })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/jobs/{id}",
+    tag = "admin",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The job and its attempts", body = JobView), (status = 401, description = "No admin token", body = super::openapi::ErrorBody),
+        (status = 404, description = "Admin API off, or no such job", body = super::openapi::ErrorBody),),
+    security(("admin" = []))
+)]
 pub async fn show_job(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -100,6 +128,19 @@ pub async fn show_job(
     Ok(Json(json!(job)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/jobs/{id}/retry",
+    tag = "admin",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Back in the queue", body = super::openapi::Retried),
+        (status = 409, description = "The job is not dead", body = super::openapi::ErrorBody),
+        (status = 401, description = "No admin token", body = super::openapi::ErrorBody),
+        (status = 404, description = "Admin API off, or no such job", body = super::openapi::ErrorBody),
+    ),
+    security(("admin" = []))
+)]
 pub async fn retry_job(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -121,6 +162,15 @@ pub async fn retry_job(
     Ok(Json(json!({ "retried": retried })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/bots/{botId}/jobs/retry",
+    tag = "admin",
+    params(("botId" = String, Path)),
+    responses((status = 200, description = "Every dead job of the bot back in the queue", body = super::openapi::Retried), (status = 401, description = "No admin token", body = super::openapi::ErrorBody),
+        (status = 404, description = "Admin API off, or no such job", body = super::openapi::ErrorBody),),
+    security(("admin" = []))
+)]
 pub async fn retry_bot(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -23,6 +23,19 @@ use serde_json::{Value, json};
 use crate::domain::{ConversationRecord, Status, Timestamp};
 use crate::store::{ConversationFilter, EventPage};
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/bots/{botId}/conversations/{conversationId}",
+    tag = "records",
+    params(("botId" = String, Path), ("conversationId" = String, Path)),
+    responses(
+        (status = 200, description = "The conversation record", body = ConversationRecord),
+        (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
+        (status = 404, description = "Never seen", body = super::openapi::ErrorBody),
+    ),
+    security(("auth" = []), ("token" = []), ("bearer" = []))
+)]
 pub async fn get_conversation(
     State(state): State<Arc<AppState>>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -91,6 +104,26 @@ fn decode_cursor(c: &str) -> Result<(Timestamp, String), ApiError> {
 
 /// `GET /api/v1/bots/{botId}/conversations`: newest first by `endedAt` (or
 /// `lastEventAt` while active), keyset-paginated.
+#[utoipa::path(
+    get,
+    path = "/api/v1/bots/{botId}/conversations",
+    tag = "records",
+    params(
+        ("botId" = String, Path),
+        ("status" = Option<String>, Query, description = "active or ended"),
+        ("from" = Option<String>, Query, description = "RFC 3339; on endedAt, or lastEventAt while active"),
+        ("to" = Option<String>, Query, description = "RFC 3339; on endedAt, or lastEventAt while active"),
+        ("limit" = Option<usize>, Query, description = "1 to 500, default 50"),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "Newest first", body = super::openapi::ConversationPage),
+        (status = 400, description = "A bad query parameter", body = super::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
+    ),
+    security(("auth" = []), ("token" = []), ("bearer" = []))
+)]
 pub async fn list_conversations(
     State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
@@ -141,6 +174,24 @@ pub async fn list_conversations(
 }
 
 /// `GET .../conversations/{id}/events`: the event log in order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/bots/{botId}/conversations/{conversationId}/events",
+    tag = "records",
+    params(
+        ("botId" = String, Path),
+        ("conversationId" = String, Path),
+        ("after" = Option<u64>, Query, description = "Only events after this seq"),
+        ("limit" = Option<usize>, Query, description = "1 to 1000, default 1000"),
+    ),
+    responses(
+        (status = 200, description = "The event log in order", body = super::openapi::EventLog),
+        (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
+        (status = 404, description = "Never seen", body = super::openapi::ErrorBody),
+    ),
+    security(("auth" = []), ("token" = []), ("bearer" = []))
+)]
 pub async fn list_events(
     State(state): State<Arc<AppState>>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -175,6 +226,24 @@ pub async fn list_events(
 }
 
 /// `GET .../conversations/{id}/transcript`: the propagated messages in order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/bots/{botId}/conversations/{conversationId}/transcript",
+    tag = "records",
+    params(
+        ("botId" = String, Path),
+        ("conversationId" = String, Path),
+        ("after" = Option<u64>, Query, description = "Only messages after this event seq"),
+        ("limit" = Option<usize>, Query, description = "1 to 1000, default 1000"),
+    ),
+    responses(
+        (status = 200, description = "The propagated messages in order", body = super::openapi::Transcript),
+        (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
+        (status = 404, description = "Never seen", body = super::openapi::ErrorBody),
+    ),
+    security(("auth" = []), ("token" = []), ("bearer" = []))
+)]
 pub async fn transcript(
     State(state): State<Arc<AppState>>,
     path: Result<Path<(String, String)>, PathRejection>,

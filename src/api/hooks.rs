@@ -17,6 +17,43 @@ use crate::domain::EventKind;
 use crate::domain::payload::parse_request;
 use crate::store::{Ingest, IngestOutcome};
 
+/// The same endpoint on each of the vendor's three paths, each documented.
+macro_rules! hook_route {
+    ($name:ident, $path:literal) => {
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = "hooks",
+            params(("botId" = String, Path, description = "The AI Agent (stream) id, st-…")),
+            request_body(content = super::openapi::HookBody, content_type = "application/json"),
+            responses(
+                (status = 200, description = "Stored durably", body = super::openapi::StatusOk),
+                (status = 400, description = "Unknown bot, or a field missing or mistyped (named in the message)", body = super::openapi::ErrorBody),
+                (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
+                (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
+                (status = 408, description = "The body was not received in time", body = super::openapi::ErrorBody),
+                (status = 409, description = "An event other than a repeated end after the end", body = super::openapi::ErrorBody),
+                (status = 413, description = "The body is over server.max_body_bytes", body = super::openapi::ErrorBody),
+                (status = 415, description = "Content-Type is not application/json", body = super::openapi::ErrorBody),
+                (status = 503, description = "Not stored; retry after Retry-After", body = super::openapi::ErrorBody),
+            ),
+            security(("auth" = []), ("token" = []), ("bearer" = []))
+        )]
+        pub async fn $name(
+            state: State<Arc<AppState>>,
+            path: Result<Path<String>, PathRejection>,
+            headers: HeaderMap,
+            body: Body,
+        ) -> Result<Json<Value>, ApiError> {
+            hook(state, path, headers, body).await
+        }
+    };
+}
+
+hook_route!(hook_agentai, "/agentai/api/v1/hooks/{botId}");
+hook_route!(hook_agentassist, "/agentassist/api/v1/hooks/{botId}");
+hook_route!(hook_api, "/api/v1/hooks/{botId}");
+
 pub async fn hook(
     State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,

@@ -6,21 +6,24 @@ pub mod auth;
 pub mod conversations;
 pub mod error;
 pub mod hooks;
+pub mod openapi;
 pub mod ops;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Authenticator;
 use crate::config::{BotSettings, ServerSettings};
@@ -28,13 +31,6 @@ use crate::domain::Limits;
 use crate::store::{ActionRef, Store};
 use error::ApiError;
 use tokio::sync::Notify;
-
-/// The three paths the vendor's documents use for the same endpoint.
-pub const HOOK_PATHS: [&str; 3] = [
-    "/agentai/api/v1/hooks/{botId}",
-    "/agentassist/api/v1/hooks/{botId}",
-    "/api/v1/hooks/{botId}",
-];
 
 pub struct AppState {
     pub store: Arc<dyn Store>,
@@ -50,32 +46,41 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
+/// Every documented route: the OpenAPI document is built from these same registrations.
+fn api_router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(hooks::hook_agentai))
+        .routes(routes!(hooks::hook_agentassist))
+        .routes(routes!(hooks::hook_api))
+        .routes(routes!(conversations::list_conversations))
+        .routes(routes!(conversations::get_conversation))
+        .routes(routes!(conversations::list_events))
+        .routes(routes!(conversations::transcript))
+        .routes(routes!(admin::list_jobs))
+        .routes(routes!(admin::show_job))
+        .routes(routes!(admin::retry_job))
+        .routes(routes!(admin::retry_bot))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi_json))
+}
+
+/// The OpenAPI 3.1 document as JSON (built once).
+pub fn openapi_json() -> String {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        api_router()
+            .into_openapi()
+            .to_pretty_json()
+            .unwrap_or_default()
+    })
+    .clone()
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
-    let mut router = Router::new();
-    for path in HOOK_PATHS {
-        router = router.route(path, post(hooks::hook));
-    }
+    let (router, _) = api_router().split_for_parts();
     router
-        .route("/api/v1/bots/{botId}/conversations", get(conversations::list_conversations))
-        .route(
-            "/api/v1/bots/{botId}/conversations/{conversationId}",
-            get(conversations::get_conversation),
-        )
-        .route(
-            "/api/v1/bots/{botId}/conversations/{conversationId}/events",
-            get(conversations::list_events),
-        )
-        .route(
-            "/api/v1/bots/{botId}/conversations/{conversationId}/transcript",
-            get(conversations::transcript),
-        )
-        .route("/admin/v1/jobs", get(admin::list_jobs))
-        .route("/admin/v1/jobs/{id}", get(admin::show_job))
-        .route("/admin/v1/jobs/{id}/retry", post(admin::retry_job))
-        .route("/admin/v1/bots/{botId}/jobs/retry", post(admin::retry_bot))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(record_request))

@@ -11,10 +11,20 @@ use serde_json::{Value, json};
 
 use super::AppState;
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is alive")))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The store takes a write and answers a read"),
+        (status = 503, description = "Not ready", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, Json(json!({"status": "ready"}))),
@@ -29,6 +39,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     // Job gauges are read from the store at scrape time, so they are right across instances.
     if let Ok(stats) = state.store.job_stats().await {
@@ -43,5 +54,13 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
+    )
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "This document (OpenAPI 3.1)")))]
+pub async fn openapi_json() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi_json(),
     )
 }

@@ -38,7 +38,7 @@ impl Status {
 
 /// A departure from what the vendor prescribes that was accepted anyway, kept so
 /// integrators can see what their side sends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Anomaly {
     pub code: String,
@@ -79,14 +79,14 @@ impl Agent {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Transfers {
     pub cold: u64,
     pub warm: u64,
     pub redial: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessageCounts {
     pub user: u64,
     pub agent: u64,

@@ -139,7 +139,7 @@ pub struct End {
     pub participant: Participant,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub enum TransferType {
     #[serde(rename = "NA")]
     Na,

@@ -8,11 +8,13 @@ use super::conversation::{Anomaly, Conversation, MessageCounts, Transfers};
 use super::payload::TransferType;
 use super::time::Timestamp;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationRecord {
     pub bot_id: String,
     pub conversation_id: String,
+    /// `active` or `ended`.
+    #[schema(value_type = String)]
     pub status: &'static str,
     pub created_at: String,
     /// The first NA entry; null if no agent ever entered.
@@ -22,6 +24,8 @@ pub struct ConversationRecord {
     /// From `startedAt` (else `createdAt`) to `endedAt` (else `lastEventAt`).
     pub duration_ms: i64,
     pub end_reason: Option<String>,
+    /// The end's participant; `{"identity":"wrapup","type":"system"}` for an inactivity end.
+    #[schema(value_type = Option<Object>)]
     pub ended_by: Option<Value>,
     pub experience: Option<String>,
     pub language: Option<String>,
@@ -40,18 +44,19 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentRecord {
     pub identity: String,
     pub name: String,
+    #[schema(value_type = Object)]
     pub custom_fields: Map<String, Value>,
     pub segments: Vec<SegmentRecord>,
     /// The time of all segments; open ones count up to the last event.
     pub handle_time_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SegmentRecord {
     pub transfer_type: TransferType,
@@ -59,7 +64,7 @@ pub struct SegmentRecord {
     pub ended_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SummaryRecord {
     pub language: String,

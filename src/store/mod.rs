@@ -37,7 +37,9 @@ pub struct ActionRef {
     pub max_attempts: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Waiting for its due time.
@@ -89,7 +91,7 @@ pub struct ClaimedJob {
     pub lease_token: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AttemptOutcome {
     Succeeded,
@@ -109,11 +111,12 @@ impl AttemptOutcome {
 }
 
 /// One attempt at a job, as recorded.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttemptRecord {
     pub attempt: u32,
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String)]
     pub started_at: Timestamp,
     pub duration_ms: u64,
     pub outcome: AttemptOutcome,
@@ -132,7 +135,7 @@ pub enum NextStep {
 }
 
 /// A job as the admin API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobView {
     pub id: String,
@@ -144,11 +147,14 @@ pub struct JobView {
     pub attempts: u32,
     pub max_attempts: u32,
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String)]
     pub created_at: Timestamp,
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String)]
     pub updated_at: Timestamp,
     /// When a pending job is next due.
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String)]
     pub due_at: Timestamp,
     pub last_error: Option<String>,
     /// The job's attempts, oldest first (only when one job is shown).
@@ -156,6 +162,7 @@ pub struct JobView {
     pub attempt_log: Option<Vec<AttemptRecord>>,
     /// Opaque; pass as `cursor` to list what comes after this job.
     #[serde(skip)]
+    #[schema(ignore)]
     pub cursor: i64,
 }
 

@@ -11,5 +11,6 @@ mod crash;
 mod errors;
 mod hooks;
 mod lifecycle;
+mod openapi;
 mod ops;
 mod validation;

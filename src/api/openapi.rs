@@ -1,0 +1,228 @@
+//! The OpenAPI 3.1 document. Paths come from the `#[utoipa::path]` attribute on each
+//! handler, registered together with the route (utoipa-axum), so the document and the
+//! routes cannot drift apart. The types below only describe bodies that are parsed or
+//! built as JSON elsewhere (the hooks body is parsed by hand for field-path errors).
+#![allow(dead_code)]
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wrapup",
+        description = "Self-hosted Agent AI hooks API: ends every conversation exactly once, durably, and runs the bot's post-conversation actions.",
+        license(name = "MIT")
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "hooks", description = "The endpoint contact-center platforms post conversation events to"),
+        (name = "records", description = "Conversations, their event logs and transcripts"),
+        (name = "admin", description = "Post-conversation action jobs"),
+        (name = "operations", description = "Health, readiness, metrics")
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "auth",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("auth"))),
+        );
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("token"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// `{"STATUS": "OK"}`, exactly as the vendor answers.
+#[derive(Serialize, ToSchema)]
+pub struct StatusOk {
+    #[serde(rename = "STATUS")]
+    #[schema(example = "OK")]
+    pub status: String,
+}
+
+/// Every refusal: the vendor's error shape.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub code: u16,
+    /// What is wrong and where, e.g. `events[0].participant.identity is required`.
+    pub message: String,
+}
+
+/// A request to the hooks endpoint: events, or one propagated message.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum HookBody {
+    Events(EventsBody),
+    Message(MessageBody),
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsBody {
+    #[schema(example = "st-56fbfece-0293-55a3-9154-7e3e19xxxxxx")]
+    pub bot_id: String,
+    #[schema(example = "atesta-mlxxxxxx")]
+    pub conversation_id: String,
+    /// Processed in order; stored together or not at all. Unknown fields are kept.
+    pub events: Vec<EventBody>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EventBody {
+    End(EndEvent),
+    Transfer(TransferEvent),
+    Summary(SummaryEvent),
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EndEvent {
+    /// `END_OF_CONVERSATION`
+    pub name: String,
+    #[schema(example = "agent_initiated")]
+    pub reason: String,
+    #[schema(example = "en")]
+    pub language: String,
+    #[schema(example = "voice")]
+    pub experience: String,
+    pub participant: ParticipantBody,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantBody {
+    pub identity: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    #[schema(example = "agent")]
+    pub kind: String,
+    /// Any keys (agentEmail, queueId, queueName, …), kept as they came.
+    pub custom_fields: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferEvent {
+    /// `INTERNAL_TRANSFER_EVENT`
+    pub name: String,
+    /// `NA`, `COLD`, `WARM` or `redial`, any case.
+    pub transfertype: String,
+    /// `entry` or `exit`, any case.
+    pub transition: String,
+    /// `true`, `false`, `"true"` or `"false"`.
+    #[serde(rename = "isExtAD")]
+    pub is_ext_ad: Option<Value>,
+    pub language: Option<String>,
+    pub experience: String,
+    pub participant: ParticipantBody,
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SummaryEvent {
+    /// `TRIGGER_SUMMARY_EVENT`
+    pub name: String,
+    pub data: SummaryData,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SummaryData {
+    #[schema(example = "English")]
+    pub language: String,
+    #[schema(example = "en")]
+    pub locale: String,
+    #[serde(rename = "type")]
+    #[schema(example = "post")]
+    pub kind: String,
+}
+
+/// A propagated message; only `query` (with the ids) is required.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageBody {
+    pub bot_id: String,
+    pub conversation_id: String,
+    pub query: String,
+    pub agent_id: Option<String>,
+    pub author: Option<AuthorBody>,
+    pub source: Option<String>,
+    pub experience: Option<String>,
+    pub language: Option<String>,
+    pub send_user_message: Option<Value>,
+    pub send_agent_message: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuthorBody {
+    /// `USER` or `AGENT`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// A page of conversation records.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationPage {
+    pub conversations: Vec<Value>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventLog {
+    pub bot_id: String,
+    pub conversation_id: String,
+    /// `{seq, name, receivedAt, event}`, in order; `event` is the JSON as received.
+    pub events: Vec<Value>,
+    /// Pass as `after` for the next page.
+    pub next_after: Option<u64>,
+    pub events_purged_at: Option<String>,
+    pub transcript_purged_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Transcript {
+    pub bot_id: String,
+    pub conversation_id: String,
+    /// `{seq, authorType, agentId, source, text, at}`, in order.
+    pub messages: Vec<Value>,
+    pub next_after: Option<u64>,
+    pub transcript_purged_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPage {
+    pub jobs: Vec<Value>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Retried {
+    pub retried: u64,
+}

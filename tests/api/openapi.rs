@@ -1,0 +1,119 @@
+//! `/openapi.json` documents every public endpoint, and every documented operation is served.
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const EXPECTED: [(&str, &str); 15] = [
+    ("post", "/agentai/api/v1/hooks/{botId}"),
+    ("post", "/agentassist/api/v1/hooks/{botId}"),
+    ("post", "/api/v1/hooks/{botId}"),
+    ("get", "/api/v1/bots/{botId}/conversations"),
+    ("get", "/api/v1/bots/{botId}/conversations/{conversationId}"),
+    (
+        "get",
+        "/api/v1/bots/{botId}/conversations/{conversationId}/events",
+    ),
+    (
+        "get",
+        "/api/v1/bots/{botId}/conversations/{conversationId}/transcript",
+    ),
+    ("get", "/admin/v1/jobs"),
+    ("get", "/admin/v1/jobs/{id}"),
+    ("post", "/admin/v1/jobs/{id}/retry"),
+    ("post", "/admin/v1/bots/{botId}/jobs/retry"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+];
+
+#[tokio::test]
+async fn the_document_lists_every_endpoint_and_every_listed_operation_is_served() {
+    let app = TestApp::spawn().await;
+    let (status, doc) = into_json(app.get("/openapi.json").await).await;
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+    }
+    documented.sort();
+    let mut expected: Vec<(String, String)> = EXPECTED
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(documented, expected);
+
+    for (method, path) in &documented {
+        let url = format!(
+            "{}{}",
+            app.base,
+            path.replace("{botId}", BOT)
+                .replace("{conversationId}", "c")
+                .replace("{id}", "job_x")
+        );
+        let req = match method.as_str() {
+            "post" => app.client.post(url),
+            _ => app.client.get(url),
+        };
+        let (status, body) = into_json(req.header("token", token()).send().await.unwrap()).await;
+        assert_ne!(status, 405, "{method} {path}");
+        assert!(
+            status != 404 || body["message"] != "no such endpoint",
+            "{method} {path} is documented but not routed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_document_describes_the_bodies() {
+    let app = TestApp::spawn().await;
+    let (_, doc) = into_json(app.get("/openapi.json").await).await;
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "ConversationRecord",
+        "AgentRecord",
+        "Anomaly",
+        "HookBody",
+        "EndEvent",
+        "ErrorBody",
+        "StatusOk",
+        "JobView",
+        "AttemptRecord",
+    ] {
+        assert!(schemas.contains_key(name), "no schema {name}");
+    }
+    let record = &schemas["ConversationRecord"]["properties"];
+    for field in [
+        "startedAt",
+        "durationMs",
+        "agents",
+        "transfers",
+        "messages",
+        "summaryRequests",
+        "anomalies",
+        "duplicateEnds",
+    ] {
+        assert!(
+            record.get(field).is_some(),
+            "ConversationRecord lacks {field}"
+        );
+    }
+    let security: Vec<&Value> = doc["paths"]["/agentai/api/v1/hooks/{botId}"]["post"]["security"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(security.len(), 3, "auth, token and bearer");
+}
