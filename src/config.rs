@@ -124,6 +124,14 @@ pub struct StoreFile {
     pub queue_capacity: usize,
     /// The most requests committed in one transaction.
     pub max_batch: usize,
+    /// PostgreSQL: connections per instance.
+    pub pool_size: u32,
+    /// PostgreSQL: how long to wait for a connection (503 after).
+    pub connect_timeout: String,
+    /// PostgreSQL: the server cancels any statement running longer.
+    pub statement_timeout: String,
+    /// PostgreSQL: the schema wrapup keeps its tables in (created if missing).
+    pub schema: String,
 }
 
 impl Default for StoreFile {
@@ -132,6 +140,10 @@ impl Default for StoreFile {
             url: "sqlite://wrapup.db".into(),
             queue_capacity: 16_384,
             max_batch: 1024,
+            pool_size: 16,
+            connect_timeout: "5s".into(),
+            statement_timeout: "10s".into(),
+            schema: "public".into(),
         }
     }
 }
@@ -236,6 +248,7 @@ pub struct ServerSettings {
 #[derive(Debug, Clone)]
 pub enum StoreUrl {
     Sqlite(PathBuf),
+    Postgres(String),
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +256,10 @@ pub struct StoreSettings {
     pub url: StoreUrl,
     pub queue_capacity: usize,
     pub max_batch: usize,
+    pub pool_size: u32,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub schema: String,
 }
 
 #[derive(Clone)]
@@ -401,19 +418,39 @@ pub fn validate(
         shutdown_grace: parse_duration("server.shutdown_grace", &s.shutdown_grace)?,
     };
 
-    let url = match file.store.url.strip_prefix("sqlite://") {
-        Some(path) if !path.is_empty() => StoreUrl::Sqlite(PathBuf::from(path)),
-        _ => {
-            return Err(cerr(
-                "store.url",
-                format!("\"{}\" is not supported; use sqlite://PATH", file.store.url),
-            ));
-        }
+    let raw = &file.store.url;
+    let url = if let Some(path) = raw.strip_prefix("sqlite://").filter(|p| !p.is_empty()) {
+        StoreUrl::Sqlite(PathBuf::from(path))
+    } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        StoreUrl::Postgres(raw.clone())
+    } else {
+        return Err(cerr(
+            "store.url",
+            format!("\"{raw}\" is not supported; use sqlite://PATH or postgres://USER@HOST/DB"),
+        ));
     };
+    let schema = &file.store.schema;
+    let simple = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    if schema.is_empty()
+        || !schema.chars().all(simple)
+        || schema.starts_with(|c: char| c.is_ascii_digit())
+    {
+        return Err(cerr(
+            "store.schema",
+            format!("\"{schema}\" must be lowercase letters, digits and _"),
+        ));
+    }
+    if file.store.pool_size == 0 {
+        return Err(cerr("store.pool_size", "must be greater than 0"));
+    }
     let store = StoreSettings {
         url,
         queue_capacity: file.store.queue_capacity,
         max_batch: file.store.max_batch,
+        pool_size: file.store.pool_size,
+        connect_timeout: positive("store.connect_timeout", &file.store.connect_timeout)?,
+        statement_timeout: positive("store.statement_timeout", &file.store.statement_timeout)?,
+        schema: schema.clone(),
     };
 
     let mut apps = Vec::with_capacity(file.apps.len());

@@ -5,6 +5,7 @@
 //! one transaction or not at all, and `ingest` returns only after that commit is
 //! durable. The lifecycle rules come from [`crate::domain::Conversation::apply`].
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -362,6 +363,78 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store named by the configuration's URL.
 pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
     match &settings.url {
+        StoreUrl::Postgres(url) => Ok(Arc::new(
+            postgres::PostgresStore::open(url, settings).await?,
+        )),
         StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path, settings).await?)),
     }
 }
+
+/// What one request did to a conversation, computed by the domain for any store.
+pub(crate) struct AppliedRequest<'a> {
+    /// The events to append, with their sequence numbers.
+    pub stored: Vec<(u64, &'a Event)>,
+    pub duplicate_ends: u32,
+    /// This request ended the conversation (jobs are due).
+    pub ended: bool,
+}
+
+/// Applies a request's events in order; refuses the whole request if one comes after the end.
+pub(crate) fn apply_request<'a>(
+    conv: &mut Conversation,
+    events: &'a [Event],
+    now: Timestamp,
+) -> Result<AppliedRequest<'a>, crate::domain::EndedAfter> {
+    let was_ended = conv.is_ended();
+    let mut applied = AppliedRequest {
+        stored: Vec::with_capacity(events.len()),
+        duplicate_ends: 0,
+        ended: false,
+    };
+    for event in events {
+        match conv.apply(&event.kind, now)? {
+            crate::domain::Applied::Stored { seq } => applied.stored.push((seq, event)),
+            crate::domain::Applied::DuplicateEnd => applied.duplicate_ends += 1,
+        }
+    }
+    applied.ended = !was_ended && conv.is_ended();
+    Ok(applied)
+}
+
+impl AppliedRequest<'_> {
+    pub fn outcome(&self) -> IngestOutcome {
+        IngestOutcome::Accepted {
+            stored: self.stored.len() as u32,
+            duplicate_ends: self.duplicate_ends,
+            ended: self.ended,
+        }
+    }
+}
+
+/// The payload of an end's jobs: the record as it stands at the end.
+pub(crate) fn job_payload(bot_id: &str, conversation_id: &str, conv: &Conversation) -> String {
+    serde_json::to_string(&crate::domain::ConversationRecord::new(
+        bot_id,
+        conversation_id,
+        conv,
+    ))
+    .unwrap_or_default()
+}
+
+pub(crate) fn new_job_id() -> String {
+    format!("job_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The log entry of the server's own end for inactivity.
+pub(crate) fn inactivity_event(idle_since: Timestamp, timeout_ms: i64) -> String {
+    serde_json::json!({
+        "name": "INACTIVITY_TIMEOUT",
+        "reason": crate::domain::conversation::INACTIVITY_REASON,
+        "lastEventAt": idle_since.to_rfc3339(),
+        "inactivityTimeoutMs": timeout_ms,
+    })
+    .to_string()
+}
+
+pub(crate) const LOST_ATTEMPT: &str =
+    "the worker stopped before recording this attempt; its lease expired";

@@ -20,12 +20,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     ActionRef, AttemptOutcome, AttemptRecord, ClaimedJob, ConversationFilter, EventPage, Ingest,
-    IngestOutcome, JobFilter, JobState, JobStats, JobView, ListedConversation, NextStep, Purge,
-    RetryTarget, Store, StoreError, StoredConversation, StoredEvent,
+    IngestOutcome, JobFilter, JobState, JobStats, JobView, LOST_ATTEMPT, ListedConversation,
+    NextStep, Purge, RetryTarget, Store, StoreError, StoredConversation, StoredEvent,
+    apply_request, inactivity_event, job_payload, new_job_id,
 };
 use crate::auth::JtiUse;
 use crate::config::StoreSettings;
-use crate::domain::{Applied, Conversation, ConversationRecord, EndedAfter, Timestamp};
+use crate::domain::{Conversation, EndedAfter, Timestamp};
 
 /// Schema versions, applied in order and recorded in `PRAGMA user_version`.
 const MIGRATIONS: &[&str] = &[
@@ -588,30 +589,24 @@ fn ingest_one(
     }
     let mut conv = load_conversation(&sp, &ingest.bot_id, &ingest.conversation_id)?
         .unwrap_or_else(|| Conversation::new(now));
-    let was_ended = conv.is_ended();
-    let (mut stored, mut duplicate_ends) = (0u32, 0u32);
-    for event in &ingest.events {
-        match conv.apply(&event.kind, now) {
-            Ok(Applied::Stored { seq }) => {
-                stored += 1;
-                append_event(
-                    &sp,
-                    &ingest.bot_id,
-                    &ingest.conversation_id,
-                    seq,
-                    event.kind.name(),
-                    now,
-                    &event.raw.to_string(),
-                )
-                .map_err(unavailable)?;
-            }
-            Ok(Applied::DuplicateEnd) => duplicate_ends += 1,
-            Err(EndedAfter { ended_at }) => return Ok(IngestOutcome::EndedAlready { ended_at }),
-        }
+    let applied = match apply_request(&mut conv, &ingest.events, now) {
+        Ok(applied) => applied,
+        Err(EndedAfter { ended_at }) => return Ok(IngestOutcome::EndedAlready { ended_at }),
+    };
+    for (seq, event) in &applied.stored {
+        append_event(
+            &sp,
+            &ingest.bot_id,
+            &ingest.conversation_id,
+            *seq,
+            event.kind.name(),
+            now,
+            &event.raw.to_string(),
+        )
+        .map_err(unavailable)?;
     }
     save_conversation(&sp, &ingest.bot_id, &ingest.conversation_id, &conv)?;
-    let ended = !was_ended && conv.is_ended();
-    if ended {
+    if applied.ended {
         schedule_jobs(
             &sp,
             &ingest.bot_id,
@@ -623,11 +618,7 @@ fn ingest_one(
         .map_err(unavailable)?;
     }
     sp.commit().map_err(unavailable)?;
-    Ok(IngestOutcome::Accepted {
-        stored,
-        duplicate_ends,
-        ended,
-    })
+    Ok(applied.outcome())
 }
 
 fn load_conversation(
@@ -707,15 +698,13 @@ fn schedule_jobs(
     if on_end.is_empty() {
         return Ok(());
     }
-    let record = ConversationRecord::new(bot_id, conversation_id, conv);
-    let payload = serde_json::to_string(&record)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let payload = job_payload(bot_id, conversation_id, conv);
     let mut insert = conn.prepare_cached(
         "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload)
          VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?7, ?7, ?7, ?8)",
     )?;
     for action in on_end {
-        let id = format!("job_{}", uuid::Uuid::new_v4().simple());
+        let id = new_job_id();
         insert.execute(params![
             id,
             bot_id,
@@ -784,11 +773,11 @@ fn claim(
                 // The lost attempt is recorded, and does not count against the budget.
                 tx.prepare_cached(
                     "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error)
-                     SELECT id, attempts, updated_at, ?2 - updated_at, 'lost', 'the worker stopped before recording this attempt; its lease expired'
+                     SELECT id, attempts, updated_at, ?2 - updated_at, 'lost', ?3
                      FROM jobs WHERE seq = ?1
                      ON CONFLICT (job_id, attempt) DO NOTHING",
                 )?
-                .execute(params![seq, now.millis()])?;
+                .execute(params![seq, now.millis(), LOST_ATTEMPT])?;
                 tx.prepare_cached(
                     "UPDATE jobs SET max_attempts = max_attempts + 1 WHERE seq = ?1",
                 )?
@@ -989,22 +978,9 @@ fn expire_inactive(
         let Some(seq) = conv.expire(now, a.timeout_ms) else {
             continue;
         };
-        let body = serde_json::json!({
-            "name": "INACTIVITY_TIMEOUT",
-            "reason": crate::domain::conversation::INACTIVITY_REASON,
-            "lastEventAt": idle_since.to_rfc3339(),
-            "inactivityTimeoutMs": a.timeout_ms,
-        });
-        append_event(
-            tx,
-            &a.bot_id,
-            &id,
-            seq,
-            "INACTIVITY_TIMEOUT",
-            now,
-            &body.to_string(),
-        )
-        .map_err(unavailable)?;
+        let body = inactivity_event(idle_since, a.timeout_ms);
+        append_event(tx, &a.bot_id, &id, seq, "INACTIVITY_TIMEOUT", now, &body)
+            .map_err(unavailable)?;
         save_conversation(tx, &a.bot_id, &id, &conv)?;
         schedule_jobs(tx, &a.bot_id, &id, &a.on_end, &conv, now).map_err(unavailable)?;
         ended.push(id);

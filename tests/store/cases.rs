@@ -1,0 +1,622 @@
+//! The cases, written once against the `Store` trait.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use wrapup::auth::JtiUse;
+use wrapup::domain::payload::{Limits, parse_request};
+use wrapup::domain::{Event, Status, Timestamp};
+use wrapup::store::{
+    ActionRef, AttemptOutcome, AttemptRecord, ConversationFilter, Ingest, IngestOutcome, JobFilter,
+    JobState, NextStep, Purge, RetryTarget, Store,
+};
+
+const BOT: &str = "st-store-test";
+
+type S = Arc<dyn Store>;
+
+fn events(conversation: &str, events: serde_json::Value) -> Vec<Event> {
+    let body = json!({"botId": BOT, "conversationId": conversation, "events": events});
+    parse_request(&body, BOT, &Limits::default())
+        .unwrap()
+        .events
+}
+
+fn end() -> serde_json::Value {
+    json!({"name": "END_OF_CONVERSATION", "reason": "agent_initiated", "language": "en", "experience": "voice",
+           "participant": {"identity": "a1", "name": "A", "type": "agent"}})
+}
+
+fn entry(agent: &str) -> serde_json::Value {
+    json!({"name": "INTERNAL_TRANSFER_EVENT", "transfertype": "NA", "transition": "entry", "experience": "voice",
+           "participant": {"identity": agent, "name": agent, "type": "agent"}})
+}
+
+fn message(conversation: &str, text: &str) -> Vec<Event> {
+    let body = json!({"botId": BOT, "conversationId": conversation, "query": text, "author": {"type": "USER"}});
+    parse_request(&body, BOT, &Limits::default())
+        .unwrap()
+        .events
+}
+
+fn actions(names: &[&str]) -> Arc<[ActionRef]> {
+    names
+        .iter()
+        .map(|n| ActionRef {
+            name: n.to_string(),
+            kind: "webhook",
+            max_attempts: 2,
+        })
+        .collect()
+}
+
+fn ingest(conversation: &str, evs: Vec<Event>, on_end: Arc<[ActionRef]>) -> Ingest {
+    Ingest {
+        bot_id: BOT.into(),
+        conversation_id: conversation.into(),
+        events: evs,
+        jti: None,
+        on_end,
+    }
+}
+
+fn attempt(n: u32, ok: bool) -> AttemptRecord {
+    AttemptRecord {
+        attempt: n,
+        started_at: Timestamp::now(),
+        duration_ms: 1,
+        outcome: if ok {
+            AttemptOutcome::Succeeded
+        } else {
+            AttemptOutcome::Failed
+        },
+        status_code: Some(if ok { 200 } else { 500 }),
+        error: (!ok).then(|| "500".to_owned()),
+        response: None,
+    }
+}
+
+async fn jobs_of(store: &S, conversation: &str) -> Vec<wrapup::store::JobView> {
+    store
+        .list_jobs(JobFilter {
+            conversation_id: Some(conversation.into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+pub async fn an_end_races_fifty_times_and_ends_once(store: &S) {
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .ingest(ingest(
+                        "race",
+                        events("race", json!([end()])),
+                        actions(&["hook"]),
+                    ))
+                    .await
+            })
+        })
+        .collect();
+    let mut ended = 0;
+    let mut duplicates = 0;
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            IngestOutcome::Accepted {
+                ended: true,
+                stored: 1,
+                duplicate_ends: 0,
+            } => ended += 1,
+            IngestOutcome::Accepted {
+                ended: false,
+                stored: 0,
+                duplicate_ends: 1,
+            } => duplicates += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((ended, duplicates), (1, 49));
+    let c = store.conversation(BOT, "race").await.unwrap().unwrap();
+    assert_eq!((c.state.duplicate_ends, c.state.event_count), (49, 1));
+    assert_eq!(jobs_of(store, "race").await.len(), 1);
+}
+
+pub async fn events_after_the_end_are_refused_and_nothing_is_stored(store: &S) {
+    store
+        .ingest(ingest(
+            "after",
+            events("after", json!([end()])),
+            actions(&[]),
+        ))
+        .await
+        .unwrap();
+    let outcome = store
+        .ingest(ingest(
+            "after",
+            events("after", json!([entry("a2"), end()])),
+            actions(&[]),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, IngestOutcome::EndedAlready { .. }),
+        "{outcome:?}"
+    );
+    let c = store.conversation(BOT, "after").await.unwrap().unwrap();
+    assert_eq!((c.state.event_count, c.state.duplicate_ends), (1, 0));
+    // Atomicity for a new conversation: nothing at all is left.
+    let outcome = store
+        .ingest(ingest(
+            "whole",
+            events("whole", json!([entry("a1"), end(), entry("a2")])),
+            actions(&["x"]),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, IngestOutcome::EndedAlready { .. }));
+    assert!(store.conversation(BOT, "whole").await.unwrap().is_none());
+    assert!(jobs_of(store, "whole").await.is_empty());
+}
+
+pub async fn a_jti_is_accepted_once(store: &S) {
+    let jti = JtiUse {
+        client_id: "cs-1".into(),
+        jti: "j-1".into(),
+        expires_at: None,
+    };
+    let mut first = ingest("jti", events("jti", json!([entry("a1")])), actions(&[]));
+    first.jti = Some(jti.clone());
+    assert!(matches!(
+        store.ingest(first.clone()).await.unwrap(),
+        IngestOutcome::Accepted { .. }
+    ));
+    assert_eq!(store.ingest(first).await.unwrap(), IngestOutcome::Replay);
+    assert!(!store.consume_jti(jti).await.unwrap());
+    assert!(
+        store
+            .consume_jti(JtiUse {
+                client_id: "cs-2".into(),
+                jti: "j-1".into(),
+                expires_at: None
+            })
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn an_end_schedules_one_job_per_action_once(store: &S) {
+    let acts = actions(&["crm", "cache"]);
+    store
+        .ingest(ingest(
+            "jobs",
+            events("jobs", json!([entry("a1")])),
+            acts.clone(),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        jobs_of(store, "jobs").await.is_empty(),
+        "no jobs before the end"
+    );
+    store
+        .ingest(ingest("jobs", events("jobs", json!([end()])), acts.clone()))
+        .await
+        .unwrap();
+    store
+        .ingest(ingest("jobs", events("jobs", json!([end()])), acts))
+        .await
+        .unwrap();
+    let jobs = jobs_of(store, "jobs").await;
+    let names: HashSet<_> = jobs.iter().map(|j| j.action.clone()).collect();
+    assert_eq!(names, HashSet::from(["crm".to_owned(), "cache".to_owned()]));
+    assert!(jobs.iter().all(|j| j.state == JobState::Pending));
+}
+
+pub async fn jobs_move_through_retry_dead_and_replay(store: &S) {
+    store
+        .ingest(ingest(
+            "flow",
+            events("flow", json!([end()])),
+            actions(&["hook"]),
+        ))
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(30);
+    let claimed = store.claim_jobs(10, lease).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let job = &claimed[0];
+    assert_eq!((job.attempt, job.max_attempts), (1, 2));
+    let payload: serde_json::Value = serde_json::from_str(&job.payload).unwrap();
+    assert_eq!(payload["conversationId"], "flow");
+    assert!(
+        store.claim_jobs(10, lease).await.unwrap().is_empty(),
+        "a leased job is not claimed twice"
+    );
+
+    assert!(
+        store
+            .finish_attempt(job, attempt(1, false), NextStep::RetryAt(Timestamp::now()))
+            .await
+            .unwrap()
+    );
+    let again = store.claim_jobs(10, lease).await.unwrap();
+    assert_eq!(
+        (again.len(), again[0].id.clone(), again[0].attempt),
+        (1, job.id.clone(), 2)
+    );
+    assert!(
+        store
+            .finish_attempt(&again[0], attempt(2, false), NextStep::Dead)
+            .await
+            .unwrap()
+    );
+    assert_eq!(jobs_of(store, "flow").await[0].state, JobState::Dead);
+    assert!(store.claim_jobs(10, lease).await.unwrap().is_empty());
+
+    assert_eq!(
+        store
+            .retry_dead(RetryTarget::Job(job.id.clone()))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .retry_dead(RetryTarget::Job(job.id.clone()))
+            .await
+            .unwrap(),
+        0,
+        "only dead jobs"
+    );
+    let third = store.claim_jobs(10, lease).await.unwrap();
+    assert_eq!((third[0].attempt, third[0].max_attempts), (3, 4));
+    assert!(
+        store
+            .finish_attempt(&third[0], attempt(3, true), NextStep::Succeeded)
+            .await
+            .unwrap()
+    );
+    let shown = store.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(shown.state, JobState::Succeeded);
+    let outcomes: Vec<_> = shown
+        .attempt_log
+        .unwrap()
+        .iter()
+        .map(|a| a.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            AttemptOutcome::Failed,
+            AttemptOutcome::Failed,
+            AttemptOutcome::Succeeded
+        ]
+    );
+    let stats = store.job_stats().await.unwrap();
+    assert!(
+        stats
+            .by_kind_and_state
+            .contains(&("webhook".to_owned(), JobState::Succeeded, 1))
+    );
+}
+
+pub async fn an_expired_lease_is_reclaimed_and_the_stale_worker_refused(store: &S) {
+    store
+        .ingest(ingest(
+            "lease",
+            events("lease", json!([end()])),
+            actions(&["hook"]),
+        ))
+        .await
+        .unwrap();
+    let first = store.claim_jobs(1, Duration::from_millis(1)).await.unwrap();
+    assert_eq!(first.len(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = store.claim_jobs(1, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(
+        (second.len(), second[0].id.clone(), second[0].attempt),
+        (1, first[0].id.clone(), 2)
+    );
+    assert_eq!(
+        second[0].max_attempts, 3,
+        "a lost attempt does not use up the budget"
+    );
+    assert!(
+        !store
+            .finish_attempt(&first[0], attempt(1, true), NextStep::Succeeded)
+            .await
+            .unwrap(),
+        "stale lease"
+    );
+    assert!(
+        store
+            .finish_attempt(&second[0], attempt(2, true), NextStep::Succeeded)
+            .await
+            .unwrap()
+    );
+    let log = store
+        .job(&first[0].id)
+        .await
+        .unwrap()
+        .unwrap()
+        .attempt_log
+        .unwrap();
+    assert_eq!(log.len(), 2);
+}
+
+pub async fn concurrent_claimers_never_share_a_job(store: &S) {
+    for i in 0..200 {
+        let c = format!("claim-{i}");
+        store
+            .ingest(ingest(&c, events(&c, json!([end()])), actions(&["hook"])))
+            .await
+            .unwrap();
+    }
+    let claimers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let batch = store.claim_jobs(7, Duration::from_secs(60)).await.unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch.into_iter().map(|j| j.id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for c in claimers {
+        all.extend(c.await.unwrap());
+    }
+    assert_eq!(all.len(), 200);
+    assert_eq!(
+        all.iter().collect::<HashSet<_>>().len(),
+        200,
+        "a job was claimed twice"
+    );
+}
+
+pub async fn inactive_conversations_end_once_even_when_a_client_end_races(store: &S) {
+    for i in 0..40 {
+        let c = format!("idle-{i}");
+        store
+            .ingest(ingest(
+                &c,
+                events(&c, json!([entry("a1")])),
+                actions(&["hook"]),
+            ))
+            .await
+            .unwrap();
+    }
+    let idle_since = Timestamp::now();
+    let sweeper = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut ended = Vec::new();
+            loop {
+                let batch = store
+                    .expire_inactive(BOT, idle_since, 1000, actions(&["hook"]), 7)
+                    .await
+                    .unwrap();
+                if batch.is_empty() {
+                    return ended;
+                }
+                ended.extend(batch);
+            }
+        })
+    };
+    let clients: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let c = format!("idle-{i}");
+                store
+                    .ingest(ingest(&c, events(&c, json!([end()])), actions(&["hook"])))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut by_client = 0;
+    for c in clients {
+        if let IngestOutcome::Accepted { ended: true, .. } = c.await.unwrap() {
+            by_client += 1;
+        }
+    }
+    let by_sweeper = sweeper.await.unwrap().len();
+    assert_eq!(by_client + by_sweeper, 40, "{by_client} + {by_sweeper}");
+    for i in 0..40 {
+        let c = format!("idle-{i}");
+        let conv = store.conversation(BOT, &c).await.unwrap().unwrap();
+        assert_eq!(conv.state.status, Status::Ended);
+        assert_eq!(jobs_of(store, &c).await.len(), 1);
+    }
+}
+
+pub async fn retention_purges_transcripts_then_logs(store: &S) {
+    store
+        .ingest(ingest(
+            "keep",
+            events("keep", json!([entry("a1")])),
+            actions(&[]),
+        ))
+        .await
+        .unwrap();
+    store
+        .ingest(ingest("keep", message("keep", "secret"), actions(&[])))
+        .await
+        .unwrap();
+    store
+        .ingest(ingest("keep", events("keep", json!([end()])), actions(&[])))
+        .await
+        .unwrap();
+    let later = Timestamp::from_millis(Timestamp::now().millis() + 1000);
+    let n = store
+        .purge(
+            BOT,
+            Purge {
+                transcript_before: Some(later),
+                events_before: None,
+            },
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let page = store
+        .events(BOT, "keep", None, 0, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        page.events
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["INTERNAL_TRANSFER_EVENT", "END_OF_CONVERSATION"]
+    );
+    assert!(page.transcript_purged_at.is_some() && page.events_purged_at.is_none());
+    assert_eq!(
+        store
+            .purge(
+                BOT,
+                Purge {
+                    transcript_before: Some(later),
+                    events_before: None
+                },
+                100
+            )
+            .await
+            .unwrap(),
+        0
+    );
+    store
+        .purge(
+            BOT,
+            Purge {
+                transcript_before: None,
+                events_before: Some(later),
+            },
+            100,
+        )
+        .await
+        .unwrap();
+    let page = store
+        .events(BOT, "keep", None, 0, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(page.events.is_empty() && page.events_purged_at.is_some());
+    assert_eq!(
+        store
+            .conversation(BOT, "keep")
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .messages
+            .user,
+        1
+    );
+}
+
+pub async fn listing_pages_through_every_conversation_once(store: &S) {
+    for i in 0..250 {
+        let c = format!("list-{i:03}");
+        let evs = if i % 5 == 0 {
+            events(&c, json!([entry("a1")]))
+        } else {
+            events(&c, json!([end()]))
+        };
+        store.ingest(ingest(&c, evs, actions(&[]))).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_conversations(
+                BOT,
+                ConversationFilter {
+                    limit: 17,
+                    after: after.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        for w in page.windows(2) {
+            assert!(
+                (w[0].sort_at, &w[0].conversation.conversation_id)
+                    > (w[1].sort_at, &w[1].conversation.conversation_id)
+            );
+        }
+        let last = page.last().unwrap();
+        after = Some((last.sort_at, last.conversation.conversation_id.clone()));
+        seen.extend(page.into_iter().map(|l| l.conversation.conversation_id));
+    }
+    assert_eq!(seen.len(), 250);
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 250);
+    let active = store
+        .list_conversations(
+            BOT,
+            ConversationFilter {
+                status: Some(Status::Active),
+                limit: 500,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(active.len(), 50);
+}
+
+pub async fn the_event_log_pages_in_order(store: &S) {
+    for i in 0..30 {
+        store
+            .ingest(ingest(
+                "log",
+                message("log", &format!("m{i}")),
+                actions(&[]),
+            ))
+            .await
+            .unwrap();
+    }
+    let first = store
+        .events(BOT, "log", None, 0, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    let next = store
+        .events(BOT, "log", Some("MESSAGE"), 25, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![26, 27, 28, 29, 30]
+    );
+    assert!(next.events[0].body.contains("m25"));
+    assert!(
+        store
+            .events(BOT, "nope", None, 0, 10)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

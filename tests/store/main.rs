@@ -1,0 +1,112 @@
+//! One store test suite, two stores: every case runs against SQLite (a fresh file) and
+//! against the machine's PostgreSQL (a fresh schema in `DATABASE_URL`, by default
+//! postgres://postgres@127.0.0.1:5432/test).
+
+mod cases;
+
+use std::sync::Arc;
+
+use wrapup::config::{StoreSettings, StoreUrl};
+use wrapup::store::{self, Store};
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn settings(url: StoreUrl, schema: &str) -> StoreSettings {
+    StoreSettings {
+        url,
+        queue_capacity: 16_384,
+        max_batch: 1024,
+        pool_size: 16,
+        connect_timeout: std::time::Duration::from_secs(5),
+        statement_timeout: std::time::Duration::from_secs(10),
+        schema: schema.to_owned(),
+    }
+}
+
+pub struct Fixture {
+    pub store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    schema: Option<String>,
+}
+
+impl Fixture {
+    pub async fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let url = StoreUrl::Sqlite(dir.path().join("wrapup.db"));
+        let store = store::open(&settings(url, "public"))
+            .await
+            .expect("sqlite opens");
+        Fixture {
+            store,
+            _dir: Some(dir),
+            schema: None,
+        }
+    }
+
+    pub async fn postgres() -> Fixture {
+        let schema = format!("wrapup_test_{}", uuid::Uuid::new_v4().simple());
+        let store = store::open(&settings(StoreUrl::Postgres(database_url()), &schema))
+            .await
+            .expect("PostgreSQL at DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test) answers");
+        Fixture {
+            store,
+            _dir: None,
+            schema: Some(schema),
+        }
+    }
+
+    /// Closes the store and drops a PostgreSQL test schema.
+    pub async fn done(self) {
+        self.store.close().await;
+        if let Some(schema) = self.schema {
+            let pool = sqlx::PgPool::connect(&database_url()).await.unwrap();
+            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+macro_rules! both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let f = crate::Fixture::sqlite().await;
+                    crate::cases::$case(&f.store).await;
+                    f.done().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let f = crate::Fixture::postgres().await;
+                    crate::cases::$case(&f.store).await;
+                    f.done().await;
+                }
+            )*
+        }
+    };
+}
+
+both_stores!(
+    an_end_races_fifty_times_and_ends_once,
+    events_after_the_end_are_refused_and_nothing_is_stored,
+    a_jti_is_accepted_once,
+    an_end_schedules_one_job_per_action_once,
+    jobs_move_through_retry_dead_and_replay,
+    an_expired_lease_is_reclaimed_and_the_stale_worker_refused,
+    concurrent_claimers_never_share_a_job,
+    inactive_conversations_end_once_even_when_a_client_end_races,
+    retention_purges_transcripts_then_logs,
+    listing_pages_through_every_conversation_once,
+    the_event_log_pages_in_order,
+);
