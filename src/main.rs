@@ -29,6 +29,11 @@ enum Command {
         #[arg(long, short, env = "WRAPUP_CONFIG", default_value = "wrapup.toml")]
         config: PathBuf,
     },
+    /// Create or upgrade the store's schema and exit (serve does this at start too).
+    Migrate {
+        #[arg(long, short, env = "WRAPUP_CONFIG", default_value = "wrapup.toml")]
+        config: PathBuf,
+    },
     /// Validate a configuration file and exit.
     CheckConfig {
         #[arg(long, short, env = "WRAPUP_CONFIG", default_value = "wrapup.toml")]
@@ -279,6 +284,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             runtime.block_on(serve(settings))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { config } => {
+            let settings =
+                config::load(&config).map_err(|e| anyhow::anyhow!("config error: {e}"))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let store = wrapup::store::open(&settings.store)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
+                store.close().await;
+                anyhow::Ok(())
+            })?;
+            println!("{}: the store's schema is up to date", config.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {

@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 use crate::helpers::*;
 
 /// Starts `wrapup serve` as a process on a free port and returns it with its base URL.
-fn serve(config: &Path) -> (Child, String) {
+pub fn serve(config: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wrapup"))
         .args(["serve", "--config"])
         .arg(config)

@@ -41,6 +41,15 @@ pub fn config_text(db: &Path, extra_server: &str) -> String {
 /// The test configuration; `tail` is appended after the demo bot's `[[bots]]` table, so
 /// `[[bots.on_end]]` entries there belong to BOT (and `[workers]` may follow them).
 pub fn config_with_actions(db: &Path, extra_server: &str, tail: &str) -> String {
+    config_for_store(
+        &format!("url = \"sqlite://{}\"", db.display()),
+        extra_server,
+        tail,
+    )
+}
+
+/// The test configuration with `store` as the body of its `[store]` table.
+pub fn config_for_store(store: &str, extra_server: &str, tail: &str) -> String {
     format!(
         r#"
 [server]
@@ -48,7 +57,7 @@ listen = "127.0.0.1:0"
 {extra_server}
 
 [store]
-url = "sqlite://{db}"
+{store}
 
 [[apps]]
 client_id = "{HS256_APP}"
@@ -84,8 +93,7 @@ apps = ["{OTHER_APP}"]
 id = "{BOT}"
 apps = ["{HS256_APP}", "{HS512_APP}", "{RS256_APP}", "{JTI_APP}"]
 {tail}
-"#,
-        db = db.display()
+"#
     )
 }
 

@@ -13,4 +13,5 @@ mod hooks;
 mod lifecycle;
 mod openapi;
 mod ops;
+mod scale;
 mod validation;

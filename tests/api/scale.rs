@@ -1,0 +1,479 @@
+//! Several `wrapup serve` processes on one PostgreSQL: exactly-once across instances.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::crash::serve;
+use crate::helpers::*;
+use crate::receiver::Receiver;
+
+struct Cluster {
+    children: Vec<Option<Child>>,
+    bases: Vec<String>,
+    schema: String,
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Cluster {
+    /// `n` instances sharing a fresh schema of the machine's PostgreSQL.
+    fn start(n: usize, tail: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = format!("wrapup_scale_{}", uuid::Uuid::new_v4().simple());
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let store = format!("url = \"{url}\"\nschema = \"{schema}\"\npool_size = 8");
+        let config = dir.path().join("wrapup.toml");
+        std::fs::write(&config, config_for_store(&store, "", tail)).unwrap();
+        std::fs::copy(
+            fixtures().join("test-only-rs256-public.pem"),
+            dir.path().join("test-only-rs256-public.pem"),
+        )
+        .unwrap();
+        let mut children = Vec::new();
+        let mut bases = Vec::new();
+        for _ in 0..n {
+            let (child, base) = serve(&config);
+            children.push(Some(child));
+            bases.push(base);
+        }
+        Cluster {
+            children,
+            bases,
+            schema,
+            _dir: dir,
+            config,
+        }
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    async fn jobs(&self, base: &str) -> Vec<Value> {
+        let client = client();
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = format!("{base}/admin/v1/jobs?limit=1000");
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let (_, page) = into_json(
+                client
+                    .get(url)
+                    .bearer_auth(ADMIN_TOKEN)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            all.extend(page["jobs"].as_array().cloned().unwrap_or_default());
+            match page["nextCursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return all,
+            }
+        }
+    }
+
+    async fn wait_all_succeeded(&self, base: &str, expected: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let jobs = self.jobs(base).await;
+            if jobs.len() == expected && jobs.iter().all(|j| j["state"] == "succeeded") {
+                return jobs;
+            }
+            let pending = jobs.iter().filter(|j| j["state"] != "succeeded").count();
+            assert!(
+                Instant::now() < deadline,
+                "{} jobs, {pending} not succeeded",
+                jobs.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+        let _ = std::process::Command::new("psql")
+            .env("PGOPTIONS", "-c client_min_messages=warning")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+            .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .status();
+        let _ = &self.config;
+    }
+}
+
+fn webhook_tail(url: &str) -> String {
+    format!(
+        "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\ntimeout = \"2s\"\n\n[workers]\npoll_interval = \"200ms\"\nlease_margin = \"1s\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_end_a_thousand_conversations_once_each() {
+    let receiver = Receiver::start().await;
+    let cluster = Cluster::start(3, &webhook_tail(&receiver.url));
+    let client = client();
+    let token = token();
+    let requests: Vec<(String, String)> = (0..1000)
+        .flat_map(|i| {
+            cluster
+                .bases
+                .iter()
+                .map(move |b| (b.clone(), format!("scale-{i:04}")))
+        })
+        .collect();
+    let statuses: Vec<u16> = futures::stream::iter(requests)
+        .map(|(base, c)| {
+            let (client, token) = (client.clone(), token.clone());
+            async move {
+                client
+                    .post(format!("{base}/agentai/api/v1/hooks/{BOT}"))
+                    .header("token", token)
+                    .json(&seed_with(&c))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        })
+        .buffer_unordered(96)
+        .collect()
+        .await;
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "{:?}",
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+    );
+
+    // Every conversation ended once; the other two ends were counted as duplicates.
+    let (mut ended, mut duplicates) = (0, 0);
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!(
+            "{}/api/v1/bots/{BOT}/conversations?limit=500",
+            cluster.bases[1]
+        );
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (_, page) =
+            into_json(client.get(url).header("auth", &token).send().await.unwrap()).await;
+        for r in page["conversations"].as_array().unwrap() {
+            assert_eq!(r["eventCount"], 1);
+            ended += (r["status"] == "ended") as u64;
+            duplicates += r["duplicateEnds"].as_u64().unwrap();
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!((ended, duplicates), (1000, 2000));
+
+    let jobs = cluster.wait_all_succeeded(&cluster.bases[2], 1000).await;
+    let conversations: HashSet<_> = jobs
+        .iter()
+        .map(|j| j["conversationId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(conversations.len(), 1000, "one job per conversation");
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for d in receiver.deliveries() {
+        *per_id.entry(d.id()).or_default() += 1;
+    }
+    assert_eq!(per_id.len(), 1000);
+    assert!(
+        per_id.values().all(|n| *n == 1),
+        "a webhook was delivered twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_held_by_a_killed_instance_are_finished_by_the_others() {
+    let receiver = Receiver::start().await;
+    receiver.delay(Duration::from_millis(400));
+    let mut cluster = Cluster::start(3, &webhook_tail(&receiver.url));
+    let client = client();
+    // Ends go to instance 0, which is woken at once and claims the jobs first.
+    for i in 0..60 {
+        let resp = client
+            .post(format!("{}/agentai/api/v1/hooks/{BOT}", cluster.bases[0]))
+            .header("token", token())
+            .json(&seed_with(&format!("held-{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    while receiver.started() < 10 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.kill(0);
+    let jobs = cluster.wait_all_succeeded(&cluster.bases[1], 60).await;
+    let delivered: HashSet<String> = receiver.deliveries().iter().map(|d| d.id()).collect();
+    for j in &jobs {
+        assert!(
+            delivered.contains(j["id"].as_str().unwrap()),
+            "{j} never delivered"
+        );
+    }
+    let mut lost = 0;
+    for j in &jobs {
+        let url = format!(
+            "{}/admin/v1/jobs/{}",
+            cluster.bases[2],
+            j["id"].as_str().unwrap()
+        );
+        let (_, detail) = into_json(
+            client
+                .get(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        lost += detail["attemptLog"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["outcome"] == "lost")
+            .count();
+    }
+    assert!(lost >= 1, "the killed instance held no job");
+    eprintln!(
+        "60 jobs finished by the surviving instances; {lost} attempts were lost with the killed one"
+    );
+}
+
+/// A PostgreSQL server of the test's own (initdb in a temporary folder, run as the
+/// `postgres` user), so the test can stop and start it without disturbing others.
+struct PrivatePostgres {
+    data: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn pg_bin(name: &str) -> PathBuf {
+    let versions = std::fs::read_dir("/usr/lib/postgresql").expect("PostgreSQL is installed");
+    let mut dirs: Vec<PathBuf> = versions.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    dirs.sort();
+    dirs.last().unwrap().join("bin").join(name)
+}
+
+fn as_postgres(args: &[&std::ffi::OsStr]) -> std::process::ExitStatus {
+    std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("runuser runs")
+}
+
+impl PrivatePostgres {
+    fn start() -> PrivatePostgres {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::process::Command::new("chown")
+            .arg("postgres")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        let initdb = pg_bin("initdb");
+        let status = as_postgres(&[
+            initdb.as_os_str(),
+            "-D".as_ref(),
+            data.as_os_str(),
+            "-A".as_ref(),
+            "trust".as_ref(),
+            "-U".as_ref(),
+            "postgres".as_ref(),
+        ]);
+        assert!(
+            status.success(),
+            "initdb (as the postgres user; needs root)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = PrivatePostgres {
+            data,
+            port,
+            _dir: dir,
+        };
+        pg.up();
+        pg
+    }
+
+    fn ctl(&self, args: &[&str]) -> std::process::ExitStatus {
+        let pg_ctl = pg_bin("pg_ctl");
+        let mut all: Vec<&std::ffi::OsStr> =
+            vec![pg_ctl.as_os_str(), "-D".as_ref(), self.data.as_os_str()];
+        all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+        as_postgres(&all)
+    }
+
+    fn up(&self) {
+        let socket_dir = self.data.parent().unwrap().to_str().unwrap().to_owned();
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {socket_dir}",
+            self.port
+        );
+        assert!(
+            self.ctl(&["-w", "-o", &opts, "-l", "/dev/null", "start"])
+                .success(),
+            "pg_ctl start"
+        );
+    }
+
+    /// Stops like a crash: no checkpoint, connections cut.
+    fn crash(&self) {
+        assert!(
+            self.ctl(&["-w", "-m", "immediate", "stop"]).success(),
+            "pg_ctl stop"
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.ctl(&["-m", "immediate", "stop"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_down_during_load_gets_503_and_the_server_recovers_by_itself() {
+    let pg = PrivatePostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wrapup.toml");
+    let store = format!(
+        "url = \"{}\"\nconnect_timeout = \"1s\"\nstatement_timeout = \"2s\"\npool_size = 8",
+        pg.url()
+    );
+    std::fs::write(
+        &config,
+        config_for_store(&store, "request_timeout = \"3s\"", ""),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures().join("test-only-rs256-public.pem"),
+        dir.path().join("test-only-rs256-public.pem"),
+    )
+    .unwrap();
+    let (mut child, base) = serve(&config);
+    let client = client();
+    let token = token();
+
+    let send = |i: usize| {
+        let (client, token, base) = (client.clone(), token.clone(), base.clone());
+        async move {
+            let c = format!("pgdown-{i}");
+            let resp = client
+                .post(format!("{base}/agentai/api/v1/hooks/{BOT}"))
+                .header("token", token)
+                .json(&seed_with(&c))
+                .send()
+                .await
+                .unwrap();
+            let retry_after = resp.headers().get("retry-after").is_some();
+            (c, resp.status().as_u16(), retry_after)
+        }
+    };
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    let mut next = 0;
+    // Load before, during and after the outage.
+    for phase in 0..3 {
+        if phase == 1 {
+            pg.crash();
+        }
+        if phase == 2 {
+            pg.up();
+        }
+        let deadline = Instant::now() + Duration::from_secs(if phase == 2 { 20 } else { 2 });
+        let mut recovered = false;
+        while Instant::now() < deadline {
+            let results: Vec<_> = futures::future::join_all((next..next + 16).map(send)).await;
+            next += 16;
+            for (c, status, retry_after) in results {
+                match status {
+                    200 => {
+                        acknowledged.push(c);
+                        recovered = true;
+                    }
+                    503 => {
+                        assert!(retry_after, "503 without Retry-After");
+                        refused += 1;
+                    }
+                    other => panic!("unexpected {other}"),
+                }
+            }
+            if phase == 1 {
+                let ready = client
+                    .get(format!("{base}/readyz"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert_eq!(ready, 503, "readiness reports the database");
+            }
+            if phase == 2 && recovered {
+                break;
+            }
+        }
+        if phase == 2 {
+            assert!(recovered, "never recovered after PostgreSQL came back");
+        }
+    }
+    assert!(refused > 0, "the outage refused nothing");
+    assert_eq!(
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    for c in &acknowledged {
+        let resp = client
+            .get(format!("{base}/api/v1/bots/{BOT}/conversations/{c}"))
+            .header("auth", &token)
+            .send()
+            .await
+            .unwrap();
+        let (status, r) = into_json(resp).await;
+        assert_eq!(
+            (status.as_u16(), r["status"].as_str()),
+            (200, Some("ended")),
+            "{c} was acknowledged but is missing"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eprintln!(
+        "{} acknowledged and all present; {refused} refused with 503 while PostgreSQL was down",
+        acknowledged.len()
+    );
+}
