@@ -1,0 +1,44 @@
+//! Baseline: the HTTP ceiling. Bare axum answering `{"STATUS":"OK"}`; with `--work`, it
+//! also parses the body with serde and checks the HS256 token (the work ceiling).
+//!
+//! cargo run --release --example bench-ceiling -- 127.0.0.1:8081 [--work]
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+const SECRET: &[u8] = b"demo-secret-DO-NOT-USE-IN-PRODUCTION-0001";
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:8081".into());
+    let work = args.any(|a| a == "--work");
+    let app = if work {
+        Router::new().route("/agentai/api/v1/hooks/{botId}", post(with_work))
+    } else {
+        Router::new().route(
+            "/agentai/api/v1/hooks/{botId}",
+            post(|| async { ([("content-type", "application/json")], r#"{"STATUS":"OK"}"#) }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+    axum::serve(listener, app).await.unwrap();
+}
+
+async fn with_work(headers: HeaderMap, body: Bytes) -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
+    let ct = [("content-type", "application/json")];
+    let token = headers.get("token").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.validate_exp = false;
+    validation.required_spec_claims.clear();
+    if jsonwebtoken::decode::<serde_json::Value>(token, &DecodingKey::from_secret(SECRET), &validation).is_err() {
+        return (StatusCode::UNAUTHORIZED, ct, r#"{"code":401}"#);
+    }
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) if v["events"][0]["participant"]["identity"].is_string() => (StatusCode::OK, ct, r#"{"STATUS":"OK"}"#),
+        _ => (StatusCode::BAD_REQUEST, ct, r#"{"code":400}"#),
+    }
+}

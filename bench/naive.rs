@@ -1,0 +1,64 @@
+//! Baseline: the naive durable server. Parses the body, checks the token, and commits
+//! one SQLite row per request behind a mutex (WAL, synchronous=FULL): one fsync each.
+//!
+//! cargo run --release --example bench-naive -- 127.0.0.1:8082 /tmp/naive.db
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rusqlite::Connection;
+
+const SECRET: &[u8] = b"demo-secret-DO-NOT-USE-IN-PRODUCTION-0001";
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:8082".into());
+    let path = args.next().unwrap_or_else(|| "naive.db".into());
+    let conn = Connection::open(&path).unwrap();
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+    conn.pragma_update(None, "synchronous", "FULL").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS ends (bot_id TEXT, conversation_id TEXT, body TEXT, PRIMARY KEY (bot_id, conversation_id))",
+    )
+    .unwrap();
+    let app = Router::new()
+        .route("/agentai/api/v1/hooks/{botId}", post(handle))
+        .with_state(Arc::new(Mutex::new(conn)));
+    let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+    axum::serve(listener, app).await.unwrap();
+}
+
+async fn handle(
+    State(db): State<Arc<Mutex<Connection>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
+    let ct = [("content-type", "application/json")];
+    let token = headers.get("token").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.validate_exp = false;
+    validation.required_spec_claims.clear();
+    if jsonwebtoken::decode::<serde_json::Value>(token, &DecodingKey::from_secret(SECRET), &validation).is_err() {
+        return (StatusCode::UNAUTHORIZED, ct, r#"{"code":401}"#);
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, ct, r#"{"code":400}"#);
+    };
+    let stored = tokio::task::block_in_place(|| {
+        let conn = db.lock().unwrap();
+        conn.execute(
+            "INSERT INTO ends (bot_id, conversation_id, body) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            rusqlite::params![v["botId"].as_str(), v["conversationId"].as_str(), body.as_ref()],
+        )
+    });
+    match stored {
+        Ok(_) => (StatusCode::OK, ct, r#"{"STATUS":"OK"}"#),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, ct, r#"{"code":503}"#),
+    }
+}

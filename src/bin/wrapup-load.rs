@@ -1,0 +1,335 @@
+//! `wrapup-load`: drives a hooks endpoint with real JWTs and measures it.
+//!
+//! Closed loop (`--connections N`: each connection sends its next request when the last
+//! one answered) or open loop (`--rate R`: requests are due at fixed times and latency
+//! counts from the time a request was due, so a stalled server cannot hide its stall —
+//! no coordinated omission). Latencies go into HDR histograms. With `--verify` it then
+//! reads every conversation back through the records API and checks that each
+//! acknowledged end is stored exactly once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+#[derive(Parser, Clone)]
+#[command(name = "wrapup-load", about = "Load generator for the Agent AI hooks endpoint")]
+struct Args {
+    /// Base URL of the server (http only).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long, default_value = "st-56fbfece-0293-55a3-9154-7e3e19xxxxxx")]
+    bot: String,
+    #[arg(long, env = "WRAPUP_CLIENT_ID", default_value = "cs-6363fcbb-310e-5b07-91a9-c614cd3cbf6e")]
+    client_id: String,
+    #[arg(long, env = "WRAPUP_CLIENT_SECRET", default_value = "demo-secret-DO-NOT-USE-IN-PRODUCTION-0001")]
+    secret: String,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Open loop: requests per second in all (default: closed loop).
+    #[arg(long)]
+    rate: Option<u64>,
+    #[arg(long, default_value = "10s")]
+    duration: humantime::Duration,
+    /// Requests before this are not measured.
+    #[arg(long, default_value = "1s")]
+    warmup: humantime::Duration,
+    #[arg(long, value_enum, default_value_t = Workload::EndOnly)]
+    workload: Workload,
+    /// Read every conversation back and check each acknowledged end is stored once.
+    #[arg(long)]
+    verify: bool,
+    /// A label for the JSON result line.
+    #[arg(long, default_value = "wrapup")]
+    label: String,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// One END_OF_CONVERSATION per new conversation (the seed's sample).
+    EndOnly,
+    /// The vendor's prescribed order: NA entry, four messages, NA exit, summary, end.
+    Lifecycle,
+}
+
+/// One step of a conversation: the body, given the conversation id.
+fn steps(workload: Workload, bot: &str, c: &str) -> Vec<Vec<u8>> {
+    let end = json!({"name": "END_OF_CONVERSATION", "reason": "agent_initiated", "language": "en", "experience": "voice",
+        "participant": {"identity": "agent1", "name": "Agent AI", "type": "agent",
+                        "customFields": {"agentEmail": "qqqqqq", "queueId": "1694", "queueName": "queue11"}}});
+    let events = |e: Value| json!({"botId": bot, "conversationId": c, "events": [e]}).to_string().into_bytes();
+    match workload {
+        Workload::EndOnly => vec![events(end)],
+        Workload::Lifecycle => {
+            let transfer = |transition: &str| {
+                json!({"name": "INTERNAL_TRANSFER_EVENT", "transfertype": "NA", "transition": transition, "isExtAD": "false",
+                       "language": "en", "experience": "voice",
+                       "participant": {"identity": "agent1", "name": "Agent AI", "type": "agent", "customFields": {"queueId": "1694"}}})
+            };
+            let message = |author: &str, text: &str| {
+                json!({"botId": bot, "conversationId": c, "query": text, "agentId": "agent1", "author": {"type": author},
+                       "source": "genesys", "experience": "voice", "language": "en",
+                       "sendUserMessage": false, "sendAgentMessage": false})
+                .to_string()
+                .into_bytes()
+            };
+            vec![
+                events(transfer("entry")),
+                message("USER", "Hello, I would like to change the address on my account."),
+                message("AGENT", "Of course. Can you confirm your postcode?"),
+                message("USER", "It is 10115."),
+                message("AGENT", "Thank you, the address is updated."),
+                events(transfer("exit")),
+                events(json!({"name": "TRIGGER_SUMMARY_EVENT", "data": {"language": "English", "locale": "en", "type": "post"}})),
+                events(end),
+            ]
+        }
+    }
+}
+
+struct Shared {
+    args: Args,
+    token: String,
+    authority: String,
+    run: String,
+    start: Instant,
+    stop: AtomicBool,
+    sent: AtomicU64,
+    ok: AtomicU64,
+    errors: AtomicU64,
+    hist: Mutex<Histogram<u64>>,
+    /// Conversations whose end was acknowledged.
+    ended: Mutex<Vec<String>>,
+    next_conversation: AtomicU64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let authority = args
+        .url
+        .strip_prefix("http://")
+        .context("--url must be http://HOST:PORT")?
+        .trim_end_matches('/')
+        .to_owned();
+    let token = wrapup::auth::mint(&wrapup::auth::MintRequest {
+        client_id: &args.client_id,
+        sub: "wrapup-load",
+        algorithm: jsonwebtoken::Algorithm::HS256,
+        key: args.secret.as_bytes(),
+        ttl: None,
+        jti: None,
+        extra: Default::default(),
+    })?;
+    let shared = Arc::new(Shared {
+        token,
+        authority,
+        run: format!("{:x}", std::process::id() as u64 ^ wrapup::domain::Timestamp::now().millis() as u64),
+        start: Instant::now(),
+        stop: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
+        ok: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+        ended: Mutex::new(Vec::new()),
+        next_conversation: AtomicU64::new(0),
+        args: args.clone(),
+    });
+    let total: Duration = args.warmup.into();
+    let total = total + Duration::from(args.duration);
+    let workers: Vec<_> = (0..args.connections)
+        .map(|w| tokio::spawn(worker(shared.clone(), w)))
+        .collect();
+    let progress = {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if s.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let ok = s.ok.load(Ordering::Relaxed);
+                if !s.args.quiet {
+                    let p99 = s.hist.lock().await.value_at_quantile(0.99);
+                    eprintln!(
+                        "t={:>3}s  ok={ok:>9}  {:>7}/s  errors={}  p99={:.2}ms",
+                        s.start.elapsed().as_secs(),
+                        ok - last,
+                        s.errors.load(Ordering::Relaxed),
+                        p99 as f64 / 1000.0
+                    );
+                }
+                last = ok;
+            }
+        })
+    };
+    tokio::time::sleep(total).await;
+    shared.stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await??;
+    }
+    progress.abort();
+
+    let measured = Duration::from(args.duration).as_secs_f64();
+    let hist = shared.hist.lock().await;
+    let q = |x: f64| hist.value_at_quantile(x) as f64 / 1000.0;
+    let requests = hist.len();
+    let mut result = json!({
+        "label": args.label,
+        "workload": match args.workload { Workload::EndOnly => "end-only", Workload::Lifecycle => "lifecycle" },
+        "mode": if args.rate.is_some() { "open" } else { "closed" },
+        "connections": args.connections,
+        "rate": args.rate,
+        "seconds": measured,
+        "requests": requests,
+        "rps": (requests as f64 / measured).round(),
+        "errors": shared.errors.load(Ordering::Relaxed),
+        "p50_ms": q(0.50), "p90_ms": q(0.90), "p99_ms": q(0.99), "p999_ms": q(0.999),
+        "max_ms": hist.max() as f64 / 1000.0,
+    });
+    drop(hist);
+    if args.verify {
+        let ended = shared.ended.lock().await.clone();
+        let checked = verify(&shared, &ended).await?;
+        result["verified_ends"] = json!(checked);
+    }
+    println!("{result}");
+    Ok(())
+}
+
+async fn connect(s: &Shared) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(&s.authority).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+async fn worker(s: Arc<Shared>, w: usize) -> anyhow::Result<()> {
+    let mut sender = connect(&s).await?;
+    let path = format!("/agentai/api/v1/hooks/{}", s.args.bot);
+    // Open loop: this connection's share of the rate, on a fixed schedule.
+    let interval = s
+        .args
+        .rate
+        .map(|r| Duration::from_secs_f64(s.args.connections as f64 / r.max(1) as f64));
+    let mut due = s.start + interval.map(|i| i.mul_f64(w as f64 / s.args.connections as f64)).unwrap_or_default();
+    let warmup_end = s.start + Duration::from(s.args.warmup);
+    'conversations: while !s.stop.load(Ordering::Relaxed) {
+        let n = s.next_conversation.fetch_add(1, Ordering::Relaxed);
+        let c = format!("load-{}-{n}", s.run);
+        let bodies = steps(s.args.workload, &s.args.bot, &c);
+        let last = bodies.len() - 1;
+        for (i, body) in bodies.into_iter().enumerate() {
+            if s.stop.load(Ordering::Relaxed) {
+                break 'conversations;
+            }
+            let started = match interval {
+                Some(every) => {
+                    tokio::time::sleep_until(due.into()).await;
+                    let intended = due;
+                    due += every;
+                    intended
+                }
+                None => Instant::now(),
+            };
+            let req = hyper::Request::post(&path)
+                .header("host", &s.authority)
+                .header("content-type", "application/json")
+                .header("token", &s.token)
+                .body(Full::new(Bytes::from(body)))?;
+            s.sent.fetch_add(1, Ordering::Relaxed);
+            if sender.ready().await.is_err() {
+                sender = connect(&s).await?;
+            }
+            let outcome = match sender.send_request(req).await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let _ = resp.into_body().collect().await;
+                    status.is_success()
+                }
+                Err(_) => {
+                    sender = connect(&s).await?;
+                    false
+                }
+            };
+            let finished = Instant::now();
+            if outcome {
+                s.ok.fetch_add(1, Ordering::Relaxed);
+                if i == last {
+                    s.ended.lock().await.push(c.clone());
+                }
+            } else {
+                s.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if started >= warmup_end {
+                let micros = finished.duration_since(started).as_micros().max(1) as u64;
+                let _ = s.hist.lock().await.record(micros.min(60_000_000));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pages through the bot's conversations and checks each acknowledged end: present,
+/// ended, no duplicate counted, every event of it stored.
+async fn verify(s: &Shared, ended: &[String]) -> anyhow::Result<usize> {
+    let mut sender = connect(s).await?;
+    let mut found = std::collections::HashMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/api/v1/bots/{}/conversations?limit=500&status=ended", s.args.bot);
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        sender.ready().await?;
+        let req = hyper::Request::get(&path)
+            .header("host", &s.authority)
+            .header("token", &s.token)
+            .body(Full::new(Bytes::new()))?;
+        let resp = sender.send_request(req).await?;
+        let body = resp.into_body().collect().await?.to_bytes();
+        let page: Value = serde_json::from_slice(&body)?;
+        for r in page["conversations"].as_array().context("list answer")? {
+            let id = r["conversationId"].as_str().unwrap_or_default();
+            if id.starts_with(&format!("load-{}-", s.run)) {
+                found.insert(id.to_owned(), r.clone());
+            }
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let expected_events = steps(s.args.workload, &s.args.bot, "x").len() as u64;
+    for c in ended {
+        let Some(r) = found.get(c) else { bail!("acknowledged end of {c} is not stored") };
+        if r["duplicateEnds"] != 0 || r["status"] != "ended" || r["eventCount"] != expected_events {
+            bail!("{c} is stored wrong: {r}");
+        }
+    }
+    if !s.args.quiet {
+        eprintln!("verified: {} acknowledged ends, each stored exactly once", ended.len());
+    }
+    Ok(ended.len())
+}
