@@ -28,17 +28,31 @@ async fn main() {
     axum::serve(listener, app).await.unwrap();
 }
 
-async fn with_work(headers: HeaderMap, body: Bytes) -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
+async fn with_work(
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
     let ct = [("content-type", "application/json")];
-    let token = headers.get("token").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let token = headers
+        .get("token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let mut validation = Validation::new(Algorithm::HS256);
     validation.validate_exp = false;
     validation.required_spec_claims.clear();
-    if jsonwebtoken::decode::<serde_json::Value>(token, &DecodingKey::from_secret(SECRET), &validation).is_err() {
+    if jsonwebtoken::decode::<serde_json::Value>(
+        token,
+        &DecodingKey::from_secret(SECRET),
+        &validation,
+    )
+    .is_err()
+    {
         return (StatusCode::UNAUTHORIZED, ct, r#"{"code":401}"#);
     }
     match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(v) if v["events"][0]["participant"]["identity"].is_string() => (StatusCode::OK, ct, r#"{"STATUS":"OK"}"#),
+        Ok(v) if v["events"][0]["participant"]["identity"].is_string() => {
+            (StatusCode::OK, ct, r#"{"STATUS":"OK"}"#)
+        }
         _ => (StatusCode::BAD_REQUEST, ct, r#"{"code":400}"#),
     }
 }

@@ -21,7 +21,8 @@ async fn main() {
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:8082".into());
     let path = args.next().unwrap_or_else(|| "naive.db".into());
     let conn = Connection::open(&path).unwrap();
-    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+        .unwrap();
     conn.pragma_update(None, "synchronous", "FULL").unwrap();
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS ends (bot_id TEXT, conversation_id TEXT, body TEXT, PRIMARY KEY (bot_id, conversation_id))",
@@ -40,11 +41,20 @@ async fn handle(
     body: Bytes,
 ) -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
     let ct = [("content-type", "application/json")];
-    let token = headers.get("token").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let token = headers
+        .get("token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let mut validation = Validation::new(Algorithm::HS256);
     validation.validate_exp = false;
     validation.required_spec_claims.clear();
-    if jsonwebtoken::decode::<serde_json::Value>(token, &DecodingKey::from_secret(SECRET), &validation).is_err() {
+    if jsonwebtoken::decode::<serde_json::Value>(
+        token,
+        &DecodingKey::from_secret(SECRET),
+        &validation,
+    )
+    .is_err()
+    {
         return (StatusCode::UNAUTHORIZED, ct, r#"{"code":401}"#);
     }
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {

@@ -9,6 +9,7 @@
 //! unverified payload is trusted.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation, dangerous, decode, encode};
@@ -88,6 +89,22 @@ struct Claims {
 
 pub struct Authenticator {
     apps: HashMap<String, App>,
+    /// Tokens already verified, by their exact text (signature included), with the time
+    /// window in which they stay valid. Apps that enforce JTI are never cached: each of
+    /// their tokens is good once anyway.
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+/// Entries kept at most; the cache is emptied when it is full (the vendor's clients
+/// reuse a handful of long-lived tokens, so it refills with the hot ones at once).
+const CACHE_ENTRIES: usize = 10_000;
+
+#[derive(Clone)]
+struct Cached {
+    verified: Verified,
+    /// Seconds since the epoch, leeway included.
+    valid_from: f64,
+    valid_until: f64,
 }
 
 struct App {
@@ -117,11 +134,49 @@ impl Authenticator {
                 )
             })
             .collect();
-        Self { apps }
+        Self {
+            apps,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
-    /// Verifies `token` at time `now`.
+    /// Verifies `token` at time `now`; a token verified before is answered from the cache
+    /// while its time window holds.
     pub fn verify(&self, token: &str, now: Timestamp) -> Result<Verified, AuthError> {
+        let now_s = now.millis() as f64 / 1000.0;
+        if let Ok(cache) = self.cache.lock()
+            && let Some(hit) = cache.get(token)
+            && hit.valid_from <= now_s
+            && now_s <= hit.valid_until
+        {
+            return Ok(hit.verified.clone());
+        }
+        let (verified, window) = self.verify_uncached(token, now)?;
+        if let Some((valid_from, valid_until)) = window
+            && let Ok(mut cache) = self.cache.lock()
+        {
+            if cache.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(
+                token.to_owned(),
+                Cached {
+                    verified: verified.clone(),
+                    valid_from,
+                    valid_until,
+                },
+            );
+        }
+        Ok(verified)
+    }
+
+    /// The full check; also returns the window in which the same answer holds, or
+    /// `None` when the token must not be cached (JTI).
+    fn verify_uncached(
+        &self,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<(Verified, Option<(f64, f64)>), AuthError> {
         if token.len() > MAX_TOKEN_BYTES || token.is_empty() {
             return Err(AuthError::Malformed);
         }
@@ -178,11 +233,26 @@ impl Authenticator {
         } else {
             None
         };
-        Ok(Verified {
-            client_id: client_id.to_owned(),
-            bot_claim: string_claim(&claims.bot_id).map(str::to_owned),
-            jti,
-        })
+        let window = (!app.settings.enforce_jti).then(|| {
+            let from = [nbf, iat]
+                .into_iter()
+                .flatten()
+                .map(|t| t - leeway)
+                .fold(f64::MIN, f64::max);
+            let mut until = exp.map(|e| e + leeway).unwrap_or(f64::MAX);
+            if let (Some(max_age), Some(iat)) = (app.settings.max_token_age, iat) {
+                until = until.min(iat + max_age.as_secs_f64() + leeway);
+            }
+            (from, until)
+        });
+        Ok((
+            Verified {
+                client_id: client_id.to_owned(),
+                bot_claim: string_claim(&claims.bot_id).map(str::to_owned),
+                jti,
+            },
+            window,
+        ))
     }
 }
 
@@ -324,6 +394,28 @@ mod tests {
             a.verify(&token(json!({"exp": future_ms}), Algorithm::HS256), now)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_cached_token_still_expires_on_time() {
+        let a = auth(false, false);
+        let now = Timestamp::now();
+        let exp = now.millis() / 1000 + 120;
+        let t = token(json!({"exp": exp}), Algorithm::HS256);
+        assert!(a.verify(&t, now).is_ok());
+        assert!(a.verify(&t, now).is_ok(), "from the cache");
+        let later = Timestamp::from_millis((exp + 61) * 1000);
+        assert_eq!(a.verify(&t, later), Err(AuthError::Expired));
+        let before_nbf = token(json!({"nbf": exp}), Algorithm::HS256);
+        assert_eq!(a.verify(&before_nbf, now), Err(AuthError::NotYetValid));
+    }
+
+    #[test]
+    fn jti_tokens_are_never_cached() {
+        let a = auth(true, false);
+        let t = token(json!({"jti": "one"}), Algorithm::HS256);
+        a.verify(&t, Timestamp::now()).unwrap();
+        assert!(a.cache.lock().unwrap().is_empty());
     }
 
     #[test]

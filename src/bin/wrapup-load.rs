@@ -19,19 +19,29 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 
 #[derive(Parser, Clone)]
-#[command(name = "wrapup-load", about = "Load generator for the Agent AI hooks endpoint")]
+#[command(
+    name = "wrapup-load",
+    about = "Load generator for the Agent AI hooks endpoint"
+)]
 struct Args {
     /// Base URL of the server (http only).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
     #[arg(long, default_value = "st-56fbfece-0293-55a3-9154-7e3e19xxxxxx")]
     bot: String,
-    #[arg(long, env = "WRAPUP_CLIENT_ID", default_value = "cs-6363fcbb-310e-5b07-91a9-c614cd3cbf6e")]
+    #[arg(
+        long,
+        env = "WRAPUP_CLIENT_ID",
+        default_value = "cs-6363fcbb-310e-5b07-91a9-c614cd3cbf6e"
+    )]
     client_id: String,
-    #[arg(long, env = "WRAPUP_CLIENT_SECRET", default_value = "demo-secret-DO-NOT-USE-IN-PRODUCTION-0001")]
+    #[arg(
+        long,
+        env = "WRAPUP_CLIENT_SECRET",
+        default_value = "demo-secret-DO-NOT-USE-IN-PRODUCTION-0001"
+    )]
     secret: String,
     /// Concurrent connections.
     #[arg(long, default_value_t = 64)]
@@ -70,7 +80,11 @@ fn steps(workload: Workload, bot: &str, c: &str) -> Vec<Vec<u8>> {
     let end = json!({"name": "END_OF_CONVERSATION", "reason": "agent_initiated", "language": "en", "experience": "voice",
         "participant": {"identity": "agent1", "name": "Agent AI", "type": "agent",
                         "customFields": {"agentEmail": "qqqqqq", "queueId": "1694", "queueName": "queue11"}}});
-    let events = |e: Value| json!({"botId": bot, "conversationId": c, "events": [e]}).to_string().into_bytes();
+    let events = |e: Value| {
+        json!({"botId": bot, "conversationId": c, "events": [e]})
+            .to_string()
+            .into_bytes()
+    };
     match workload {
         Workload::EndOnly => vec![events(end)],
         Workload::Lifecycle => {
@@ -88,19 +102,65 @@ fn steps(workload: Workload, bot: &str, c: &str) -> Vec<Vec<u8>> {
             };
             vec![
                 events(transfer("entry")),
-                message("USER", "Hello, I would like to change the address on my account."),
+                message(
+                    "USER",
+                    "Hello, I would like to change the address on my account.",
+                ),
                 message("AGENT", "Of course. Can you confirm your postcode?"),
                 message("USER", "It is 10115."),
                 message("AGENT", "Thank you, the address is updated."),
                 events(transfer("exit")),
-                events(json!({"name": "TRIGGER_SUMMARY_EVENT", "data": {"language": "English", "locale": "en", "type": "post"}})),
+                events(
+                    json!({"name": "TRIGGER_SUMMARY_EVENT", "data": {"language": "English", "locale": "en", "type": "post"}}),
+                ),
                 events(end),
             ]
         }
     }
 }
 
+/// A conversation's request bodies with the id left out: built once, spliced per conversation.
+struct Templates {
+    bodies: Vec<Vec<Vec<u8>>>,
+}
+
+const PLACEHOLDER: &str = "@@CONVERSATION@@";
+
+impl Templates {
+    fn new(workload: Workload, bot: &str) -> Self {
+        let bodies = steps(workload, bot, PLACEHOLDER)
+            .into_iter()
+            .map(|b| {
+                let text = String::from_utf8(b).unwrap_or_default();
+                text.split(PLACEHOLDER)
+                    .map(|part| part.as_bytes().to_vec())
+                    .collect()
+            })
+            .collect();
+        Self { bodies }
+    }
+
+    fn render(&self, conversation: &str) -> Vec<Vec<u8>> {
+        self.bodies
+            .iter()
+            .map(|parts| {
+                let mut out = Vec::with_capacity(
+                    parts.iter().map(Vec::len).sum::<usize>() + conversation.len() * 2,
+                );
+                for (i, part) in parts.iter().enumerate() {
+                    if i > 0 {
+                        out.extend_from_slice(conversation.as_bytes());
+                    }
+                    out.extend_from_slice(part);
+                }
+                out
+            })
+            .collect()
+    }
+}
+
 struct Shared {
+    templates: Templates,
     args: Args,
     token: String,
     authority: String,
@@ -110,15 +170,22 @@ struct Shared {
     sent: AtomicU64,
     ok: AtomicU64,
     errors: AtomicU64,
-    hist: Mutex<Histogram<u64>>,
-    /// Conversations whose end was acknowledged.
-    ended: Mutex<Vec<String>>,
     next_conversation: AtomicU64,
+}
+
+/// What one connection measured; merged at the end (no shared lock on the hot path).
+struct Tally {
+    hist: Histogram<u64>,
+    /// Conversations whose end was acknowledged.
+    ended: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // One thread, like `wrk -t1`: the load generator shares the machine with the server.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(args))
 }
 
@@ -141,15 +208,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         token,
         authority,
-        run: format!("{:x}", std::process::id() as u64 ^ wrapup::domain::Timestamp::now().millis() as u64),
+        run: format!(
+            "{:x}",
+            std::process::id() as u64 ^ wrapup::domain::Timestamp::now().millis() as u64
+        ),
         start: Instant::now(),
         stop: AtomicBool::new(false),
         sent: AtomicU64::new(0),
         ok: AtomicU64::new(0),
         errors: AtomicU64::new(0),
-        hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
-        ended: Mutex::new(Vec::new()),
         next_conversation: AtomicU64::new(0),
+        templates: Templates::new(args.workload, &args.bot),
         args: args.clone(),
     });
     let total: Duration = args.warmup.into();
@@ -168,13 +237,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 let ok = s.ok.load(Ordering::Relaxed);
                 if !s.args.quiet {
-                    let p99 = s.hist.lock().await.value_at_quantile(0.99);
                     eprintln!(
-                        "t={:>3}s  ok={ok:>9}  {:>7}/s  errors={}  p99={:.2}ms",
+                        "t={:>3}s  ok={ok:>9}  {:>7}/s  errors={}",
                         s.start.elapsed().as_secs(),
                         ok - last,
                         s.errors.load(Ordering::Relaxed),
-                        p99 as f64 / 1000.0
                     );
                 }
                 last = ok;
@@ -183,13 +250,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     tokio::time::sleep(total).await;
     shared.stop.store(true, Ordering::Relaxed);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut ended = Vec::new();
     for w in workers {
-        w.await??;
+        let tally = w.await??;
+        hist.add(&tally.hist)?;
+        ended.extend(tally.ended);
     }
     progress.abort();
 
     let measured = Duration::from(args.duration).as_secs_f64();
-    let hist = shared.hist.lock().await;
     let q = |x: f64| hist.value_at_quantile(x) as f64 / 1000.0;
     let requests = hist.len();
     let mut result = json!({
@@ -205,9 +275,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "p50_ms": q(0.50), "p90_ms": q(0.90), "p99_ms": q(0.99), "p999_ms": q(0.999),
         "max_ms": hist.max() as f64 / 1000.0,
     });
-    drop(hist);
     if args.verify {
-        let ended = shared.ended.lock().await.clone();
         let checked = verify(&shared, &ended).await?;
         result["verified_ends"] = json!(checked);
     }
@@ -225,7 +293,11 @@ async fn connect(s: &Shared) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> 
     Ok(sender)
 }
 
-async fn worker(s: Arc<Shared>, w: usize) -> anyhow::Result<()> {
+async fn worker(s: Arc<Shared>, w: usize) -> anyhow::Result<Tally> {
+    let mut tally = Tally {
+        hist: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+        ended: Vec::new(),
+    };
     let mut sender = connect(&s).await?;
     let path = format!("/agentai/api/v1/hooks/{}", s.args.bot);
     // Open loop: this connection's share of the rate, on a fixed schedule.
@@ -233,12 +305,15 @@ async fn worker(s: Arc<Shared>, w: usize) -> anyhow::Result<()> {
         .args
         .rate
         .map(|r| Duration::from_secs_f64(s.args.connections as f64 / r.max(1) as f64));
-    let mut due = s.start + interval.map(|i| i.mul_f64(w as f64 / s.args.connections as f64)).unwrap_or_default();
+    let mut due = s.start
+        + interval
+            .map(|i| i.mul_f64(w as f64 / s.args.connections as f64))
+            .unwrap_or_default();
     let warmup_end = s.start + Duration::from(s.args.warmup);
     'conversations: while !s.stop.load(Ordering::Relaxed) {
         let n = s.next_conversation.fetch_add(1, Ordering::Relaxed);
         let c = format!("load-{}-{n}", s.run);
-        let bodies = steps(s.args.workload, &s.args.bot, &c);
+        let bodies = s.templates.render(&c);
         let last = bodies.len() - 1;
         for (i, body) in bodies.into_iter().enumerate() {
             if s.stop.load(Ordering::Relaxed) {
@@ -277,18 +352,18 @@ async fn worker(s: Arc<Shared>, w: usize) -> anyhow::Result<()> {
             if outcome {
                 s.ok.fetch_add(1, Ordering::Relaxed);
                 if i == last {
-                    s.ended.lock().await.push(c.clone());
+                    tally.ended.push(c.clone());
                 }
             } else {
                 s.errors.fetch_add(1, Ordering::Relaxed);
             }
             if started >= warmup_end {
                 let micros = finished.duration_since(started).as_micros().max(1) as u64;
-                let _ = s.hist.lock().await.record(micros.min(60_000_000));
+                let _ = tally.hist.record(micros.min(60_000_000));
             }
         }
     }
-    Ok(())
+    Ok(tally)
 }
 
 /// Pages through the bot's conversations and checks each acknowledged end: present,
@@ -298,7 +373,10 @@ async fn verify(s: &Shared, ended: &[String]) -> anyhow::Result<usize> {
     let mut found = std::collections::HashMap::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut path = format!("/api/v1/bots/{}/conversations?limit=500&status=ended", s.args.bot);
+        let mut path = format!(
+            "/api/v1/bots/{}/conversations?limit=500&status=ended",
+            s.args.bot
+        );
         if let Some(c) = &cursor {
             path.push_str(&format!("&cursor={c}"));
         }
@@ -323,13 +401,18 @@ async fn verify(s: &Shared, ended: &[String]) -> anyhow::Result<usize> {
     }
     let expected_events = steps(s.args.workload, &s.args.bot, "x").len() as u64;
     for c in ended {
-        let Some(r) = found.get(c) else { bail!("acknowledged end of {c} is not stored") };
+        let Some(r) = found.get(c) else {
+            bail!("acknowledged end of {c} is not stored")
+        };
         if r["duplicateEnds"] != 0 || r["status"] != "ended" || r["eventCount"] != expected_events {
             bail!("{c} is stored wrong: {r}");
         }
     }
     if !s.args.quiet {
-        eprintln!("verified: {} acknowledged ends, each stored exactly once", ended.len());
+        eprintln!(
+            "verified: {} acknowledged ends, each stored exactly once",
+            ended.len()
+        );
     }
     Ok(ended.len())
 }

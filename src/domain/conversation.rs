@@ -111,32 +111,56 @@ pub struct Conversation {
     pub status: Status,
     pub created_at: Timestamp,
     pub last_event_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<String>,
     /// The participant of the end event, as parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_by: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experience: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub duplicate_ends: u64,
     pub event_count: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub anomalies: Vec<Anomaly>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub anomalies_dropped: u64,
     /// When the first NA entry arrived.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agents: Vec<Agent>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Transfers::is_empty")]
     pub transfers: Transfers,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "MessageCounts::is_empty")]
     pub messages: MessageCounts,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub summary_requests: Vec<SummaryRequest>,
     /// Event number of the last NA exit, while no agent has entered since.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub na_exit_seq: Option<u64>,
+}
+
+// The stored state leaves defaults out: it is written on every event, and its size is
+// most of what the writer spends per request (see BENCHMARKS.md).
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Transfers {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl MessageCounts {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// What applying one event did.

@@ -97,7 +97,9 @@ impl HookRequest {
 #[derive(Debug, Clone)]
 pub struct Event {
     pub kind: EventKind,
-    pub raw: Value,
+    /// The event's JSON as received (unknown fields included), serialized once here
+    /// rather than in the store's writer.
+    pub raw: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -220,7 +222,7 @@ pub fn parse_request(
         Some(Value::Null) | None => match top.map.get("query") {
             Some(_) => vec![Event {
                 kind: EventKind::Message(parse_message(&top, limits)?),
-                raw: body.clone(),
+                raw: body.to_string(),
             }],
             None => {
                 return Err(err(
@@ -315,7 +317,7 @@ fn parse_event(value: &Value, path: String, limits: &Limits) -> Result<Event, Pa
     };
     Ok(Event {
         kind,
-        raw: value.clone(),
+        raw: value.to_string(),
     })
 }
 

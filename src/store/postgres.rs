@@ -45,7 +45,7 @@ CREATE TABLE conversations (
     state                TEXT   NOT NULL,
     PRIMARY KEY (bot_id, conversation_id)
 );
-CREATE INDEX conversations_by_last_event ON conversations (bot_id, status, last_event_at);
+CREATE INDEX conversations_idle ON conversations (bot_id, last_event_at) WHERE status = 'active';
 CREATE INDEX conversations_by_sort ON conversations (bot_id, sort_at, conversation_id);
 CREATE INDEX conversations_by_end ON conversations (bot_id, status, ended_at);
 CREATE TABLE events (
@@ -371,7 +371,7 @@ impl Store for PostgresStore {
             Err(EndedAfter { ended_at }) => return Ok(IngestOutcome::EndedAlready { ended_at }),
         };
         for (seq, event) in &applied.stored {
-            let body = event.raw.to_string();
+            let body = &event.raw;
             append_event(
                 &mut tx,
                 &ingest.bot_id,
@@ -379,7 +379,7 @@ impl Store for PostgresStore {
                 *seq,
                 event.kind.name(),
                 now,
-                &body,
+                body,
             )
             .await?;
         }

@@ -104,6 +104,47 @@ UPDATE conversations SET sort_at = COALESCE(ended_at, last_event_at);
 CREATE INDEX conversations_by_sort ON conversations (bot_id, sort_at, conversation_id);
 CREATE INDEX conversations_by_end ON conversations (bot_id, status, ended_at);
 "#,
+    // Only active conversations are swept for inactivity: ended ones leave this index.
+    r#"
+DROP INDEX conversations_by_last_event;
+CREATE INDEX conversations_idle ON conversations (bot_id, last_event_at) WHERE status = 'active';
+"#,
+    // Rows of conversations (their state) and events (their JSON) are large: SQLite keeps
+    // such rows cheaper in rowid tables, with the key in a small index beside them. The
+    // purge finds its conversations through the sort index (sort_at is ended_at once ended).
+    r#"
+CREATE TABLE conversations_v4 (
+    bot_id               TEXT    NOT NULL,
+    conversation_id      TEXT    NOT NULL,
+    status               TEXT    NOT NULL,
+    created_at           INTEGER NOT NULL,
+    last_event_at        INTEGER NOT NULL,
+    ended_at             INTEGER,
+    state                TEXT    NOT NULL,
+    sort_at              INTEGER NOT NULL DEFAULT 0,
+    events_purged_at     INTEGER,
+    transcript_purged_at INTEGER,
+    PRIMARY KEY (bot_id, conversation_id)
+);
+INSERT INTO conversations_v4 SELECT bot_id, conversation_id, status, created_at, last_event_at, ended_at, state,
+    sort_at, events_purged_at, transcript_purged_at FROM conversations;
+DROP TABLE conversations;
+ALTER TABLE conversations_v4 RENAME TO conversations;
+CREATE INDEX conversations_by_sort ON conversations (bot_id, sort_at, conversation_id);
+CREATE INDEX conversations_idle ON conversations (bot_id, last_event_at) WHERE status = 'active';
+CREATE TABLE events_v4 (
+    bot_id          TEXT    NOT NULL,
+    conversation_id TEXT    NOT NULL,
+    seq             INTEGER NOT NULL,
+    name            TEXT    NOT NULL,
+    received_at     INTEGER NOT NULL,
+    body            TEXT    NOT NULL,
+    PRIMARY KEY (bot_id, conversation_id, seq)
+);
+INSERT INTO events_v4 SELECT * FROM events;
+DROP TABLE events;
+ALTER TABLE events_v4 RENAME TO events;
+"#,
 ];
 
 enum Command {
@@ -188,6 +229,9 @@ impl SqliteStore {
                     )));
                 }
                 conn.pragma_update(None, "synchronous", "FULL")
+                    .map_err(unavailable)?;
+                // 64 MiB of page cache for the writer: the B-tree pages inserts touch stay in memory.
+                conn.pragma_update(None, "cache_size", -65536)
                     .map_err(unavailable)?;
                 migrate(&mut conn)?;
                 let reader = open_connection(
@@ -601,7 +645,7 @@ fn ingest_one(
             *seq,
             event.kind.name(),
             now,
-            &event.raw.to_string(),
+            &event.raw,
         )
         .map_err(unavailable)?;
     }
@@ -957,7 +1001,7 @@ fn expire_inactive(
 ) -> Result<Vec<String>, StoreError> {
     let ids: Vec<String> = tx
         .prepare_cached(
-            "SELECT conversation_id FROM conversations
+            "SELECT conversation_id FROM conversations INDEXED BY conversations_idle
              WHERE bot_id = ?1 AND status = 'active' AND last_event_at <= ?2
              ORDER BY last_event_at LIMIT ?3",
         )
@@ -1004,7 +1048,7 @@ fn purge_ended(
         let ids: Vec<String> = tx
             .prepare_cached(&format!(
                 "SELECT conversation_id FROM conversations
-                 WHERE bot_id = ?1 AND {column} IS NULL AND status = 'ended' AND ended_at <= ?2
+                 WHERE bot_id = ?1 AND sort_at <= ?2 AND status = 'ended' AND {column} IS NULL
                  LIMIT ?3"
             ))?
             .query_map(params![bot_id, before.millis(), limit as i64], |r| r.get(0))?
