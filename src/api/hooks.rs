@@ -66,6 +66,11 @@ pub async fn hook(
     let bytes = read_body(&state, &headers, body).await?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    if let Some(path) = crate::domain::strict_json::first_duplicate_key(&bytes) {
+        return Err(ApiError::BadRequest(format!(
+            "{path} appears twice in the same object"
+        )));
+    }
     let request = parse_request(&value, &bot_id, &state.limits)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
 

@@ -7,6 +7,7 @@
 pub mod conversation;
 pub mod payload;
 pub mod record;
+pub mod strict_json;
 pub mod time;
 
 pub use conversation::{Anomaly, Applied, Conversation, EndedAfter, Status};

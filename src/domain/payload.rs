@@ -450,7 +450,10 @@ impl<'a> Obj<'a> {
     fn string(&self, key: &str, v: &Value, max_chars: usize) -> Result<String, ParseError> {
         match v {
             Value::String(s) => {
-                if s.chars().count() > max_chars {
+                if s.contains('\0') {
+                    // Never text, and it breaks whatever C string the value reaches downstream.
+                    Err(err(self.field_path(key), "must not contain NUL characters"))
+                } else if s.chars().count() > max_chars {
                     Err(err(
                         self.field_path(key),
                         format!("is longer than {max_chars} characters"),

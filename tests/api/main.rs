@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod errors;
 mod hooks;
+mod hostile;
 mod lifecycle;
 mod openapi;
 mod ops;

@@ -1,0 +1,139 @@
+//! Hostile input: every malformed body gets a 4xx with a message; never a 5xx, a panic
+//! or a hang. (Unknown extra fields are not bad input: they are accepted and kept.)
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::*;
+
+fn deep(n: usize) -> String {
+    format!("{}{}", "[".repeat(n), "]".repeat(n))
+}
+
+#[tokio::test]
+async fn every_malformed_body_gets_a_4xx_with_a_message() {
+    let app = TestApp::spawn().await;
+    let seed = SEED_BODY.to_owned();
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        ("empty".into(), vec![]),
+        ("whitespace".into(), b"   ".to_vec()),
+        ("truncated".into(), seed.as_bytes()[..seed.len() / 2].to_vec()),
+        ("trailing garbage".into(), format!("{seed}xyz").into_bytes()),
+        ("two documents".into(), format!("{seed}{seed}").into_bytes()),
+        ("invalid UTF-8".into(), [b"{\"botId\": \"".as_ref(), &[0xff, 0xfe], b"\"}"].concat()),
+        ("a lone surrogate escape".into(), br#"{"botId": "\ud800"}"#.to_vec()),
+        ("deep nesting".into(), format!("{{\"botId\": {}}}", deep(10_000)).into_bytes()),
+        ("number out of range".into(), br#"{"botId": 1e999}"#.to_vec()),
+        ("null body".into(), b"null".to_vec()),
+        ("array body".into(), b"[]".to_vec()),
+        ("string body".into(), b"\"END_OF_CONVERSATION\"".to_vec()),
+        ("duplicate top-level key".into(), seed.replacen("\"botId\"", "\"botId\": \"st-x\", \"botId\"", 1).into_bytes()),
+        ("duplicate nested key".into(), seed.replacen("\"reason\"", "\"reason\": \"other\", \"reason\"", 1).into_bytes()),
+        ("events null".into(), seed.replacen("\"events\": [", "\"events\": null, \"x\": [", 1).into_bytes()),
+        ("a huge array of events".into(), json!({"botId": BOT, "conversationId": "c", "events": vec![json!({}); 5000]}).to_string().into_bytes()),
+        ("a huge string".into(), json!({"botId": BOT, "conversationId": "x".repeat(300_000), "events": []}).to_string().into_bytes()),
+        ("a huge id".into(), json!({"botId": BOT, "conversationId": "x".repeat(1_000), "events": [seed_with("c")["events"][0]]}).to_string().into_bytes()),
+        ("a huge query".into(), json!({"botId": BOT, "conversationId": "c", "query": "q".repeat(70_000)}).to_string().into_bytes()),
+        ("NUL in a string".into(), seed.replacen("agent1", "agent\\u00001", 1).into_bytes()),
+    ];
+    for field in [
+        "conversationId",
+        "botId",
+        "events",
+        "name",
+        "reason",
+        "language",
+        "experience",
+        "participant",
+        "identity",
+        "type",
+    ] {
+        for bad in ["null", "true", "12", "-1.5e308", "[]", "{}"] {
+            let body = seed.replacen(
+                &format!("\"{field}\": "),
+                &format!("\"{field}\": {bad}, \"_was\": "),
+                1,
+            );
+            cases.push((format!("{field} = {bad}"), body.into_bytes()));
+        }
+    }
+    let total = cases.len();
+    for (name, body) in cases {
+        let resp = app
+            .client
+            .post(format!("{}/agentai/api/v1/hooks/{BOT}", app.base))
+            .header("token", token())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let status = resp.status().as_u16();
+        let (_, answer) = into_json(resp).await;
+        assert!((400..500).contains(&status), "{name}: {status} {answer}");
+        assert!(
+            !answer["message"].as_str().unwrap_or("").is_empty(),
+            "{name}: no message"
+        );
+    }
+    // The server is still well.
+    assert_eq!(app.end(&unique("after-hostile")).await.0, 200);
+    eprintln!("{total} malformed bodies, each refused with a 4xx");
+}
+
+#[tokio::test]
+async fn a_duplicate_key_is_named() {
+    let app = TestApp::spawn().await;
+    let body = SEED_BODY.replacen(
+        "\"reason\"",
+        "\"reason\": \"customer_hangup\", \"reason\"",
+        1,
+    );
+    let resp = app
+        .client
+        .post(format!("{}/agentai/api/v1/hooks/{BOT}", app.base))
+        .header("token", token())
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (status, answer) = into_json(resp).await;
+    assert_eq!(
+        (status.as_u16(), answer["message"].as_str().unwrap()),
+        (400, "events[0].reason appears twice in the same object")
+    );
+}
+
+#[tokio::test]
+async fn past_the_connection_limit_clients_get_503_with_retry_after() {
+    let app = TestApp::spawn_with("max_connections = 4").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    assert!(answer.starts_with("http/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        app.end(&unique("after-overload")).await.0,
+        200,
+        "recovers when the load drops"
+    );
+}
