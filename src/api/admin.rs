@@ -73,14 +73,7 @@ pub async fn list_jobs(
             ))
         })?),
     };
-    let limit = match q.get("limit") {
-        None => 50,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::BadRequest("limit must be a number from 1 to 1000".into()))?,
-    };
+    let limit = super::query_limit(&q, 50, 1000)?;
     let before = match q.get("cursor") {
         None => None,
         Some(c) => Some(

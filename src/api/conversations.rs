@@ -76,17 +76,6 @@ fn parse_time(name: &str, v: &str) -> Result<Timestamp, ApiError> {
     ))
 }
 
-fn parse_limit(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, ApiError> {
-    match q.get("limit") {
-        None => Ok(default),
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| ApiError::BadRequest(format!("limit must be a number from 1 to {max}"))),
-    }
-}
-
 fn encode_cursor(at: Timestamp, id: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{id}", at.millis()))
 }
@@ -147,7 +136,7 @@ pub async fn list_conversations(
         status,
         from: q.get("from").map(|v| parse_time("from", v)).transpose()?,
         to: q.get("to").map(|v| parse_time("to", v)).transpose()?,
-        limit: parse_limit(&q, 50, 500)?,
+        limit: super::query_limit(&q, 50, 500)?,
         after: q.get("cursor").map(|c| decode_cursor(c)).transpose()?,
     };
     let limit = filter.limit;
@@ -290,7 +279,7 @@ async fn event_page(
         path.map_err(|e| ApiError::BadRequest(format!("path: {e}")))?;
     authorize_read(state, headers, &bot_id).await?;
     let Query(q) = query.map_err(query_err)?;
-    let limit = parse_limit(&q, 1000, 1000)?;
+    let limit = super::query_limit(&q, 1000, 1000)?;
     let after = match q.get("after") {
         None => 0,
         Some(a) => a

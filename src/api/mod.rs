@@ -104,6 +104,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The `limit` query parameter: `default` when absent, 400 outside 1..=`max`.
+pub(crate) fn query_limit(
+    q: &HashMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match q.get("limit") {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::BadRequest(format!("limit must be a number from 1 to {max}"))),
+    }
+}
+
 /// Counts requests by route template and status, and times them.
 async fn record_request(req: Request, next: Next) -> Response {
     let route = req

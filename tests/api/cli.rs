@@ -193,18 +193,11 @@ fn check_config_accepts_the_example_and_names_the_key_of_a_mistake() {
 #[test]
 fn wrapup_migrate_creates_the_schema_once_even_when_run_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("wrapup.toml");
-    std::fs::write(
-        &config,
-        config_text(&dir.path().join("m.db"), "")
+    let config = write_config(
+        dir.path(),
+        &config_text(&dir.path().join("m.db"), "")
             .replace("[admin]\ntoken_env", "[admin]\n# token_env"),
-    )
-    .unwrap();
-    std::fs::copy(
-        fixtures().join("test-only-rs256-public.pem"),
-        dir.path().join("test-only-rs256-public.pem"),
-    )
-    .unwrap();
+    );
     for _ in 0..2 {
         let out = wrapup(&["migrate", "--config", config.to_str().unwrap()]);
         assert!(

@@ -43,13 +43,7 @@ pub fn serve(config: &Path) -> (Child, String) {
 #[tokio::test]
 async fn every_end_acknowledged_before_a_sigkill_is_there_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("wrapup.toml");
-    std::fs::write(&config, config_text(&dir.path().join("wrapup.db"), "")).unwrap();
-    std::fs::copy(
-        fixtures().join("test-only-rs256-public.pem"),
-        dir.path().join("test-only-rs256-public.pem"),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), &config_text(&dir.path().join("wrapup.db"), ""));
 
     let (mut child, base) = serve(&config);
     let client = client();
@@ -129,22 +123,15 @@ async fn jobs_in_flight_at_a_sigkill_are_delivered_after_restart() {
     let receiver = crate::receiver::Receiver::start().await;
     receiver.delay(Duration::from_millis(300));
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("wrapup.toml");
     let secret = "whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm";
     let tail = format!(
         "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{secret}\"\ntimeout = \"2s\"\n\n[workers]\nlease_margin = \"1s\"\npoll_interval = \"100ms\"\n",
         receiver.url
     );
-    std::fs::write(
-        &config,
-        config_with_actions(&dir.path().join("wrapup.db"), "", &tail),
-    )
-    .unwrap();
-    std::fs::copy(
-        fixtures().join("test-only-rs256-public.pem"),
-        dir.path().join("test-only-rs256-public.pem"),
-    )
-    .unwrap();
+    let config = write_config(
+        dir.path(),
+        &config_with_actions(&dir.path().join("wrapup.db"), "", &tail),
+    );
 
     let (mut child, base) = serve(&config);
     let client = client();

@@ -97,6 +97,18 @@ apps = ["{HS256_APP}", "{HS512_APP}", "{RS256_APP}", "{JTI_APP}"]
     )
 }
 
+/// Writes a configuration file (and the RS256 test key it names) into `dir`; returns its path.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let config = dir.join("wrapup.toml");
+    std::fs::write(&config, text).expect("write config");
+    std::fs::copy(
+        fixtures().join("test-only-rs256-public.pem"),
+        dir.join("test-only-rs256-public.pem"),
+    )
+    .expect("copy test key");
+    config
+}
+
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,

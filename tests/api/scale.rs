@@ -28,13 +28,7 @@ impl Cluster {
         let url = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let store = format!("url = \"{url}\"\nschema = \"{schema}\"\npool_size = 8");
-        let config = dir.path().join("wrapup.toml");
-        std::fs::write(&config, config_for_store(&store, "", tail)).unwrap();
-        std::fs::copy(
-            fixtures().join("test-only-rs256-public.pem"),
-            dir.path().join("test-only-rs256-public.pem"),
-        )
-        .unwrap();
+        let config = write_config(dir.path(), &config_for_store(&store, "", tail));
         let mut children = Vec::new();
         let mut bases = Vec::new();
         for _ in 0..n {
@@ -366,21 +360,14 @@ impl Drop for PrivatePostgres {
 async fn postgres_down_during_load_gets_503_and_the_server_recovers_by_itself() {
     let pg = PrivatePostgres::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("wrapup.toml");
     let store = format!(
         "url = \"{}\"\nconnect_timeout = \"1s\"\nstatement_timeout = \"2s\"\npool_size = 8",
         pg.url()
     );
-    std::fs::write(
-        &config,
-        config_for_store(&store, "request_timeout = \"3s\"", ""),
-    )
-    .unwrap();
-    std::fs::copy(
-        fixtures().join("test-only-rs256-public.pem"),
-        dir.path().join("test-only-rs256-public.pem"),
-    )
-    .unwrap();
+    let config = write_config(
+        dir.path(),
+        &config_for_store(&store, "request_timeout = \"3s\"", ""),
+    );
     let (mut child, base) = serve(&config);
     let client = client();
     let token = token();
