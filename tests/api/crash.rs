@@ -207,3 +207,177 @@ async fn jobs_in_flight_at_a_sigkill_are_delivered_after_restart() {
         receiver.deliveries().len()
     );
 }
+
+/// One full conversation's requests, in the vendor's order.
+fn full_conversation(c: &str) -> Vec<serde_json::Value> {
+    vec![
+        event_body(c, json!([transfer("NA", "entry", "a1")])),
+        json!({"botId": BOT, "conversationId": c, "query": "hello", "author": {"type": "USER"}, "agentId": "a1", "source": "test", "experience": "chat", "language": "en"}),
+        json!({"botId": BOT, "conversationId": c, "query": "hi, how can I help", "author": {"type": "AGENT"}, "agentId": "a1", "source": "test", "experience": "chat", "language": "en"}),
+        event_body(c, json!([transfer("NA", "exit", "a1")])),
+        event_body(c, json!([summary()])),
+        seed_with(c),
+    ]
+}
+
+/// The crash loop: a steady load of full conversations, the server SIGKILLed at random
+/// moments and restarted, `kills` times; then every acknowledged event must be stored,
+/// no conversation ended twice, and every end's webhook delivered at least once.
+/// `WRAPUP_KILLS` sets the count (CI runs the default; `WRAPUP_KILLS=20` is the long mode).
+async fn crash_loop(store_toml: String, label: &str) {
+    let kills: usize = std::env::var("WRAPUP_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(5);
+    let receiver = crate::receiver::Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tail = format!(
+        "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\ntimeout = \"2s\"\nretry = {{ initial_delay = \"100ms\", max_delay = \"500ms\" }}\n\n[workers]\nlease_margin = \"1s\"\npoll_interval = \"100ms\"\n",
+        receiver.url
+    );
+    let config = write_config(dir.path(), &config_for_store(&store_toml, "", &tail));
+    let client = client();
+    let acked: Arc<Mutex<std::collections::HashMap<String, usize>>> = Arc::default();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut base = String::new();
+    for round in 0..=kills {
+        let (mut child, b) = serve(&config);
+        base = b;
+        if round == kills {
+            child.kill().ok();
+            child.wait().ok();
+            break;
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                let (client, base, acked, next, stop) = (
+                    client.clone(),
+                    base.clone(),
+                    acked.clone(),
+                    next.clone(),
+                    stop.clone(),
+                );
+                tokio::spawn(async move {
+                    'conversations: while !stop.load(Ordering::SeqCst) {
+                        let c = format!("loop-{}", next.fetch_add(1, Ordering::SeqCst));
+                        for body in full_conversation(&c) {
+                            let ok = client
+                                .post(format!("{base}/agentai/api/v1/hooks/{BOT}"))
+                                .header("token", token())
+                                .json(&body)
+                                .send()
+                                .await
+                                .map(|r| r.status() == 200)
+                                .unwrap_or(false);
+                            if !ok {
+                                continue 'conversations; // the server is gone: abandon, never resend
+                            }
+                            *acked.lock().await.entry(c.clone()).or_default() += 1;
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200 + fastrand_ms(round))).await;
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+        stop.store(true, Ordering::SeqCst);
+        for w in workers {
+            w.await.unwrap();
+        }
+    }
+
+    // Restart for good and let the workers finish every job.
+    let (mut child, base2) = serve(&config);
+    let _ = base;
+    let acked = acked.lock().await.clone();
+    let ended: Vec<&String> = acked
+        .iter()
+        .filter(|(_, n)| **n == 6)
+        .map(|(c, _)| c)
+        .collect();
+    let mut events_checked = 0;
+    for (c, n) in &acked {
+        let resp = client
+            .get(format!("{base2}/api/v1/bots/{BOT}/conversations/{c}"))
+            .header("auth", token())
+            .send()
+            .await
+            .unwrap();
+        let (status, r) = into_json(resp).await;
+        assert_eq!(
+            status, 200,
+            "{label}: {c} had {n} acknowledged events but is missing"
+        );
+        let stored = r["eventCount"].as_u64().unwrap() as usize;
+        // Acknowledged events are a prefix of the conversation; one more may have been
+        // stored by a request the kill cut off before its answer.
+        assert!(
+            stored == *n || stored == n + 1,
+            "{label}: {c} acknowledged {n} events, stored {stored}"
+        );
+        assert_eq!(r["duplicateEnds"], 0, "{label}: {c} ended twice");
+        events_checked += n;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let delivered: std::collections::HashSet<String> = receiver
+            .deliveries()
+            .iter()
+            .map(|d| serde_json::from_slice::<serde_json::Value>(&d.body).unwrap()["data"]["conversationId"].as_str().unwrap().to_owned())
+            .collect();
+        let missing: Vec<_> = ended.iter().filter(|c| !delivered.contains(**c)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{label}: {} ends never delivered, e.g. {:?}",
+            missing.len(),
+            missing.first()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eprintln!(
+        "{label}: {kills} kills survived; {} conversations, {events_checked} acknowledged events all stored, {} ends each delivered",
+        acked.len(),
+        ended.len()
+    );
+}
+
+fn fastrand_ms(round: usize) -> u64 {
+    ((round as u64).wrapping_mul(2_654_435_761) >> 7) % 600
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_loop_on_sqlite_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    crash_loop(
+        format!(
+            "url = \"sqlite://{}\"",
+            dir.path().join("loop.db").display()
+        ),
+        "sqlite",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_loop_on_postgres_loses_and_doubles_nothing() {
+    let schema = format!("wrapup_loop_{}", uuid::Uuid::new_v4().simple());
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    crash_loop(
+        format!("url = \"{url}\"\nschema = \"{schema}\"\npool_size = 8"),
+        "postgres",
+    )
+    .await;
+    let _ = std::process::Command::new("psql")
+        .env("PGOPTIONS", "-c client_min_messages=warning")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+        .arg(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .status();
+}
