@@ -43,9 +43,23 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     // Job gauges are read from the store at scrape time, so they are right across instances.
     if let Ok(stats) = state.store.job_stats().await {
-        for (kind, job_state, count) in stats.by_kind_and_state {
-            metrics::gauge!("wrapup_jobs", "kind" => kind, "state" => job_state.as_str())
-                .set(count as f64);
+        // Every state of every kind is set, 0 included: a state whose jobs all moved on
+        // must not keep its last count.
+        let kinds: std::collections::BTreeSet<&str> = stats
+            .by_kind_and_state
+            .iter()
+            .map(|(k, _, _)| k.as_str())
+            .collect();
+        for kind in kinds {
+            for job_state in crate::store::JobState::ALL {
+                let count = stats
+                    .by_kind_and_state
+                    .iter()
+                    .find(|(k, s, _)| k == kind && *s == job_state)
+                    .map_or(0, |(_, _, n)| *n);
+                metrics::gauge!("wrapup_jobs", "kind" => kind.to_owned(), "state" => job_state.as_str())
+                    .set(count as f64);
+            }
         }
         metrics::gauge!("wrapup_jobs_due").set(stats.due as f64);
         metrics::gauge!("wrapup_jobs_oldest_due_age_seconds")

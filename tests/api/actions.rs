@@ -246,11 +246,27 @@ async fn shutdown_lets_a_running_attempt_finish_and_records_it() {
 #[tokio::test]
 async fn job_metrics_are_exported() {
     let receiver = Receiver::start().await;
+    receiver.delay(Duration::from_millis(300));
     let app = TestApp::spawn_with_actions(&webhook_action(&receiver.url, "")).await;
     let c = unique("metrics");
     app.end(&c).await;
+    let during = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        during.contains("wrapup_jobs{kind=\"webhook\",state=\"pending\"} 1")
+            || during.contains("wrapup_jobs{kind=\"webhook\",state=\"running\"} 1"),
+        "{during}"
+    );
     app.settled_jobs(&c, 1).await;
     let text = app.get("/metrics").await.text().await.unwrap();
+    // Regression: a state whose jobs all moved on used to keep its last count.
+    assert!(
+        text.contains("wrapup_jobs{kind=\"webhook\",state=\"pending\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wrapup_jobs{kind=\"webhook\",state=\"running\"} 0"),
+        "{text}"
+    );
     for name in [
         "wrapup_jobs{kind=\"webhook\",state=\"succeeded\"}",
         "wrapup_jobs_due",
