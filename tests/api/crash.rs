@@ -12,8 +12,32 @@ use tokio::sync::Mutex;
 
 use crate::helpers::*;
 
+/// A `wrapup serve` process that is killed when the guard drops, so a failing test never
+/// leaves a server running.
+pub struct Server(Child);
+
+impl std::ops::Deref for Server {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `wrapup serve` as a process on a free port and returns it with its base URL.
-pub fn serve(config: &Path) -> (Child, String) {
+pub fn serve(config: &Path) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wrapup"))
         .args(["serve", "--config"])
         .arg(config)
@@ -37,7 +61,7 @@ pub fn serve(config: &Path) -> (Child, String) {
     };
     // Keep draining the log so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, format!("http://{addr}"))
+    (Server(child), format!("http://{addr}"))
 }
 
 #[tokio::test]

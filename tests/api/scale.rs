@@ -2,7 +2,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -13,7 +12,7 @@ use crate::helpers::*;
 use crate::receiver::Receiver;
 
 struct Cluster {
-    children: Vec<Option<Child>>,
+    children: Vec<Option<crate::crash::Server>>,
     bases: Vec<String>,
     schema: String,
     _dir: tempfile::TempDir,
