@@ -1,5 +1,6 @@
-//! Background upkeep of conversations: ends the ones whose platform went silent for the
-//! bot's `inactivity_timeout`, and applies each bot's `retention`.
+//! Background upkeep: ends conversations whose platform went silent for the bot's
+//! `inactivity_timeout`, applies each bot's `retention`, and forgets the used `jti`s of
+//! expired tokens.
 //!
 //! Both go through the store's writer like any request, so a client's end racing the
 //! sweeper yields one end: whichever commits first ends the conversation, the other
@@ -47,12 +48,10 @@ pub async fn run(
         .into_iter()
         .filter(|b| b.inactivity_timeout.is_some() || b.retention != Default::default())
         .collect();
-    if bots.is_empty() {
-        return;
-    }
     let every = interval(&bots);
     let on_end: Vec<_> = bots.iter().map(action_refs).collect();
     loop {
+        purge_jti(&*store).await;
         for (bot, on_end) in bots.iter().zip(&on_end) {
             if let Some(timeout) = bot.inactivity_timeout {
                 expire(&*store, bot, timeout, on_end, &wake_workers).await;
@@ -127,6 +126,23 @@ async fn purge(store: &dyn Store, bot: &BotSettings) {
             }
             Err(e) => {
                 tracing::warn!(bot_id = %bot.id, error = %e, "retention purge failed; will try again");
+                return;
+            }
+        }
+    }
+}
+
+/// Forgets used `jti`s of tokens that have expired (they are refused as expired anyway).
+async fn purge_jti(store: &dyn Store) {
+    loop {
+        match store.purge_jti(Timestamp::now(), BATCH).await {
+            Ok(n) if n == BATCH as u64 => continue,
+            Ok(n) => {
+                metrics::counter!("wrapup_jti_purged_total").increment(n);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "purging expired jti failed; will try again");
                 return;
             }
         }

@@ -342,6 +342,11 @@ pub trait Store: Send + Sync + 'static {
     /// Applies retention to up to `limit` conversations of the bot; returns how many.
     async fn purge(&self, bot_id: &str, purge: Purge, limit: usize) -> Result<u64, StoreError>;
 
+    /// Forgets up to `limit` used `jti`s whose token expired before `before`: such a token
+    /// is refused as expired before its `jti` is looked at, so a replay stays impossible.
+    /// (A `jti` of a token without `exp` is kept for good.) Returns how many went.
+    async fn purge_jti(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError>;
+
     async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<JobView>, StoreError>;
 
     /// One job with its attempts.

@@ -31,7 +31,8 @@ use crate::domain::{Conversation, EndedAfter, Timestamp};
 use crate::store::ActionRef;
 
 /// Schema versions, applied in order under an advisory lock; recorded in `wrapup_schema`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE conversations (
     bot_id               TEXT   NOT NULL,
     conversation_id      TEXT   NOT NULL,
@@ -101,7 +102,11 @@ CREATE TABLE attempts (
     response    TEXT,
     PRIMARY KEY (job_id, attempt)
 );
-"#];
+"#,
+    r#"
+CREATE INDEX used_jti_expiry ON used_jti (expires_at) WHERE expires_at IS NOT NULL;
+"#,
+];
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -559,6 +564,19 @@ impl Store for PostgresStore {
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(ended)
+    }
+
+    async fn purge_jti(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM used_jti WHERE (client_id, jti) IN (
+                 SELECT client_id, jti FROM used_jti WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(before.millis())
+        .bind(limit as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected())
     }
 
     async fn purge(&self, bot_id: &str, purge: Purge, limit: usize) -> Result<u64, StoreError> {

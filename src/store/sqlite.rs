@@ -145,6 +145,10 @@ INSERT INTO events_v4 SELECT * FROM events;
 DROP TABLE events;
 ALTER TABLE events_v4 RENAME TO events;
 "#,
+    // Expired jti rows are forgotten by the sweeper (see Store::purge_jti).
+    r#"
+CREATE INDEX used_jti_expiry ON used_jti (expires_at) WHERE expires_at IS NOT NULL;
+"#,
 ];
 
 enum Command {
@@ -159,6 +163,7 @@ enum Command {
         oneshot::Sender<Result<bool, StoreError>>,
     ),
     Retry(RetryTarget, oneshot::Sender<Result<u64, StoreError>>),
+    PurgeJti(Timestamp, usize, oneshot::Sender<Result<u64, StoreError>>),
     Expire(
         Box<Expire>,
         oneshot::Sender<Result<Vec<String>, StoreError>>,
@@ -394,6 +399,11 @@ impl Store for SqliteStore {
         self.call(|reply| Command::Expire(args, reply)).await
     }
 
+    async fn purge_jti(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        self.call(|reply| Command::PurgeJti(before, limit, reply))
+            .await
+    }
+
     async fn purge(&self, bot_id: &str, purge: Purge, limit: usize) -> Result<u64, StoreError> {
         let bot_id = bot_id.to_owned();
         self.call(|reply| Command::Purge(bot_id, purge, limit, reply))
@@ -577,6 +587,17 @@ fn execute(tx: &mut rusqlite::Transaction<'_>, cmd: Command, now: Timestamp) -> 
             reply,
             purge_ended(tx, &bot_id, purge, limit, now).map_err(unavailable),
         ),
+        Command::PurgeJti(before, limit, reply) => {
+            let purged = tx
+                .prepare_cached(
+                    "DELETE FROM used_jti WHERE (client_id, jti) IN (
+                         SELECT client_id, jti FROM used_jti WHERE expires_at < ?1 LIMIT ?2)",
+                )
+                .and_then(|mut s| s.execute(params![before.millis(), limit as i64]))
+                .map(|n| n as u64)
+                .map_err(unavailable);
+            pending(reply, purged)
+        }
         Command::Shutdown => return None,
     })
 }
@@ -589,9 +610,9 @@ fn refuse(cmd: Command, e: &rusqlite::Error) -> Option<Pending> {
             pending(reply, Err(unavailable(e)))
         }
         Command::Claim(_, _, reply) => pending(reply, Err(unavailable(e))),
-        Command::Retry(_, reply) | Command::Purge(_, _, _, reply) => {
-            pending(reply, Err(unavailable(e)))
-        }
+        Command::Retry(_, reply)
+        | Command::Purge(_, _, _, reply)
+        | Command::PurgeJti(_, _, reply) => pending(reply, Err(unavailable(e))),
         Command::Expire(_, reply) => pending(reply, Err(unavailable(e))),
         Command::Ping(reply) => pending(reply, Err(unavailable(e))),
         Command::Shutdown => return None,

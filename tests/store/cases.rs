@@ -620,3 +620,50 @@ pub async fn the_event_log_pages_in_order(store: &S) {
             .is_none()
     );
 }
+
+pub async fn expired_jtis_are_forgotten_and_live_ones_kept(store: &S) {
+    let now = Timestamp::now().millis();
+    let jti = |id: &str, expires: Option<i64>| JtiUse {
+        client_id: "cs-1".into(),
+        jti: id.into(),
+        expires_at: expires.map(Timestamp::from_millis),
+    };
+    assert!(
+        store
+            .consume_jti(jti("old", Some(now - 10_000)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .consume_jti(jti("live", Some(now + 60_000)))
+            .await
+            .unwrap()
+    );
+    assert!(store.consume_jti(jti("forever", None)).await.unwrap());
+    assert_eq!(
+        store
+            .purge_jti(Timestamp::from_millis(now), 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        !store
+            .consume_jti(jti("live", Some(now + 60_000)))
+            .await
+            .unwrap(),
+        "a live jti stays used"
+    );
+    assert!(
+        !store.consume_jti(jti("forever", None)).await.unwrap(),
+        "a jti without exp stays used"
+    );
+    assert!(
+        store
+            .consume_jti(jti("old", Some(now - 10_000)))
+            .await
+            .unwrap(),
+        "the expired one was forgotten"
+    );
+}

@@ -109,4 +109,5 @@ both_stores!(
     retention_purges_transcripts_then_logs,
     listing_pages_through_every_conversation_once,
     the_event_log_pages_in_order,
+    expired_jtis_are_forgotten_and_live_ones_kept,
 );
