@@ -15,6 +15,7 @@ use super::auth::authorize;
 use super::error::ApiError;
 use crate::domain::EventKind;
 use crate::domain::payload::parse_request;
+use crate::domain::strict_json::StrictError;
 use crate::store::{Ingest, IngestOutcome};
 
 /// The same endpoint on each of the vendor's three paths, each documented.
@@ -64,13 +65,12 @@ pub async fn hook(
     let principal = authorize(&state, &headers, &bot_id)?;
     require_json(&headers)?;
     let bytes = read_body(&state, &headers, body).await?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
-    if let Some(path) = crate::domain::strict_json::first_duplicate_key(&bytes) {
-        return Err(ApiError::BadRequest(format!(
-            "{path} appears twice in the same object"
-        )));
-    }
+    let value = crate::domain::strict_json::parse(&bytes).map_err(|e| match e {
+        StrictError::Syntax(e) => ApiError::BadRequest(format!("the body is not valid JSON: {e}")),
+        StrictError::Duplicate(path) => {
+            ApiError::BadRequest(format!("{path} appears twice in the same object"))
+        }
+    })?;
     let request = parse_request(&value, &bot_id, &state.limits)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
 

@@ -7,6 +7,10 @@
 //! reads every conversation back through the records API and checks that each
 //! acknowledged end is stored exactly once.
 
+// mimalloc: glibc malloc/free were ~20 % of all instructions per request (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

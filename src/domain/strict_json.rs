@@ -2,21 +2,97 @@
 //!
 //! `serde_json` keeps the last of duplicate keys silently; for a body that ends a
 //! conversation, "which `reason` did you mean?" is a question to send back (400), not to
-//! answer by guessing. The check walks the document once without building anything.
+//! answer by guessing. [`parse`] builds the `Value` and notices a repeated key in the same
+//! pass (a map insert that replaces something); only then is the document walked again to
+//! name the path.
 
 use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 
-/// The path of the first duplicated key, e.g. `events[0].reason`, if any.
-pub fn first_duplicate_key(body: &[u8]) -> Option<String> {
-    // A fast pass that builds no paths; only a body that has a duplicate is walked again
-    // to name where.
-    walk(body, None)?;
-    walk(body, Some(String::new()))
+/// Why a body is not a strict JSON document.
+#[derive(Debug)]
+pub enum StrictError {
+    /// Not JSON at all (the parser's own message).
+    Syntax(serde_json::Error),
+    /// The path of the first key that appears twice in one object, e.g. `events[0].reason`.
+    Duplicate(String),
 }
 
+/// Parses `body` into a `Value`, refusing an object that has the same key twice.
+pub fn parse(body: &[u8]) -> Result<Value, StrictError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = StrictValue
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v));
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(e) if e.to_string().starts_with(DUPLICATE) => Err(StrictError::Duplicate(
+            walk(body, Some(String::new())).unwrap_or_default(),
+        )),
+        Err(e) => Err(StrictError::Syntax(e)),
+    }
+}
+
+/// Builds a `Value` like serde_json's own, but fails on a repeated key.
+struct StrictValue;
+
+impl<'de> DeserializeSeed<'de> for StrictValue {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element_seed(StrictValue)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(StrictValue)?;
+            if out.insert(key, value).is_some() {
+                return Err(de::Error::custom(DUPLICATE));
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Walks `body` to name the first duplicated key (`Some(path)` tracks where it is).
 fn walk(body: &[u8], path: Option<String>) -> Option<String> {
     let mut de = serde_json::Deserializer::from_slice(body);
     match Walk(path).deserialize(&mut de) {
@@ -104,15 +180,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn parse_builds_the_same_value_as_serde_json_and_names_a_duplicate() {
+        let body = br#"{"a":[1,-2,3.5,true,null,"x\u00e9"],"b":{"c":{}},"d":18446744073709551615}"#;
+        let expected: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(parse(body).unwrap(), expected);
+        match parse(br#"{"events":[{"reason":"a","reason":"b"}]}"#) {
+            Err(StrictError::Duplicate(path)) => assert_eq!(path, "events[0].reason"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse(b"{\"a\":1} x"), Err(StrictError::Syntax(_))));
+        assert!(matches!(parse(b"{\"a\":"), Err(StrictError::Syntax(_))));
+    }
+
+    #[test]
     fn finds_a_duplicate_at_any_depth_and_nothing_in_a_clean_body() {
+        let duplicate = |body: &[u8]| match parse(body) {
+            Err(StrictError::Duplicate(path)) => Some(path),
+            Ok(_) => None,
+            Err(e) => panic!("{e:?}"),
+        };
+        assert_eq!(duplicate(br#"{"a":1,"a":2}"#).as_deref(), Some("a"));
         assert_eq!(
-            first_duplicate_key(br#"{"a":1,"a":2}"#).as_deref(),
-            Some("a")
-        );
-        assert_eq!(
-            first_duplicate_key(br#"{"events":[{"x":1},{"reason":"a","reason":"b"}]}"#).as_deref(),
+            duplicate(br#"{"events":[{"x":1},{"reason":"a","reason":"b"}]}"#).as_deref(),
             Some("events[1].reason")
         );
-        assert_eq!(first_duplicate_key(br#"{"a":{"b":1},"c":[{"b":2}]}"#), None);
+        assert_eq!(duplicate(br#"{"a":{"b":1},"c":[{"b":2}]}"#), None);
     }
 }

@@ -238,6 +238,8 @@ impl SqliteStore {
                 // 64 MiB of page cache for the writer: the B-tree pages inserts touch stay in memory.
                 conn.pragma_update(None, "cache_size", -65536)
                     .map_err(unavailable)?;
+                // Every statement the writer runs stays prepared (the default keeps 16).
+                conn.set_prepared_statement_cache_capacity(64);
                 migrate(&mut conn)?;
                 let reader = open_connection(
                     &path,
@@ -641,18 +643,41 @@ fn record_jti(conn: &Connection, jti: &JtiUse, now: Timestamp) -> rusqlite::Resu
 }
 
 fn ingest_one(
-    tx: &mut rusqlite::Transaction<'_>,
+    conn: &Connection,
     ingest: &Ingest,
     now: Timestamp,
 ) -> Result<IngestOutcome, StoreError> {
-    // A savepoint per request: dropping it without commit undoes only this request.
-    let sp = tx.savepoint().map_err(unavailable)?;
+    // A savepoint per request: rolling back to it undoes only this request. The statements
+    // are prepared once (a `Savepoint` guard would parse its SQL text for every request).
+    conn.prepare_cached("SAVEPOINT request")
+        .and_then(|mut s| s.execute([]))
+        .map_err(unavailable)?;
+    let result = ingest_in_savepoint(conn, ingest, now);
+    let keep = matches!(result, Ok(IngestOutcome::Accepted { .. }));
+    let end = if keep {
+        conn.prepare_cached("RELEASE request")
+            .and_then(|mut s| s.execute([]))
+    } else {
+        conn.prepare_cached("ROLLBACK TO request")
+            .and_then(|mut s| s.execute([]))
+            .and_then(|_| conn.prepare_cached("RELEASE request"))
+            .and_then(|mut s| s.execute([]))
+    };
+    end.map_err(unavailable)?;
+    result
+}
+
+fn ingest_in_savepoint(
+    conn: &Connection,
+    ingest: &Ingest,
+    now: Timestamp,
+) -> Result<IngestOutcome, StoreError> {
     if let Some(jti) = &ingest.jti
-        && !record_jti(&sp, jti, now).map_err(unavailable)?
+        && !record_jti(conn, jti, now).map_err(unavailable)?
     {
         return Ok(IngestOutcome::Replay);
     }
-    let mut conv = load_conversation(&sp, &ingest.bot_id, &ingest.conversation_id)?
+    let mut conv = load_conversation(conn, &ingest.bot_id, &ingest.conversation_id)?
         .unwrap_or_else(|| Conversation::new(now));
     let applied = match apply_request(&mut conv, &ingest.events, now) {
         Ok(applied) => applied,
@@ -660,7 +685,7 @@ fn ingest_one(
     };
     for (seq, event) in &applied.stored {
         append_event(
-            &sp,
+            conn,
             &ingest.bot_id,
             &ingest.conversation_id,
             *seq,
@@ -670,10 +695,10 @@ fn ingest_one(
         )
         .map_err(unavailable)?;
     }
-    save_conversation(&sp, &ingest.bot_id, &ingest.conversation_id, &conv)?;
+    save_conversation(conn, &ingest.bot_id, &ingest.conversation_id, &conv)?;
     if applied.ended {
         schedule_jobs(
-            &sp,
+            conn,
             &ingest.bot_id,
             &ingest.conversation_id,
             &ingest.on_end,
@@ -682,7 +707,6 @@ fn ingest_one(
         )
         .map_err(unavailable)?;
     }
-    sp.commit().map_err(unavailable)?;
     Ok(applied.outcome())
 }
 
