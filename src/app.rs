@@ -27,6 +27,7 @@ use crate::store::{self, Store};
 
 pub struct App {
     addr: SocketAddr,
+    health_addr: Option<SocketAddr>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -44,6 +45,18 @@ impl App {
                 anyhow::anyhow!("server.listen: cannot bind {}: {e}", settings.server.listen)
             })?;
         let addr = listener.local_addr()?;
+        let health_listener = match settings.server.health_listen {
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("server.health_listen: cannot bind {at}: {e}"))?,
+            ),
+            None => None,
+        };
+        let health_addr = health_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let limits = Limits {
             max_events: settings.server.max_events_per_request,
             ..Limits::default()
@@ -76,6 +89,14 @@ impl App {
             workers.waker(),
             cancel.clone(),
         ));
+        if let Some(listener) = health_listener {
+            tokio::spawn(serve_health(
+                listener,
+                api::router(state.clone()),
+                state.server.header_read_timeout,
+                cancel.clone(),
+            ));
+        }
         let task = tokio::spawn(serve(
             listener,
             state,
@@ -84,12 +105,22 @@ impl App {
             sweeper,
             cancel.clone(),
         ));
-        tracing::info!(%addr, "wrapup listening");
-        Ok(App { addr, cancel, task })
+        tracing::info!(%addr, ?health_addr, "wrapup listening");
+        Ok(App {
+            addr,
+            health_addr,
+            cancel,
+            task,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of `server.health_listen`, when set.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_addr
     }
 
     /// Cancelling this token starts a graceful shutdown.
@@ -122,6 +153,9 @@ async fn serve(
     // Bounds open connections (and so memory and file descriptors); past it a client
     // gets an immediate 503 instead of waiting in the kernel's backlog.
     let connections = Arc::new(Semaphore::new(server.max_connections));
+    // Connections being refused (each answered once, within the header timeout) are
+    // bounded too, at half the limit (at least 128).
+    let shed = Arc::new(Semaphore::new((server.max_connections / 2).max(128)));
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, _peer) = tokio::select! {
@@ -154,18 +188,40 @@ async fn serve(
                     drop(permit);
                 });
             }
-            Err(_) => {
-                metrics::counter!("wrapup_connections_refused_total").increment(1);
-                let conn = builder.keep_alive(false).serve_connection(
-                    io,
-                    hyper::service::service_fn(|_req| async {
-                        Ok::<_, std::convert::Infallible>(overloaded())
-                    }),
-                );
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
+            Err(_) => match shed.clone().try_acquire_owned() {
+                Ok(shed_permit) => {
+                    // Past the limit a connection gets one answer and is closed: a 503 with
+                    // Retry-After, except health checks, which are still answered, so an
+                    // orchestrator does not restart a server that is only busy.
+                    metrics::counter!("wrapup_connections_refused_total").increment(1);
+                    let router = router.clone();
+                    let conn = builder.keep_alive(false).serve_connection(
+                        io,
+                        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                            let router = router.clone();
+                            async move {
+                                let health = req.method() == hyper::Method::GET
+                                    && matches!(req.uri().path(), "/healthz" | "/readyz");
+                                if health {
+                                    router.oneshot(req).await
+                                } else {
+                                    Ok(overloaded())
+                                }
+                            }
+                        }),
+                    );
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                        drop(shed_permit);
+                    });
+                }
+                Err(_) => {
+                    // Even the shedding is bounded: past it the socket gets the same 503 without
+                    // being read (one non-blocking write, no task) and is closed.
+                    metrics::counter!("wrapup_connections_dropped_total").increment(1);
+                    let _ = io.into_inner().try_write(OVERLOADED_RAW);
+                }
+            },
         }
     }
     drop(listener);
@@ -183,10 +239,62 @@ async fn serve(
     tracing::info!("stopped");
 }
 
+/// The health listener: only the operations routes, on connections of its own (at most
+/// 64), so a flood on the main listener cannot starve the probes.
+async fn serve_health(
+    listener: TcpListener,
+    router: axum::Router,
+    header_read_timeout: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    let connections = Arc::new(Semaphore::new(64));
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            continue;
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let router = router.clone();
+            async move {
+                if matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+                    router.oneshot(req).await
+                } else {
+                    let mut not_found = Response::new(Body::from(
+                        r#"{"code":404,"message":"this listener serves only /healthz, /readyz and /metrics"}"#,
+                    ));
+                    *not_found.status_mut() = StatusCode::NOT_FOUND;
+                    Ok(not_found)
+                }
+            }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+}
+
+const OVERLOADED_BODY: &str = r#"{"code":503,"message":"too many connections; retry shortly"}"#;
+
+/// The same answer as [`overloaded`], as bytes for a socket that is not read.
+const OVERLOADED_RAW: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 60\r\n\r\n{\"code\":503,\"message\":\"too many connections; retry shortly\"}";
+
 fn overloaded() -> Response<Body> {
-    let mut response = Response::new(Body::from(
-        r#"{"code":503,"message":"too many connections; retry shortly"}"#,
-    ));
+    let mut response = Response::new(Body::from(OVERLOADED_BODY));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
     headers.insert(
@@ -199,4 +307,26 @@ fn overloaded() -> Response<Body> {
         header::HeaderValue::from_static("close"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_raw_overload_answer_is_the_same_response_with_the_right_length() {
+        let raw = std::str::from_utf8(OVERLOADED_RAW).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert_eq!(body, OVERLOADED_BODY);
+        assert!(
+            head.lines()
+                .any(|l| l == format!("content-length: {}", body.len()))
+        );
+        let typed = overloaded();
+        assert_eq!(typed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        for (name, value) in typed.headers() {
+            let line = format!("{name}: {}", value.to_str().unwrap());
+            assert!(head.contains(&line), "{line} missing from the raw answer");
+        }
+    }
 }

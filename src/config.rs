@@ -99,6 +99,9 @@ pub struct ServerFile {
     pub request_timeout: String,
     pub max_connections: usize,
     pub shutdown_grace: String,
+    /// A second address that answers only `/healthz`, `/readyz` and `/metrics`, with its
+    /// own connections, so probes are answered even when `listen` is flooded.
+    pub health_listen: Option<String>,
 }
 
 impl Default for ServerFile {
@@ -112,6 +115,7 @@ impl Default for ServerFile {
             request_timeout: "30s".into(),
             max_connections: 4096,
             shutdown_grace: "30s".into(),
+            health_listen: None,
         }
     }
 }
@@ -243,6 +247,7 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    pub health_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -416,6 +421,18 @@ pub fn validate(
         request_timeout: positive("server.request_timeout", &s.request_timeout)?,
         max_connections: s.max_connections,
         shutdown_grace: parse_duration("server.shutdown_grace", &s.shutdown_grace)?,
+        health_listen: s
+            .health_listen
+            .as_ref()
+            .map(|a| {
+                a.parse::<SocketAddr>().map_err(|_| {
+                    cerr(
+                        "server.health_listen",
+                        format!("\"{a}\" is not an address like 127.0.0.1:8081"),
+                    )
+                })
+            })
+            .transpose()?,
     };
 
     let raw = &file.store.url;

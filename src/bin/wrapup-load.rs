@@ -174,6 +174,8 @@ struct Shared {
     sent: AtomicU64,
     ok: AtomicU64,
     errors: AtomicU64,
+    /// Of the errors: answered 503 (load shed by the server).
+    shed: AtomicU64,
     next_conversation: AtomicU64,
 }
 
@@ -221,6 +223,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sent: AtomicU64::new(0),
         ok: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        shed: AtomicU64::new(0),
         next_conversation: AtomicU64::new(0),
         templates: Templates::new(args.workload, &args.bot),
         args: args.clone(),
@@ -276,6 +279,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "requests": requests,
         "rps": (requests as f64 / measured).round(),
         "errors": shared.errors.load(Ordering::Relaxed),
+        "shed_503": shared.shed.load(Ordering::Relaxed),
         "p50_ms": q(0.50), "p90_ms": q(0.90), "p99_ms": q(0.99), "p999_ms": q(0.999),
         "max_ms": hist.max() as f64 / 1000.0,
     });
@@ -338,13 +342,23 @@ async fn worker(s: Arc<Shared>, w: usize) -> anyhow::Result<Tally> {
                 .header("token", &s.token)
                 .body(Full::new(Bytes::from(body)))?;
             s.sent.fetch_add(1, Ordering::Relaxed);
+            let mut backoff = None;
             if sender.ready().await.is_err() {
                 sender = connect(&s).await?;
             }
             let outcome = match sender.send_request(req).await {
                 Ok(resp) => {
                     let status = resp.status();
+                    let retry_after = resp
+                        .headers()
+                        .get(hyper::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                     let _ = resp.into_body().collect().await;
+                    if status == hyper::StatusCode::SERVICE_UNAVAILABLE {
+                        s.shed.fetch_add(1, Ordering::Relaxed);
+                        // Like a well-behaved client: wait as told (at most 10 s) before the next request.
+                        backoff = retry_after.map(|secs| Duration::from_secs(secs.min(10)));
+                    }
                     status.is_success()
                 }
                 Err(_) => {
@@ -353,6 +367,9 @@ async fn worker(s: Arc<Shared>, w: usize) -> anyhow::Result<Tally> {
                 }
             };
             let finished = Instant::now();
+            if let Some(wait) = backoff.take() {
+                tokio::time::sleep(wait).await;
+            }
             if outcome {
                 s.ok.fetch_add(1, Ordering::Relaxed);
                 if i == last {

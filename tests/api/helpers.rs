@@ -150,6 +150,14 @@ impl TestApp {
         }
     }
 
+    /// The base URL of `server.health_listen`, when the test configured one.
+    pub fn health_base(&self) -> Option<String> {
+        self.app
+            .as_ref()?
+            .health_addr()
+            .map(|a| format!("http://{a}"))
+    }
+
     /// Stops the server gracefully and starts a new one on the same database.
     pub async fn restart(&mut self) {
         if let Some(app) = self.app.take() {

@@ -108,27 +108,62 @@ async fn a_duplicate_key_is_named() {
 }
 
 #[tokio::test]
-async fn past_the_connection_limit_clients_get_503_with_retry_after() {
-    let app = TestApp::spawn_with("max_connections = 4").await;
+async fn past_the_connection_limit_clients_get_503_with_retry_after_but_health_checks_answer() {
+    let app = TestApp::spawn_with("max_connections = 4\nhealth_listen = \"127.0.0.1:0\"").await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut held = Vec::new();
     for _ in 0..4 {
         held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    extra
-        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    let exchange = |request: &'static [u8]| {
+        let addr = addr.clone();
+        async move {
+            let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            extra.write_all(request).await.unwrap();
+            let mut answer = Vec::new();
+            // The refused connection is closed after its one answer.
+            tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut answer))
+                .await
+                .expect("answered and closed in time")
+                .unwrap();
+            String::from_utf8_lossy(&answer).to_lowercase()
+        }
+    };
+    let answer = exchange(
+        b"POST /agentai/api/v1/hooks/x HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}",
+    )
+    .await;
     assert!(answer.starts_with("http/1.1 503"), "{answer}");
     assert!(answer.contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("too many connections"), "{answer}");
+    // Health checks are still answered past the limit.
+    let answer = exchange(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    // The health listener has connections of its own, and serves only the operations routes.
+    let health = app.health_base().expect("health_listen is set");
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let resp = app
+            .client
+            .get(format!("{health}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path} on the health listener");
+    }
+    let resp = app
+        .client
+        .post(format!("{health}/agentai/api/v1/hooks/{BOT}"))
+        .header("token", token())
+        .json(&seed())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        404,
+        "the health listener does not take hooks"
+    );
     drop(held);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
