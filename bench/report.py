@@ -28,7 +28,13 @@ row("**wrapup**, end-only, 256 conns", runs("wrapup", conns=256))
 row("**wrapup**, lifecycle (8 requests per conversation), 64 conns", runs("wrapup", "lifecycle"))
 open_rs = runs("wrapup-open", mode="open")
 w64, w256, naive = med(runs("wrapup"), "rps"), med(runs("wrapup", conns=256), "rps"), med(runs("naive"), "rps")
-res = [r for r in rows if r.get("label") == "wrapup-resources"]
+rss = lambda conns, key: statistics.median([r[key] for r in rows if r.get("label") == "wrapup-rss" and r["connections"] == conns] or [float("nan")]) / 1024
+disk = [r["db_bytes"] / r["conversations"] for r in rows if r.get("label") == "wrapup-disk" and r.get("conversations")]
+hooks = [r for r in rows if r.get("label") == "wrapup-webhook"]
+dmed = lambda rs, key: statistics.median([r["deliveries"][key] for r in rs if r.get("deliveries")] or [float("nan")])
+hook_closed = [r for r in hooks if r["mode"] == "closed"]
+hook_open = [r for r in hooks if r["mode"] == "open"]
+undelivered = sum(r["deliveries"]["acked_not_delivered"] + r["deliveries"]["duplicates"] for r in hooks if r.get("deliveries"))
 verified = sum(r.get("verified_ends", 0) for r in rows)
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 
@@ -49,8 +55,15 @@ generator in the same run, alternating.
 - Open loop at half of wrapup's closed-loop rate ({med(open_rs, 'rps'):,.0f} req/s offered): p50 {med(open_rs, 'p50_ms'):.2f} ms,
   p99 {med(open_rs, 'p99_ms'):.2f} ms, p99.9 {med(open_rs, 'p999_ms'):.2f} ms (latency from each request's due time).
 - Verified after the wrapup runs: {verified:,} acknowledged ends read back through the records API, each stored exactly once.
-- wrapup's RSS after the runs: {statistics.median([r['rss_kib'] for r in res]) / 1024 if res else float('nan'):.0f} MiB; database after a round's
-  wrapup runs: {statistics.median([r['db_kib'] for r in res]) / 1024 if res else float('nan'):.0f} MiB.
+- wrapup's RSS: {rss(64, 'idle_kib'):.0f} MiB idle; peak (VmHWM) {rss(64, 'peak_kib'):.0f} MiB after the 64-connection run and
+  {rss(256, 'peak_kib'):.0f} MiB after the 256-connection run.
+- Disk: {statistics.median(disk) if disk else float('nan'):,.0f} bytes per `lifecycle` conversation (8 events, the record and indexes; SQLite
+  files after a clean stop, divided by the conversations of the run).
+- Webhook per end, received by the load generator itself: closed loop, 64 connections: {med(hook_closed, 'rps'):,.0f} ends/s ingested,
+  {dmed(hook_closed, 'per_second'):,.0f} deliveries/s from the first delivery to the last (the backlog included), ack-to-delivery
+  p99 {dmed(hook_closed, 'ack_to_delivery_p99_ms'):,.0f} ms. Open loop at 2,500 ends/s (half the 5,000/s target): ingest p99
+  {med(hook_open, 'p99_ms'):.1f} ms, ack-to-delivery p50 {dmed(hook_open, 'ack_to_delivery_p50_ms'):.1f} ms, p99 {dmed(hook_open, 'ack_to_delivery_p99_ms'):.1f} ms.
+  Acknowledged ends not delivered or delivered twice: {undelivered}.
 <!-- latest-run:end -->
 """
 try:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces BENCHMARKS.md: every server driven by the same load generator in the same run,
 # alternating, ROUNDS times; the medians and their ratios replace the "Latest run" section.
-# Usage: bench/run.sh            (ROUNDS=3 DURATION=10s by default; about 8 minutes)
+# Usage: bench/run.sh            (ROUNDS=3 DURATION=10s by default; about 14 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -22,6 +22,18 @@ start() { # start NAME PORT COMMAND...
   wait_port "$port"
 }
 stop() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; }
+kib() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$SERVER/status"; }
+webhook_config() { cat >> "$WORK/wrapup.toml" <<'TOML'
+
+[[bots.on_end]]
+kind = "webhook"
+url = "http://127.0.0.1:9000/conversation-ended"
+secret = "whsec_ZGVtby13ZWJob29rLXNlY3JldC1ETy1OT1QtVVNF"   # DEMO VALUE
+
+[workers]
+concurrency = 64
+TOML
+}
 wrapup_config() { sed -e "s#sqlite://wrapup.db#sqlite://$WORK/wrapup.db#" examples/wrapup.toml > "$WORK/wrapup.toml"; }
 
 : > "$OUT"
@@ -41,19 +53,33 @@ for round in $(seq "$ROUNDS"); do
   for conns in 64 256; do
     rm -f "$WORK"/wrapup.db*; wrapup_config
     start wrapup 8080 env WRAPUP_LOG=warn $T/wrapup serve --config "$WORK/wrapup.toml"
+    IDLE=$(kib VmRSS)
     $LOAD --url http://127.0.0.1:8080 --connections "$conns" --label wrapup --verify >> "$OUT"
+    echo "{\"label\":\"wrapup-rss\",\"connections\":$conns,\"idle_kib\":$IDLE,\"peak_kib\":$(kib VmHWM)}" >> "$OUT"
     stop
   done
+  # Lifecycle on a fresh store; after a clean stop (WAL checkpointed) its size per conversation.
   rm -f "$WORK"/wrapup.db*; wrapup_config
   start wrapup 8080 env WRAPUP_LOG=warn $T/wrapup serve --config "$WORK/wrapup.toml"
-  $LOAD --url http://127.0.0.1:8080 --connections 64 --workload lifecycle --label wrapup --verify >> "$OUT"
+  $LOAD --url http://127.0.0.1:8080 --connections 64 --workload lifecycle --label wrapup --verify > "$WORK/lifecycle.json"
+  cat "$WORK/lifecycle.json" >> "$OUT"
+  stop
+  echo "{\"label\":\"wrapup-disk\",\"db_bytes\":$(du -cb "$WORK"/wrapup.db* | tail -1 | cut -f1),\"conversations\":$(python3 -c "import json; print(json.load(open('$WORK/lifecycle.json'))['verified_ends'])")}" >> "$OUT"
   # Open loop at half the closed-loop rate: latency without coordinated omission.
+  rm -f "$WORK"/wrapup.db*; wrapup_config
+  start wrapup 8080 env WRAPUP_LOG=warn $T/wrapup serve --config "$WORK/wrapup.toml"
   RATE=$(python3 -c "import json,sys; r=[json.loads(l) for l in open('$OUT')]; w=[x['rps'] for x in r if x['label']=='wrapup' and x['workload']=='end-only' and x['connections']==64]; print(int(w[-1]//2))")
   $LOAD --url http://127.0.0.1:8080 --connections 64 --rate "$RATE" --label wrapup-open >> "$OUT"
-  RSS=$(ps -o rss= -p "$(pgrep -P "$SERVER" wrapup || echo "$SERVER")" 2>/dev/null | tr -d ' ' || echo 0)
-  DBSIZE=$(du -ck "$WORK"/wrapup.db* | tail -1 | cut -f1)
-  echo "{\"label\":\"wrapup-resources\",\"rss_kib\":${RSS:-0},\"db_kib\":$DBSIZE}" >> "$OUT"
   stop
+  # Post-conversation actions: one webhook per end, received by the generator itself (same
+  # clock): closed loop (delivery throughput), then open loop at 2,500 ends/s, half the
+  # 5,000/s target (acknowledgement-to-delivery latency).
+  for mode in "--connections 64" "--connections 64 --rate 2500"; do
+    rm -f "$WORK"/wrapup.db*; wrapup_config; webhook_config
+    start wrapup 8080 env WRAPUP_LOG=warn $T/wrapup serve --config "$WORK/wrapup.toml"
+    $LOAD --url http://127.0.0.1:8080 $mode --receiver 127.0.0.1:9000 --label wrapup-webhook >> "$OUT"
+    stop
+  done
 done
 
 python3 bench/report.py "$OUT" "$ROUNDS" "$DURATION"

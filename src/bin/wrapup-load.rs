@@ -69,6 +69,14 @@ struct Args {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Also receive the server's `on_end` webhooks on this address (e.g. 127.0.0.1:9000)
+    /// and report acknowledgement-to-delivery latency and delivery throughput. Point a
+    /// `webhook` action of the bot at it.
+    #[arg(long)]
+    receiver: Option<String>,
+    /// With --receiver: after the load, wait at most this long for the deliveries.
+    #[arg(long, default_value = "120s")]
+    drain: humantime::Duration,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -177,6 +185,88 @@ struct Shared {
     /// Of the errors: answered 503 (load shed by the server).
     shed: AtomicU64,
     next_conversation: AtomicU64,
+    deliveries: Deliveries,
+}
+
+/// Webhook deliveries seen by `--receiver`, matched with the acknowledgements of the ends.
+#[derive(Default)]
+struct Deliveries {
+    inner: std::sync::Mutex<DeliveryState>,
+}
+
+#[derive(Default)]
+struct DeliveryState {
+    /// Ends acknowledged and not yet delivered, with when the 200 arrived.
+    acked: std::collections::HashMap<String, Instant>,
+    /// Deliveries that arrived before the generator had read the end's 200.
+    early: std::collections::HashSet<String>,
+    delivered: std::collections::HashSet<String>,
+    hist: Option<Histogram<u64>>,
+    duplicates: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Deliveries {
+    fn acked(&self, conversation: &str, at: Instant) {
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if s.early.remove(conversation) {
+            s.record(0);
+        } else {
+            s.acked.insert(conversation.to_owned(), at);
+        }
+    }
+
+    fn delivered(&self, conversation: &str) {
+        let now = Instant::now();
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        s.first.get_or_insert(now);
+        s.last = Some(now);
+        if !s.delivered.insert(conversation.to_owned()) {
+            s.duplicates += 1;
+            return;
+        }
+        match s.acked.remove(conversation) {
+            Some(acked) => {
+                let micros = now.duration_since(acked).as_micros().max(1) as u64;
+                s.record(micros);
+            }
+            None => {
+                s.early.insert(conversation.to_owned());
+            }
+        }
+    }
+}
+
+impl DeliveryState {
+    fn record(&mut self, micros: u64) {
+        if let Some(h) = self.hist.as_mut() {
+            let _ = h.record(micros.clamp(1, 600_000_000));
+        }
+    }
+}
+
+/// Serves the webhook receiver: every POST counts as one delivery of `data.conversationId`.
+async fn receive(addr: &str, shared: Arc<Shared>) -> anyhow::Result<()> {
+    use axum::routing::post;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--receiver {addr}"))?;
+    let app = axum::Router::new().fallback(post(move |body: axum::body::Bytes| {
+        let shared = shared.clone();
+        async move {
+            if let Ok(v) = serde_json::from_slice::<Value>(&body)
+                && let Some(c) = v["data"]["conversationId"].as_str()
+            {
+                shared.deliveries.delivered(c);
+            }
+            "ok"
+        }
+    }));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(())
 }
 
 /// What one connection measured; merged at the end (no shared lock on the hot path).
@@ -225,9 +315,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         errors: AtomicU64::new(0),
         shed: AtomicU64::new(0),
         next_conversation: AtomicU64::new(0),
+        deliveries: Deliveries::default(),
         templates: Templates::new(args.workload, &args.bot),
         args: args.clone(),
     });
+    if let Some(addr) = &args.receiver {
+        shared
+            .deliveries
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .hist = Some(Histogram::new_with_bounds(1, 600_000_000, 3)?);
+        receive(addr, shared.clone()).await?;
+    }
     let total: Duration = args.warmup.into();
     let total = total + Duration::from(args.duration);
     let workers: Vec<_> = (0..args.connections)
@@ -283,6 +383,46 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "p50_ms": q(0.50), "p90_ms": q(0.90), "p99_ms": q(0.99), "p999_ms": q(0.999),
         "max_ms": hist.max() as f64 / 1000.0,
     });
+    if args.receiver.is_some() {
+        // Wait for the deliveries of every acknowledged end (or the drain time).
+        let deadline = Instant::now() + Duration::from(args.drain);
+        loop {
+            let pending = {
+                let s = shared
+                    .deliveries
+                    .inner
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                s.acked.len()
+            };
+            if pending == 0 || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let s = shared
+            .deliveries
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let span = match (s.first, s.last) {
+            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+            _ => 0.0,
+        };
+        let delivered = s.delivered.len() as u64;
+        if let Some(h) = &s.hist {
+            let dq = |x: f64| h.value_at_quantile(x) as f64 / 1000.0;
+            result["deliveries"] = json!({
+                "delivered": delivered,
+                "acked_not_delivered": s.acked.len(),
+                "duplicates": s.duplicates,
+                "per_second": if span > 0.0 { (delivered as f64 / span).round() } else { 0.0 },
+                "ack_to_delivery_p50_ms": dq(0.50),
+                "ack_to_delivery_p99_ms": dq(0.99),
+                "ack_to_delivery_max_ms": h.max() as f64 / 1000.0,
+            });
+        }
+    }
     if args.verify {
         let checked = verify(&shared, &ended).await?;
         result["verified_ends"] = json!(checked);
@@ -373,6 +513,9 @@ async fn worker(s: Arc<Shared>, w: usize) -> anyhow::Result<Tally> {
             if outcome {
                 s.ok.fetch_add(1, Ordering::Relaxed);
                 if i == last {
+                    if s.args.receiver.is_some() {
+                        s.deliveries.acked(&c, finished);
+                    }
                     tally.ended.push(c.clone());
                 }
             } else {
