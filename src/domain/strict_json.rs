@@ -29,9 +29,16 @@ pub fn parse(body: &[u8]) -> Result<Value, StrictError> {
         .and_then(|v| de.end().map(|()| v));
     match parsed {
         Ok(v) => Ok(v),
-        Err(e) if e.to_string().starts_with(DUPLICATE) => Err(StrictError::Duplicate(
-            walk(body, Some(String::new())).unwrap_or_default(),
-        )),
+        Err(e) if e.to_string().starts_with(DUPLICATE) => {
+            // The duplicate stopped the parse early: a document that is not JSON further on
+            // is a syntax error first (found by fuzzing: "name" twice, then a cut-off string).
+            if let Err(syntax) = serde_json::from_slice::<de::IgnoredAny>(body) {
+                return Err(StrictError::Syntax(syntax));
+            }
+            Err(StrictError::Duplicate(
+                walk(body, Some(String::new())).unwrap_or_default(),
+            ))
+        }
         Err(e) => Err(StrictError::Syntax(e)),
     }
 }
@@ -190,6 +197,11 @@ mod tests {
         }
         assert!(matches!(parse(b"{\"a\":1} x"), Err(StrictError::Syntax(_))));
         assert!(matches!(parse(b"{\"a\":"), Err(StrictError::Syntax(_))));
+        // A duplicate before a syntax error is a syntax error (a fuzzing find).
+        assert!(matches!(
+            parse(br#"{"events":[{"name":"a","name":"b","x":"cut off}]}"#),
+            Err(StrictError::Syntax(_))
+        ));
     }
 
     #[test]

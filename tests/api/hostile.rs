@@ -96,7 +96,7 @@ async fn a_duplicate_key_is_named() {
         .post(format!("{}/agentai/api/v1/hooks/{BOT}", app.base))
         .header("token", token())
         .header("content-type", "application/json")
-        .body(body)
+        .body(body.clone())
         .send()
         .await
         .unwrap();
@@ -104,6 +104,25 @@ async fn a_duplicate_key_is_named() {
     assert_eq!(
         (status.as_u16(), answer["message"].as_str().unwrap()),
         (400, "events[0].reason appears twice in the same object")
+    );
+    // Regression (found by cargo fuzz): a duplicate followed by broken JSON is reported as
+    // broken JSON, not as the duplicate.
+    let broken = &body[..body.len() - 10];
+    let resp = app
+        .client
+        .post(format!("{}/agentai/api/v1/hooks/{BOT}", app.base))
+        .header("token", token())
+        .header("content-type", "application/json")
+        .body(broken.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let (status, answer) = into_json(resp).await;
+    assert_eq!(status, 400);
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the body is not valid JSON"),
+        "{message}"
     );
 }
 
