@@ -32,7 +32,8 @@ pub fn parse(body: &[u8]) -> Result<Value, StrictError> {
         Err(e) if e.to_string().starts_with(DUPLICATE) => {
             // The duplicate stopped the parse early: a document that is not JSON further on
             // is a syntax error first (found by fuzzing: "name" twice, then a cut-off string).
-            if let Err(syntax) = serde_json::from_slice::<de::IgnoredAny>(body) {
+            // (A full Value parse: skipping with IgnoredAny does not check UTF-8, a second find.)
+            if let Err(syntax) = serde_json::from_slice::<Value>(body) {
                 return Err(StrictError::Syntax(syntax));
             }
             Err(StrictError::Duplicate(
@@ -200,6 +201,10 @@ mod tests {
         // A duplicate before a syntax error is a syntax error (a fuzzing find).
         assert!(matches!(
             parse(br#"{"events":[{"name":"a","name":"b","x":"cut off}]}"#),
+            Err(StrictError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse(b"{\"a\":1,\"a\":\"\x8e\"}"),
             Err(StrictError::Syntax(_))
         ));
     }
