@@ -114,6 +114,20 @@ fn walk(body: &[u8], path: Option<String>) -> Option<String> {
 
 const DUPLICATE: &str = "duplicate key: ";
 
+/// A key as it appears in a path: bare when it is a plain name, else JSON-quoted (so an
+/// empty key or one with dots, quotes or control characters stays readable; a fuzzing find).
+fn shown_key(key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if plain {
+        key.to_owned()
+    } else {
+        serde_json::to_string(key).unwrap_or_default()
+    }
+}
+
 /// Walks a value; `Some(path)` tracks where it is (for the message), `None` does not.
 struct Walk(Option<String>);
 
@@ -165,10 +179,11 @@ impl<'de> Visitor<'de> for Walk {
         let mut seen = HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
             let path = self.0.as_ref().map(|p| {
+                let shown = shown_key(&key);
                 if p.is_empty() {
-                    key.clone()
+                    shown
                 } else {
-                    format!("{p}.{key}")
+                    format!("{p}.{shown}")
                 }
             });
             if !seen.insert(key) {
@@ -203,6 +218,12 @@ mod tests {
             parse(br#"{"events":[{"name":"a","name":"b","x":"cut off}]}"#),
             Err(StrictError::Syntax(_))
         ));
+        let named = |body: &[u8]| match parse(body) {
+            Err(StrictError::Duplicate(path)) => path,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(named(br#"{"":1,"":2}"#), r#""""#);
+        assert_eq!(named(br#"{"a.b":{"x y":1,"x y":2}}"#), r#""a.b"."x y""#);
         assert!(matches!(
             parse(b"{\"a\":1,\"a\":\"\x8e\"}"),
             Err(StrictError::Syntax(_))
