@@ -70,6 +70,10 @@ pub async fn hook(
         StrictError::Duplicate(path) => {
             ApiError::BadRequest(format!("{path} appears twice in the same object"))
         }
+        StrictError::Reserved(path) => ApiError::BadRequest(format!(
+            "{path}: keys starting with \"{}\" are reserved",
+            crate::domain::strict_json::RESERVED
+        )),
     })?;
     let request = parse_request(&value, &bot_id, &state.limits)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;

@@ -19,33 +19,48 @@ pub enum StrictError {
     Syntax(serde_json::Error),
     /// The path of the first key that appears twice in one object, e.g. `events[0].reason`.
     Duplicate(String),
+    /// The path of a key that starts with [`RESERVED`].
+    Reserved(String),
 }
+
+/// Keys serde_json uses as private markers. Stored as data, such a key at the start of a
+/// nested object makes serde_json refuse to read that data back (a stored conversation
+/// answered 500 forever; found by fuzzing), so it is refused at the door.
+pub const RESERVED: &str = "$serde_json::private::";
 
 /// Parses `body` into a `Value`, refusing an object that has the same key twice.
 pub fn parse(body: &[u8]) -> Result<Value, StrictError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed = StrictValue
+    let parsed = StrictValue { strict: true }
         .deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v));
     match parsed {
         Ok(v) => Ok(v),
-        Err(e) if e.to_string().starts_with(DUPLICATE) => {
-            // The duplicate stopped the parse early: a document that is not JSON further on
-            // is a syntax error first (found by fuzzing: "name" twice, then a cut-off string).
-            // (A full Value parse: skipping with IgnoredAny does not check UTF-8, a second find.)
-            if let Err(syntax) = serde_json::from_slice::<Value>(body) {
+        Err(e)
+            if e.to_string().starts_with(DUPLICATE) || e.to_string().starts_with(RESERVED_KEY) =>
+        {
+            // The parse stopped early at the key: a document that is not JSON further on is a
+            // syntax error first (found by fuzzing: "name" twice, then a cut-off string, or
+            // invalid UTF-8). The check is a full parse that lets every key pass.
+            let mut de = serde_json::Deserializer::from_slice(body);
+            if let Err(syntax) = (StrictValue { strict: false })
+                .deserialize(&mut de)
+                .and_then(|_| de.end())
+            {
                 return Err(StrictError::Syntax(syntax));
             }
-            Err(StrictError::Duplicate(
-                walk(body, Some(String::new())).unwrap_or_default(),
-            ))
+            Err(walk(body).unwrap_or(StrictError::Duplicate(String::new())))
         }
         Err(e) => Err(StrictError::Syntax(e)),
     }
 }
 
-/// Builds a `Value` like serde_json's own, but fails on a repeated key.
-struct StrictValue;
+/// Builds a `Value` like serde_json's own, but (when `strict`) fails on a repeated or
+/// reserved key.
+#[derive(Clone, Copy)]
+struct StrictValue {
+    strict: bool,
+}
 
 impl<'de> DeserializeSeed<'de> for StrictValue {
     type Value = Value;
@@ -83,7 +98,7 @@ impl<'de> Visitor<'de> for StrictValue {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(item) = seq.next_element_seed(StrictValue)? {
+        while let Some(item) = seq.next_element_seed(self)? {
             items.push(item);
         }
         Ok(Value::Array(items))
@@ -91,8 +106,11 @@ impl<'de> Visitor<'de> for StrictValue {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let value = map.next_value_seed(StrictValue)?;
-            if out.insert(key, value).is_some() {
+            if self.strict && key.starts_with(RESERVED) {
+                return Err(de::Error::custom(RESERVED_KEY));
+            }
+            let value = map.next_value_seed(self)?;
+            if out.insert(key, value).is_some() && self.strict {
                 return Err(de::Error::custom(DUPLICATE));
             }
         }
@@ -100,19 +118,25 @@ impl<'de> Visitor<'de> for StrictValue {
     }
 }
 
-/// Walks `body` to name the first duplicated key (`Some(path)` tracks where it is).
-fn walk(body: &[u8], path: Option<String>) -> Option<String> {
+/// Walks `body` to name the first duplicated or reserved key, with its path.
+fn walk(body: &[u8]) -> Option<StrictError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    match Walk(path).deserialize(&mut de) {
-        Err(e) => e
-            .to_string()
-            .strip_prefix(DUPLICATE)
-            .map(|p| p.split(" at line").next().unwrap_or(p).to_owned()),
-        Ok(()) => None,
+    let message = match Walk(Some(String::new())).deserialize(&mut de) {
+        Err(e) => e.to_string(),
+        Ok(()) => return None,
+    };
+    let path = |rest: &str| rest.split(" at line").next().unwrap_or(rest).to_owned();
+    if let Some(rest) = message.strip_prefix(DUPLICATE) {
+        Some(StrictError::Duplicate(path(rest)))
+    } else {
+        message
+            .strip_prefix(RESERVED_KEY)
+            .map(|rest| StrictError::Reserved(path(rest)))
     }
 }
 
 const DUPLICATE: &str = "duplicate key: ";
+const RESERVED_KEY: &str = "reserved key: ";
 
 /// A key as it appears in a path: bare when it is a plain name, else JSON-quoted (so an
 /// empty key or one with dots, quotes or control characters stays readable; a fuzzing find).
@@ -186,6 +210,12 @@ impl<'de> Visitor<'de> for Walk {
                     format!("{p}.{shown}")
                 }
             });
+            if key.starts_with(RESERVED) {
+                return Err(de::Error::custom(format!(
+                    "{RESERVED_KEY}{}",
+                    path.unwrap_or_default()
+                )));
+            }
             if !seen.insert(key) {
                 return Err(de::Error::custom(format!(
                     "{DUPLICATE}{}",
@@ -224,6 +254,13 @@ mod tests {
         };
         assert_eq!(named(br#"{"":1,"":2}"#), r#""""#);
         assert_eq!(named(br#"{"a.b":{"x y":1,"x y":2}}"#), r#""a.b"."x y""#);
+        // serde_json's private markers are refused as keys, with their path (found by fuzzing).
+        match parse(br#"{"a":[{"b":1},{"$serde_json::private::RawValue":"x"}]}"#) {
+            Err(StrictError::Reserved(path)) => {
+                assert_eq!(path, r#"a[1]."$serde_json::private::RawValue""#)
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             parse(b"{\"a\":1,\"a\":\"\x8e\"}"),
             Err(StrictError::Syntax(_))

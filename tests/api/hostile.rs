@@ -191,3 +191,38 @@ async fn past_the_connection_limit_clients_get_503_with_retry_after_but_health_c
         "recovers when the load drops"
     );
 }
+
+/// Regression (found by cargo fuzz): a nested object whose first key was serde_json's private
+/// raw-value marker was stored, and the conversation then answered 500 on every later request,
+/// because serde_json refuses to read such data back. Such keys are refused at the door.
+#[tokio::test]
+async fn serde_json_private_keys_are_refused_and_cannot_poison_a_conversation() {
+    let app = TestApp::spawn().await;
+    let mut body = seed_with("poison");
+    body["events"][0]["participant"]["customFields"] =
+        json!({"k": {"$serde_json::private::RawValue": "x"}});
+    let resp = app
+        .client
+        .post(format!("{}/agentai/api/v1/hooks/{BOT}", app.base))
+        .header("token", token())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, answer) = into_json(resp).await;
+    assert_eq!(status, 400, "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            r#"events[0].participant.customFields.k."$serde_json::private::RawValue": keys starting with"#
+        ),
+        "{message}"
+    );
+    // The conversation is untouched and still takes its end.
+    assert_eq!(app.end("poison").await.0, 200);
+    assert_eq!(
+        app.end("poison").await.0,
+        200,
+        "a repeated end is still fine"
+    );
+}
