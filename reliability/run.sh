@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every reliability suite, the long modes included, one after the other (about 45 minutes).
+# Every reliability suite, the long modes included, one after the other (about 30 minutes).
 # The fast parts also run in .ci/run (`cargo test --locked --lib --tests`).
 #   WRAPUP_KILLS=20       SIGKILLs per crash loop (each store)
 #   FUZZ_SECONDS=600      libFuzzer time per fuzz target
