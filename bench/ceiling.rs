@@ -3,17 +3,13 @@
 //!
 //! cargo run --release --example bench-ceiling -- 127.0.0.1:8081 [--work]
 
-// mimalloc: glibc malloc/free were ~20 % of all instructions per request (BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "common.rs"]
+mod common;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-
-const SECRET: &[u8] = b"demo-secret-DO-NOT-USE-IN-PRODUCTION-0001";
 
 #[tokio::main]
 async fn main() {
@@ -25,7 +21,7 @@ async fn main() {
     } else {
         Router::new().route(
             "/agentai/api/v1/hooks/{botId}",
-            post(|| async { ([("content-type", "application/json")], r#"{"STATUS":"OK"}"#) }),
+            post(|| async { (common::JSON, r#"{"STATUS":"OK"}"#) }),
         )
     };
     let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
@@ -36,21 +32,8 @@ async fn with_work(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
-    let ct = [("content-type", "application/json")];
-    let token = headers
-        .get("token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.validate_exp = false;
-    validation.required_spec_claims.clear();
-    if jsonwebtoken::decode::<serde_json::Value>(
-        token,
-        &DecodingKey::from_secret(SECRET),
-        &validation,
-    )
-    .is_err()
-    {
+    let ct = common::JSON;
+    if !common::token_is_valid(&headers) {
         return (StatusCode::UNAUTHORIZED, ct, r#"{"code":401}"#);
     }
     match serde_json::from_slice::<serde_json::Value>(&body) {

@@ -3,9 +3,8 @@
 //!
 //! cargo run --release --example bench-naive -- 127.0.0.1:8082 /tmp/naive.db
 
-// mimalloc: glibc malloc/free were ~20 % of all instructions per request (BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "common.rs"]
+mod common;
 
 use std::sync::{Arc, Mutex};
 
@@ -14,10 +13,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use rusqlite::Connection;
-
-const SECRET: &[u8] = b"demo-secret-DO-NOT-USE-IN-PRODUCTION-0001";
 
 #[tokio::main]
 async fn main() {
@@ -44,21 +40,8 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
-    let ct = [("content-type", "application/json")];
-    let token = headers
-        .get("token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.validate_exp = false;
-    validation.required_spec_claims.clear();
-    if jsonwebtoken::decode::<serde_json::Value>(
-        token,
-        &DecodingKey::from_secret(SECRET),
-        &validation,
-    )
-    .is_err()
-    {
+    let ct = common::JSON;
+    if !common::token_is_valid(&headers) {
         return (StatusCode::UNAUTHORIZED, ct, r#"{"code":401}"#);
     }
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {

@@ -37,7 +37,9 @@ pub fn parse(body: &[u8]) -> Result<Value, StrictError> {
     match parsed {
         Ok(v) => Ok(v),
         Err(e)
-            if e.to_string().starts_with(DUPLICATE) || e.to_string().starts_with(RESERVED_KEY) =>
+            if [DUPLICATE, RESERVED_KEY]
+                .iter()
+                .any(|m| e.to_string().starts_with(m)) =>
         {
             // The parse stopped early at the key: a document that is not JSON further on is a
             // syntax error first (found by fuzzing: "name" twice, then a cut-off string, or
@@ -121,7 +123,7 @@ impl<'de> Visitor<'de> for StrictValue {
 /// Walks `body` to name the first duplicated or reserved key, with its path.
 fn walk(body: &[u8]) -> Option<StrictError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let message = match Walk(Some(String::new())).deserialize(&mut de) {
+    let message = match Walk(String::new()).deserialize(&mut de) {
         Err(e) => e.to_string(),
         Ok(()) => return None,
     };
@@ -152,8 +154,8 @@ fn shown_key(key: &str) -> String {
     }
 }
 
-/// Walks a value; `Some(path)` tracks where it is (for the message), `None` does not.
-struct Walk(Option<String>);
+/// Walks a value; the path of where it is, for the message.
+struct Walk(String);
 
 impl<'de> DeserializeSeed<'de> for Walk {
     type Value = ();
@@ -191,7 +193,7 @@ impl<'de> Visitor<'de> for Walk {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut i = 0;
         while seq
-            .next_element_seed(Walk(self.0.as_ref().map(|p| format!("{p}[{i}]"))))?
+            .next_element_seed(Walk(format!("{}[{i}]", self.0)))?
             .is_some()
         {
             i += 1;
@@ -202,25 +204,17 @@ impl<'de> Visitor<'de> for Walk {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut seen = HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
-            let path = self.0.as_ref().map(|p| {
-                let shown = shown_key(&key);
-                if p.is_empty() {
-                    shown
-                } else {
-                    format!("{p}.{shown}")
-                }
-            });
+            let shown = shown_key(&key);
+            let path = if self.0.is_empty() {
+                shown
+            } else {
+                format!("{}.{shown}", self.0)
+            };
             if key.starts_with(RESERVED) {
-                return Err(de::Error::custom(format!(
-                    "{RESERVED_KEY}{}",
-                    path.unwrap_or_default()
-                )));
+                return Err(de::Error::custom(format!("{RESERVED_KEY}{path}")));
             }
             if !seen.insert(key) {
-                return Err(de::Error::custom(format!(
-                    "{DUPLICATE}{}",
-                    path.unwrap_or_default()
-                )));
+                return Err(de::Error::custom(format!("{DUPLICATE}{path}")));
             }
             map.next_value_seed(Walk(path))?;
         }

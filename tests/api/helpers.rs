@@ -207,6 +207,20 @@ impl TestApp {
         .await
     }
 
+    /// POSTs raw bytes as `application/json` to the seed's path for BOT with a valid token.
+    pub async fn hook_raw(&self, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .post(format!("{}/agentai/api/v1/hooks/{BOT}", self.base))
+            .header("token", token())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        into_json(resp).await
+    }
+
     pub async fn end(&self, conversation: &str) -> (StatusCode, Value) {
         self.hook(&seed_with(conversation)).await
     }

@@ -91,16 +91,7 @@ async fn a_duplicate_key_is_named() {
         "\"reason\": \"customer_hangup\", \"reason\"",
         1,
     );
-    let resp = app
-        .client
-        .post(format!("{}/agentai/api/v1/hooks/{BOT}", app.base))
-        .header("token", token())
-        .header("content-type", "application/json")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
-    let (status, answer) = into_json(resp).await;
+    let (status, answer) = app.hook_raw(body.clone()).await;
     assert_eq!(
         (status.as_u16(), answer["message"].as_str().unwrap()),
         (400, "events[0].reason appears twice in the same object")
@@ -108,16 +99,7 @@ async fn a_duplicate_key_is_named() {
     // Regression (found by cargo fuzz): a duplicate followed by broken JSON is reported as
     // broken JSON, not as the duplicate.
     let broken = &body[..body.len() - 10];
-    let resp = app
-        .client
-        .post(format!("{}/agentai/api/v1/hooks/{BOT}", app.base))
-        .header("token", token())
-        .header("content-type", "application/json")
-        .body(broken.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let (status, answer) = into_json(resp).await;
+    let (status, answer) = app.hook_raw(broken.to_owned()).await;
     assert_eq!(status, 400);
     let message = answer["message"].as_str().unwrap();
     assert!(
@@ -201,15 +183,7 @@ async fn serde_json_private_keys_are_refused_and_cannot_poison_a_conversation() 
     let mut body = seed_with("poison");
     body["events"][0]["participant"]["customFields"] =
         json!({"k": {"$serde_json::private::RawValue": "x"}});
-    let resp = app
-        .client
-        .post(format!("{}/agentai/api/v1/hooks/{BOT}", app.base))
-        .header("token", token())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let (status, answer) = into_json(resp).await;
+    let (status, answer) = app.hook(&body).await;
     assert_eq!(status, 400, "{answer}");
     let message = answer["message"].as_str().unwrap();
     assert!(
