@@ -94,7 +94,9 @@ async fn expire(
                     metrics::counter!("wrapup_conversations_ended_total")
                         .increment(ended.len() as u64);
                     tracing::info!(bot_id = %bot.id, count = ended.len(), "ended conversations for inactivity");
-                    wake_workers.notify_one();
+                    if !on_end.is_empty() {
+                        wake_workers.notify_one();
+                    }
                 }
                 if ended.len() < BATCH {
                     return;

@@ -86,16 +86,19 @@ pub async fn hook(
         .events
         .iter()
         .any(|e| matches!(e.kind, EventKind::End(_)));
+    let on_end = state
+        .on_end
+        .get(&bot_id)
+        .cloned()
+        .unwrap_or_else(|| Arc::from([]));
+    // An end schedules jobs only for a bot with actions; only then is there work to wake for.
+    let schedules_jobs = !on_end.is_empty();
     let ingest = Ingest {
         bot_id: request.bot_id,
         conversation_id: request.conversation_id,
         events: request.events,
         jti: principal.jti,
-        on_end: state
-            .on_end
-            .get(&bot_id)
-            .cloned()
-            .unwrap_or_else(|| Arc::from([])),
+        on_end,
     };
     let outcome = tokio::time::timeout(state.server.request_timeout, state.store.ingest(ingest))
         .await
@@ -112,7 +115,9 @@ pub async fn hook(
             metrics::counter!("wrapup_events_stored_total").increment(stored as u64);
             if ended {
                 metrics::counter!("wrapup_conversations_ended_total").increment(1);
-                state.wake.notify_one();
+                if schedules_jobs {
+                    state.wake.notify_one();
+                }
             }
             if duplicate_ends > 0 {
                 metrics::counter!("wrapup_duplicate_ends_total").increment(duplicate_ends as u64);
