@@ -426,8 +426,10 @@ pub(crate) fn job_payload(bot_id: &str, conversation_id: &str, conv: &Conversati
     .unwrap_or_default()
 }
 
+/// A job id: a UUIDv7, so ids grow with time and each new job (and its attempts, keyed by
+/// it) lands at the right edge of its index instead of a random leaf page.
 pub(crate) fn new_job_id() -> String {
-    format!("job_{}", uuid::Uuid::new_v4().simple())
+    format!("job_{}", uuid::Uuid::now_v7().simple())
 }
 
 /// The log entry of the server's own end for inactivity.
