@@ -191,6 +191,19 @@ CREATE UNIQUE INDEX events_by_conversation ON events (conversation, seq);
 CREATE INDEX conversations_by_sort ON conversations (bot_id, sort_at, conversation_id);
 CREATE INDEX conversations_idle ON conversations (bot_id, last_event_at) WHERE status = 'active';
 "#,
+    // A job's payload (the record at the end, ~0.8 KiB) moves out of its row into a table
+    // written once and shared by the end's jobs: claims and finishes update small rows,
+    // ~20 to a page instead of ~3.
+    r#"
+CREATE TABLE job_payloads (
+    id      INTEGER PRIMARY KEY,
+    payload TEXT    NOT NULL
+);
+ALTER TABLE jobs ADD COLUMN payload_id INTEGER NOT NULL DEFAULT 0;
+INSERT INTO job_payloads (id, payload) SELECT seq, payload FROM jobs ORDER BY seq;
+UPDATE jobs SET payload_id = seq;
+ALTER TABLE jobs DROP COLUMN payload;
+"#,
 ];
 
 enum Command {
@@ -855,8 +868,11 @@ fn schedule_jobs(
         return Ok(());
     }
     let payload = job_payload(bot_id, conversation_id, conv);
+    let payload_id = conn
+        .prepare_cached("INSERT INTO job_payloads (payload) VALUES (?1)")?
+        .insert(params![payload])?;
     let mut insert = conn.prepare_cached(
-        "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload)
+        "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload_id)
          VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?7, ?7, ?7, ?8)",
     )?;
     for action in on_end {
@@ -869,7 +885,7 @@ fn schedule_jobs(
             action.kind,
             action.max_attempts,
             now.millis(),
-            payload
+            payload_id
         ])?;
     }
     Ok(())
@@ -943,14 +959,14 @@ fn claim(
                 .execute(params![seq])?;
             }
             let token = uuid::Uuid::new_v4().simple().to_string();
-            let job = tx
+            let (mut job, payload_id): (ClaimedJob, i64) = tx
                 .prepare_cached(
                     "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?2, lease_token = ?3, updated_at = ?4
                      WHERE seq = ?1
-                     RETURNING id, bot_id, conversation_id, action, kind, attempts, max_attempts, payload, created_at",
+                     RETURNING id, bot_id, conversation_id, action, kind, attempts, max_attempts, payload_id, created_at",
                 )?
                 .query_row(params![seq, lease_until, token, now.millis()], |r| {
-                    Ok(ClaimedJob {
+                    let job = ClaimedJob {
                         id: r.get(0)?,
                         bot_id: r.get(1)?,
                         conversation_id: r.get(2)?,
@@ -958,11 +974,16 @@ fn claim(
                         kind: r.get(4)?,
                         attempt: r.get(5)?,
                         max_attempts: r.get(6)?,
-                        payload: r.get(7)?,
+                        // Filled in just below from `job_payloads`.
+                        payload: String::new(),
                         created_at: Timestamp::from_millis(r.get(8)?),
                         lease_token: token.clone(),
-                    })
+                    };
+                    Ok((job, r.get(7)?))
                 })?;
+            job.payload = tx
+                .prepare_cached("SELECT payload FROM job_payloads WHERE id = ?1")?
+                .query_row(params![payload_id], |r| r.get(0))?;
             claimed.push(job);
         }
     }
@@ -1309,7 +1330,10 @@ mod tests {
                    VALUES ('b', 'c1', 'active', 1, 2, '{}', 2), ('b', 'c2', 'ended', 1, 3, '{}', 3),
                           ('other', 'c1', 'active', 1, 4, '{}', 4);
                INSERT INTO events VALUES ('b', 'c2', 1, 'MESSAGE', 1, 'c2-1'), ('b', 'c1', 1, 'MESSAGE', 1, 'c1-1'),
-                                         ('other', 'c1', 1, 'MESSAGE', 4, 'other-1'), ('b', 'c1', 2, 'END', 2, 'c1-2');"#,
+                                         ('other', 'c1', 1, 'MESSAGE', 4, 'other-1'), ('b', 'c1', 2, 'END', 2, 'c1-2');
+               INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at,
+                                 created_at, updated_at, payload)
+                   VALUES ('job_1', 'b', 'c2', 'notify', 'webhook', 'pending', 5, 5, 3, 3, 3, '{"record":"c2"}');"#,
         )
         .expect("old rows");
         migrate(&mut conn).expect("upgrade");
@@ -1326,6 +1350,21 @@ mod tests {
         assert_eq!(bodies("b", "c1"), [(1, "c1-1".into()), (2, "c1-2".into())]);
         assert_eq!(bodies("b", "c2"), [(1, "c2-1".into())]);
         assert_eq!(bodies("other", "c1"), [(1, "other-1".into())]);
+        // A job queued before the upgrade is claimed after it with its payload.
+        let tx = conn.transaction().expect("transaction");
+        let claimed = claim(
+            &tx,
+            10,
+            std::time::Duration::from_secs(60),
+            Timestamp::from_millis(10),
+        )
+        .expect("claim");
+        tx.commit().expect("commit");
+        let claimed: Vec<_> = claimed.into_iter().map(|j| (j.id, j.payload)).collect();
+        assert_eq!(
+            claimed,
+            [("job_1".to_owned(), r#"{"record":"c2"}"#.to_owned())]
+        );
         let version: usize = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .expect("version");
