@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces BENCHMARKS.md: every server driven by the same load generator in the same run,
 # alternating, ROUNDS times; the medians and their ratios replace the "Latest run" section.
-# Usage: bench/run.sh            (ROUNDS=3 DURATION=10s by default; about 14 minutes)
+# Usage: bench/run.sh            (ROUNDS=3 DURATION=10s by default; 8 to 14 minutes plus the build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
