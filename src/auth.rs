@@ -67,12 +67,7 @@ pub struct Verified {
     pub jti: Option<JtiUse>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JtiUse {
-    pub client_id: String,
-    pub jti: String,
-    pub expires_at: Option<Timestamp>,
-}
+pub use crate::domain::JtiUse;
 
 #[derive(Debug, Deserialize)]
 struct Claims {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
-use crate::actions::retry::RetryPolicy;
+use crate::domain::retry::RetryPolicy;
 
 /// A configuration problem, rendered as `key: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]

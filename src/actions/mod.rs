@@ -9,7 +9,7 @@
 
 pub mod nats;
 pub mod redis_cleanup;
-pub mod retry;
+pub use crate::domain::retry;
 pub mod webhook;
 pub mod worker;
 

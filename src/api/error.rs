@@ -75,14 +75,14 @@ impl From<StoreError> for ApiError {
                 message: "the server is busy; retry shortly".into(),
                 retry_after_secs: 1,
             },
-            StoreError::Unavailable(cause) => {
-                tracing::error!(%cause, "store unavailable");
+            e @ StoreError::Unavailable { .. } => {
+                tracing::error!(error = %e.chain(), "store unavailable");
                 ApiError::Unavailable {
                     message: "the store is unavailable; nothing was stored, retry later".into(),
                     retry_after_secs: 5,
                 }
             }
-            StoreError::Corrupt(cause) => ApiError::Internal(cause),
+            e @ StoreError::Corrupt { .. } => ApiError::Internal(e.chain()),
         }
     }
 }

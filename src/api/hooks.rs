@@ -16,7 +16,7 @@ use super::error::ApiError;
 use crate::domain::EventKind;
 use crate::domain::payload::parse_request;
 use crate::domain::strict_json::StrictError;
-use crate::store::{Ingest, IngestOutcome};
+use crate::store::{Ingest, IngestOutcome, Refusal};
 
 /// The same endpoint on each of the vendor's three paths, each documented.
 macro_rules! hook_route {
@@ -131,10 +131,12 @@ pub async fn hook(
             debug_assert!(stored > 0 || duplicate_ends > 0 || !has_end);
             Ok(Json(json!({"STATUS": "OK"})))
         }
-        IngestOutcome::EndedAlready { ended_at } => Err(ApiError::Conflict(format!(
-            "conversation {conversation_id} ended at {}; after the end only a repeated END_OF_CONVERSATION is accepted",
-            ended_at.to_rfc3339()
-        ))),
+        IngestOutcome::Refused(Refusal::EndedAlready { ended_at }) => {
+            Err(ApiError::Conflict(format!(
+                "conversation {conversation_id} ended at {}; after the end only a repeated END_OF_CONVERSATION is accepted",
+                ended_at.to_rfc3339()
+            )))
+        }
         IngestOutcome::Replay => Err(crate::auth::AuthError::Replayed.into()),
     }
 }

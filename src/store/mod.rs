@@ -3,7 +3,8 @@
 //! A store applies a whole request atomically: the request's events, the
 //! conversation's new state and (for apps that enforce JTI) the used `jti` commit in
 //! one transaction or not at all, and `ingest` returns only after that commit is
-//! durable. The lifecycle rules come from [`crate::domain::Conversation::apply`].
+//! durable. What a write does is decided by [`crate::domain::ingest`]: a store loads
+//! the state, asks the domain for a plan, and writes the plan; it decides nothing.
 
 pub mod postgres;
 pub mod sqlite;
@@ -13,8 +14,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
-use crate::auth::JtiUse;
 use crate::config::{StoreSettings, StoreUrl};
+pub use crate::domain::JtiUse;
+pub use crate::domain::ingest::{ActionRef, Refusal};
 use crate::domain::{Conversation, Event, Status, Timestamp};
 
 /// One request's worth of events for one conversation.
@@ -28,14 +30,6 @@ pub struct Ingest {
     /// The bot's post-conversation actions: if this request ends the conversation, one
     /// job per entry is scheduled in the same transaction.
     pub on_end: Arc<[ActionRef]>,
-}
-
-/// What the store needs to know of an action to schedule its job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActionRef {
-    pub name: String,
-    pub kind: &'static str,
-    pub max_attempts: u32,
 }
 
 #[derive(
@@ -244,6 +238,26 @@ pub struct JobStats {
     pub oldest_due_age: Option<std::time::Duration>,
 }
 
+impl JobStats {
+    /// From `(kind, state, count)` rows and the count and earliest due time of due jobs.
+    pub(crate) fn from_rows(
+        rows: Vec<(String, String, i64)>,
+        due: i64,
+        oldest_due: Option<i64>,
+        now: Timestamp,
+    ) -> Result<Self, StoreError> {
+        Ok(JobStats {
+            by_kind_and_state: rows
+                .into_iter()
+                .map(|(kind, state, n)| Ok((kind, JobState::from_column(&state)?, n.max(0) as u64)))
+                .collect::<Result<_, StoreError>>()?,
+            due: due.max(0) as u64,
+            oldest_due_age: oldest_due
+                .map(|t| std::time::Duration::from_millis((now.millis() - t).max(0) as u64)),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IngestOutcome {
     /// Committed durably.
@@ -253,10 +267,20 @@ pub enum IngestOutcome {
         /// This request ended the conversation.
         ended: bool,
     },
-    /// A non-end event for a conversation that had ended; nothing was stored.
-    EndedAlready { ended_at: Timestamp },
+    /// The domain refused the request as a whole; nothing was stored.
+    Refused(Refusal),
     /// The token's `jti` was used before; nothing was stored.
     Replay,
+}
+
+impl From<crate::domain::ingest::Accepted> for IngestOutcome {
+    fn from(a: crate::domain::ingest::Accepted) -> Self {
+        IngestOutcome::Accepted {
+            stored: a.stored,
+            duplicate_ends: a.duplicate_ends,
+            ended: a.ended,
+        }
+    }
 }
 
 /// A conversation as stored.
@@ -267,17 +291,134 @@ pub struct StoredConversation {
     pub state: Conversation,
 }
 
-#[derive(Debug, Error)]
+/// The cause of a store error, shared so that every request of a failed batch can carry it.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// Too many requests are waiting for the writer; try again shortly.
     #[error("the store is overloaded")]
     Overloaded,
     /// The store could not commit or answer (disk full, read-only, database down, shut down).
-    #[error("the store is unavailable: {0}")]
-    Unavailable(String),
+    #[error("the store is unavailable: {what}")]
+    Unavailable {
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
     /// Stored data could not be read back.
-    #[error("stored data is unreadable: {0}")]
-    Corrupt(String),
+    #[error("stored data is unreadable: {what}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+impl StoreError {
+    /// Unavailable, with a cause of the store's driver.
+    pub fn unavailable(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Unavailable {
+            what: what.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// Unavailable, for a reason of the store's own (shut down, writer stopped).
+    pub fn down(what: impl Into<String>) -> Self {
+        StoreError::Unavailable {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    pub fn corrupt(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Corrupt {
+            what: what.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// This error and its causes, `: `-separated, for a log line.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            next = e.source();
+        }
+        out
+    }
+}
+
+/// A value kept in a text column that must be one of a fixed set; anything else is
+/// corruption, never a default.
+#[derive(Debug, Error)]
+#[error("{column} holds {value:?}, which is not one of its values")]
+pub struct BadValue {
+    column: &'static str,
+    value: String,
+}
+
+impl JobState {
+    pub fn from_column(s: &str) -> Result<Self, StoreError> {
+        Self::parse(s).ok_or_else(|| {
+            StoreError::corrupt(
+                "a job row",
+                BadValue {
+                    column: "jobs.state",
+                    value: s.to_owned(),
+                },
+            )
+        })
+    }
+}
+
+impl AttemptOutcome {
+    pub fn from_column(s: &str) -> Result<Self, StoreError> {
+        [
+            AttemptOutcome::Succeeded,
+            AttemptOutcome::Failed,
+            AttemptOutcome::Lost,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+        .ok_or_else(|| {
+            StoreError::corrupt(
+                "an attempt row",
+                BadValue {
+                    column: "attempts.outcome",
+                    value: s.to_owned(),
+                },
+            )
+        })
+    }
+}
+
+/// Where a job goes after an attempt: its new state, and when it is next due.
+pub(crate) fn after_attempt(next: NextStep, now: Timestamp) -> (JobState, Timestamp) {
+    match next {
+        NextStep::Succeeded => (JobState::Succeeded, now),
+        NextStep::RetryAt(at) => (JobState::Pending, at),
+        NextStep::Dead => (JobState::Dead, now),
+    }
+}
+
+/// Parses a conversation's stored state.
+pub(crate) fn parse_state(json: &str) -> Result<Conversation, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::corrupt("a conversation's state", e))
+}
+
+/// Serializes a conversation's state for storing.
+pub(crate) fn state_json(conv: &Conversation) -> Result<String, StoreError> {
+    serde_json::to_string(conv).map_err(|e| StoreError::corrupt("a conversation's state", e))
 }
 
 #[async_trait]
@@ -375,72 +516,10 @@ pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError
     }
 }
 
-/// What one request did to a conversation, computed by the domain for any store.
-pub(crate) struct AppliedRequest<'a> {
-    /// The events to append, with their sequence numbers.
-    pub stored: Vec<(u64, &'a Event)>,
-    pub duplicate_ends: u32,
-    /// This request ended the conversation (jobs are due).
-    pub ended: bool,
-}
-
-/// Applies a request's events in order; refuses the whole request if one comes after the end.
-pub(crate) fn apply_request<'a>(
-    conv: &mut Conversation,
-    events: &'a [Event],
-    now: Timestamp,
-) -> Result<AppliedRequest<'a>, crate::domain::EndedAfter> {
-    let was_ended = conv.is_ended();
-    let mut applied = AppliedRequest {
-        stored: Vec::with_capacity(events.len()),
-        duplicate_ends: 0,
-        ended: false,
-    };
-    for event in events {
-        match conv.apply(&event.kind, now)? {
-            crate::domain::Applied::Stored { seq } => applied.stored.push((seq, event)),
-            crate::domain::Applied::DuplicateEnd => applied.duplicate_ends += 1,
-        }
-    }
-    applied.ended = !was_ended && conv.is_ended();
-    Ok(applied)
-}
-
-impl AppliedRequest<'_> {
-    pub fn outcome(&self) -> IngestOutcome {
-        IngestOutcome::Accepted {
-            stored: self.stored.len() as u32,
-            duplicate_ends: self.duplicate_ends,
-            ended: self.ended,
-        }
-    }
-}
-
-/// The payload of an end's jobs: the record as it stands at the end.
-pub(crate) fn job_payload(bot_id: &str, conversation_id: &str, conv: &Conversation) -> String {
-    serde_json::to_string(&crate::domain::ConversationRecord::new(
-        bot_id,
-        conversation_id,
-        conv,
-    ))
-    .unwrap_or_default()
-}
-
 /// A job id: a UUIDv7, so ids grow with time and each new job (and its attempts, keyed by
 /// it) lands at the right edge of its index instead of a random leaf page.
 pub(crate) fn new_job_id() -> String {
     format!("job_{}", uuid::Uuid::now_v7().simple())
-}
-
-/// The log entry of the server's own end for inactivity.
-pub(crate) fn inactivity_event(idle_since: Timestamp, timeout_ms: i64) -> String {
-    serde_json::json!({
-        "name": "INACTIVITY_TIMEOUT",
-        "reason": crate::domain::conversation::INACTIVITY_REASON,
-        "lastEventAt": idle_since.to_rfc3339(),
-        "inactivityTimeoutMs": timeout_ms,
-    })
-    .to_string()
 }
 
 pub(crate) const LOST_ATTEMPT: &str =

@@ -10,7 +10,7 @@ use wrapup::domain::payload::{Limits, parse_request};
 use wrapup::domain::{Event, Status, Timestamp};
 use wrapup::store::{
     ActionRef, AttemptOutcome, AttemptRecord, ConversationFilter, Ingest, IngestOutcome, JobFilter,
-    JobState, NextStep, Purge, RetryTarget, Store,
+    JobState, NextStep, Purge, Refusal, RetryTarget, Store,
 };
 
 const BOT: &str = "st-store-test";
@@ -145,7 +145,10 @@ pub async fn events_after_the_end_are_refused_and_nothing_is_stored(store: &S) {
         .await
         .unwrap();
     assert!(
-        matches!(outcome, IngestOutcome::EndedAlready { .. }),
+        matches!(
+            outcome,
+            IngestOutcome::Refused(Refusal::EndedAlready { .. })
+        ),
         "{outcome:?}"
     );
     let c = store.conversation(BOT, "after").await.unwrap().unwrap();
@@ -159,7 +162,10 @@ pub async fn events_after_the_end_are_refused_and_nothing_is_stored(store: &S) {
         ))
         .await
         .unwrap();
-    assert!(matches!(outcome, IngestOutcome::EndedAlready { .. }));
+    assert!(matches!(
+        outcome,
+        IngestOutcome::Refused(Refusal::EndedAlready { .. })
+    ));
     assert!(store.conversation(BOT, "whole").await.unwrap().is_none());
     assert!(jobs_of(store, "whole").await.is_empty());
 }

@@ -1,0 +1,315 @@
+//! The one place that decides what a write does to a conversation.
+//!
+//! A store loads the conversation's state (locked for update), asks [`plan`] (a client's
+//! request) or [`plan_expiry`] (the server's own end for inactivity) what to do, and
+//! writes the returned [`Plan`] in one transaction: the new state, the log entries to
+//! append, and — when this write ended the conversation — one job per configured action
+//! with the record at the end as payload (the transactional outbox). The store decides
+//! nothing; both stores write the same plan, so their behaviour cannot drift.
+//!
+//! What stays with the store is IO only: recording the request's `jti` before the plan
+//! (a replay stores nothing), the job ids, and the commit.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::conversation::{Conversation, EndedAfter, INACTIVITY_REASON};
+use super::payload::Event;
+use super::record::ConversationRecord;
+use super::time::Timestamp;
+use super::{Applied, EventKind};
+
+/// What scheduling needs to know of one of the bot's `on_end` actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionRef {
+    pub name: String,
+    pub kind: &'static str,
+    pub max_attempts: u32,
+}
+
+/// One entry to append to the conversation's event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Append<'a> {
+    /// The event's number in the conversation, 1-based.
+    pub seq: u64,
+    pub name: &'static str,
+    /// The JSON kept in the log: the event as received, or the server's own entry.
+    pub body: Cow<'a, str>,
+}
+
+/// The jobs an end schedules: one per action, sharing one payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jobs {
+    /// The conversation record as it stands at the end, JSON.
+    pub payload: String,
+    pub actions: Arc<[ActionRef]>,
+}
+
+/// What a write does; the store applies all of it in one transaction or none of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan<'a> {
+    pub state: Conversation,
+    pub appends: Vec<Append<'a>>,
+    /// Present only when this write ended the conversation and the bot has actions.
+    pub jobs: Option<Jobs>,
+    pub outcome: Accepted,
+}
+
+/// The outcome of a request that is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// Events appended to the log.
+    pub stored: u32,
+    /// Repeated ends: acknowledged and counted, nothing else.
+    pub duplicate_ends: u32,
+    /// This request ended the conversation (its jobs are scheduled).
+    pub ended: bool,
+}
+
+/// Why a request is refused as a whole; nothing of it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A non-end event for a conversation that had ended.
+    EndedAlready { ended_at: Timestamp },
+}
+
+/// The conversation being written, as the plan needs to name it in the job payload.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub bot_id: &'a str,
+    pub conversation_id: &'a str,
+}
+
+/// Plans a client's request: its events applied in order to `state` (a new conversation
+/// created at `now` when there is none). Refused as a whole if one event comes after the
+/// end; the first end schedules `on_end`'s jobs.
+pub fn plan<'a>(
+    target: Target<'_>,
+    state: Option<Conversation>,
+    events: &'a [Event],
+    on_end: &Arc<[ActionRef]>,
+    now: Timestamp,
+) -> Result<Plan<'a>, Refusal> {
+    let mut conv = state.unwrap_or_else(|| Conversation::new(now));
+    let was_ended = conv.is_ended();
+    let mut appends = Vec::with_capacity(events.len());
+    let mut duplicate_ends = 0u32;
+    for event in events {
+        match conv.apply(&event.kind, now) {
+            Ok(Applied::Stored { seq }) => appends.push(Append {
+                seq,
+                name: event.kind.name(),
+                body: Cow::Borrowed(event.raw.as_str()),
+            }),
+            Ok(Applied::DuplicateEnd) => duplicate_ends += 1,
+            Err(EndedAfter { ended_at }) => return Err(Refusal::EndedAlready { ended_at }),
+        }
+    }
+    let ended = !was_ended && conv.is_ended();
+    let jobs = ended.then(|| jobs(target, &conv, on_end)).flatten();
+    Ok(Plan {
+        outcome: Accepted {
+            stored: appends.len() as u32,
+            duplicate_ends,
+            ended,
+        },
+        state: conv,
+        appends,
+        jobs,
+    })
+}
+
+/// Plans the server's own end of a conversation silent since its last event: the same
+/// end as a client's (segments closed, jobs scheduled), logged as `INACTIVITY_TIMEOUT`.
+/// `None` if the conversation has ended meanwhile.
+pub fn plan_expiry(
+    target: Target<'_>,
+    mut conv: Conversation,
+    timeout_ms: i64,
+    on_end: &Arc<[ActionRef]>,
+    now: Timestamp,
+) -> Option<Plan<'static>> {
+    let idle_since = conv.last_event_at;
+    let seq = conv.expire(now, timeout_ms)?;
+    let body = json!({
+        "name": "INACTIVITY_TIMEOUT",
+        "reason": INACTIVITY_REASON,
+        "lastEventAt": idle_since.to_rfc3339(),
+        "inactivityTimeoutMs": timeout_ms,
+    })
+    .to_string();
+    let jobs = jobs(target, &conv, on_end);
+    Some(Plan {
+        state: conv,
+        appends: vec![Append {
+            seq,
+            name: "INACTIVITY_TIMEOUT",
+            body: Cow::Owned(body),
+        }],
+        jobs,
+        outcome: Accepted {
+            stored: 1,
+            duplicate_ends: 0,
+            ended: true,
+        },
+    })
+}
+
+/// The end's jobs, if the bot has actions: the record at the end is their payload.
+fn jobs(target: Target<'_>, conv: &Conversation, on_end: &Arc<[ActionRef]>) -> Option<Jobs> {
+    if on_end.is_empty() {
+        return None;
+    }
+    let record = ConversationRecord::new(target.bot_id, target.conversation_id, conv);
+    // A record is plain strings, numbers and JSON values: serializing it cannot fail.
+    let payload = serde_json::to_string(&record).unwrap_or_default();
+    Some(Jobs {
+        payload,
+        actions: on_end.clone(),
+    })
+}
+
+impl Plan<'_> {
+    /// True when the plan ends the conversation (an end or an expiry).
+    pub fn ends(&self) -> bool {
+        self.outcome.ended
+    }
+}
+
+/// True if any of `events` is an end.
+pub fn has_end(events: &[Event]) -> bool {
+    events.iter().any(|e| matches!(e.kind, EventKind::End(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::payload::{End, Participant, Summary};
+
+    const T: Target<'static> = Target {
+        bot_id: "st-1",
+        conversation_id: "c-1",
+    };
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            raw: format!("{{\"name\":\"{}\"}}", kind.name()),
+            kind,
+        }
+    }
+
+    fn end() -> Event {
+        event(EventKind::End(End {
+            reason: "agent_initiated".into(),
+            language: "en".into(),
+            experience: "voice".into(),
+            participant: Participant {
+                identity: "a1".into(),
+                name: "A".into(),
+                kind: "agent".into(),
+                custom_fields: Default::default(),
+            },
+        }))
+    }
+
+    fn summary() -> Event {
+        event(EventKind::Summary(Summary {
+            language: "English".into(),
+            locale: "en".into(),
+            kind: "post".into(),
+        }))
+    }
+
+    fn actions(n: usize) -> Arc<[ActionRef]> {
+        (0..n)
+            .map(|i| ActionRef {
+                name: format!("hook{i}"),
+                kind: "webhook",
+                max_attempts: 3,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_end_schedules_one_job_per_action_with_the_record_at_the_end() {
+        let now = Timestamp::from_millis(1_000);
+        let events = [summary(), end()];
+        let p = plan(T, None, &events, &actions(2), now).expect("accepted");
+        assert_eq!(
+            p.outcome,
+            Accepted {
+                stored: 2,
+                duplicate_ends: 0,
+                ended: true
+            }
+        );
+        assert_eq!(
+            p.appends
+                .iter()
+                .map(|a| (a.seq, a.name))
+                .collect::<Vec<_>>(),
+            [(1, "TRIGGER_SUMMARY_EVENT"), (2, "END_OF_CONVERSATION")]
+        );
+        let jobs = p.jobs.expect("jobs");
+        assert_eq!(jobs.actions.len(), 2);
+        let record: serde_json::Value = serde_json::from_str(&jobs.payload).expect("json");
+        assert_eq!(record["conversationId"], "c-1");
+        assert_eq!(record["status"], "ended");
+    }
+
+    #[test]
+    fn a_repeated_end_is_counted_and_schedules_nothing() {
+        let now = Timestamp::from_millis(1_000);
+        let events = [end()];
+        let first = plan(T, None, &events, &actions(1), now).expect("accepted");
+        let again = plan(T, Some(first.state), &events, &actions(1), now).expect("accepted");
+        assert_eq!(
+            again.outcome,
+            Accepted {
+                stored: 0,
+                duplicate_ends: 1,
+                ended: false
+            }
+        );
+        assert!(again.appends.is_empty() && again.jobs.is_none());
+    }
+
+    #[test]
+    fn another_event_after_the_end_refuses_the_whole_request() {
+        let now = Timestamp::from_millis(1_000);
+        let (one, two) = ([end()], [end(), summary()]);
+        let ended = plan(T, None, &one, &actions(1), now).expect("accepted");
+        assert_eq!(
+            plan(T, Some(ended.state), &two, &actions(1), now),
+            Err(Refusal::EndedAlready { ended_at: now })
+        );
+    }
+
+    #[test]
+    fn a_bot_without_actions_gets_no_jobs() {
+        let now = Timestamp::from_millis(1_000);
+        let events = [end()];
+        let p = plan(T, None, &events, &actions(0), now).expect("accepted");
+        assert!(p.outcome.ended && p.jobs.is_none());
+    }
+
+    #[test]
+    fn expiry_ends_an_active_conversation_once_and_logs_why() {
+        let t0 = Timestamp::from_millis(1_000);
+        let events = [summary()];
+        let active = plan(T, None, &events, &actions(1), t0).expect("accepted");
+        let now = Timestamp::from_millis(61_000);
+        let p = plan_expiry(T, active.state, 60_000, &actions(1), now).expect("expired");
+        assert_eq!(p.appends.len(), 1);
+        assert_eq!(p.appends[0].seq, 2);
+        assert_eq!(p.appends[0].name, "INACTIVITY_TIMEOUT");
+        let body: serde_json::Value = serde_json::from_str(&p.appends[0].body).expect("json");
+        assert_eq!(body["inactivityTimeoutMs"], 60_000);
+        assert_eq!(body["lastEventAt"], t0.to_rfc3339());
+        assert!(p.jobs.is_some());
+        assert_eq!(p.state.end_reason.as_deref(), Some(INACTIVITY_REASON));
+        assert!(plan_expiry(T, p.state, 60_000, &actions(1), now).is_none());
+    }
+}

@@ -1,0 +1,344 @@
+//! Conversations and their event logs: the row lock that serializes a conversation's
+//! writers across instances, writing the domain's plan, sweeps and record reads.
+
+use sqlx::postgres::PgPool;
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+
+use super::jobs;
+use crate::domain::ingest::{self, ActionRef, Plan, Target};
+use crate::domain::{Conversation, JtiUse, Timestamp};
+use crate::store::{
+    ConversationFilter, EventPage, Ingest, IngestOutcome, ListedConversation, Purge, StoreError,
+    StoredConversation, StoredEvent, parse_state, state_json,
+};
+
+/// Records `jti`; false if this app used it before.
+pub(super) async fn record_jti(
+    conn: &mut PgConnection,
+    jti: &JtiUse,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO used_jti (client_id, jti, used_at, expires_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(&jti.client_id)
+    .bind(&jti.jti)
+    .bind(now.millis())
+    .bind(jti.expires_at.map(|t| t.millis()))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// One request, inside the caller's transaction.
+pub(super) async fn ingest(
+    conn: &mut PgConnection,
+    ingest: &Ingest,
+    now: Timestamp,
+) -> Result<IngestOutcome, StoreError> {
+    if let Some(jti) = &ingest.jti
+        && !record_jti(conn, jti, now).await?
+    {
+        return Ok(IngestOutcome::Replay);
+    }
+    let target = Target {
+        bot_id: &ingest.bot_id,
+        conversation_id: &ingest.conversation_id,
+    };
+    let state = load_for_update(conn, target).await?;
+    match ingest::plan(target, state, &ingest.events, &ingest.on_end, now) {
+        Ok(plan) => {
+            write_plan(conn, target, &plan, now).await?;
+            Ok(plan.outcome.into())
+        }
+        Err(refusal) => Ok(IngestOutcome::Refused(refusal)),
+    }
+}
+
+/// Locks the conversation's row for the rest of the transaction (creating a placeholder
+/// row first if there is none, so that there is a row to lock): every request for this
+/// conversation, on any instance, waits here for the one before it to commit. `None`
+/// for a conversation that did not exist.
+async fn load_for_update(
+    conn: &mut PgConnection,
+    target: Target<'_>,
+) -> Result<Option<Conversation>, StoreError> {
+    let created = sqlx::query(
+        "INSERT INTO conversations (bot_id, conversation_id, status, created_at, last_event_at, sort_at, state)
+         VALUES ($1, $2, 'active', 0, 0, 0, '') ON CONFLICT DO NOTHING",
+    )
+    .bind(target.bot_id)
+    .bind(target.conversation_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    let state: String = sqlx::query_scalar(
+        "SELECT state FROM conversations WHERE bot_id = $1 AND conversation_id = $2 FOR UPDATE",
+    )
+    .bind(target.bot_id)
+    .bind(target.conversation_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    // The placeholder is never committed: the plan overwrites it, or the transaction
+    // rolls back. A concurrent insert of the same row waits for this transaction.
+    if created {
+        Ok(None)
+    } else {
+        parse_state(&state).map(Some)
+    }
+}
+
+/// Writes a plan: the state, the log entries, the jobs.
+async fn write_plan(
+    conn: &mut PgConnection,
+    target: Target<'_>,
+    plan: &Plan<'_>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    save(conn, target, &plan.state).await?;
+    for a in &plan.appends {
+        sqlx::query(
+            "INSERT INTO events (bot_id, conversation_id, seq, name, received_at, body) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(target.bot_id)
+        .bind(target.conversation_id)
+        .bind(a.seq as i64)
+        .bind(a.name)
+        .bind(now.millis())
+        .bind(a.body.as_ref())
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some(j) = &plan.jobs {
+        jobs::schedule(conn, target, j, now).await?;
+    }
+    Ok(())
+}
+
+async fn save(
+    conn: &mut PgConnection,
+    target: Target<'_>,
+    conv: &Conversation,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE conversations SET status = $3, created_at = $4, last_event_at = $5, ended_at = $6,
+             sort_at = $7, state = $8
+         WHERE bot_id = $1 AND conversation_id = $2",
+    )
+    .bind(target.bot_id)
+    .bind(target.conversation_id)
+    .bind(conv.status.as_str())
+    .bind(conv.created_at.millis())
+    .bind(conv.last_event_at.millis())
+    .bind(conv.ended_at.map(|t| t.millis()))
+    .bind(conv.ended_at.unwrap_or(conv.last_event_at).millis())
+    .bind(state_json(conv)?)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The server's own end for conversations gone silent, planned by the domain like a
+/// client's end. SKIP LOCKED: a conversation a request (or another sweeper) holds is
+/// left to it.
+pub(super) async fn expire_inactive(
+    conn: &mut PgConnection,
+    bot_id: &str,
+    idle_since: Timestamp,
+    timeout_ms: i64,
+    on_end: &std::sync::Arc<[ActionRef]>,
+    limit: usize,
+    now: Timestamp,
+) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT conversation_id, state FROM conversations
+         WHERE bot_id = $1 AND status = 'active' AND last_event_at <= $2
+         ORDER BY last_event_at LIMIT $3 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(bot_id)
+    .bind(idle_since.millis())
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut ended = Vec::with_capacity(rows.len());
+    for (id, state) in rows {
+        let target = Target {
+            bot_id,
+            conversation_id: &id,
+        };
+        let Some(plan) = ingest::plan_expiry(target, parse_state(&state)?, timeout_ms, on_end, now)
+        else {
+            continue;
+        };
+        write_plan(conn, target, &plan, now).await?;
+        ended.push(id);
+    }
+    Ok(ended)
+}
+
+pub(super) async fn purge_ended(
+    conn: &mut PgConnection,
+    bot_id: &str,
+    purge: Purge,
+    limit: usize,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let mut purged = 0u64;
+    for (before, column, only_messages) in [
+        (purge.events_before, "events_purged_at", false),
+        (purge.transcript_before, "transcript_purged_at", true),
+    ] {
+        let Some(before) = before else { continue };
+        let ids: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT conversation_id FROM conversations
+             WHERE bot_id = $1 AND {column} IS NULL AND status = 'ended' AND ended_at <= $2
+             LIMIT $3 FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(bot_id)
+        .bind(before.millis())
+        .bind(limit as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        for id in ids {
+            sqlx::query(
+                "DELETE FROM events WHERE bot_id = $1 AND conversation_id = $2 AND (NOT $3 OR name = 'MESSAGE')",
+            )
+            .bind(bot_id)
+            .bind(&id)
+            .bind(only_messages)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(&format!(
+                "UPDATE conversations SET {column} = $3 WHERE bot_id = $1 AND conversation_id = $2"
+            ))
+            .bind(bot_id)
+            .bind(&id)
+            .bind(now.millis())
+            .execute(&mut *conn)
+            .await?;
+            purged += 1;
+        }
+    }
+    Ok(purged)
+}
+
+pub(super) async fn conversation(
+    pool: &PgPool,
+    bot_id: &str,
+    conversation_id: &str,
+) -> Result<Option<StoredConversation>, StoreError> {
+    let state: Option<String> = sqlx::query_scalar(
+        "SELECT state FROM conversations WHERE bot_id = $1 AND conversation_id = $2",
+    )
+    .bind(bot_id)
+    .bind(conversation_id)
+    .fetch_optional(pool)
+    .await?;
+    state
+        .map(|s| {
+            Ok(StoredConversation {
+                bot_id: bot_id.to_owned(),
+                conversation_id: conversation_id.to_owned(),
+                state: parse_state(&s)?,
+            })
+        })
+        .transpose()
+}
+
+pub(super) async fn list(
+    pool: &PgPool,
+    bot_id: &str,
+    f: ConversationFilter,
+) -> Result<Vec<ListedConversation>, StoreError> {
+    let mut q = QueryBuilder::<Postgres>::new(
+        "SELECT conversation_id, sort_at, state FROM conversations WHERE bot_id = ",
+    );
+    q.push_bind(bot_id);
+    if let Some(status) = f.status {
+        q.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(from) = f.from {
+        q.push(" AND sort_at >= ").push_bind(from.millis());
+    }
+    if let Some(to) = f.to {
+        q.push(" AND sort_at <= ").push_bind(to.millis());
+    }
+    if let Some((at, id)) = &f.after {
+        q.push(" AND (sort_at, conversation_id) < (")
+            .push_bind(at.millis())
+            .push(", ")
+            .push_bind(id.clone())
+            .push(")");
+    }
+    q.push(" ORDER BY sort_at DESC, conversation_id DESC LIMIT ")
+        .push_bind(f.limit as i64);
+    let rows = q.build().fetch_all(pool).await?;
+    rows.iter()
+        .map(|r| {
+            let columns = (|| {
+                Ok::<_, sqlx::Error>((
+                    r.try_get::<String, _>(0)?,
+                    r.try_get::<i64, _>(1)?,
+                    r.try_get::<String, _>(2)?,
+                ))
+            })();
+            let (id, sort_at, state) =
+                columns.map_err(|e| StoreError::corrupt("a conversation row", e))?;
+            Ok(ListedConversation {
+                conversation: StoredConversation {
+                    bot_id: bot_id.to_owned(),
+                    conversation_id: id,
+                    state: parse_state(&state)?,
+                },
+                sort_at: Timestamp::from_millis(sort_at),
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn event_page(
+    pool: &PgPool,
+    bot_id: &str,
+    conversation_id: &str,
+    only: Option<&'static str>,
+    after: u64,
+    limit: usize,
+) -> Result<Option<EventPage>, StoreError> {
+    let purged: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT events_purged_at, transcript_purged_at FROM conversations
+         WHERE bot_id = $1 AND conversation_id = $2",
+    )
+    .bind(bot_id)
+    .bind(conversation_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some((events_purged_at, transcript_purged_at)) = purged else {
+        return Ok(None);
+    };
+    let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(
+        "SELECT seq, name, received_at, body FROM events
+         WHERE bot_id = $1 AND conversation_id = $2 AND seq > $3 AND ($5::text IS NULL OR name = $5)
+         ORDER BY seq LIMIT $4",
+    )
+    .bind(bot_id)
+    .bind(conversation_id)
+    .bind(after as i64)
+    .bind(limit as i64)
+    .bind(only)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(EventPage {
+        events: rows
+            .into_iter()
+            .map(|(seq, name, at, body)| StoredEvent {
+                seq: seq as u64,
+                name,
+                received_at: Timestamp::from_millis(at),
+                body,
+            })
+            .collect(),
+        events_purged_at: events_purged_at.map(Timestamp::from_millis),
+        transcript_purged_at: transcript_purged_at.map(Timestamp::from_millis),
+    }))
+}

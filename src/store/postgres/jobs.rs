@@ -1,0 +1,281 @@
+//! The outbox on PostgreSQL: workers of every instance claim with `FOR UPDATE SKIP
+//! LOCKED`, so a job is leased to one of them at a time.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+
+use crate::domain::Timestamp;
+use crate::domain::ingest::{Jobs, Target};
+use crate::store::{
+    AttemptOutcome, AttemptRecord, ClaimedJob, JobFilter, JobState, JobStats, JobView,
+    LOST_ATTEMPT, NextStep, RetryTarget, StoreError, after_attempt, new_job_id,
+};
+
+/// Writes an end's jobs, one row per action, each with the payload.
+pub(super) async fn schedule(
+    conn: &mut PgConnection,
+    target: Target<'_>,
+    jobs: &Jobs,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    for action in jobs.actions.iter() {
+        sqlx::query(
+            "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $7, $7, $7, $8)",
+        )
+        .bind(new_job_id())
+        .bind(target.bot_id)
+        .bind(target.conversation_id)
+        .bind(&action.name)
+        .bind(action.kind)
+        .bind(action.max_attempts as i32)
+        .bind(now.millis())
+        .bind(&jobs.payload)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+const JOB_COLUMNS: &str = "seq, id, bot_id, conversation_id, action, kind, state, attempts, max_attempts, created_at, updated_at, due_at, last_error";
+
+fn job_view(r: &PgRow) -> Result<JobView, StoreError> {
+    let row = (|| {
+        Ok::<_, sqlx::Error>(JobView {
+            cursor: r.try_get(0)?,
+            id: r.try_get(1)?,
+            bot_id: r.try_get(2)?,
+            conversation_id: r.try_get(3)?,
+            action: r.try_get(4)?,
+            kind: r.try_get(5)?,
+            state: JobState::Pending,
+            attempts: r.try_get::<i32, _>(7)? as u32,
+            max_attempts: r.try_get::<i32, _>(8)? as u32,
+            created_at: Timestamp::from_millis(r.try_get(9)?),
+            updated_at: Timestamp::from_millis(r.try_get(10)?),
+            due_at: Timestamp::from_millis(r.try_get(11)?),
+            last_error: r.try_get(12)?,
+            attempt_log: None,
+        })
+    })();
+    let mut job = row.map_err(|e| StoreError::corrupt("a job row", e))?;
+    let state: String = r
+        .try_get(6)
+        .map_err(|e| StoreError::corrupt("a job row", e))?;
+    job.state = JobState::from_column(&state)?;
+    Ok(job)
+}
+
+fn claimed(r: &PgRow) -> Result<ClaimedJob, StoreError> {
+    let job = (|| {
+        Ok::<_, sqlx::Error>(ClaimedJob {
+            id: r.try_get(0)?,
+            bot_id: r.try_get(1)?,
+            conversation_id: r.try_get(2)?,
+            action: r.try_get(3)?,
+            kind: r.try_get(4)?,
+            attempt: r.try_get::<i32, _>(5)? as u32,
+            max_attempts: r.try_get::<i32, _>(6)? as u32,
+            payload: r.try_get(7)?,
+            created_at: Timestamp::from_millis(r.try_get(8)?),
+            lease_token: r.try_get(9)?,
+        })
+    })();
+    job.map_err(|e| StoreError::corrupt("a claimed job row", e))
+}
+
+const CLAIMED_COLUMNS: &str = "j.id, j.bot_id, j.conversation_id, j.action, j.kind, j.attempts, j.max_attempts, j.payload, j.created_at, j.lease_token";
+
+pub(super) async fn claim(
+    conn: &mut PgConnection,
+    limit: usize,
+    lease: Duration,
+    now: Timestamp,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let now = now.millis();
+    let lease_until = now + lease.as_millis() as i64;
+    let due = sqlx::query(&format!(
+        "WITH due AS (
+             SELECT seq FROM jobs WHERE state = 'pending' AND due_at <= $1
+             ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+         UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, lease_until = $3,
+                lease_token = gen_random_uuid()::text, updated_at = $1
+         FROM due WHERE j.seq = due.seq
+         RETURNING {CLAIMED_COLUMNS}"
+    ))
+    .bind(now)
+    .bind(limit as i64)
+    .bind(lease_until)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut jobs = due.iter().map(claimed).collect::<Result<Vec<_>, _>>()?;
+    if jobs.len() < limit {
+        // Jobs whose worker vanished: record the lost attempt (not counted against
+        // the budget) and run them again with the same id.
+        let lost = sqlx::query(&format!(
+            "WITH lost AS (
+                 SELECT seq FROM jobs WHERE state = 'running' AND lease_until <= $1
+                 ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED),
+             recorded AS (
+                 INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error)
+                 SELECT j.id, j.attempts, j.updated_at, $1 - j.updated_at, 'lost', $4
+                 FROM jobs j JOIN lost ON j.seq = lost.seq
+                 ON CONFLICT DO NOTHING)
+             UPDATE jobs j SET attempts = j.attempts + 1, max_attempts = j.max_attempts + 1, lease_until = $3,
+                    lease_token = gen_random_uuid()::text, updated_at = $1
+             FROM lost WHERE j.seq = lost.seq
+             RETURNING {CLAIMED_COLUMNS}"
+        ))
+        .bind(now)
+        .bind((limit - jobs.len()) as i64)
+        .bind(lease_until)
+        .bind(LOST_ATTEMPT)
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in &lost {
+            jobs.push(claimed(row)?);
+        }
+    }
+    Ok(jobs)
+}
+
+pub(super) async fn finish(
+    conn: &mut PgConnection,
+    job: &ClaimedJob,
+    a: &AttemptRecord,
+    next: NextStep,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    sqlx::query(
+        "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, status_code, error, response)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (job_id, attempt) DO UPDATE SET started_at = excluded.started_at,
+           duration_ms = excluded.duration_ms, outcome = excluded.outcome, status_code = excluded.status_code,
+           error = excluded.error, response = excluded.response",
+    )
+    .bind(&job.id)
+    .bind(a.attempt as i32)
+    .bind(a.started_at.millis())
+    .bind(a.duration_ms as i64)
+    .bind(a.outcome.as_str())
+    .bind(a.status_code.map(i32::from))
+    .bind(&a.error)
+    .bind(&a.response)
+    .execute(&mut *conn)
+    .await?;
+    let (state, due_at) = after_attempt(next, now);
+    let changed = sqlx::query(
+        "UPDATE jobs SET state = $3, due_at = $4, lease_until = NULL, lease_token = NULL, updated_at = $5, last_error = $6
+         WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+    )
+    .bind(&job.id)
+    .bind(&job.lease_token)
+    .bind(state.as_str())
+    .bind(due_at.millis())
+    .bind(now.millis())
+    .bind(&a.error)
+    .execute(&mut *conn)
+    .await?;
+    Ok(changed.rows_affected() == 1)
+}
+
+pub(super) async fn list(pool: &PgPool, f: JobFilter) -> Result<Vec<JobView>, StoreError> {
+    let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE TRUE"));
+    if let Some(state) = f.state {
+        q.push(" AND state = ").push_bind(state.as_str());
+    }
+    if let Some(bot) = &f.bot_id {
+        q.push(" AND bot_id = ").push_bind(bot.clone());
+    }
+    if let Some(c) = &f.conversation_id {
+        q.push(" AND conversation_id = ").push_bind(c.clone());
+    }
+    if let Some(before) = f.before {
+        q.push(" AND seq < ").push_bind(before);
+    }
+    q.push(" ORDER BY seq DESC LIMIT ")
+        .push_bind(f.limit as i64);
+    let rows = q.build().fetch_all(pool).await?;
+    rows.iter().map(job_view).collect()
+}
+
+type AttemptRow = (
+    i32,
+    i64,
+    i64,
+    String,
+    Option<i32>,
+    Option<String>,
+    Option<String>,
+);
+
+pub(super) async fn with_attempts(pool: &PgPool, id: &str) -> Result<Option<JobView>, StoreError> {
+    let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut job = job_view(&row)?;
+    let attempts: Vec<AttemptRow> = sqlx::query_as(
+        "SELECT attempt, started_at, duration_ms, outcome, status_code, error, response
+         FROM attempts WHERE job_id = $1 ORDER BY attempt",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    job.attempt_log = Some(
+        attempts
+            .into_iter()
+            .map(
+                |(attempt, started, duration, outcome, status, error, response)| {
+                    Ok(AttemptRecord {
+                        attempt: attempt as u32,
+                        started_at: Timestamp::from_millis(started),
+                        duration_ms: duration.max(0) as u64,
+                        outcome: AttemptOutcome::from_column(&outcome)?,
+                        status_code: status.map(|s| s as u16),
+                        error,
+                        response,
+                    })
+                },
+            )
+            .collect::<Result<_, StoreError>>()?,
+    );
+    Ok(Some(job))
+}
+
+pub(super) async fn retry_dead(
+    pool: &PgPool,
+    target: RetryTarget,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let (filter, value) = match &target {
+        RetryTarget::Job(id) => ("id = $2", id),
+        RetryTarget::DeadOfBot(bot) => ("bot_id = $2", bot),
+    };
+    let done = sqlx::query(&format!(
+        "UPDATE jobs SET state = 'pending', due_at = $1, updated_at = $1, max_attempts = attempts + budget
+         WHERE state = 'dead' AND {filter}"
+    ))
+    .bind(now.millis())
+    .bind(value)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+pub(super) async fn stats(pool: &PgPool, now: Timestamp) -> Result<JobStats, StoreError> {
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state")
+            .fetch_all(pool)
+            .await?;
+    let (due, oldest): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT count(*), min(due_at) FROM jobs WHERE state = 'pending' AND due_at <= $1",
+    )
+    .bind(now.millis())
+    .fetch_one(pool)
+    .await?;
+    JobStats::from_rows(rows, due, oldest, now)
+}

@@ -1,0 +1,1 @@
+CREATE INDEX used_jti_expiry ON used_jti (expires_at) WHERE expires_at IS NOT NULL;

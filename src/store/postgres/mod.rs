@@ -1,0 +1,185 @@
+//! The PostgreSQL store, for several `wrapup serve` instances sharing one database.
+//!
+//! Nothing here relies on a process's memory for correctness:
+//! - a request runs in one transaction that locks its conversation row
+//!   (`INSERT … ON CONFLICT DO NOTHING`, then `SELECT … FOR UPDATE`), so concurrent ends
+//!   of one conversation on any instances serialize and exactly one of them ends it;
+//! - a used `jti` is a row with a primary key, inserted in the same transaction;
+//! - workers claim jobs and the sweeper picks conversations with `FOR UPDATE SKIP LOCKED`;
+//! - migrations run under an advisory lock, so instances starting together apply them once.
+//!
+//! PostgreSQL batches concurrent commits' WAL flushes itself, so each request commits
+//! on its own: a 200 is sent only after `COMMIT` returned (with the server's default
+//! `synchronous_commit = on`, after the WAL reached disk).
+
+mod conversations;
+mod jobs;
+mod schema;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgPool;
+
+use super::{
+    ActionRef, AttemptRecord, ClaimedJob, ConversationFilter, EventPage, Ingest, IngestOutcome,
+    JobFilter, JobStats, JobView, ListedConversation, NextStep, Purge, RetryTarget, Store,
+    StoreError, StoredConversation,
+};
+use crate::config::StoreSettings;
+use crate::domain::{JtiUse, Timestamp};
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str, settings: &StoreSettings) -> Result<Self, StoreError> {
+        Ok(Self {
+            pool: schema::connect(url, settings).await?,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ingest(&self, ingest: Ingest) -> Result<IngestOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let outcome = conversations::ingest(&mut tx, &ingest, Timestamp::now()).await?;
+        // Only what is accepted commits; a refusal or a replay rolls back as the
+        // transaction drops.
+        if matches!(outcome, IngestOutcome::Accepted { .. }) {
+            tx.commit().await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn consume_jti(&self, jti: JtiUse) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let fresh = conversations::record_jti(&mut tx, &jti, Timestamp::now()).await?;
+        tx.commit().await?;
+        Ok(fresh)
+    }
+
+    async fn conversation(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<StoredConversation>, StoreError> {
+        conversations::conversation(&self.pool, bot_id, conversation_id).await
+    }
+
+    async fn list_conversations(
+        &self,
+        bot_id: &str,
+        f: ConversationFilter,
+    ) -> Result<Vec<ListedConversation>, StoreError> {
+        conversations::list(&self.pool, bot_id, f).await
+    }
+
+    async fn events(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+        only: Option<&'static str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<EventPage>, StoreError> {
+        conversations::event_page(&self.pool, bot_id, conversation_id, only, after, limit).await
+    }
+
+    async fn expire_inactive(
+        &self,
+        bot_id: &str,
+        idle_since: Timestamp,
+        timeout_ms: i64,
+        on_end: Arc<[ActionRef]>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ended = conversations::expire_inactive(
+            &mut tx,
+            bot_id,
+            idle_since,
+            timeout_ms,
+            &on_end,
+            limit,
+            Timestamp::now(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ended)
+    }
+
+    async fn purge_jti(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM used_jti WHERE (client_id, jti) IN (
+                 SELECT client_id, jti FROM used_jti WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(before.millis())
+        .bind(limit as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn purge(&self, bot_id: &str, purge: Purge, limit: usize) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let purged =
+            conversations::purge_ended(&mut tx, bot_id, purge, limit, Timestamp::now()).await?;
+        tx.commit().await?;
+        Ok(purged)
+    }
+
+    async fn claim_jobs(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let jobs = jobs::claim(&mut tx, limit, lease, Timestamp::now()).await?;
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    async fn finish_attempt(
+        &self,
+        job: &ClaimedJob,
+        a: AttemptRecord,
+        next: NextStep,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let changed = jobs::finish(&mut tx, job, &a, next, Timestamp::now()).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn list_jobs(&self, f: JobFilter) -> Result<Vec<JobView>, StoreError> {
+        jobs::list(&self.pool, f).await
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<JobView>, StoreError> {
+        jobs::with_attempts(&self.pool, id).await
+    }
+
+    async fn retry_dead(&self, target: RetryTarget) -> Result<u64, StoreError> {
+        jobs::retry_dead(&self.pool, target, Timestamp::now()).await
+    }
+
+    async fn job_stats(&self) -> Result<JobStats, StoreError> {
+        jobs::stats(&self.pool, Timestamp::now()).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO heartbeat (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = excluded.at")
+            .bind(Timestamp::now().millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,82 @@
+//! Connecting and bringing the schema up to date, under an advisory lock so instances
+//! starting together apply each migration once. Versions are the files in
+//! `migrations/`, recorded in `wrapup_schema`.
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::config::StoreSettings;
+use crate::store::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001.sql"),
+    include_str!("migrations/0002.sql"),
+];
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::unavailable("postgresql", e)
+    }
+}
+
+pub(super) async fn connect(url: &str, settings: &StoreSettings) -> Result<PgPool, StoreError> {
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|e| StoreError::unavailable("invalid PostgreSQL URL", e))?;
+    let options = options.options([
+        (
+            "statement_timeout",
+            settings.statement_timeout.as_millis().to_string(),
+        ),
+        ("search_path", settings.schema.clone()),
+    ]);
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.pool_size)
+        .acquire_timeout(settings.connect_timeout)
+        .connect_with(options)
+        .await
+        .map_err(|e| StoreError::unavailable("cannot connect to PostgreSQL", e))?;
+    migrate(&pool, &settings.schema).await?;
+    Ok(pool)
+}
+
+async fn migrate(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    // One instance migrates at a time; the others wait here and then find nothing to do.
+    sqlx::query("SELECT pg_advisory_lock(hashtext('wrapup-migrate'))")
+        .execute(&mut *conn)
+        .await?;
+    let result = async {
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS wrapup_schema (version INTEGER NOT NULL)")
+            .execute(&mut *conn)
+            .await?;
+        let version: Option<i32> = sqlx::query_scalar("SELECT max(version) FROM wrapup_schema")
+            .fetch_one(&mut *conn)
+            .await?;
+        let version = version.unwrap_or(0) as usize;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO wrapup_schema (version) VALUES ($1)")
+                .bind((i + 1) as i32)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok::<usize, sqlx::Error>(version)
+    }
+    .await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('wrapup-migrate'))")
+        .execute(&mut *conn)
+        .await;
+    let version = result.map_err(|e| StoreError::unavailable("migrating the schema failed", e))?;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::down(format!(
+            "the database is at schema version {version}, newer than this wrapup knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! Conversations and their event logs: loading for update, writing the domain's plan,
+//! the inactivity sweep, retention, and the reads of the records API.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::jobs;
+use super::writer::Expire;
+use crate::domain::ingest::{self, Plan, Target};
+use crate::domain::{Conversation, JtiUse, Timestamp};
+use crate::store::{
+    ConversationFilter, EventPage, Ingest, IngestOutcome, ListedConversation, Purge, StoreError,
+    StoredConversation, StoredEvent, parse_state, state_json,
+};
+
+/// Records `jti`; false if this app used it before.
+pub(super) fn record_jti(
+    conn: &Connection,
+    jti: &JtiUse,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO used_jti (client_id, jti, used_at, expires_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![jti.client_id, jti.jti, now.millis(), jti.expires_at.map(|t| t.millis())])?;
+    Ok(inserted == 1)
+}
+
+pub(super) fn purge_jti(
+    conn: &Connection,
+    before: Timestamp,
+    limit: usize,
+) -> Result<u64, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM used_jti WHERE (client_id, jti) IN (
+                 SELECT client_id, jti FROM used_jti WHERE expires_at < ?1 LIMIT ?2)",
+        )?
+        .execute(params![before.millis(), limit as i64])? as u64)
+}
+
+/// One request in its own savepoint: rolling back to it undoes only this request. The
+/// statements are prepared once (a `Savepoint` guard would parse its SQL every time).
+pub(super) fn ingest_one(
+    conn: &Connection,
+    ingest: &Ingest,
+    now: Timestamp,
+) -> Result<IngestOutcome, StoreError> {
+    conn.prepare_cached("SAVEPOINT request")?.execute([])?;
+    let result = ingest_in_savepoint(conn, ingest, now);
+    if matches!(result, Ok(IngestOutcome::Accepted { .. })) {
+        conn.prepare_cached("RELEASE request")?.execute([])?;
+    } else {
+        conn.prepare_cached("ROLLBACK TO request")?.execute([])?;
+        conn.prepare_cached("RELEASE request")?.execute([])?;
+    }
+    result
+}
+
+fn ingest_in_savepoint(
+    conn: &Connection,
+    ingest: &Ingest,
+    now: Timestamp,
+) -> Result<IngestOutcome, StoreError> {
+    if let Some(jti) = &ingest.jti
+        && !record_jti(conn, jti, now)?
+    {
+        return Ok(IngestOutcome::Replay);
+    }
+    let target = Target {
+        bot_id: &ingest.bot_id,
+        conversation_id: &ingest.conversation_id,
+    };
+    let (id, state) = match load(conn, &ingest.bot_id, &ingest.conversation_id)? {
+        Some((id, conv)) => (Some(id), Some(conv)),
+        None => (None, None),
+    };
+    match ingest::plan(target, state, &ingest.events, &ingest.on_end, now) {
+        Ok(plan) => {
+            write_plan(conn, id, target, &plan, now)?;
+            Ok(plan.outcome.into())
+        }
+        Err(refusal) => Ok(IngestOutcome::Refused(refusal)),
+    }
+}
+
+/// The conversation's integer id and state, if it exists. (The writer holds the only
+/// write connection, so what it loads stays current until it writes.)
+fn load(
+    conn: &Connection,
+    bot_id: &str,
+    conversation_id: &str,
+) -> Result<Option<(i64, Conversation)>, StoreError> {
+    let row: Option<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT id, state FROM conversations WHERE bot_id = ?1 AND conversation_id = ?2",
+        )?
+        .query_row(params![bot_id, conversation_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    row.map(|(id, json)| Ok((id, parse_state(&json)?)))
+        .transpose()
+}
+
+/// Writes a plan: the state (inserted when `id` is `None`), the log entries, the jobs.
+fn write_plan(
+    conn: &Connection,
+    id: Option<i64>,
+    target: Target<'_>,
+    plan: &Plan<'_>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let id = save(conn, id, target, &plan.state)?;
+    let mut append = conn.prepare_cached(
+        "INSERT INTO events (conversation, seq, name, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for a in &plan.appends {
+        append.execute(params![
+            id,
+            a.seq as i64,
+            a.name,
+            now.millis(),
+            a.body.as_ref()
+        ])?;
+    }
+    if let Some(j) = &plan.jobs {
+        jobs::schedule(conn, target, j, now)?;
+    }
+    Ok(())
+}
+
+/// Updates the conversation `id`, or inserts it when it is new; returns its id.
+fn save(
+    conn: &Connection,
+    id: Option<i64>,
+    target: Target<'_>,
+    conv: &Conversation,
+) -> Result<i64, StoreError> {
+    let state = state_json(conv)?;
+    let ended_at = conv.ended_at.map(|t| t.millis());
+    let sort_at = conv.ended_at.unwrap_or(conv.last_event_at).millis();
+    Ok(match id {
+        Some(id) => {
+            conn.prepare_cached(
+                "UPDATE conversations SET status = ?2, last_event_at = ?3, ended_at = ?4, sort_at = ?5, state = ?6
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                conv.status.as_str(),
+                conv.last_event_at.millis(),
+                ended_at,
+                sort_at,
+                state
+            ])?;
+            id
+        }
+        None => conn
+            .prepare_cached(
+                "INSERT INTO conversations (bot_id, conversation_id, status, created_at, last_event_at, ended_at, sort_at, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .insert(params![
+                target.bot_id,
+                target.conversation_id,
+                conv.status.as_str(),
+                conv.created_at.millis(),
+                conv.last_event_at.millis(),
+                ended_at,
+                sort_at,
+                state
+            ])?,
+    })
+}
+
+/// The server's own end for conversations gone silent, planned by the domain like a
+/// client's end.
+pub(super) fn expire_inactive(
+    conn: &Connection,
+    a: &Expire,
+    now: Timestamp,
+) -> Result<Vec<String>, StoreError> {
+    let ids: Vec<String> = conn
+        .prepare_cached(
+            "SELECT conversation_id FROM conversations INDEXED BY conversations_idle
+             WHERE bot_id = ?1 AND status = 'active' AND last_event_at <= ?2
+             ORDER BY last_event_at LIMIT ?3",
+        )?
+        .query_map(
+            params![a.bot_id, a.idle_since.millis(), a.limit as i64],
+            |r| r.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut ended = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some((row, conv)) = load(conn, &a.bot_id, &id)? else {
+            continue;
+        };
+        let target = Target {
+            bot_id: &a.bot_id,
+            conversation_id: &id,
+        };
+        let Some(plan) = ingest::plan_expiry(target, conv, a.timeout_ms, &a.on_end, now) else {
+            continue;
+        };
+        write_plan(conn, Some(row), target, &plan, now)?;
+        ended.push(id);
+    }
+    Ok(ended)
+}
+
+pub(super) fn purge_ended(
+    conn: &Connection,
+    bot_id: &str,
+    p: Purge,
+    limit: usize,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let mut purged = 0u64;
+    for (before, column, only_messages) in [
+        (p.events_before, "events_purged_at", false),
+        (p.transcript_before, "transcript_purged_at", true),
+    ] {
+        let Some(before) = before else { continue };
+        let ids: Vec<i64> = conn
+            .prepare_cached(&format!(
+                "SELECT id FROM conversations
+                 WHERE bot_id = ?1 AND sort_at <= ?2 AND status = 'ended' AND {column} IS NULL
+                 LIMIT ?3"
+            ))?
+            .query_map(params![bot_id, before.millis(), limit as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for id in ids {
+            let delete = if only_messages {
+                "DELETE FROM events WHERE conversation = ?1 AND name = 'MESSAGE'"
+            } else {
+                "DELETE FROM events WHERE conversation = ?1"
+            };
+            conn.prepare_cached(delete)?.execute(params![id])?;
+            conn.prepare_cached(&format!(
+                "UPDATE conversations SET {column} = ?2 WHERE id = ?1"
+            ))?
+            .execute(params![id, now.millis()])?;
+            purged += 1;
+        }
+    }
+    Ok(purged)
+}
+
+pub(super) fn conversation(
+    conn: &Connection,
+    bot_id: &str,
+    conversation_id: &str,
+) -> Result<Option<StoredConversation>, StoreError> {
+    let state: Option<String> = conn
+        .prepare_cached(
+            "SELECT state FROM conversations WHERE bot_id = ?1 AND conversation_id = ?2",
+        )?
+        .query_row(params![bot_id, conversation_id], |r| r.get(0))
+        .optional()?;
+    state
+        .map(|json| {
+            Ok(StoredConversation {
+                bot_id: bot_id.to_owned(),
+                conversation_id: conversation_id.to_owned(),
+                state: parse_state(&json)?,
+            })
+        })
+        .transpose()
+}
+
+pub(super) fn list(
+    conn: &Connection,
+    bot_id: &str,
+    f: &ConversationFilter,
+) -> Result<Vec<ListedConversation>, StoreError> {
+    let mut sql =
+        String::from("SELECT conversation_id, sort_at, state FROM conversations WHERE bot_id = ?1");
+    let mut args: Vec<rusqlite::types::Value> = vec![bot_id.to_owned().into()];
+    if let Some(status) = f.status {
+        args.push(status.as_str().to_owned().into());
+        sql.push_str(&format!(" AND status = ?{}", args.len()));
+    }
+    if let Some(from) = f.from {
+        args.push(from.millis().into());
+        sql.push_str(&format!(" AND sort_at >= ?{}", args.len()));
+    }
+    if let Some(to) = f.to {
+        args.push(to.millis().into());
+        sql.push_str(&format!(" AND sort_at <= ?{}", args.len()));
+    }
+    if let Some((at, id)) = &f.after {
+        args.push(at.millis().into());
+        args.push(id.clone().into());
+        let (a, b) = (args.len() - 1, args.len());
+        sql.push_str(&format!(
+            " AND (sort_at < ?{a} OR (sort_at = ?{a} AND conversation_id < ?{b}))"
+        ));
+    }
+    args.push((f.limit as i64).into());
+    sql.push_str(&format!(
+        " ORDER BY sort_at DESC, conversation_id DESC LIMIT ?{}",
+        args.len()
+    ));
+    let rows: Vec<(String, i64, String)> = conn
+        .prepare_cached(&sql)?
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    rows.into_iter()
+        .map(|(conversation_id, sort_at, state)| {
+            Ok(ListedConversation {
+                conversation: StoredConversation {
+                    bot_id: bot_id.to_owned(),
+                    conversation_id,
+                    state: parse_state(&state)?,
+                },
+                sort_at: Timestamp::from_millis(sort_at),
+            })
+        })
+        .collect()
+}
+
+pub(super) fn event_page(
+    conn: &Connection,
+    bot_id: &str,
+    conversation_id: &str,
+    only: Option<&str>,
+    after: u64,
+    limit: usize,
+) -> Result<Option<EventPage>, StoreError> {
+    let purged: Option<(i64, Option<i64>, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT id, events_purged_at, transcript_purged_at FROM conversations WHERE bot_id = ?1 AND conversation_id = ?2",
+        )?
+        .query_row(params![bot_id, conversation_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((id, events_purged_at, transcript_purged_at)) = purged else {
+        return Ok(None);
+    };
+    let map = |r: &rusqlite::Row<'_>| {
+        Ok(StoredEvent {
+            seq: r.get::<_, i64>(0)? as u64,
+            name: r.get(1)?,
+            received_at: Timestamp::from_millis(r.get(2)?),
+            body: r.get(3)?,
+        })
+    };
+    let events = match only {
+        Some(name) => conn
+            .prepare_cached(
+                "SELECT seq, name, received_at, body FROM events
+                 WHERE conversation = ?1 AND seq > ?2 AND name = ?4 ORDER BY seq LIMIT ?3",
+            )?
+            .query_map(params![id, after as i64, limit as i64, name], map)?
+            .collect::<rusqlite::Result<Vec<_>>>()?,
+        None => conn
+            .prepare_cached(
+                "SELECT seq, name, received_at, body FROM events
+                 WHERE conversation = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?
+            .query_map(params![id, after as i64, limit as i64], map)?
+            .collect::<rusqlite::Result<Vec<_>>>()?,
+    };
+    Ok(Some(EventPage {
+        events,
+        events_purged_at: events_purged_at.map(Timestamp::from_millis),
+        transcript_purged_at: transcript_purged_at.map(Timestamp::from_millis),
+    }))
+}

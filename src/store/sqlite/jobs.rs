@@ -1,0 +1,282 @@
+//! The outbox: jobs scheduled by an end, claimed by workers with a lease, finished with
+//! an attempt record, and the admin API's views of them.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::domain::Timestamp;
+use crate::domain::ingest::{Jobs, Target};
+use crate::store::{
+    AttemptOutcome, AttemptRecord, ClaimedJob, JobFilter, JobState, JobStats, JobView,
+    LOST_ATTEMPT, NextStep, RetryTarget, StoreError, after_attempt, new_job_id,
+};
+
+/// Writes an end's jobs: the payload once, shared by one job row per action.
+pub(super) fn schedule(
+    conn: &Connection,
+    target: Target<'_>,
+    jobs: &Jobs,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let payload_id = conn
+        .prepare_cached("INSERT INTO job_payloads (payload) VALUES (?1)")?
+        .insert(params![jobs.payload])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?7, ?7, ?7, ?8)",
+    )?;
+    for action in jobs.actions.iter() {
+        insert.execute(params![
+            new_job_id(),
+            target.bot_id,
+            target.conversation_id,
+            action.name,
+            action.kind,
+            action.max_attempts,
+            now.millis(),
+            payload_id
+        ])?;
+    }
+    Ok(())
+}
+
+const JOB_COLUMNS: &str = "seq, id, bot_id, conversation_id, action, kind, state, attempts, max_attempts, created_at, updated_at, due_at, last_error";
+
+/// A job row as read, its state still text (checked by [`JobState::from_column`]).
+fn job_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<(JobView, String)> {
+    Ok((
+        JobView {
+            cursor: r.get(0)?,
+            id: r.get(1)?,
+            bot_id: r.get(2)?,
+            conversation_id: r.get(3)?,
+            action: r.get(4)?,
+            kind: r.get(5)?,
+            state: JobState::Pending,
+            attempts: r.get(7)?,
+            max_attempts: r.get(8)?,
+            created_at: Timestamp::from_millis(r.get(9)?),
+            updated_at: Timestamp::from_millis(r.get(10)?),
+            due_at: Timestamp::from_millis(r.get(11)?),
+            last_error: r.get(12)?,
+            attempt_log: None,
+        },
+        r.get(6)?,
+    ))
+}
+
+fn with_state((mut job, state): (JobView, String)) -> Result<JobView, StoreError> {
+    job.state = JobState::from_column(&state)?;
+    Ok(job)
+}
+
+pub(super) fn claim(
+    conn: &Connection,
+    limit: usize,
+    lease: std::time::Duration,
+    now: Timestamp,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let lease_until = now.millis() + lease.as_millis() as i64;
+    let mut claimed = Vec::new();
+    // Due jobs first, then jobs whose worker vanished (lease expired). No `LIMIT ?`: SQLite
+    // plans with a bound LIMIT's value and so re-prepares such a statement at every call
+    // (~45k instructions each, see BENCHMARKS.md); stepping stops after `remaining` rows.
+    for (query, lost) in [
+        (
+            "SELECT seq FROM jobs WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at",
+            false,
+        ),
+        (
+            "SELECT seq FROM jobs WHERE state = 'running' AND lease_until <= ?1 ORDER BY lease_until",
+            true,
+        ),
+    ] {
+        let remaining = limit.saturating_sub(claimed.len());
+        if remaining == 0 {
+            break;
+        }
+        let seqs: Vec<i64> = conn
+            .prepare_cached(query)?
+            .query_map(params![now.millis()], |r| r.get(0))?
+            .take(remaining)
+            .collect::<rusqlite::Result<_>>()?;
+        for seq in seqs {
+            if lost {
+                // The lost attempt is recorded, and does not count against the budget.
+                conn.prepare_cached(
+                    "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error)
+                     SELECT id, attempts, updated_at, ?2 - updated_at, 'lost', ?3
+                     FROM jobs WHERE seq = ?1
+                     ON CONFLICT (job_id, attempt) DO NOTHING",
+                )?
+                .execute(params![seq, now.millis(), LOST_ATTEMPT])?;
+                conn.prepare_cached(
+                    "UPDATE jobs SET max_attempts = max_attempts + 1 WHERE seq = ?1",
+                )?
+                .execute(params![seq])?;
+            }
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            let (mut job, payload_id): (ClaimedJob, i64) = conn
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?2, lease_token = ?3, updated_at = ?4
+                     WHERE seq = ?1
+                     RETURNING id, bot_id, conversation_id, action, kind, attempts, max_attempts, payload_id, created_at",
+                )?
+                .query_row(params![seq, lease_until, token, now.millis()], |r| {
+                    let job = ClaimedJob {
+                        id: r.get(0)?,
+                        bot_id: r.get(1)?,
+                        conversation_id: r.get(2)?,
+                        action: r.get(3)?,
+                        kind: r.get(4)?,
+                        attempt: r.get(5)?,
+                        max_attempts: r.get(6)?,
+                        // Filled in just below from `job_payloads`.
+                        payload: String::new(),
+                        created_at: Timestamp::from_millis(r.get(8)?),
+                        lease_token: token.clone(),
+                    };
+                    Ok((job, r.get(7)?))
+                })?;
+            job.payload = conn
+                .prepare_cached("SELECT payload FROM job_payloads WHERE id = ?1")?
+                .query_row(params![payload_id], |r| r.get(0))?;
+            claimed.push(job);
+        }
+    }
+    Ok(claimed)
+}
+
+pub(super) fn finish(
+    conn: &Connection,
+    job: &ClaimedJob,
+    a: &AttemptRecord,
+    next: NextStep,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, status_code, error, response)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (job_id, attempt) DO UPDATE SET started_at = excluded.started_at, duration_ms = excluded.duration_ms,
+           outcome = excluded.outcome, status_code = excluded.status_code, error = excluded.error, response = excluded.response",
+    )?
+    .execute(params![
+        job.id,
+        a.attempt,
+        a.started_at.millis(),
+        a.duration_ms as i64,
+        a.outcome.as_str(),
+        a.status_code,
+        a.error,
+        a.response
+    ])?;
+    let (state, due_at) = after_attempt(next, now);
+    let changed = conn
+        .prepare_cached(
+            "UPDATE jobs SET state = ?3, due_at = ?4, lease_until = NULL, lease_token = NULL, updated_at = ?5, last_error = ?6
+             WHERE id = ?1 AND lease_token = ?2 AND state = 'running'",
+        )?
+        .execute(params![job.id, job.lease_token, state.as_str(), due_at.millis(), now.millis(), a.error])?;
+    Ok(changed == 1)
+}
+
+pub(super) fn retry_dead(
+    conn: &Connection,
+    target: &RetryTarget,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let (filter, value) = match target {
+        RetryTarget::Job(id) => ("id = ?2", id),
+        RetryTarget::DeadOfBot(bot) => ("bot_id = ?2", bot),
+    };
+    let sql = format!(
+        "UPDATE jobs SET state = 'pending', due_at = ?1, updated_at = ?1, max_attempts = attempts + budget
+         WHERE state = 'dead' AND {filter}"
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .execute(params![now.millis(), value])? as u64)
+}
+
+pub(super) fn list(conn: &Connection, f: &JobFilter) -> Result<Vec<JobView>, StoreError> {
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(state) = f.state {
+        args.push(state.as_str().to_owned().into());
+        sql.push_str(&format!(" AND state = ?{}", args.len()));
+    }
+    if let Some(bot) = &f.bot_id {
+        args.push(bot.clone().into());
+        sql.push_str(&format!(" AND bot_id = ?{}", args.len()));
+    }
+    if let Some(c) = &f.conversation_id {
+        args.push(c.clone().into());
+        sql.push_str(&format!(" AND conversation_id = ?{}", args.len()));
+    }
+    if let Some(before) = f.before {
+        args.push(before.into());
+        sql.push_str(&format!(" AND seq < ?{}", args.len()));
+    }
+    args.push((f.limit as i64).into());
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", args.len()));
+    conn.prepare_cached(&sql)?
+        .query_map(rusqlite::params_from_iter(args), job_view)?
+        .map(|row| with_state(row?))
+        .collect()
+}
+
+pub(super) fn with_attempts(conn: &Connection, id: &str) -> Result<Option<JobView>, StoreError> {
+    let job = conn
+        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row(params![id], job_view)
+        .optional()?;
+    let Some(job) = job else { return Ok(None) };
+    let mut job = with_state(job)?;
+    let rows = conn
+        .prepare_cached(
+            "SELECT attempt, started_at, duration_ms, outcome, status_code, error, response
+             FROM attempts WHERE job_id = ?1 ORDER BY attempt",
+        )?
+        .query_map(params![id], |r| {
+            Ok((
+                AttemptRecord {
+                    attempt: r.get(0)?,
+                    started_at: Timestamp::from_millis(r.get(1)?),
+                    duration_ms: r.get::<_, i64>(2)?.max(0) as u64,
+                    outcome: AttemptOutcome::Failed,
+                    status_code: r.get(4)?,
+                    error: r.get(5)?,
+                    response: r.get(6)?,
+                },
+                r.get::<_, String>(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let attempts = rows
+        .into_iter()
+        .map(|(mut a, outcome)| {
+            a.outcome = AttemptOutcome::from_column(&outcome)?;
+            Ok(a)
+        })
+        .collect::<Result<_, StoreError>>()?;
+    job.attempt_log = Some(attempts);
+    Ok(Some(job))
+}
+
+pub(super) fn stats(conn: &Connection, now: Timestamp) -> Result<JobStats, StoreError> {
+    let rows = conn
+        .prepare_cached("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state")?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let (due, oldest): (i64, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT count(*), min(due_at) FROM jobs WHERE state = 'pending' AND due_at <= ?1",
+        )?
+        .query_row(params![now.millis()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    JobStats::from_rows(rows, due, oldest, now)
+}

@@ -1,0 +1,72 @@
+//! Opening the database file and bringing its schema up to date.
+//!
+//! Schema versions are the files in `migrations/`, applied in order, each in its own
+//! transaction, and recorded in `PRAGMA user_version`.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::store::StoreError;
+
+/// Schema versions, applied in order; version N is `migrations/000N.sql`.
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001.sql"),
+    include_str!("migrations/0002.sql"),
+    include_str!("migrations/0003.sql"),
+    include_str!("migrations/0004.sql"),
+    include_str!("migrations/0005.sql"),
+    include_str!("migrations/0006.sql"),
+    include_str!("migrations/0007.sql"),
+];
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::unavailable("sqlite", e)
+    }
+}
+
+pub(super) fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StoreError::unavailable(format!("cannot open {}", path.display()), e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Opens the writer's connection: WAL, `synchronous=FULL` (a commit is fsync'd before it
+/// returns), a large page cache, and the schema migrated.
+pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let mut conn = open_connection(path, OpenFlags::default())?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::down(format!(
+            "cannot switch {} to WAL (got {mode})",
+            path.display()
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // 64 MiB of page cache for the writer: the B-tree pages inserts touch stay in memory.
+    conn.pragma_update(None, "cache_size", -65536)?;
+    // Every statement the writer runs stays prepared (the default keeps 16).
+    conn.set_prepared_statement_cache_capacity(64);
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::down(format!(
+            "the database is at schema version {version}, newer than this wrapup knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::unavailable(format!("migrating to schema {}", i + 1), e))?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! The one writer thread: it drains every command waiting for it and commits them in
+//! one transaction (group commit). Under load one fsync serves many requests; when idle
+//! a lone request commits at once.
+//!
+//! Each request runs in its own savepoint, so a request refused inside the batch (409,
+//! replay) rolls back alone. Replies are sent only after the batch's COMMIT returned; if
+//! it failed, every command of the batch gets the error and nothing of it was
+//! acknowledged.
+
+use std::time::Instant;
+
+use rusqlite::{Connection, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{conversations, jobs};
+use crate::domain::{JtiUse, Timestamp};
+use crate::store::{
+    AttemptRecord, ClaimedJob, Ingest, IngestOutcome, NextStep, Purge, RetryTarget, StoreError,
+};
+
+/// The arguments of an inactivity sweep.
+pub(super) struct Expire {
+    pub bot_id: String,
+    pub idle_since: Timestamp,
+    pub timeout_ms: i64,
+    pub on_end: std::sync::Arc<[crate::store::ActionRef]>,
+    pub limit: usize,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+pub(super) enum Command {
+    Ingest(Ingest, Reply<IngestOutcome>),
+    Claim(usize, std::time::Duration, Reply<Vec<ClaimedJob>>),
+    Finish(Box<(ClaimedJob, AttemptRecord, NextStep)>, Reply<bool>),
+    Retry(RetryTarget, Reply<u64>),
+    PurgeJti(Timestamp, usize, Reply<u64>),
+    Expire(Box<Expire>, Reply<Vec<String>>),
+    Purge(String, Purge, usize, Reply<u64>),
+    ConsumeJti(JtiUse, Reply<bool>),
+    Ping(Reply<()>),
+    Shutdown,
+}
+
+pub(super) struct Writer {
+    pub conn: Connection,
+    pub max_batch: usize,
+}
+
+/// The reply owed for one command, sent once the batch's fate is known.
+type Pending = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
+
+fn pending<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Pending {
+    Box::new(move |commit| {
+        let _ = reply.send(match commit {
+            // A result computed inside a batch stands only if the batch committed.
+            Ok(()) => result,
+            Err(e) => Err(e.clone()),
+        });
+    })
+}
+
+impl Writer {
+    pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        let mut stop = false;
+        while !stop {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            stop = self.commit_batch(&mut batch);
+        }
+        rx.close();
+        // Anything that raced in after shutdown is answered, not silently dropped.
+        while let Ok(cmd) = rx.try_recv() {
+            batch.push(cmd);
+        }
+        if !batch.is_empty() {
+            self.commit_batch(&mut batch);
+        }
+    }
+
+    /// Commits `batch` in one transaction and answers it; returns true on shutdown.
+    fn commit_batch(&mut self, batch: &mut Vec<Command>) -> bool {
+        let started = Instant::now();
+        let size = batch.len();
+        let now = Timestamp::now();
+        let mut shutdown = false;
+        let mut pending = Vec::with_capacity(size);
+        let commit = match self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+        {
+            Ok(mut tx) => {
+                for cmd in batch.drain(..) {
+                    match execute(&mut tx, cmd, now) {
+                        Some(p) => pending.push(p),
+                        None => shutdown = true,
+                    }
+                }
+                if tx.is_autocommit() {
+                    // SQLite rolled the whole transaction back (e.g. SQLITE_FULL): nothing of the batch stands.
+                    Err(StoreError::down(
+                        "the transaction was rolled back by SQLite",
+                    ))
+                } else {
+                    tx.commit().map_err(StoreError::from)
+                }
+            }
+            Err(e) => {
+                let e = StoreError::from(e);
+                for cmd in batch.drain(..) {
+                    match refuse(cmd, &e) {
+                        Some(p) => pending.push(p),
+                        None => shutdown = true,
+                    }
+                }
+                Err(e)
+            }
+        };
+        if let Err(e) = &commit {
+            tracing::error!(error = %e.chain(), batch = size, "sqlite commit failed; the batch is refused");
+        }
+        metrics::histogram!("wrapup_commit_batch_size").record(size as f64);
+        metrics::histogram!("wrapup_commit_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        for reply in pending {
+            reply(&commit);
+        }
+        shutdown
+    }
+}
+
+/// Runs one command inside the batch's transaction; `None` for shutdown.
+fn execute(tx: &mut rusqlite::Transaction<'_>, cmd: Command, now: Timestamp) -> Option<Pending> {
+    Some(match cmd {
+        Command::Ingest(ingest, reply) => {
+            pending(reply, conversations::ingest_one(tx, &ingest, now))
+        }
+        Command::ConsumeJti(jti, reply) => pending(reply, conversations::record_jti(tx, &jti, now)),
+        Command::Claim(limit, lease, reply) => pending(reply, jobs::claim(tx, limit, lease, now)),
+        Command::Finish(args, reply) => {
+            let (job, attempt, next) = *args;
+            pending(reply, jobs::finish(tx, &job, &attempt, next, now))
+        }
+        Command::Retry(target, reply) => pending(reply, jobs::retry_dead(tx, &target, now)),
+        Command::Ping(reply) => {
+            // Readiness writes a page, so a full or read-only disk shows.
+            let probe = tx
+                .prepare_cached(
+                    "INSERT INTO heartbeat (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                )
+                .and_then(|mut s| s.execute(params![now.millis()]))
+                .map(|_| ())
+                .map_err(StoreError::from);
+            pending(reply, probe)
+        }
+        Command::Expire(args, reply) => {
+            pending(reply, conversations::expire_inactive(tx, &args, now))
+        }
+        Command::Purge(bot_id, purge, limit, reply) => pending(
+            reply,
+            conversations::purge_ended(tx, &bot_id, purge, limit, now),
+        ),
+        Command::PurgeJti(before, limit, reply) => {
+            pending(reply, conversations::purge_jti(tx, before, limit))
+        }
+        Command::Shutdown => return None,
+    })
+}
+
+/// Answers a command when no transaction could be started; `None` for shutdown.
+fn refuse(cmd: Command, e: &StoreError) -> Option<Pending> {
+    let e = e.clone();
+    Some(match cmd {
+        Command::Ingest(_, reply) => pending(reply, Err(e)),
+        Command::ConsumeJti(_, reply) | Command::Finish(_, reply) => pending(reply, Err(e)),
+        Command::Claim(_, _, reply) => pending(reply, Err(e)),
+        Command::Retry(_, reply)
+        | Command::Purge(_, _, _, reply)
+        | Command::PurgeJti(_, _, reply) => pending(reply, Err(e)),
+        Command::Expire(_, reply) => pending(reply, Err(e)),
+        Command::Ping(reply) => pending(reply, Err(e)),
+        Command::Shutdown => return None,
+    })
+}
