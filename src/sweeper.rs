@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actions::action_refs;
 use crate::config::BotSettings;
 use crate::domain::Timestamp;
-use crate::store::{Purge, Store};
+use crate::store::{Expiry, Purge, Store};
 
 /// Conversations ended or purged per store call; the sweep repeats while it hits this.
 const BATCH: usize = 500;
@@ -78,13 +78,13 @@ async fn expire(
         let idle_since =
             Timestamp::from_millis(Timestamp::now().millis() - timeout.as_millis() as i64);
         match store
-            .expire_inactive(
-                &bot.id,
+            .expire_inactive(Expiry {
+                bot_id: bot.id.clone(),
                 idle_since,
-                timeout.as_millis() as i64,
-                on_end.clone(),
-                BATCH,
-            )
+                timeout_ms: timeout.as_millis() as i64,
+                on_end: on_end.clone(),
+                limit: BATCH,
+            })
             .await
         {
             Ok(ended) => {

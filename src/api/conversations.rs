@@ -288,7 +288,13 @@ async fn event_page(
     };
     let page = state
         .store
-        .events(&bot_id, &conversation_id, only, after, limit)
+        .events(crate::store::EventQuery {
+            bot_id: &bot_id,
+            conversation_id: &conversation_id,
+            only,
+            after,
+            limit,
+        })
         .await?
         .ok_or_else(|| {
             ApiError::NotFound(format!(

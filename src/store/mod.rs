@@ -210,12 +210,36 @@ pub struct StoredEvent {
     pub body: String,
 }
 
+/// Which entries of a conversation's log to read: from event `after + 1` on, at most
+/// `limit`, only the events named `only` when given.
+#[derive(Debug, Clone, Copy)]
+pub struct EventQuery<'a> {
+    pub bot_id: &'a str,
+    pub conversation_id: &'a str,
+    pub only: Option<&'static str>,
+    pub after: u64,
+    pub limit: usize,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventPage {
     pub events: Vec<StoredEvent>,
     /// Set once retention removed the log (or the messages of it).
     pub events_purged_at: Option<Timestamp>,
     pub transcript_purged_at: Option<Timestamp>,
+}
+
+/// An inactivity sweep of one bot.
+#[derive(Debug, Clone)]
+pub struct Expiry {
+    pub bot_id: String,
+    /// Conversations with no event since this instant are ended.
+    pub idle_since: Timestamp,
+    /// The bot's `inactivity_timeout`, recorded in the log entry.
+    pub timeout_ms: i64,
+    pub on_end: Arc<[ActionRef]>,
+    /// At most this many per call.
+    pub limit: usize,
 }
 
 /// Retention: what of ended conversations to remove, by end time.
@@ -402,6 +426,91 @@ impl AttemptOutcome {
     }
 }
 
+/// The columns a job is read with, in [`JobColumns`]' order; the same SQL on both stores.
+pub(crate) const JOB_COLUMNS: &str = "seq, id, bot_id, conversation_id, action, kind, \
+    CAST(attempts AS BIGINT), CAST(max_attempts AS BIGINT), created_at, updated_at, due_at, last_error, state";
+
+/// A job row as read with [`JOB_COLUMNS`].
+pub(crate) type JobColumns = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    String,
+);
+
+impl JobView {
+    pub(crate) fn from_columns(c: JobColumns) -> Result<Self, StoreError> {
+        let (cursor, id, bot_id, conversation_id, action, kind, attempts, max_attempts) =
+            (c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7);
+        Ok(JobView {
+            cursor,
+            id,
+            bot_id,
+            conversation_id,
+            action,
+            kind,
+            attempts: attempts.clamp(0, u32::MAX as i64) as u32,
+            max_attempts: max_attempts.clamp(0, u32::MAX as i64) as u32,
+            created_at: Timestamp::from_millis(c.8),
+            updated_at: Timestamp::from_millis(c.9),
+            due_at: Timestamp::from_millis(c.10),
+            last_error: c.11,
+            state: JobState::from_column(&c.12)?,
+            attempt_log: None,
+        })
+    }
+}
+
+/// The attempts of one job, oldest first, in [`AttemptColumns`]' order.
+pub(crate) const ATTEMPTS_OF_JOB: &str = "SELECT CAST(attempt AS BIGINT), started_at, duration_ms, outcome, \
+    CAST(status_code AS BIGINT), error, response FROM attempts WHERE job_id = $1 ORDER BY attempt";
+
+pub(crate) type AttemptColumns = (
+    i64,
+    i64,
+    i64,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+);
+
+impl AttemptRecord {
+    pub(crate) fn from_columns(c: AttemptColumns) -> Result<Self, StoreError> {
+        Ok(AttemptRecord {
+            attempt: c.0.clamp(0, u32::MAX as i64) as u32,
+            started_at: Timestamp::from_millis(c.1),
+            duration_ms: c.2.max(0) as u64,
+            outcome: AttemptOutcome::from_column(&c.3)?,
+            status_code: c.4.and_then(|s| u16::try_from(s).ok()),
+            error: c.5,
+            response: c.6,
+        })
+    }
+}
+
+impl Purge {
+    /// Each rule that is set: its cut-off, the column that marks it done, and whether it
+    /// removes only the messages (the transcript) rather than the whole log.
+    pub(crate) fn steps(self) -> impl Iterator<Item = (Timestamp, &'static str, bool)> {
+        [
+            (self.events_before, "events_purged_at", false),
+            (self.transcript_before, "transcript_purged_at", true),
+        ]
+        .into_iter()
+        .filter_map(|(before, column, only_messages)| before.map(|b| (b, column, only_messages)))
+    }
+}
+
 /// Where a job goes after an attempt: its new state, and when it is next due.
 pub(crate) fn after_attempt(next: NextStep, now: Timestamp) -> (JobState, Timestamp) {
     match next {
@@ -458,27 +567,12 @@ pub trait Store: Send + Sync + 'static {
         filter: ConversationFilter,
     ) -> Result<Vec<ListedConversation>, StoreError>;
 
-    /// A conversation's log from event `after + 1` on, at most `limit` entries; only the
-    /// events named `only` when given. `None` for an unknown conversation.
-    async fn events(
-        &self,
-        bot_id: &str,
-        conversation_id: &str,
-        only: Option<&'static str>,
-        after: u64,
-        limit: usize,
-    ) -> Result<Option<EventPage>, StoreError>;
+    /// A page of a conversation's log; `None` for an unknown conversation.
+    async fn events(&self, q: EventQuery<'_>) -> Result<Option<EventPage>, StoreError>;
 
     /// Ends (through the same path as a client's end, jobs included) up to `limit` active
     /// conversations of the bot with no event since `idle_since`. Returns their ids.
-    async fn expire_inactive(
-        &self,
-        bot_id: &str,
-        idle_since: Timestamp,
-        timeout_ms: i64,
-        on_end: Arc<[ActionRef]>,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError>;
+    async fn expire_inactive(&self, e: Expiry) -> Result<Vec<String>, StoreError>;
 
     /// Applies retention to up to `limit` conversations of the bot; returns how many.
     async fn purge(&self, bot_id: &str, purge: Purge, limit: usize) -> Result<u64, StoreError>;

@@ -9,8 +9,8 @@ use wrapup::auth::JtiUse;
 use wrapup::domain::payload::{Limits, parse_request};
 use wrapup::domain::{Event, Status, Timestamp};
 use wrapup::store::{
-    ActionRef, AttemptOutcome, AttemptRecord, ConversationFilter, Ingest, IngestOutcome, JobFilter,
-    JobState, NextStep, Purge, Refusal, RetryTarget, Store,
+    ActionRef, AttemptOutcome, AttemptRecord, ConversationFilter, EventQuery, Expiry, Ingest,
+    IngestOutcome, JobFilter, JobState, NextStep, Purge, Refusal, RetryTarget, Store,
 };
 
 const BOT: &str = "st-store-test";
@@ -410,7 +410,13 @@ pub async fn inactive_conversations_end_once_even_when_a_client_end_races(store:
             let mut ended = Vec::new();
             loop {
                 let batch = store
-                    .expire_inactive(BOT, idle_since, 1000, actions(&["hook"]), 7)
+                    .expire_inactive(Expiry {
+                        bot_id: BOT.into(),
+                        idle_since,
+                        timeout_ms: 1000,
+                        on_end: actions(&["hook"]),
+                        limit: 7,
+                    })
                     .await
                     .unwrap();
                 if batch.is_empty() {
@@ -479,7 +485,13 @@ pub async fn retention_purges_transcripts_then_logs(store: &S) {
         .unwrap();
     assert_eq!(n, 1);
     let page = store
-        .events(BOT, "keep", None, 0, 100)
+        .events(EventQuery {
+            bot_id: BOT,
+            conversation_id: "keep",
+            only: None,
+            after: 0,
+            limit: 100,
+        })
         .await
         .unwrap()
         .unwrap();
@@ -517,7 +529,13 @@ pub async fn retention_purges_transcripts_then_logs(store: &S) {
         .await
         .unwrap();
     let page = store
-        .events(BOT, "keep", None, 0, 100)
+        .events(EventQuery {
+            bot_id: BOT,
+            conversation_id: "keep",
+            only: None,
+            after: 0,
+            limit: 100,
+        })
         .await
         .unwrap()
         .unwrap();
@@ -600,7 +618,13 @@ pub async fn the_event_log_pages_in_order(store: &S) {
             .unwrap();
     }
     let first = store
-        .events(BOT, "log", None, 0, 10)
+        .events(EventQuery {
+            bot_id: BOT,
+            conversation_id: "log",
+            only: None,
+            after: 0,
+            limit: 10,
+        })
         .await
         .unwrap()
         .unwrap();
@@ -609,7 +633,13 @@ pub async fn the_event_log_pages_in_order(store: &S) {
         (1..=10).collect::<Vec<_>>()
     );
     let next = store
-        .events(BOT, "log", Some("MESSAGE"), 25, 10)
+        .events(EventQuery {
+            bot_id: BOT,
+            conversation_id: "log",
+            only: Some("MESSAGE"),
+            after: 25,
+            limit: 10,
+        })
         .await
         .unwrap()
         .unwrap();
@@ -620,7 +650,13 @@ pub async fn the_event_log_pages_in_order(store: &S) {
     assert!(next.events[0].body.contains("m25"));
     assert!(
         store
-            .events(BOT, "nope", None, 0, 10)
+            .events(EventQuery {
+                bot_id: BOT,
+                conversation_id: "nope",
+                only: None,
+                after: 0,
+                limit: 10
+            })
             .await
             .unwrap()
             .is_none()

@@ -5,11 +5,11 @@ use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use super::jobs;
-use crate::domain::ingest::{self, ActionRef, Plan, Target};
+use crate::domain::ingest::{self, Plan, Target};
 use crate::domain::{Conversation, JtiUse, Timestamp};
 use crate::store::{
-    ConversationFilter, EventPage, Ingest, IngestOutcome, ListedConversation, Purge, StoreError,
-    StoredConversation, StoredEvent, parse_state, state_json,
+    ConversationFilter, EventPage, EventQuery, Expiry, Ingest, IngestOutcome, ListedConversation,
+    Purge, StoreError, StoredConversation, StoredEvent, parse_state, state_json,
 };
 
 /// Records `jti`; false if this app used it before.
@@ -144,21 +144,18 @@ async fn save(
 /// left to it.
 pub(super) async fn expire_inactive(
     conn: &mut PgConnection,
-    bot_id: &str,
-    idle_since: Timestamp,
-    timeout_ms: i64,
-    on_end: &std::sync::Arc<[ActionRef]>,
-    limit: usize,
+    e: &Expiry,
     now: Timestamp,
 ) -> Result<Vec<String>, StoreError> {
+    let bot_id = e.bot_id.as_str();
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT conversation_id, state FROM conversations
          WHERE bot_id = $1 AND status = 'active' AND last_event_at <= $2
          ORDER BY last_event_at LIMIT $3 FOR UPDATE SKIP LOCKED",
     )
     .bind(bot_id)
-    .bind(idle_since.millis())
-    .bind(limit as i64)
+    .bind(e.idle_since.millis())
+    .bind(e.limit as i64)
     .fetch_all(&mut *conn)
     .await?;
     let mut ended = Vec::with_capacity(rows.len());
@@ -167,7 +164,8 @@ pub(super) async fn expire_inactive(
             bot_id,
             conversation_id: &id,
         };
-        let Some(plan) = ingest::plan_expiry(target, parse_state(&state)?, timeout_ms, on_end, now)
+        let Some(plan) =
+            ingest::plan_expiry(target, parse_state(&state)?, e.timeout_ms, &e.on_end, now)
         else {
             continue;
         };
@@ -177,48 +175,36 @@ pub(super) async fn expire_inactive(
     Ok(ended)
 }
 
+/// Retention, one statement per rule: pick up to `limit` ended conversations not yet
+/// purged by it (skipping rows another instance holds), delete their log entries, and
+/// mark them.
 pub(super) async fn purge_ended(
     conn: &mut PgConnection,
-    bot_id: &str,
-    purge: Purge,
-    limit: usize,
+    (bot_id, rule, limit): (&str, Purge, usize),
     now: Timestamp,
 ) -> Result<u64, StoreError> {
     let mut purged = 0u64;
-    for (before, column, only_messages) in [
-        (purge.events_before, "events_purged_at", false),
-        (purge.transcript_before, "transcript_purged_at", true),
-    ] {
-        let Some(before) = before else { continue };
-        let ids: Vec<String> = sqlx::query_scalar(&format!(
-            "SELECT conversation_id FROM conversations
-             WHERE bot_id = $1 AND {column} IS NULL AND status = 'ended' AND ended_at <= $2
-             LIMIT $3 FOR UPDATE SKIP LOCKED"
+    for (before, column, only_messages) in rule.steps() {
+        let marked = sqlx::query(&format!(
+            "WITH picked AS (
+                 SELECT conversation_id FROM conversations
+                 WHERE bot_id = $1 AND {column} IS NULL AND status = 'ended' AND ended_at <= $2
+                 LIMIT $3 FOR UPDATE SKIP LOCKED),
+             removed AS (
+                 DELETE FROM events e USING picked p
+                 WHERE e.bot_id = $1 AND e.conversation_id = p.conversation_id
+                   AND (NOT $4 OR e.name = 'MESSAGE'))
+             UPDATE conversations c SET {column} = $5 FROM picked p
+             WHERE c.bot_id = $1 AND c.conversation_id = p.conversation_id"
         ))
         .bind(bot_id)
         .bind(before.millis())
         .bind(limit as i64)
-        .fetch_all(&mut *conn)
+        .bind(only_messages)
+        .bind(now.millis())
+        .execute(&mut *conn)
         .await?;
-        for id in ids {
-            sqlx::query(
-                "DELETE FROM events WHERE bot_id = $1 AND conversation_id = $2 AND (NOT $3 OR name = 'MESSAGE')",
-            )
-            .bind(bot_id)
-            .bind(&id)
-            .bind(only_messages)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query(&format!(
-                "UPDATE conversations SET {column} = $3 WHERE bot_id = $1 AND conversation_id = $2"
-            ))
-            .bind(bot_id)
-            .bind(&id)
-            .bind(now.millis())
-            .execute(&mut *conn)
-            .await?;
-            purged += 1;
-        }
+        purged += marked.rows_affected();
     }
     Ok(purged)
 }
@@ -299,12 +285,15 @@ pub(super) async fn list(
 
 pub(super) async fn event_page(
     pool: &PgPool,
-    bot_id: &str,
-    conversation_id: &str,
-    only: Option<&'static str>,
-    after: u64,
-    limit: usize,
+    q: EventQuery<'_>,
 ) -> Result<Option<EventPage>, StoreError> {
+    let EventQuery {
+        bot_id,
+        conversation_id,
+        only,
+        after,
+        limit,
+    } = q;
     let purged: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
         "SELECT events_purged_at, transcript_purged_at FROM conversations
          WHERE bot_id = $1 AND conversation_id = $2",

@@ -9,8 +9,8 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use crate::domain::Timestamp;
 use crate::domain::ingest::{Jobs, Target};
 use crate::store::{
-    AttemptOutcome, AttemptRecord, ClaimedJob, JobFilter, JobState, JobStats, JobView,
-    LOST_ATTEMPT, NextStep, RetryTarget, StoreError, after_attempt, new_job_id,
+    ATTEMPTS_OF_JOB, AttemptColumns, AttemptRecord, ClaimedJob, JOB_COLUMNS, JobColumns, JobFilter,
+    JobStats, JobView, LOST_ATTEMPT, NextStep, RetryTarget, StoreError, after_attempt, new_job_id,
 };
 
 /// Writes an end's jobs, one row per action, each with the payload.
@@ -37,35 +37,6 @@ pub(super) async fn schedule(
         .await?;
     }
     Ok(())
-}
-
-const JOB_COLUMNS: &str = "seq, id, bot_id, conversation_id, action, kind, state, attempts, max_attempts, created_at, updated_at, due_at, last_error";
-
-fn job_view(r: &PgRow) -> Result<JobView, StoreError> {
-    let row = (|| {
-        Ok::<_, sqlx::Error>(JobView {
-            cursor: r.try_get(0)?,
-            id: r.try_get(1)?,
-            bot_id: r.try_get(2)?,
-            conversation_id: r.try_get(3)?,
-            action: r.try_get(4)?,
-            kind: r.try_get(5)?,
-            state: JobState::Pending,
-            attempts: r.try_get::<i32, _>(7)? as u32,
-            max_attempts: r.try_get::<i32, _>(8)? as u32,
-            created_at: Timestamp::from_millis(r.try_get(9)?),
-            updated_at: Timestamp::from_millis(r.try_get(10)?),
-            due_at: Timestamp::from_millis(r.try_get(11)?),
-            last_error: r.try_get(12)?,
-            attempt_log: None,
-        })
-    })();
-    let mut job = row.map_err(|e| StoreError::corrupt("a job row", e))?;
-    let state: String = r
-        .try_get(6)
-        .map_err(|e| StoreError::corrupt("a job row", e))?;
-    job.state = JobState::from_column(&state)?;
-    Ok(job)
 }
 
 fn claimed(r: &PgRow) -> Result<ClaimedJob, StoreError> {
@@ -197,50 +168,26 @@ pub(super) async fn list(pool: &PgPool, f: JobFilter) -> Result<Vec<JobView>, St
     }
     q.push(" ORDER BY seq DESC LIMIT ")
         .push_bind(f.limit as i64);
-    let rows = q.build().fetch_all(pool).await?;
-    rows.iter().map(job_view).collect()
+    let rows: Vec<JobColumns> = q.build_query_as().fetch_all(pool).await?;
+    rows.into_iter().map(JobView::from_columns).collect()
 }
 
-type AttemptRow = (
-    i32,
-    i64,
-    i64,
-    String,
-    Option<i32>,
-    Option<String>,
-    Option<String>,
-);
-
 pub(super) async fn with_attempts(pool: &PgPool, id: &str) -> Result<Option<JobView>, StoreError> {
-    let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let row: Option<JobColumns> =
+        sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
     let Some(row) = row else { return Ok(None) };
-    let mut job = job_view(&row)?;
-    let attempts: Vec<AttemptRow> = sqlx::query_as(
-        "SELECT attempt, started_at, duration_ms, outcome, status_code, error, response
-         FROM attempts WHERE job_id = $1 ORDER BY attempt",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await?;
+    let mut job = JobView::from_columns(row)?;
+    let attempts: Vec<AttemptColumns> = sqlx::query_as(ATTEMPTS_OF_JOB)
+        .bind(id)
+        .fetch_all(pool)
+        .await?;
     job.attempt_log = Some(
         attempts
             .into_iter()
-            .map(
-                |(attempt, started, duration, outcome, status, error, response)| {
-                    Ok(AttemptRecord {
-                        attempt: attempt as u32,
-                        started_at: Timestamp::from_millis(started),
-                        duration_ms: duration.max(0) as u64,
-                        outcome: AttemptOutcome::from_column(&outcome)?,
-                        status_code: status.map(|s| s as u16),
-                        error,
-                        response,
-                    })
-                },
-            )
+            .map(AttemptRecord::from_columns)
             .collect::<Result<_, StoreError>>()?,
     );
     Ok(Some(job))

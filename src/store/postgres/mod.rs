@@ -16,16 +16,15 @@ mod conversations;
 mod jobs;
 mod schema;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::PgPool;
 
 use super::{
-    ActionRef, AttemptRecord, ClaimedJob, ConversationFilter, EventPage, Ingest, IngestOutcome,
-    JobFilter, JobStats, JobView, ListedConversation, NextStep, Purge, RetryTarget, Store,
-    StoreError, StoredConversation,
+    AttemptRecord, ClaimedJob, ConversationFilter, EventPage, EventQuery, Expiry, Ingest,
+    IngestOutcome, JobFilter, JobStats, JobView, ListedConversation, NextStep, Purge, RetryTarget,
+    Store, StoreError, StoredConversation,
 };
 use crate::config::StoreSettings;
 use crate::domain::{JtiUse, Timestamp};
@@ -78,36 +77,13 @@ impl Store for PostgresStore {
         conversations::list(&self.pool, bot_id, f).await
     }
 
-    async fn events(
-        &self,
-        bot_id: &str,
-        conversation_id: &str,
-        only: Option<&'static str>,
-        after: u64,
-        limit: usize,
-    ) -> Result<Option<EventPage>, StoreError> {
-        conversations::event_page(&self.pool, bot_id, conversation_id, only, after, limit).await
+    async fn events(&self, q: EventQuery<'_>) -> Result<Option<EventPage>, StoreError> {
+        conversations::event_page(&self.pool, q).await
     }
 
-    async fn expire_inactive(
-        &self,
-        bot_id: &str,
-        idle_since: Timestamp,
-        timeout_ms: i64,
-        on_end: Arc<[ActionRef]>,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    async fn expire_inactive(&self, e: Expiry) -> Result<Vec<String>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let ended = conversations::expire_inactive(
-            &mut tx,
-            bot_id,
-            idle_since,
-            timeout_ms,
-            &on_end,
-            limit,
-            Timestamp::now(),
-        )
-        .await?;
+        let ended = conversations::expire_inactive(&mut tx, &e, Timestamp::now()).await?;
         tx.commit().await?;
         Ok(ended)
     }
@@ -127,7 +103,7 @@ impl Store for PostgresStore {
     async fn purge(&self, bot_id: &str, purge: Purge, limit: usize) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let purged =
-            conversations::purge_ended(&mut tx, bot_id, purge, limit, Timestamp::now()).await?;
+            conversations::purge_ended(&mut tx, (bot_id, purge, limit), Timestamp::now()).await?;
         tx.commit().await?;
         Ok(purged)
     }

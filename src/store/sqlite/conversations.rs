@@ -4,12 +4,11 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::jobs;
-use super::writer::Expire;
 use crate::domain::ingest::{self, Plan, Target};
 use crate::domain::{Conversation, JtiUse, Timestamp};
 use crate::store::{
-    ConversationFilter, EventPage, Ingest, IngestOutcome, ListedConversation, Purge, StoreError,
-    StoredConversation, StoredEvent, parse_state, state_json,
+    ConversationFilter, EventPage, Expiry, Ingest, IngestOutcome, ListedConversation, Purge,
+    StoreError, StoredConversation, StoredEvent, parse_state, state_json,
 };
 
 /// Records `jti`; false if this app used it before.
@@ -178,7 +177,7 @@ fn save(
 /// client's end.
 pub(super) fn expire_inactive(
     conn: &Connection,
-    a: &Expire,
+    a: &Expiry,
     now: Timestamp,
 ) -> Result<Vec<String>, StoreError> {
     let ids: Vec<String> = conn
@@ -218,11 +217,7 @@ pub(super) fn purge_ended(
     now: Timestamp,
 ) -> Result<u64, StoreError> {
     let mut purged = 0u64;
-    for (before, column, only_messages) in [
-        (p.events_before, "events_purged_at", false),
-        (p.transcript_before, "transcript_purged_at", true),
-    ] {
-        let Some(before) = before else { continue };
+    for (before, column, only_messages) in p.steps() {
         let ids: Vec<i64> = conn
             .prepare_cached(&format!(
                 "SELECT id FROM conversations

@@ -6,8 +6,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::domain::Timestamp;
 use crate::domain::ingest::{Jobs, Target};
 use crate::store::{
-    AttemptOutcome, AttemptRecord, ClaimedJob, JobFilter, JobState, JobStats, JobView,
-    LOST_ATTEMPT, NextStep, RetryTarget, StoreError, after_attempt, new_job_id,
+    ATTEMPTS_OF_JOB, AttemptColumns, AttemptRecord, ClaimedJob, JOB_COLUMNS, JobColumns, JobFilter,
+    JobStats, JobView, LOST_ATTEMPT, NextStep, RetryTarget, StoreError, after_attempt, new_job_id,
 };
 
 /// Writes an end's jobs: the payload once, shared by one job row per action.
@@ -39,34 +39,9 @@ pub(super) fn schedule(
     Ok(())
 }
 
-const JOB_COLUMNS: &str = "seq, id, bot_id, conversation_id, action, kind, state, attempts, max_attempts, created_at, updated_at, due_at, last_error";
-
-/// A job row as read, its state still text (checked by [`JobState::from_column`]).
-fn job_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<(JobView, String)> {
-    Ok((
-        JobView {
-            cursor: r.get(0)?,
-            id: r.get(1)?,
-            bot_id: r.get(2)?,
-            conversation_id: r.get(3)?,
-            action: r.get(4)?,
-            kind: r.get(5)?,
-            state: JobState::Pending,
-            attempts: r.get(7)?,
-            max_attempts: r.get(8)?,
-            created_at: Timestamp::from_millis(r.get(9)?),
-            updated_at: Timestamp::from_millis(r.get(10)?),
-            due_at: Timestamp::from_millis(r.get(11)?),
-            last_error: r.get(12)?,
-            attempt_log: None,
-        },
-        r.get(6)?,
-    ))
-}
-
-fn with_state((mut job, state): (JobView, String)) -> Result<JobView, StoreError> {
-    job.state = JobState::from_column(&state)?;
-    Ok(job)
+/// A job row, read with [`JOB_COLUMNS`].
+fn job_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobColumns> {
+    JobColumns::try_from(r)
 }
 
 pub(super) fn claim(
@@ -220,7 +195,7 @@ pub(super) fn list(conn: &Connection, f: &JobFilter) -> Result<Vec<JobView>, Sto
     sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", args.len()));
     conn.prepare_cached(&sql)?
         .query_map(rusqlite::params_from_iter(args), job_view)?
-        .map(|row| with_state(row?))
+        .map(|row| JobView::from_columns(row?))
         .collect()
 }
 
@@ -230,33 +205,14 @@ pub(super) fn with_attempts(conn: &Connection, id: &str) -> Result<Option<JobVie
         .query_row(params![id], job_view)
         .optional()?;
     let Some(job) = job else { return Ok(None) };
-    let mut job = with_state(job)?;
+    let mut job = JobView::from_columns(job)?;
     let rows = conn
-        .prepare_cached(
-            "SELECT attempt, started_at, duration_ms, outcome, status_code, error, response
-             FROM attempts WHERE job_id = ?1 ORDER BY attempt",
-        )?
-        .query_map(params![id], |r| {
-            Ok((
-                AttemptRecord {
-                    attempt: r.get(0)?,
-                    started_at: Timestamp::from_millis(r.get(1)?),
-                    duration_ms: r.get::<_, i64>(2)?.max(0) as u64,
-                    outcome: AttemptOutcome::Failed,
-                    status_code: r.get(4)?,
-                    error: r.get(5)?,
-                    response: r.get(6)?,
-                },
-                r.get::<_, String>(3)?,
-            ))
-        })?
+        .prepare_cached(ATTEMPTS_OF_JOB)?
+        .query_map(params![id], |r| AttemptColumns::try_from(r))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let attempts = rows
         .into_iter()
-        .map(|(mut a, outcome)| {
-            a.outcome = AttemptOutcome::from_column(&outcome)?;
-            Ok(a)
-        })
+        .map(AttemptRecord::from_columns)
         .collect::<Result<_, StoreError>>()?;
     job.attempt_log = Some(attempts);
     Ok(Some(job))

@@ -20,11 +20,11 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-use self::writer::{Command, Expire, Writer};
+use self::writer::{Command, Writer};
 use super::{
-    ActionRef, AttemptRecord, ClaimedJob, ConversationFilter, EventPage, Ingest, IngestOutcome,
-    JobFilter, JobStats, JobView, ListedConversation, NextStep, Purge, RetryTarget, Store,
-    StoreError, StoredConversation,
+    AttemptRecord, ClaimedJob, ConversationFilter, EventPage, EventQuery, Expiry, Ingest,
+    IngestOutcome, JobFilter, JobStats, JobView, ListedConversation, NextStep, Purge, RetryTarget,
+    Store, StoreError, StoredConversation,
 };
 use crate::config::StoreSettings;
 use crate::domain::{JtiUse, Timestamp};
@@ -140,37 +140,18 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn events(
-        &self,
-        bot_id: &str,
-        conversation_id: &str,
-        only: Option<&'static str>,
-        after: u64,
-        limit: usize,
-    ) -> Result<Option<EventPage>, StoreError> {
-        let (bot_id, conversation_id) = (bot_id.to_owned(), conversation_id.to_owned());
+    async fn events(&self, q: EventQuery<'_>) -> Result<Option<EventPage>, StoreError> {
+        let (bot_id, conversation_id) = (q.bot_id.to_owned(), q.conversation_id.to_owned());
+        let (only, after, limit) = (q.only, q.after, q.limit);
         self.read(move |conn| {
             conversations::event_page(conn, &bot_id, &conversation_id, only, after, limit)
         })
         .await
     }
 
-    async fn expire_inactive(
-        &self,
-        bot_id: &str,
-        idle_since: Timestamp,
-        timeout_ms: i64,
-        on_end: Arc<[ActionRef]>,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        let args = Box::new(Expire {
-            bot_id: bot_id.to_owned(),
-            idle_since,
-            timeout_ms,
-            on_end,
-            limit,
-        });
-        self.call(|reply| Command::Expire(args, reply)).await
+    async fn expire_inactive(&self, e: Expiry) -> Result<Vec<String>, StoreError> {
+        let e = Box::new(e);
+        self.call(|reply| Command::Expire(e, reply)).await
     }
 
     async fn purge_jti(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError> {

@@ -15,17 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::{conversations, jobs};
 use crate::domain::{JtiUse, Timestamp};
 use crate::store::{
-    AttemptRecord, ClaimedJob, Ingest, IngestOutcome, NextStep, Purge, RetryTarget, StoreError,
+    AttemptRecord, ClaimedJob, Expiry, Ingest, IngestOutcome, NextStep, Purge, RetryTarget,
+    StoreError,
 };
-
-/// The arguments of an inactivity sweep.
-pub(super) struct Expire {
-    pub bot_id: String,
-    pub idle_since: Timestamp,
-    pub timeout_ms: i64,
-    pub on_end: std::sync::Arc<[crate::store::ActionRef]>,
-    pub limit: usize,
-}
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -35,7 +27,7 @@ pub(super) enum Command {
     Finish(Box<(ClaimedJob, AttemptRecord, NextStep)>, Reply<bool>),
     Retry(RetryTarget, Reply<u64>),
     PurgeJti(Timestamp, usize, Reply<u64>),
-    Expire(Box<Expire>, Reply<Vec<String>>),
+    Expire(Box<Expiry>, Reply<Vec<String>>),
     Purge(String, Purge, usize, Reply<u64>),
     ConsumeJti(JtiUse, Reply<bool>),
     Ping(Reply<()>),
