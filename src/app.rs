@@ -71,10 +71,16 @@ impl App {
                 .iter()
                 .map(|b| (b.id.clone(), b.clone()))
                 .collect::<HashMap<_, _>>(),
-            on_end: settings
+            plans: settings
                 .bots
                 .iter()
-                .map(|b| (b.id.clone(), action_refs(b)))
+                .map(|b| {
+                    let bot = crate::domain::ingest::Bot {
+                        on_end: action_refs(b),
+                        caps: b.caps,
+                    };
+                    (b.id.clone(), bot)
+                })
                 .collect(),
             wake: workers.waker(),
             admin_token: settings.admin_token.clone(),

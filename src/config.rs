@@ -15,6 +15,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
+use crate::domain::caps::Caps;
 use crate::domain::retry::RetryPolicy;
 
 /// A configuration problem, rendered as `key: message`.
@@ -183,6 +184,22 @@ pub struct BotFile {
     pub retention: RetentionFile,
     #[serde(default)]
     pub on_end: Vec<ActionFile>,
+    #[serde(default)]
+    pub caps: CapsFile,
+}
+
+/// `[bots.caps]`: what one conversation may accumulate (see `domain::caps`); each key
+/// left out keeps its default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapsFile {
+    pub agents: Option<u64>,
+    pub segments: Option<u64>,
+    pub summary_requests: Option<u64>,
+    pub events: Option<u64>,
+    pub custom_fields_keys: Option<u64>,
+    pub custom_fields_bytes: Option<u64>,
+    pub state_bytes: Option<u64>,
 }
 
 /// How long after the end a bot's event logs and transcripts are kept (default: keep).
@@ -284,6 +301,7 @@ pub struct BotSettings {
     pub inactivity_timeout: Option<Duration>,
     pub retention: Retention,
     pub on_end: Vec<ActionSettings>,
+    pub caps: Caps,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -543,6 +561,7 @@ pub fn validate(
             inactivity_timeout,
             retention,
             on_end,
+            caps: validate_caps(&bot.caps, &format!("{key}.caps"))?,
         });
     }
 
@@ -940,4 +959,48 @@ client_secret = "0123456789abcdef0123"
             "apps[0].algorithms: mixes HS and RS algorithms; use one family per app"
         );
     }
+}
+
+/// Each cap must be a whole number from 1 up to a bound that keeps the work of one request
+/// bounded too.
+fn validate_caps(file: &CapsFile, key: &str) -> Result<Caps, ConfigError> {
+    let d = Caps::default();
+    let pick = |name: &str, value: Option<u64>, default: u64, max: u64| match value {
+        None => Ok(default),
+        Some(v) if (1..=max).contains(&v) => Ok(v),
+        Some(_) => Err(cerr(
+            format!("{key}.{name}"),
+            format!("must be between 1 and {max}"),
+        )),
+    };
+    let size = |v: u64| v as usize;
+    Ok(Caps {
+        agents: size(pick("agents", file.agents, d.agents as u64, 10_000)?),
+        segments: size(pick("segments", file.segments, d.segments as u64, 100_000)?),
+        summary_requests: size(pick(
+            "summary_requests",
+            file.summary_requests,
+            d.summary_requests as u64,
+            10_000,
+        )?),
+        events: pick("events", file.events, d.events, 10_000_000)?,
+        custom_fields_keys: size(pick(
+            "custom_fields_keys",
+            file.custom_fields_keys,
+            d.custom_fields_keys as u64,
+            10_000,
+        )?),
+        custom_fields_bytes: size(pick(
+            "custom_fields_bytes",
+            file.custom_fields_bytes,
+            d.custom_fields_bytes as u64,
+            16 << 20,
+        )?),
+        state_bytes: size(pick(
+            "state_bytes",
+            file.state_bytes,
+            d.state_bytes as u64,
+            64 << 20,
+        )?),
+    })
 }

@@ -35,6 +35,7 @@ macro_rules! hook_route {
                 (status = 408, description = "The body was not received in time", body = super::openapi::ErrorBody),
                 (status = 409, description = "An event other than a repeated end after the end", body = super::openapi::ErrorBody),
                 (status = 413, description = "The body is over server.max_body_bytes", body = super::openapi::ErrorBody),
+                (status = 422, description = "The request would take the conversation past one of the bot's caps (named in the message); nothing was stored. Never for a request with an END_OF_CONVERSATION", body = super::openapi::ErrorBody),
                 (status = 415, description = "Content-Type is not application/json", body = super::openapi::ErrorBody),
                 (status = 503, description = "Not stored; retry after Retry-After", body = super::openapi::ErrorBody),
             ),
@@ -86,19 +87,15 @@ pub async fn hook(
         .events
         .iter()
         .any(|e| matches!(e.kind, EventKind::End(_)));
-    let on_end = state
-        .on_end
-        .get(&bot_id)
-        .cloned()
-        .unwrap_or_else(|| Arc::from([]));
+    let bot = state.plans.get(&bot_id).cloned().unwrap_or_default();
     // An end schedules jobs only for a bot with actions; only then is there work to wake for.
-    let schedules_jobs = !on_end.is_empty();
+    let schedules_jobs = !bot.on_end.is_empty();
     let ingest = Ingest {
         bot_id: request.bot_id,
         conversation_id: request.conversation_id,
         events: request.events,
         jti: principal.jti,
-        on_end,
+        bot,
     };
     let outcome = tokio::time::timeout(state.server.request_timeout, state.store.ingest(ingest))
         .await
@@ -135,6 +132,13 @@ pub async fn hook(
             Err(ApiError::Conflict(format!(
                 "conversation {conversation_id} ended at {}; after the end only a repeated END_OF_CONVERSATION is accepted",
                 ended_at.to_rfc3339()
+            )))
+        }
+        IngestOutcome::Refused(Refusal::OverCap(over)) => {
+            metrics::counter!("wrapup_requests_over_cap_total", "cap" => over.cap.key())
+                .increment(1);
+            Err(ApiError::Unprocessable(format!(
+                "conversation {conversation_id}: {over}; nothing of this request was stored (an END_OF_CONVERSATION is always accepted)"
             )))
         }
         IngestOutcome::Replay => Err(crate::auth::AuthError::Replayed.into()),

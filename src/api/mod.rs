@@ -30,7 +30,7 @@ use utoipa_axum::routes;
 use crate::auth::Authenticator;
 use crate::config::{BotSettings, ServerSettings};
 use crate::domain::Limits;
-use crate::store::{ActionRef, Store};
+use crate::store::Store;
 use error::ApiError;
 use tokio::sync::Notify;
 
@@ -39,7 +39,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub bots: HashMap<String, BotSettings>,
     /// Each bot's actions, as the store schedules them.
-    pub on_end: HashMap<String, Arc<[ActionRef]>>,
+    /// What the domain's plan needs of each bot: its actions and caps.
+    pub plans: HashMap<String, crate::domain::ingest::Bot>,
     /// Wakes the action workers when a conversation ends.
     pub wake: Arc<Notify>,
     pub admin_token: Option<String>,

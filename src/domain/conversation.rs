@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::caps::names;
 use super::payload::{AuthorType, EventKind, Participant, TransferType, Transition};
 use super::time::Timestamp;
 
@@ -232,7 +233,7 @@ impl Conversation {
         let seq = self.next_seq(at);
         match event {
             EventKind::End(end) => {
-                let open = self.active_agents().join(", ");
+                let open = names(&self.active_agents());
                 if self.agents.is_empty() {
                     self.anomaly(
                         "end_without_agent",
@@ -264,7 +265,7 @@ impl Conversation {
                 self.transfer(t.transfer_type, t.transition, &t.participant, at, seq);
             }
             EventKind::Summary(s) => {
-                let open = self.active_agents().join(", ");
+                let open = names(&self.active_agents());
                 if !open.is_empty() {
                     self.anomaly(
                         "summary_before_na_exit",
@@ -422,23 +423,25 @@ impl Conversation {
                     .agents
                     .iter()
                     .any(|a| a.identity == who && a.is_active());
-                let others: Vec<String> = self
-                    .active_agents()
-                    .into_iter()
-                    .filter(|a| *a != who)
-                    .map(str::to_owned)
-                    .collect();
+                let (any_other, others_named) = {
+                    let others: Vec<&str> = self
+                        .active_agents()
+                        .into_iter()
+                        .filter(|a| *a != who)
+                        .collect();
+                    (!others.is_empty(), names(&others))
+                };
                 match tt {
                     TransferType::Na if self.started_at.is_some() => self.anomaly(
                         "repeated_na_entry",
                         format!("NA entry for {who}, but the conversation had already started: send NA entry once, then COLD or WARM for later agents, or redial after a drop"),
                         seq,
                     ),
-                    TransferType::Cold if !others.is_empty() => self.anomaly(
+                    TransferType::Cold if any_other => self.anomaly(
                         "cold_entry_while_agent_active",
                         format!(
                             "COLD entry for {who} while {} still active without an exit: a cold transfer hands over to one agent at a time, so send the COLD exit first",
-                            others.join(", ")
+                            others_named
                         ),
                         seq,
                     ),
@@ -505,7 +508,7 @@ impl Conversation {
                     ),
                 }
                 if tt == TransferType::Na {
-                    let still = self.active_agents().join(", ");
+                    let still = names(&self.active_agents());
                     if still.is_empty() {
                         self.na_exit_seq = Some(seq);
                     } else {

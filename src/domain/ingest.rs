@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use super::caps::{Caps, OverCap};
 use super::conversation::{Conversation, EndedAfter, INACTIVITY_REASON};
 use super::payload::Event;
 use super::record::ConversationRecord;
@@ -51,6 +52,8 @@ pub struct Jobs {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan<'a> {
     pub state: Conversation,
+    /// `state` as stored (JSON), serialized once here, where its size is checked.
+    pub state_json: String,
     pub appends: Vec<Append<'a>>,
     /// Present only when this write ended the conversation and the bot has actions.
     pub jobs: Option<Jobs>,
@@ -73,6 +76,8 @@ pub struct Accepted {
 pub enum Refusal {
     /// A non-end event for a conversation that had ended.
     EndedAlready { ended_at: Timestamp },
+    /// The request would take the conversation past one of its caps.
+    OverCap(OverCap),
 }
 
 /// The conversation being written, as the plan needs to name it in the job payload.
@@ -82,16 +87,46 @@ pub struct Target<'a> {
     pub conversation_id: &'a str,
 }
 
+/// What the plan needs to know of the bot.
+#[derive(Debug, Clone)]
+pub struct Bot {
+    pub on_end: Arc<[ActionRef]>,
+    pub caps: Caps,
+}
+
+impl Default for Bot {
+    fn default() -> Self {
+        Self {
+            on_end: Arc::from([]),
+            caps: Caps::default(),
+        }
+    }
+}
+
 /// Plans a client's request: its events applied in order to `state` (a new conversation
 /// created at `now` when there is none). Refused as a whole if one event comes after the
-/// end; the first end schedules `on_end`'s jobs.
+/// end, or if the request would take the conversation past one of the bot's caps — unless
+/// it carries an end: a conversation can always end. The first end schedules the bot's
+/// jobs.
+///
+/// Work is proportional to the request and to the state, which the caps bound.
 pub fn plan<'a>(
     target: Target<'_>,
     state: Option<Conversation>,
     events: &'a [Event],
-    on_end: &Arc<[ActionRef]>,
+    bot: &Bot,
     now: Timestamp,
 ) -> Result<Plan<'a>, Refusal> {
+    let capped = !has_end(events);
+    if capped {
+        for event in events {
+            if let EventKind::Transfer(t) = &event.kind {
+                bot.caps
+                    .check_custom_fields(&t.participant.custom_fields)
+                    .map_err(Refusal::OverCap)?;
+            }
+        }
+    }
     let mut conv = state.unwrap_or_else(|| Conversation::new(now));
     let was_ended = conv.is_ended();
     let mut appends = Vec::with_capacity(events.len());
@@ -107,8 +142,25 @@ pub fn plan<'a>(
             Err(EndedAfter { ended_at }) => return Err(Refusal::EndedAlready { ended_at }),
         }
     }
+    if capped {
+        let segments = conv.agents.iter().map(|a| a.segments.len()).sum();
+        bot.caps
+            .check_counts(
+                conv.agents.len(),
+                segments,
+                conv.summary_requests.len(),
+                conv.event_count,
+            )
+            .map_err(Refusal::OverCap)?;
+    }
+    let state_json = state_json(&conv);
+    if capped {
+        bot.caps
+            .check_state_bytes(state_json.len())
+            .map_err(Refusal::OverCap)?;
+    }
     let ended = !was_ended && conv.is_ended();
-    let jobs = ended.then(|| jobs(target, &conv, on_end)).flatten();
+    let jobs = ended.then(|| jobs(target, &conv, &bot.on_end)).flatten();
     Ok(Plan {
         outcome: Accepted {
             stored: appends.len() as u32,
@@ -116,6 +168,7 @@ pub fn plan<'a>(
             ended,
         },
         state: conv,
+        state_json,
         appends,
         jobs,
     })
@@ -142,6 +195,7 @@ pub fn plan_expiry(
     .to_string();
     let jobs = jobs(target, &conv, on_end);
     Some(Plan {
+        state_json: state_json(&conv),
         state: conv,
         appends: vec![Append {
             seq,
@@ -155,6 +209,12 @@ pub fn plan_expiry(
             ended: true,
         },
     })
+}
+
+/// The state as stored. A state is plain strings, numbers and JSON values that came
+/// from JSON: serializing it cannot fail.
+fn state_json(conv: &Conversation) -> String {
+    serde_json::to_string(conv).unwrap_or_default()
 }
 
 /// The end's jobs, if the bot has actions: the record at the end is their payload.
@@ -232,11 +292,18 @@ mod tests {
             .collect()
     }
 
+    fn bot(n: usize) -> Bot {
+        Bot {
+            on_end: actions(n),
+            caps: Caps::default(),
+        }
+    }
+
     #[test]
     fn the_first_end_schedules_one_job_per_action_with_the_record_at_the_end() {
         let now = Timestamp::from_millis(1_000);
         let events = [summary(), end()];
-        let p = plan(T, None, &events, &actions(2), now).expect("accepted");
+        let p = plan(T, None, &events, &bot(2), now).expect("accepted");
         assert_eq!(
             p.outcome,
             Accepted {
@@ -263,8 +330,8 @@ mod tests {
     fn a_repeated_end_is_counted_and_schedules_nothing() {
         let now = Timestamp::from_millis(1_000);
         let events = [end()];
-        let first = plan(T, None, &events, &actions(1), now).expect("accepted");
-        let again = plan(T, Some(first.state), &events, &actions(1), now).expect("accepted");
+        let first = plan(T, None, &events, &bot(1), now).expect("accepted");
+        let again = plan(T, Some(first.state), &events, &bot(1), now).expect("accepted");
         assert_eq!(
             again.outcome,
             Accepted {
@@ -280,9 +347,9 @@ mod tests {
     fn another_event_after_the_end_refuses_the_whole_request() {
         let now = Timestamp::from_millis(1_000);
         let (one, two) = ([end()], [end(), summary()]);
-        let ended = plan(T, None, &one, &actions(1), now).expect("accepted");
+        let ended = plan(T, None, &one, &bot(1), now).expect("accepted");
         assert_eq!(
-            plan(T, Some(ended.state), &two, &actions(1), now),
+            plan(T, Some(ended.state), &two, &bot(1), now),
             Err(Refusal::EndedAlready { ended_at: now })
         );
     }
@@ -291,7 +358,7 @@ mod tests {
     fn a_bot_without_actions_gets_no_jobs() {
         let now = Timestamp::from_millis(1_000);
         let events = [end()];
-        let p = plan(T, None, &events, &actions(0), now).expect("accepted");
+        let p = plan(T, None, &events, &bot(0), now).expect("accepted");
         assert!(p.outcome.ended && p.jobs.is_none());
     }
 
@@ -299,7 +366,7 @@ mod tests {
     fn expiry_ends_an_active_conversation_once_and_logs_why() {
         let t0 = Timestamp::from_millis(1_000);
         let events = [summary()];
-        let active = plan(T, None, &events, &actions(1), t0).expect("accepted");
+        let active = plan(T, None, &events, &bot(1), t0).expect("accepted");
         let now = Timestamp::from_millis(61_000);
         let p = plan_expiry(T, active.state, 60_000, &actions(1), now).expect("expired");
         assert_eq!(p.appends.len(), 1);

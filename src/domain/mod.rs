@@ -4,6 +4,7 @@
 //! Nothing here does IO or knows about HTTP, SQL or async. Every store writes what
 //! [`ingest::plan`] and [`ingest::plan_expiry`] decide, so the rules live in one place.
 
+pub mod caps;
 pub mod conversation;
 pub mod ingest;
 pub mod payload;

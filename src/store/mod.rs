@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use crate::config::{StoreSettings, StoreUrl};
 pub use crate::domain::JtiUse;
-pub use crate::domain::ingest::{ActionRef, Refusal};
+pub use crate::domain::ingest::{ActionRef, Bot, Refusal};
 use crate::domain::{Conversation, Event, Status, Timestamp};
 
 /// One request's worth of events for one conversation.
@@ -27,9 +27,9 @@ pub struct Ingest {
     pub events: Vec<Event>,
     /// Recorded in the same transaction; a `jti` already recorded makes the request a replay.
     pub jti: Option<JtiUse>,
-    /// The bot's post-conversation actions: if this request ends the conversation, one
-    /// job per entry is scheduled in the same transaction.
-    pub on_end: Arc<[ActionRef]>,
+    /// The bot's actions (one job each when this request ends the conversation, in the
+    /// same transaction) and caps.
+    pub bot: Bot,
 }
 
 #[derive(
@@ -523,11 +523,6 @@ pub(crate) fn after_attempt(next: NextStep, now: Timestamp) -> (JobState, Timest
 /// Parses a conversation's stored state.
 pub(crate) fn parse_state(json: &str) -> Result<Conversation, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::corrupt("a conversation's state", e))
-}
-
-/// Serializes a conversation's state for storing.
-pub(crate) fn state_json(conv: &Conversation) -> Result<String, StoreError> {
-    serde_json::to_string(conv).map_err(|e| StoreError::corrupt("a conversation's state", e))
 }
 
 #[async_trait]

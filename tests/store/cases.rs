@@ -9,7 +9,7 @@ use wrapup::auth::JtiUse;
 use wrapup::domain::payload::{Limits, parse_request};
 use wrapup::domain::{Event, Status, Timestamp};
 use wrapup::store::{
-    ActionRef, AttemptOutcome, AttemptRecord, ConversationFilter, EventQuery, Expiry, Ingest,
+    ActionRef, AttemptOutcome, AttemptRecord, Bot, ConversationFilter, EventQuery, Expiry, Ingest,
     IngestOutcome, JobFilter, JobState, NextStep, Purge, Refusal, RetryTarget, Store,
 };
 
@@ -58,7 +58,10 @@ fn ingest(conversation: &str, evs: Vec<Event>, on_end: Arc<[ActionRef]>) -> Inge
         conversation_id: conversation.into(),
         events: evs,
         jti: None,
-        on_end,
+        bot: Bot {
+            on_end,
+            caps: Default::default(),
+        },
     }
 }
 

@@ -9,7 +9,7 @@ use crate::domain::ingest::{self, Plan, Target};
 use crate::domain::{Conversation, JtiUse, Timestamp};
 use crate::store::{
     ConversationFilter, EventPage, EventQuery, Expiry, Ingest, IngestOutcome, ListedConversation,
-    Purge, StoreError, StoredConversation, StoredEvent, parse_state, state_json,
+    Purge, StoreError, StoredConversation, StoredEvent, parse_state,
 };
 
 /// Records `jti`; false if this app used it before.
@@ -46,7 +46,7 @@ pub(super) async fn ingest(
         conversation_id: &ingest.conversation_id,
     };
     let state = load_for_update(conn, target).await?;
-    match ingest::plan(target, state, &ingest.events, &ingest.on_end, now) {
+    match ingest::plan(target, state, &ingest.events, &ingest.bot, now) {
         Ok(plan) => {
             write_plan(conn, target, &plan, now).await?;
             Ok(plan.outcome.into())
@@ -96,7 +96,7 @@ async fn write_plan(
     plan: &Plan<'_>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    save(conn, target, &plan.state).await?;
+    save(conn, target, plan).await?;
     for a in &plan.appends {
         sqlx::query(
             "INSERT INTO events (bot_id, conversation_id, seq, name, received_at, body) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -119,8 +119,9 @@ async fn write_plan(
 async fn save(
     conn: &mut PgConnection,
     target: Target<'_>,
-    conv: &Conversation,
+    plan: &Plan<'_>,
 ) -> Result<(), StoreError> {
+    let conv = &plan.state;
     sqlx::query(
         "UPDATE conversations SET status = $3, created_at = $4, last_event_at = $5, ended_at = $6,
              sort_at = $7, state = $8
@@ -133,7 +134,7 @@ async fn save(
     .bind(conv.last_event_at.millis())
     .bind(conv.ended_at.map(|t| t.millis()))
     .bind(conv.ended_at.unwrap_or(conv.last_event_at).millis())
-    .bind(state_json(conv)?)
+    .bind(&plan.state_json)
     .execute(conn)
     .await?;
     Ok(())

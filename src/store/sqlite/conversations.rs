@@ -8,7 +8,7 @@ use crate::domain::ingest::{self, Plan, Target};
 use crate::domain::{Conversation, JtiUse, Timestamp};
 use crate::store::{
     ConversationFilter, EventPage, Expiry, Ingest, IngestOutcome, ListedConversation, Purge,
-    StoreError, StoredConversation, StoredEvent, parse_state, state_json,
+    StoreError, StoredConversation, StoredEvent, parse_state,
 };
 
 /// Records `jti`; false if this app used it before.
@@ -74,7 +74,7 @@ fn ingest_in_savepoint(
         Some((id, conv)) => (Some(id), Some(conv)),
         None => (None, None),
     };
-    match ingest::plan(target, state, &ingest.events, &ingest.on_end, now) {
+    match ingest::plan(target, state, &ingest.events, &ingest.bot, now) {
         Ok(plan) => {
             write_plan(conn, id, target, &plan, now)?;
             Ok(plan.outcome.into())
@@ -110,7 +110,7 @@ fn write_plan(
     plan: &Plan<'_>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let id = save(conn, id, target, &plan.state)?;
+    let id = save(conn, id, target, plan)?;
     let mut append = conn.prepare_cached(
         "INSERT INTO events (conversation, seq, name, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
@@ -134,9 +134,9 @@ fn save(
     conn: &Connection,
     id: Option<i64>,
     target: Target<'_>,
-    conv: &Conversation,
+    plan: &Plan<'_>,
 ) -> Result<i64, StoreError> {
-    let state = state_json(conv)?;
+    let (conv, state) = (&plan.state, &plan.state_json);
     let ended_at = conv.ended_at.map(|t| t.millis());
     let sort_at = conv.ended_at.unwrap_or(conv.last_event_at).millis();
     Ok(match id {
