@@ -907,6 +907,50 @@ fn validate_app(
     })
 }
 
+/// Each cap must be a whole number from 1 up to a bound that keeps the work of one request
+/// bounded too.
+fn validate_caps(file: &CapsFile, key: &str) -> Result<Caps, ConfigError> {
+    let d = Caps::default();
+    let pick = |name: &str, value: Option<u64>, default: u64, max: u64| match value {
+        None => Ok(default),
+        Some(v) if (1..=max).contains(&v) => Ok(v),
+        Some(_) => Err(cerr(
+            format!("{key}.{name}"),
+            format!("must be between 1 and {max}"),
+        )),
+    };
+    let size = |v: u64| v as usize;
+    Ok(Caps {
+        agents: size(pick("agents", file.agents, d.agents as u64, 10_000)?),
+        segments: size(pick("segments", file.segments, d.segments as u64, 100_000)?),
+        summary_requests: size(pick(
+            "summary_requests",
+            file.summary_requests,
+            d.summary_requests as u64,
+            10_000,
+        )?),
+        events: pick("events", file.events, d.events, 10_000_000)?,
+        custom_fields_keys: size(pick(
+            "custom_fields_keys",
+            file.custom_fields_keys,
+            d.custom_fields_keys as u64,
+            10_000,
+        )?),
+        custom_fields_bytes: size(pick(
+            "custom_fields_bytes",
+            file.custom_fields_bytes,
+            d.custom_fields_bytes as u64,
+            16 << 20,
+        )?),
+        state_bytes: size(pick(
+            "state_bytes",
+            file.state_bytes,
+            d.state_bytes as u64,
+            64 << 20,
+        )?),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -959,48 +1003,4 @@ client_secret = "0123456789abcdef0123"
             "apps[0].algorithms: mixes HS and RS algorithms; use one family per app"
         );
     }
-}
-
-/// Each cap must be a whole number from 1 up to a bound that keeps the work of one request
-/// bounded too.
-fn validate_caps(file: &CapsFile, key: &str) -> Result<Caps, ConfigError> {
-    let d = Caps::default();
-    let pick = |name: &str, value: Option<u64>, default: u64, max: u64| match value {
-        None => Ok(default),
-        Some(v) if (1..=max).contains(&v) => Ok(v),
-        Some(_) => Err(cerr(
-            format!("{key}.{name}"),
-            format!("must be between 1 and {max}"),
-        )),
-    };
-    let size = |v: u64| v as usize;
-    Ok(Caps {
-        agents: size(pick("agents", file.agents, d.agents as u64, 10_000)?),
-        segments: size(pick("segments", file.segments, d.segments as u64, 100_000)?),
-        summary_requests: size(pick(
-            "summary_requests",
-            file.summary_requests,
-            d.summary_requests as u64,
-            10_000,
-        )?),
-        events: pick("events", file.events, d.events, 10_000_000)?,
-        custom_fields_keys: size(pick(
-            "custom_fields_keys",
-            file.custom_fields_keys,
-            d.custom_fields_keys as u64,
-            10_000,
-        )?),
-        custom_fields_bytes: size(pick(
-            "custom_fields_bytes",
-            file.custom_fields_bytes,
-            d.custom_fields_bytes as u64,
-            16 << 20,
-        )?),
-        state_bytes: size(pick(
-            "state_bytes",
-            file.state_bytes,
-            d.state_bytes as u64,
-            64 << 20,
-        )?),
-    })
 }
