@@ -60,6 +60,15 @@ pub async fn get_conversation(
     )))
 }
 
+/// A page of conversations stops once their stored states reach this many bytes (the
+/// cursor continues): with states capped at `caps.state_bytes`, an answer stays within
+/// this plus one conversation's record.
+pub const PAGE_BYTES: usize = 4 << 20;
+
+/// An event log or transcript page stops once its entries' bodies reach this many bytes
+/// (`nextAfter` continues); an entry is at most one request body.
+pub const EVENT_PAGE_BYTES: usize = 4 << 20;
+
 fn query_err(e: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest(format!("query: {e}"))
 }
@@ -120,7 +129,7 @@ pub async fn list_conversations(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let Path(bot_id) = path.map_err(|e| ApiError::BadRequest(format!("path: {e}")))?;
-    authorize_read(&state, &headers, &bot_id).await?;
+    let principal = authorize(&state, &headers, &bot_id)?;
     let Query(q) = query.map_err(query_err)?;
     let status = match q.get("status").map(String::as_str) {
         None => None,
@@ -138,10 +147,14 @@ pub async fn list_conversations(
         to: q.get("to").map(|v| parse_time("to", v)).transpose()?,
         limit: super::query_limit(&q, 50, 500)?,
         after: q.get("cursor").map(|c| decode_cursor(c)).transpose()?,
+        max_bytes: Some(PAGE_BYTES),
     };
+    // Only a request that is not refused uses its token's jti.
+    use_jti(&state, principal).await?;
     let limit = filter.limit;
     let page = state.store.list_conversations(&bot_id, filter).await?;
-    let next = (page.len() == limit)
+    let bytes: usize = page.iter().map(|l| l.bytes).sum();
+    let next = (page.len() == limit || bytes >= PAGE_BYTES)
         .then(|| {
             page.last()
                 .map(|l| encode_cursor(l.sort_at, &l.conversation.conversation_id))
@@ -277,15 +290,23 @@ async fn event_page(
 ) -> Result<(String, String, EventPage, usize), ApiError> {
     let Path((bot_id, conversation_id)) =
         path.map_err(|e| ApiError::BadRequest(format!("path: {e}")))?;
-    authorize_read(state, headers, &bot_id).await?;
+    let principal = authorize(state, headers, &bot_id)?;
     let Query(q) = query.map_err(query_err)?;
     let limit = super::query_limit(&q, 1000, 1000)?;
     let after = match q.get("after") {
         None => 0,
         Some(a) => a
-            .parse::<u64>()
-            .map_err(|_| ApiError::BadRequest("after must be an event seq number".into()))?,
+            .parse::<i64>()
+            .ok()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "after must be an event seq number from 0 to {}",
+                    i64::MAX
+                ))
+            })?,
     };
+    use_jti(state, principal).await?;
     let page = state
         .store
         .events(crate::store::EventQuery {
@@ -294,6 +315,7 @@ async fn event_page(
             only,
             after,
             limit,
+            max_bytes: Some(EVENT_PAGE_BYTES),
         })
         .await?
         .ok_or_else(|| {
@@ -301,6 +323,13 @@ async fn event_page(
                 "no conversation {conversation_id} for bot {bot_id}"
             ))
         })?;
+    // A page cut short by its byte budget continues like a full one.
+    let bytes: usize = page.events.iter().map(|e| e.body.len()).sum();
+    let limit = if bytes >= EVENT_PAGE_BYTES {
+        page.events.len()
+    } else {
+        limit
+    };
     Ok((bot_id, conversation_id, page, limit))
 }
 
@@ -311,6 +340,12 @@ async fn authorize_read(
     bot_id: &str,
 ) -> Result<(), ApiError> {
     let principal = authorize(state, headers, bot_id)?;
+    use_jti(state, principal).await
+}
+
+/// Records the token's `jti` for apps that enforce it, once the request is known to be
+/// answered (a request refused for its query does not use it up).
+async fn use_jti(state: &AppState, principal: crate::auth::Verified) -> Result<(), ApiError> {
     if let Some(jti) = principal.jti
         && !state.store.consume_jti(jti).await?
     {

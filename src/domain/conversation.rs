@@ -369,7 +369,7 @@ impl Conversation {
         self.ended_by = Some(ended_by);
     }
 
-    fn anomaly(&mut self, code: &str, message: String, seq: u64) {
+    pub(super) fn anomaly(&mut self, code: &str, message: String, seq: u64) {
         if self.anomalies.len() >= MAX_ANOMALIES {
             self.anomalies_dropped += 1;
             return;
@@ -411,6 +411,8 @@ impl Conversation {
         seq: u64,
     ) {
         let who = p.identity.as_str();
+        // Messages show the identity cut to a bounded length.
+        let shown = names(&[who]);
         let label = match tt {
             TransferType::Na => "NA",
             TransferType::Cold => "COLD",
@@ -434,30 +436,30 @@ impl Conversation {
                 match tt {
                     TransferType::Na if self.started_at.is_some() => self.anomaly(
                         "repeated_na_entry",
-                        format!("NA entry for {who}, but the conversation had already started: send NA entry once, then COLD or WARM for later agents, or redial after a drop"),
+                        format!("NA entry for {shown}, but the conversation had already started: send NA entry once, then COLD or WARM for later agents, or redial after a drop"),
                         seq,
                     ),
                     TransferType::Cold if any_other => self.anomaly(
                         "cold_entry_while_agent_active",
                         format!(
-                            "COLD entry for {who} while {} still active without an exit: a cold transfer hands over to one agent at a time, so send the COLD exit first",
+                            "COLD entry for {shown} while {} still active without an exit: a cold transfer hands over to one agent at a time, so send the COLD exit first",
                             others_named
                         ),
                         seq,
                     ),
                     TransferType::Redial if already => self.anomaly(
                         "redial_while_active",
-                        format!("redial entry for {who}, who is still active: a redial follows the agent's NA exit after a drop"),
+                        format!("redial entry for {shown}, who is still active: a redial follows the agent's NA exit after a drop"),
                         seq,
                     ),
                     TransferType::Cold | TransferType::Warm if self.started_at.is_none() => self.anomaly(
                         "transfer_before_start",
-                        format!("{label} entry for {who} before the conversation started: the NA entry of the first agent comes first"),
+                        format!("{label} entry for {shown} before the conversation started: the NA entry of the first agent comes first"),
                         seq,
                     ),
                     _ if already => self.anomaly(
                         "entry_while_active",
-                        format!("{label} entry for {who}, who is already active"),
+                        format!("{label} entry for {shown}, who is already active"),
                         seq,
                     ),
                     _ => {}
@@ -467,7 +469,7 @@ impl Conversation {
                 {
                     self.anomaly(
                         "entry_after_na_exit",
-                        format!("{label} entry for {who} after the last agent's NA exit (event {exit_seq}): only a redial entry may follow it"),
+                        format!("{label} entry for {shown} after the last agent's NA exit (event {exit_seq}): only a redial entry may follow it"),
                         seq,
                     );
                 }
@@ -503,7 +505,7 @@ impl Conversation {
                     }
                     None => self.anomaly(
                         "exit_without_entry",
-                        format!("{label} exit for {who}, who was not active (never entered, or already left)"),
+                        format!("{label} exit for {shown}, who was not active (never entered, or already left)"),
                         seq,
                     ),
                 }
@@ -514,7 +516,7 @@ impl Conversation {
                     } else {
                         self.anomaly(
                             "na_exit_with_agents_active",
-                            format!("NA exit for {who} while {still} still active: the NA exit is for the last agent to leave"),
+                            format!("NA exit for {shown} while {still} still active: the NA exit is for the last agent to leave"),
                             seq,
                         );
                     }

@@ -117,21 +117,65 @@ pub fn plan<'a>(
     bot: &Bot,
     now: Timestamp,
 ) -> Result<Plan<'a>, Refusal> {
-    let capped = !has_end(events);
-    if capped {
-        for event in events {
-            if let EventKind::Transfer(t) = &event.kind {
+    if !has_end(events) {
+        return plan_events(target, state, events.iter(), bot, now);
+    }
+    // A request with an end is planned whole when it stays within the caps; otherwise
+    // its ends alone are (the rest is not stored, and the record says so): a
+    // conversation can always end, and an end never carries more than itself past them.
+    match plan_events(target, state.clone(), events.iter(), bot, now) {
+        Err(Refusal::OverCap(over)) => {
+            let ends = events
+                .iter()
+                .filter(|e| matches!(e.kind, EventKind::End(_)));
+            let mut plan = plan_events(target, state, ends, bot, now)?;
+            let dropped = events.len() as u64
+                - u64::from(plan.outcome.stored)
+                - u64::from(plan.outcome.duplicate_ends);
+            if let Some(seq) = plan.appends.last().map(|a| a.seq) {
+                plan.state.anomaly(
+                    "events_dropped_over_cap",
+                    format!("{dropped} event(s) sent with the END_OF_CONVERSATION were not stored: {over}; the end was"),
+                    seq,
+                );
+            }
+            plan.state_json = state_json(&plan.state);
+            plan.jobs = plan
+                .outcome
+                .ended
+                .then(|| jobs(target, &plan.state, &bot.on_end))
+                .flatten();
+            Ok(plan)
+        }
+        other => other,
+    }
+}
+
+/// Applies `events` in order and checks the caps: every event but an end is held to
+/// them, and an end's participant keeps its `customFields` only within them.
+fn plan_events<'a>(
+    target: Target<'_>,
+    state: Option<Conversation>,
+    events: impl Iterator<Item = &'a Event>,
+    bot: &Bot,
+    now: Timestamp,
+) -> Result<Plan<'a>, Refusal> {
+    let mut conv = state.unwrap_or_else(|| Conversation::new(now));
+    let was_ended = conv.is_ended();
+    let mut appends = Vec::new();
+    let mut duplicate_ends = 0u32;
+    let mut only_ends = true;
+    for event in events {
+        match &event.kind {
+            EventKind::Transfer(t) => {
+                only_ends = false;
                 bot.caps
                     .check_custom_fields(&t.participant.custom_fields)
                     .map_err(Refusal::OverCap)?;
             }
+            EventKind::End(_) => {}
+            _ => only_ends = false,
         }
-    }
-    let mut conv = state.unwrap_or_else(|| Conversation::new(now));
-    let was_ended = conv.is_ended();
-    let mut appends = Vec::with_capacity(events.len());
-    let mut duplicate_ends = 0u32;
-    for event in events {
         match conv.apply(&event.kind, now) {
             Ok(Applied::Stored { seq }) => appends.push(Append {
                 seq,
@@ -142,7 +186,11 @@ pub fn plan<'a>(
             Err(EndedAfter { ended_at }) => return Err(Refusal::EndedAlready { ended_at }),
         }
     }
-    if capped {
+    let ended = !was_ended && conv.is_ended();
+    if ended {
+        bound_ended_by(&mut conv, &bot.caps);
+    }
+    if !only_ends {
         let segments = conv.agents.iter().map(|a| a.segments.len()).sum();
         bot.caps
             .check_counts(
@@ -154,12 +202,11 @@ pub fn plan<'a>(
             .map_err(Refusal::OverCap)?;
     }
     let state_json = state_json(&conv);
-    if capped {
+    if !only_ends {
         bot.caps
             .check_state_bytes(state_json.len())
             .map_err(Refusal::OverCap)?;
     }
-    let ended = !was_ended && conv.is_ended();
     let jobs = ended.then(|| jobs(target, &conv, &bot.on_end)).flatten();
     Ok(Plan {
         outcome: Accepted {
@@ -172,6 +219,27 @@ pub fn plan<'a>(
         appends,
         jobs,
     })
+}
+
+/// The end's participant is kept on the record (`endedBy`); its `customFields` only
+/// within the caps, since the end itself is never refused.
+fn bound_ended_by(conv: &mut Conversation, caps: &Caps) {
+    let Some(serde_json::Value::Object(by)) = conv.ended_by.as_mut() else {
+        return;
+    };
+    let over = match by.get("customFields") {
+        Some(serde_json::Value::Object(fields)) => caps.check_custom_fields(fields).err(),
+        _ => None,
+    };
+    if let Some(over) = over {
+        by.remove("customFields");
+        let seq = conv.event_count;
+        conv.anomaly(
+            "end_custom_fields_dropped",
+            format!("the END_OF_CONVERSATION participant's customFields were not kept on the record: {over}"),
+            seq,
+        );
+    }
 }
 
 /// Plans the server's own end of a conversation silent since its last event: the same

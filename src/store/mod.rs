@@ -192,12 +192,17 @@ pub struct ConversationFilter {
     pub limit: usize,
     /// Keyset cursor: the `(sort time, conversation id)` of the last one already seen.
     pub after: Option<(Timestamp, String)>,
+    /// Stop after the conversation whose stored state takes the page to this many bytes
+    /// (a page holds at least one); `None`: only `limit` counts.
+    pub max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListedConversation {
     pub conversation: StoredConversation,
     pub sort_at: Timestamp,
+    /// The size of its stored state, counted against the page's `max_bytes`.
+    pub bytes: usize,
 }
 
 /// One entry of a conversation's event log.
@@ -219,6 +224,29 @@ pub struct EventQuery<'a> {
     pub only: Option<&'static str>,
     pub after: u64,
     pub limit: usize,
+    /// Stop after the entry whose body takes the page to this many bytes (a page holds
+    /// at least one); `None`: only `limit` counts.
+    pub max_bytes: Option<usize>,
+}
+
+/// Keeps items while the bytes before each stay under `max_bytes`: the item that reaches
+/// the budget is the page's last, and a page holds at least one.
+pub(crate) fn within_budget<T>(
+    items: impl Iterator<Item = Result<T, StoreError>>,
+    max_bytes: Option<usize>,
+    size: impl Fn(&T) -> usize,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    for item in items {
+        if max_bytes.is_some_and(|max| total >= max) {
+            break;
+        }
+        let item = item?;
+        total += size(&item);
+        out.push(item);
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -49,11 +49,27 @@ async fn the_growth_attack_is_refused_at_the_first_request_and_the_conversation_
     let mut events: Vec<Value> = (0..99)
         .map(|i| transfer("COLD", "entry", &format!("cold{i:0>252}")))
         .collect();
-    events.push(seed()["events"][0].clone());
+    let mut end = seed()["events"][0].clone();
+    end["participant"]["customFields"] = json!({"big": "x".repeat(100_000)});
+    events.push(end);
     let (status, body) = app.hook(&event_body(&c, json!(events))).await;
     assert_eq!(status, 200, "{body}");
     let (_, record) = app.conversation(&c).await;
     assert_eq!(record["status"], "ended");
+    // The end was stored; the events that would have passed a cap were not, and the
+    // record says so; the end's oversized customFields were not kept either.
+    assert_eq!(record["eventCount"], 2, "{record}");
+    assert_eq!(record["agents"].as_array().map(Vec::len), Some(1));
+    let codes: Vec<&str> = record["anomalies"]
+        .as_array()
+        .expect("anomalies")
+        .iter()
+        .filter_map(|a| a["code"].as_str())
+        .collect();
+    assert!(codes.contains(&"events_dropped_over_cap"), "{codes:?}");
+    assert!(codes.contains(&"end_custom_fields_dropped"), "{codes:?}");
+    assert!(record["endedBy"].get("customFields").is_none());
+    assert!(record_bytes(&app, &c).await < 8192);
     // Anomaly messages list at most three agents, whatever the number active.
     for anomaly in record["anomalies"].as_array().expect("anomalies") {
         let message = anomaly["message"].as_str().unwrap_or_default();

@@ -6,6 +6,7 @@ mod receiver;
 
 mod actions;
 mod auth;
+mod bounds;
 mod caps;
 mod cli;
 mod crash;

@@ -494,6 +494,7 @@ pub async fn retention_purges_transcripts_then_logs(store: &S) {
             only: None,
             after: 0,
             limit: 100,
+            max_bytes: None,
         })
         .await
         .unwrap()
@@ -538,6 +539,7 @@ pub async fn retention_purges_transcripts_then_logs(store: &S) {
             only: None,
             after: 0,
             limit: 100,
+            max_bytes: None,
         })
         .await
         .unwrap()
@@ -627,6 +629,7 @@ pub async fn the_event_log_pages_in_order(store: &S) {
             only: None,
             after: 0,
             limit: 10,
+            max_bytes: None,
         })
         .await
         .unwrap()
@@ -642,6 +645,7 @@ pub async fn the_event_log_pages_in_order(store: &S) {
             only: Some("MESSAGE"),
             after: 25,
             limit: 10,
+            max_bytes: None,
         })
         .await
         .unwrap()
@@ -658,7 +662,8 @@ pub async fn the_event_log_pages_in_order(store: &S) {
                 conversation_id: "nope",
                 only: None,
                 after: 0,
-                limit: 10
+                limit: 10,
+                max_bytes: None,
             })
             .await
             .unwrap()
@@ -710,5 +715,69 @@ pub async fn expired_jtis_are_forgotten_and_live_ones_kept(store: &S) {
             .await
             .unwrap(),
         "the expired one was forgotten"
+    );
+}
+
+/// A page stops at its byte budget (after the entry that reaches it, at least one), so a
+/// read never loads more than the budget plus one entry; what follows is on the next page.
+pub async fn pages_stop_at_their_byte_budget(store: &S) {
+    for i in 0..20 {
+        store
+            .ingest(ingest(
+                &format!("budget-{i:02}"),
+                message(&format!("budget-{i:02}"), &"x".repeat(1000)),
+                actions(&[]),
+            ))
+            .await
+            .unwrap();
+    }
+    let one = store
+        .events(EventQuery {
+            bot_id: BOT,
+            conversation_id: "budget-00",
+            only: None,
+            after: 0,
+            limit: 10,
+            max_bytes: Some(1),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(one.events.len(), 1);
+    let all = store
+        .list_conversations(
+            BOT,
+            ConversationFilter {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 20);
+    let state = all[0].bytes;
+    assert!(state > 0);
+    // Three states' worth of budget, less one byte: the third reaches it and ends the page.
+    let budgeted = store
+        .list_conversations(
+            BOT,
+            ConversationFilter {
+                limit: 100,
+                max_bytes: Some(3 * state - 1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(budgeted.len(), 3);
+    assert_eq!(
+        budgeted
+            .iter()
+            .map(|l| &l.conversation.conversation_id)
+            .collect::<Vec<_>>(),
+        all[..3]
+            .iter()
+            .map(|l| &l.conversation.conversation_id)
+            .collect::<Vec<_>>()
     );
 }

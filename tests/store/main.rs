@@ -110,4 +110,5 @@ both_stores!(
     listing_pages_through_every_conversation_once,
     the_event_log_pages_in_order,
     expired_jtis_are_forgotten_and_live_ones_kept,
+    pages_stop_at_their_byte_budget,
 );

@@ -238,8 +238,14 @@ pub(super) async fn list(
     bot_id: &str,
     f: ConversationFilter,
 ) -> Result<Vec<ListedConversation>, StoreError> {
+    // The page's rows with the bytes of state before each (a running sum), so that the
+    // rows past the byte budget never leave the database.
     let mut q = QueryBuilder::<Postgres>::new(
-        "SELECT conversation_id, sort_at, state FROM conversations WHERE bot_id = ",
+        "SELECT conversation_id, sort_at, state FROM (
+             SELECT conversation_id, sort_at, state,
+                    sum(octet_length(state)) OVER (ORDER BY sort_at DESC, conversation_id DESC)
+                        - octet_length(state) AS before
+             FROM (SELECT conversation_id, sort_at, state FROM conversations WHERE bot_id = ",
     );
     q.push_bind(bot_id);
     if let Some(status) = f.status {
@@ -259,7 +265,10 @@ pub(super) async fn list(
             .push(")");
     }
     q.push(" ORDER BY sort_at DESC, conversation_id DESC LIMIT ")
-        .push_bind(f.limit as i64);
+        .push_bind(f.limit as i64)
+        .push(") page) counted WHERE before < ")
+        .push_bind(budget(f.max_bytes))
+        .push(" ORDER BY sort_at DESC, conversation_id DESC");
     let rows = q.build().fetch_all(pool).await?;
     rows.iter()
         .map(|r| {
@@ -273,6 +282,7 @@ pub(super) async fn list(
             let (id, sort_at, state) =
                 columns.map_err(|e| StoreError::corrupt("a conversation row", e))?;
             Ok(ListedConversation {
+                bytes: state.len(),
                 conversation: StoredConversation {
                     bot_id: bot_id.to_owned(),
                     conversation_id: id,
@@ -294,6 +304,7 @@ pub(super) async fn event_page(
         only,
         after,
         limit,
+        max_bytes,
     } = q;
     let purged: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
         "SELECT events_purged_at, transcript_purged_at FROM conversations
@@ -307,15 +318,21 @@ pub(super) async fn event_page(
         return Ok(None);
     };
     let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(
-        "SELECT seq, name, received_at, body FROM events
-         WHERE bot_id = $1 AND conversation_id = $2 AND seq > $3 AND ($5::text IS NULL OR name = $5)
-         ORDER BY seq LIMIT $4",
+        "SELECT seq, name, received_at, body FROM (
+             SELECT seq, name, received_at, body,
+                    sum(octet_length(body)) OVER (ORDER BY seq) - octet_length(body) AS before
+             FROM (SELECT seq, name, received_at, body FROM events
+                   WHERE bot_id = $1 AND conversation_id = $2 AND seq > $3
+                     AND ($5::text IS NULL OR name = $5)
+                   ORDER BY seq LIMIT $4) page) counted
+         WHERE before < $6 ORDER BY seq",
     )
     .bind(bot_id)
     .bind(conversation_id)
-    .bind(after as i64)
+    .bind(after.min(i64::MAX as u64) as i64)
     .bind(limit as i64)
     .bind(only)
+    .bind(budget(max_bytes))
     .fetch_all(pool)
     .await?;
     Ok(Some(EventPage {
@@ -331,4 +348,9 @@ pub(super) async fn event_page(
         events_purged_at: events_purged_at.map(Timestamp::from_millis),
         transcript_purged_at: transcript_purged_at.map(Timestamp::from_millis),
     }))
+}
+
+/// A page's byte budget as a bound for SQL: no budget is no bound.
+fn budget(max_bytes: Option<usize>) -> i64 {
+    max_bytes.map_or(i64::MAX, |b| b.min(i64::MAX as usize) as i64)
 }

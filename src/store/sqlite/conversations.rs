@@ -7,8 +7,8 @@ use super::jobs;
 use crate::domain::ingest::{self, Plan, Target};
 use crate::domain::{Conversation, JtiUse, Timestamp};
 use crate::store::{
-    ConversationFilter, EventPage, Expiry, Ingest, IngestOutcome, ListedConversation, Purge,
-    StoreError, StoredConversation, StoredEvent, parse_state,
+    ConversationFilter, EventPage, EventQuery, Expiry, Ingest, IngestOutcome, ListedConversation,
+    Purge, StoreError, StoredConversation, StoredEvent, parse_state, within_budget,
 };
 
 /// Records `jti`; false if this app used it before.
@@ -298,15 +298,24 @@ pub(super) fn list(
         " ORDER BY sort_at DESC, conversation_id DESC LIMIT ?{}",
         args.len()
     ));
-    let rows: Vec<(String, i64, String)> = conn
-        .prepare_cached(&sql)?
-        .query_map(rusqlite::params_from_iter(args), |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(&sql)?;
+    // Rows are read one at a time, so a page past its byte budget stops reading.
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let rows = within_budget(
+        rows.map(|r| r.map_err(StoreError::from)),
+        f.max_bytes,
+        |r| r.2.len(),
+    )?;
     rows.into_iter()
         .map(|(conversation_id, sort_at, state)| {
             Ok(ListedConversation {
+                bytes: state.len(),
                 conversation: StoredConversation {
                     bot_id: bot_id.to_owned(),
                     conversation_id,
@@ -320,12 +329,16 @@ pub(super) fn list(
 
 pub(super) fn event_page(
     conn: &Connection,
-    bot_id: &str,
-    conversation_id: &str,
-    only: Option<&str>,
-    after: u64,
-    limit: usize,
+    q: &EventQuery<'_>,
 ) -> Result<Option<EventPage>, StoreError> {
+    let EventQuery {
+        bot_id,
+        conversation_id,
+        only,
+        after,
+        limit,
+        max_bytes,
+    } = *q;
     let purged: Option<(i64, Option<i64>, Option<i64>)> = conn
         .prepare_cached(
             "SELECT id, events_purged_at, transcript_purged_at FROM conversations WHERE bot_id = ?1 AND conversation_id = ?2",
@@ -343,21 +356,33 @@ pub(super) fn event_page(
             body: r.get(3)?,
         })
     };
+    let body_len = |e: &StoredEvent| e.body.len();
+    let after = after.min(i64::MAX as u64) as i64;
     let events = match only {
-        Some(name) => conn
-            .prepare_cached(
+        Some(name) => {
+            let mut stmt = conn.prepare_cached(
                 "SELECT seq, name, received_at, body FROM events
                  WHERE conversation = ?1 AND seq > ?2 AND name = ?4 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![id, after, limit as i64, name], map)?;
+            within_budget(
+                rows.map(|r| r.map_err(StoreError::from)),
+                max_bytes,
+                body_len,
             )?
-            .query_map(params![id, after as i64, limit as i64, name], map)?
-            .collect::<rusqlite::Result<Vec<_>>>()?,
-        None => conn
-            .prepare_cached(
+        }
+        None => {
+            let mut stmt = conn.prepare_cached(
                 "SELECT seq, name, received_at, body FROM events
                  WHERE conversation = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![id, after, limit as i64], map)?;
+            within_budget(
+                rows.map(|r| r.map_err(StoreError::from)),
+                max_bytes,
+                body_len,
             )?
-            .query_map(params![id, after as i64, limit as i64], map)?
-            .collect::<rusqlite::Result<Vec<_>>>()?,
+        }
     };
     Ok(Some(EventPage {
         events,

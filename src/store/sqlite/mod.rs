@@ -142,9 +142,17 @@ impl Store for SqliteStore {
 
     async fn events(&self, q: EventQuery<'_>) -> Result<Option<EventPage>, StoreError> {
         let (bot_id, conversation_id) = (q.bot_id.to_owned(), q.conversation_id.to_owned());
-        let (only, after, limit) = (q.only, q.after, q.limit);
+        let (only, after, limit, max_bytes) = (q.only, q.after, q.limit, q.max_bytes);
         self.read(move |conn| {
-            conversations::event_page(conn, &bot_id, &conversation_id, only, after, limit)
+            let q = EventQuery {
+                bot_id: &bot_id,
+                conversation_id: &conversation_id,
+                only,
+                after,
+                limit,
+                max_bytes,
+            };
+            conversations::event_page(conn, &q)
         })
         .await
     }
@@ -227,13 +235,23 @@ mod tests {
         migrate(&mut conn).expect("upgrade");
 
         let bodies = |bot: &str, conversation: &str| -> Vec<(u64, String)> {
-            conversations::event_page(&conn, bot, conversation, None, 0, 10)
-                .expect("read")
-                .expect("conversation exists")
-                .events
-                .into_iter()
-                .map(|e| (e.seq, e.body))
-                .collect()
+            conversations::event_page(
+                &conn,
+                &EventQuery {
+                    bot_id: bot,
+                    conversation_id: conversation,
+                    only: None,
+                    after: 0,
+                    limit: 10,
+                    max_bytes: None,
+                },
+            )
+            .expect("read")
+            .expect("conversation exists")
+            .events
+            .into_iter()
+            .map(|e| (e.seq, e.body))
+            .collect()
         };
         assert_eq!(bodies("b", "c1"), [(1, "c1-1".into()), (2, "c1-2".into())]);
         assert_eq!(bodies("b", "c2"), [(1, "c2-1".into())]);

@@ -1,0 +1,99 @@
+//! Reads refused for their query leave the token's jti unused, and the event log's
+//! `after` is refused past the range of a sequence number instead of wrapping.
+
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+
+use crate::helpers::*;
+
+async fn get_with(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let resp = app
+        .client
+        .get(format!("{}{path}", app.base))
+        .header("token", token)
+        .send()
+        .await
+        .expect("request");
+    into_json(resp).await
+}
+
+#[tokio::test]
+async fn a_read_refused_for_its_query_does_not_use_the_jti() {
+    let app = TestApp::spawn().await;
+    let token = sign(
+        Algorithm::HS256,
+        JTI_SECRET,
+        json!({"appId": JTI_APP, "jti": unique("read")}),
+    );
+    let list = format!("/api/v1/bots/{BOT}/conversations");
+    for bad in ["?limit=0", "?cursor=%%%", "?status=sideways"] {
+        let (status, body) = get_with(&app, &format!("{list}{bad}"), &token).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, body) = get_with(&app, &list, &token).await;
+    assert_eq!(status, 200, "{body}");
+    // Now it is used.
+    let (status, _) = get_with(&app, &list, &token).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn after_past_the_largest_sequence_number_is_refused() {
+    let app = TestApp::spawn().await;
+    let c = unique("after");
+    assert_eq!(app.end(&c).await.0, 200);
+    let events = format!("/api/v1/bots/{BOT}/conversations/{c}/events");
+    let (status, body) = get_with(
+        &app,
+        &format!("{events}?after=18446744073709551615"),
+        &token(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("after"),
+        "{body}"
+    );
+    let (status, body) = get_with(
+        &app,
+        &format!("{events}?after=9223372036854775807"),
+        &token(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"], json!([]));
+    let (status, body) = get_with(&app, &format!("{events}?after=0"), &token()).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["events"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn every_answer_says_nosniff() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/healthz",
+        "/no/such/endpoint",
+        "/api/v1/bots/x/conversations",
+    ] {
+        let resp = app
+            .client
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            resp.headers()
+                .get("x-content-type-options")
+                .map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..]),
+            "{path}"
+        );
+    }
+}
