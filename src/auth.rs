@@ -24,8 +24,13 @@ use crate::domain::Timestamp;
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Clock skew allowed on `exp`, `nbf` and `iat`.
 pub const LEEWAY: Duration = Duration::from_secs(60);
-/// A time claim above this many units is read as milliseconds (1e11 seconds is the year 5138).
+/// A time claim below this is seconds (1e11 s is the year 5138)...
 const MILLIS_THRESHOLD: f64 = 100_000_000_000.0;
+/// ...and from this up to [`MILLIS_MAX`] it is milliseconds (1e12 ms is September 2001,
+/// 1e14 ms the year 5138). In between, or above, it is plausible in neither unit and
+/// refused: read either way it would pass a check it should fail.
+const MILLIS_MIN: f64 = 1_000_000_000_000.0;
+const MILLIS_MAX: f64 = 100_000_000_000_000.0;
 
 /// Why a token was refused. Every variant answers 401; the messages say what to fix
 /// on the client without telling an attacker which check came closest.
@@ -55,6 +60,14 @@ pub enum AuthError {
     JtiRequired,
     #[error("this token's jti has already been used")]
     Replayed,
+    #[error("the token's botId claim must be a non-empty string naming the bot")]
+    BadBotClaim,
+    #[error("the token's header lists critical extensions (crit) this server does not support")]
+    CriticalHeader,
+    #[error(
+        "a time claim (exp, nbf, iat) is outside any plausible time, in seconds or milliseconds"
+    )]
+    ImplausibleTime,
 }
 
 /// What a verified token says about its sender.
@@ -175,6 +188,7 @@ impl Authenticator {
         if token.len() > MAX_TOKEN_BYTES || token.is_empty() {
             return Err(AuthError::Malformed);
         }
+        refuse_critical_extensions(token)?;
         let unverified: Claims =
             dangerous::insecure_decode_claims(token).map_err(|_| AuthError::Malformed)?;
         let client_id = string_claim(&unverified.app_id)
@@ -243,11 +257,37 @@ impl Authenticator {
         Ok((
             Verified {
                 client_id: client_id.to_owned(),
-                bot_claim: string_claim(&claims.bot_id).map(str::to_owned),
+                bot_claim: bot_claim(&claims.bot_id)?,
                 jti,
             },
             window,
         ))
+    }
+}
+
+/// RFC 7515 §4.1.11: a recipient must refuse a token whose `crit` header names an
+/// extension it does not understand; this server understands none.
+fn refuse_critical_extensions(token: &str) -> Result<(), AuthError> {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .map_err(|_| AuthError::Malformed)?;
+    let header: Map<String, Value> =
+        serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
+    if header.contains_key("crit") {
+        return Err(AuthError::CriticalHeader);
+    }
+    Ok(())
+}
+
+/// A `botId` claim, when present, must be a non-empty string: anything else would
+/// otherwise be ignored and the token accepted on every bot of its app.
+fn bot_claim(v: &Option<Value>) -> Result<Option<String>, AuthError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(_) => Err(AuthError::BadBotClaim),
     }
 }
 
@@ -267,7 +307,13 @@ fn time_claim(v: &Option<Value>) -> Result<Option<f64>, AuthError> {
                 .as_f64()
                 .filter(|x| x.is_finite() && *x >= 0.0)
                 .ok_or(AuthError::Malformed)?;
-            Ok(Some(if x > MILLIS_THRESHOLD { x / 1000.0 } else { x }))
+            if x < MILLIS_THRESHOLD {
+                Ok(Some(x))
+            } else if (MILLIS_MIN..=MILLIS_MAX).contains(&x) {
+                Ok(Some(x / 1000.0))
+            } else {
+                Err(AuthError::ImplausibleTime)
+            }
         }
         Some(_) => Err(AuthError::Malformed),
     }

@@ -305,3 +305,83 @@ async fn a_refused_request_does_not_use_up_its_jti() {
         "the 409 stored nothing, the jti included"
     );
 }
+
+/// Security review, low 2: a botId claim that is not a non-empty string was ignored, so
+/// the token worked on every bot of its app.
+#[tokio::test]
+async fn a_bot_id_claim_that_is_not_a_non_empty_string_is_refused() {
+    let app = TestApp::spawn().await;
+    for claim in [json!([BOT]), json!(""), json!(123), json!({"id": BOT})] {
+        let token = sign(
+            Algorithm::HS256,
+            HS256_SECRET,
+            json!({"appId": HS256_APP, "botId": claim}),
+        );
+        let (status, body) = post_with(&app, "token", &token).await;
+        assert_eq!(status, 401, "{claim}: {body}");
+        assert_eq!(
+            body["message"],
+            "the token's botId claim must be a non-empty string naming the bot"
+        );
+    }
+    let token = sign(
+        Algorithm::HS256,
+        HS256_SECRET,
+        json!({"appId": HS256_APP, "botId": BOT}),
+    );
+    assert_eq!(post_with(&app, "token", &token).await.0, 200);
+}
+
+/// Security review, low 3: RFC 7515 §4.1.11 — a crit header naming anything the server
+/// does not understand must be refused.
+#[tokio::test]
+async fn a_token_with_critical_header_extensions_is_refused() {
+    let app = TestApp::spawn().await;
+    let claims = json!({"appId": HS256_APP});
+    let crit = handmade_hs256(
+        HS256_SECRET,
+        &json!({"alg": "HS256", "typ": "JWT", "crit": ["exp"], "exp": 1}),
+        &claims,
+    );
+    let (status, body) = post_with(&app, "token", &crit).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("crit")
+    );
+    let plain = handmade_hs256(
+        HS256_SECRET,
+        &json!({"alg": "HS256", "typ": "JWT"}),
+        &claims,
+    );
+    assert_eq!(post_with(&app, "token", &plain).await.0, 200);
+}
+
+/// Security review, low 6: 10^11 + 1 was read as milliseconds (a not-before in 1973) and
+/// exp = 1e300 never expired. Times plausible in neither unit are refused.
+#[tokio::test]
+async fn time_claims_outside_any_plausible_time_are_refused() {
+    let app = TestApp::spawn().await;
+    let now = now_secs();
+    for claims in [
+        json!({"appId": HS256_APP, "nbf": 100_000_000_001_i64}),
+        json!({"appId": HS256_APP, "exp": 1e300}),
+        json!({"appId": HS256_APP, "iat": 500_000_000_000_i64}),
+        json!({"appId": HS256_APP, "exp": 200_000_000_000_000_i64}),
+    ] {
+        let token = sign(Algorithm::HS256, HS256_SECRET, claims.clone());
+        let (status, body) = post_with(&app, "token", &token).await;
+        assert_eq!(status, 401, "{claims}: {body}");
+    }
+    // Seconds and milliseconds of now both still work.
+    for exp in [now + 600, (now + 600) * 1000] {
+        let token = sign(
+            Algorithm::HS256,
+            HS256_SECRET,
+            json!({"appId": HS256_APP, "exp": exp}),
+        );
+        assert_eq!(post_with(&app, "token", &token).await.0, 200, "exp {exp}");
+    }
+}
