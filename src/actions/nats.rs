@@ -26,7 +26,7 @@ impl Connections {
         }
         let client = async_nats::connect(url)
             .await
-            .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+            .map_err(|e| format!("cannot connect to {}: {e}", super::masked(url)))?;
         let ctx = jetstream::new(client);
         clients.insert(url.to_owned(), ctx.clone());
         Ok(ctx)

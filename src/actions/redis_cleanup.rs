@@ -24,10 +24,11 @@ impl Connections {
         if let Some(m) = managers.get(url) {
             return Ok(m.clone());
         }
-        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+        let client = redis::Client::open(url)
+            .map_err(|e| format!("invalid Redis URL {}: {e}", super::masked(url)))?;
         let manager = ConnectionManager::new(client)
             .await
-            .map_err(|e| format!("cannot connect to Redis: {e}"))?;
+            .map_err(|e| format!("cannot connect to Redis at {}: {e}", super::masked(url)))?;
         managers.insert(url.to_owned(), manager.clone());
         Ok(manager)
     }

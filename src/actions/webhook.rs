@@ -53,7 +53,12 @@ pub async fn deliver(
                 response: Some(truncate(&text, 1024)),
             }
         }
-        Err(e) => AttemptResult::failed(format!("request failed: {}", error_chain(&e))),
+        // The error's own text would repeat the URL with its credentials and query.
+        Err(e) => AttemptResult::failed(format!(
+            "request to {} failed: {}",
+            super::masked(url.as_str()),
+            error_chain(&e.without_url())
+        )),
     }
 }
 

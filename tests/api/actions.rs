@@ -420,3 +420,30 @@ async fn redis_cleanup_removes_exactly_the_templated_keys() {
         .await;
     assert_eq!(job["attemptLog"][0]["response"], "deleted 3 keys");
 }
+
+/// Security review, low 4: credentials and query values of a destination's URL never
+/// reach lastError or the attempt log (nor, through the same strings, the logs).
+#[tokio::test]
+async fn secrets_in_a_destination_url_are_masked_wherever_a_failure_is_reported() {
+    // Port 1 on loopback: the connection is refused at once.
+    let url = "http://operator:hunter2pass@127.0.0.1:1/hook?apikey=topsecretkey";
+    let app = TestApp::spawn_with_actions(&webhook_action(
+        url,
+        "retry = { max_attempts = 1, initial_delay = \"100ms\", max_delay = \"100ms\" }",
+    ))
+    .await;
+    let c = unique("mask");
+    assert_eq!(app.end(&c).await.0, 200);
+    let jobs = app.settled_jobs(&c, 1).await;
+    assert_eq!(jobs[0]["state"], "dead");
+    let id = jobs[0]["id"].as_str().expect("id");
+    let (status, job) = app
+        .admin(reqwest::Method::GET, &format!("/jobs/{id}"))
+        .await;
+    assert_eq!(status, 200);
+    let shown = job.to_string();
+    assert!(shown.contains("127.0.0.1:1/hook?apikey=***"), "{shown}");
+    for secret in ["hunter2pass", "topsecretkey", "operator"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+}
