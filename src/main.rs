@@ -508,13 +508,32 @@ fn admin_call(method: reqwest::Method, url: &str, token: &str) -> anyhow::Result
     })
 }
 
+/// Text that came from callers, made safe for a terminal: control characters (ANSI
+/// escapes, newlines that would fake a row) are shown escaped, as `\u{1b}`.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Like [`printable`], but keeps line breaks (a pretty-printed answer stays readable).
+fn printable_lines(s: &str) -> String {
+    s.split('\n').map(printable).collect::<Vec<_>>().join("\n")
+}
+
 fn print_jobs(body: &Value) {
     println!(
         "{:<38} {:<10} {:<14} {:<16} {:>8}  {:<24} LAST ERROR",
         "ID", "STATE", "KIND", "ACTION", "ATTEMPTS", "CONVERSATION"
     );
     for job in body["jobs"].as_array().into_iter().flatten() {
-        let s = |k: &str| job[k].as_str().unwrap_or("").to_owned();
+        let s = |k: &str| printable(job[k].as_str().unwrap_or(""));
         println!(
             "{:<38} {:<10} {:<14} {:<16} {:>8}  {:<24} {}",
             s("id"),
@@ -527,7 +546,7 @@ fn print_jobs(body: &Value) {
         );
     }
     if let Some(next) = body["nextCursor"].as_str() {
-        println!("next: --cursor {next}");
+        println!("next: --cursor {}", printable(next));
     }
 }
 
@@ -607,7 +626,7 @@ fn request(
         let status = response.status();
         let text = response.text().await?;
         println!("{}", status.as_u16());
-        println!("{text}");
+        println!("{}", printable_lines(&text));
         Ok(if status.is_success() {
             ExitCode::SUCCESS
         } else {

@@ -248,3 +248,42 @@ async fn the_load_generator_runs_and_verifies_what_it_sent() {
         assert!(result["verified_ends"].as_u64().unwrap() > 0, "{result}");
     }
 }
+
+/// Security review, low 5: ids come from callers; `wrapup jobs list` must not let them
+/// drive the operator's terminal (ANSI escapes) or fake a row (a newline).
+// Multi-threaded: the CLI runs as a blocking child process while the server answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_list_shows_control_characters_in_caller_ids_escaped() {
+    let receiver = crate::receiver::Receiver::start().await;
+    let app = TestApp::spawn_with_actions(&format!(
+        "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+        receiver.url
+    ))
+    .await;
+    let c = format!("{}\u{1b}]0;pwned\u{7}\nfake-row", unique("ansi"));
+    // The job is scheduled in the end's transaction: it is listed as soon as the end is
+    // acknowledged.
+    assert_eq!(app.end(&c).await.0, 200);
+    let out = Command::new(env!("CARGO_BIN_EXE_wrapup"))
+        .args([
+            "jobs",
+            "list",
+            "--url",
+            &app.base,
+            "--admin-token",
+            ADMIN_TOKEN,
+        ])
+        .output()
+        .expect("wrapup runs");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("\\u{1b}]0;pwned\\u{7}\\u{a}fake-row"),
+        "{text}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("fake-row")), "{text}");
+}
