@@ -66,6 +66,7 @@ impl App {
         let state = Arc::new(AppState {
             store: store.clone(),
             auth: Authenticator::new(&settings.apps),
+            rates: crate::api::auth::RateLimits::new(&settings.apps),
             bots: settings
                 .bots
                 .iter()

@@ -378,6 +378,7 @@ mod tests {
             enforce_jti,
             require_exp,
             max_token_age: None,
+            rate_limit: None,
         }])
     }
 

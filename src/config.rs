@@ -167,6 +167,10 @@ pub struct AppFile {
     #[serde(default)]
     pub require_exp: bool,
     pub max_token_age: Option<String>,
+    /// Requests per second this app may make (all its bots together); none: no limit.
+    pub rate_limit: Option<u32>,
+    /// Requests allowed at once above the rate (default: one second's worth).
+    pub rate_burst: Option<u32>,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -292,6 +296,14 @@ pub struct AppSettings {
     pub enforce_jti: bool,
     pub require_exp: bool,
     pub max_token_age: Option<Duration>,
+    /// Requests per second, and the burst above it, when the app is rate limited.
+    pub rate_limit: Option<RateLimit>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: std::num::NonZeroU32,
+    pub burst: std::num::NonZeroU32,
 }
 
 #[derive(Debug, Clone)]
@@ -904,7 +916,32 @@ fn validate_app(
             .as_deref()
             .map(|v| positive(&format!("{key}.max_token_age"), v))
             .transpose()?,
+        rate_limit: rate_limit(app, key)?,
     })
+}
+
+fn rate_limit(app: &AppFile, key: &str) -> Result<Option<RateLimit>, ConfigError> {
+    use std::num::NonZeroU32;
+    let nonzero = |name: &str, v: u32| {
+        NonZeroU32::new(v)
+            .filter(|v| v.get() <= 1_000_000)
+            .ok_or_else(|| cerr(format!("{key}.{name}"), "must be between 1 and 1000000"))
+    };
+    match (app.rate_limit, app.rate_burst) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(cerr(
+            format!("{key}.rate_burst"),
+            "goes with rate_limit (requests per second)",
+        )),
+        (Some(rate), burst) => {
+            let per_second = nonzero("rate_limit", rate)?;
+            let burst = match burst {
+                Some(b) => nonzero("rate_burst", b)?,
+                None => per_second,
+            };
+            Ok(Some(RateLimit { per_second, burst }))
+        }
+    }
 }
 
 /// Each cap must be a whole number from 1 up to a bound that keeps the work of one request

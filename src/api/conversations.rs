@@ -32,6 +32,7 @@ use crate::store::{ConversationFilter, EventPage};
         (status = 200, description = "The conversation record", body = ConversationRecord),
         (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
         (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
+        (status = 429, description = "The app is over its rate_limit; retry after Retry-After seconds", body = super::openapi::ErrorBody),
         (status = 404, description = "Never seen", body = super::openapi::ErrorBody),
     ),
     security(("auth" = []), ("token" = []), ("bearer" = []))
@@ -119,6 +120,7 @@ fn decode_cursor(c: &str) -> Result<(Timestamp, String), ApiError> {
         (status = 400, description = "A bad query parameter", body = super::openapi::ErrorBody),
         (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
         (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
+        (status = 429, description = "The app is over its rate_limit; retry after Retry-After seconds", body = super::openapi::ErrorBody),
     ),
     security(("auth" = []), ("token" = []), ("bearer" = []))
 )]
@@ -190,6 +192,7 @@ pub async fn list_conversations(
         (status = 200, description = "The event log in order", body = super::openapi::EventLog),
         (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
         (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
+        (status = 429, description = "The app is over its rate_limit; retry after Retry-After seconds", body = super::openapi::ErrorBody),
         (status = 404, description = "Never seen", body = super::openapi::ErrorBody),
     ),
     security(("auth" = []), ("token" = []), ("bearer" = []))
@@ -242,6 +245,7 @@ pub async fn list_events(
         (status = 200, description = "The propagated messages in order", body = super::openapi::Transcript),
         (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
         (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
+        (status = 429, description = "The app is over its rate_limit; retry after Retry-After seconds", body = super::openapi::ErrorBody),
         (status = 404, description = "Never seen", body = super::openapi::ErrorBody),
     ),
     security(("auth" = []), ("token" = []), ("bearer" = []))

@@ -32,6 +32,7 @@ macro_rules! hook_route {
                 (status = 400, description = "Unknown bot, or a field missing or mistyped (named in the message)", body = super::openapi::ErrorBody),
                 (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
                 (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
+                (status = 429, description = "The app is over its rate_limit; retry after Retry-After seconds", body = super::openapi::ErrorBody),
                 (status = 408, description = "The body was not received in time", body = super::openapi::ErrorBody),
                 (status = 409, description = "An event other than a repeated end after the end", body = super::openapi::ErrorBody),
                 (status = 413, description = "The body is over server.max_body_bytes", body = super::openapi::ErrorBody),

@@ -38,8 +38,9 @@ use tokio::sync::Notify;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub auth: Authenticator,
+    /// Each rate-limited app's share of requests.
+    pub rates: auth::RateLimits,
     pub bots: HashMap<String, BotSettings>,
-    /// Each bot's actions, as the store schedules them.
     /// What the domain's plan needs of each bot: its actions and caps.
     pub plans: HashMap<String, crate::domain::ingest::Bot>,
     /// Wakes the action workers when a conversation ends.

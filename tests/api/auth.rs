@@ -385,3 +385,57 @@ async fn time_claims_outside_any_plausible_time_are_refused() {
         assert_eq!(post_with(&app, "token", &token).await.0, 200, "exp {exp}");
     }
 }
+
+/// Fair share: an app over its `rate_limit` gets 429 with Retry-After; another app is not
+/// held back by it.
+#[tokio::test]
+async fn an_app_over_its_rate_limit_gets_429_and_other_apps_do_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config_with_actions(&dir.path().join("wrapup.db"), "", "").replace(
+        &format!("client_id = \"{HS512_APP}\"\n"),
+        &format!("client_id = \"{HS512_APP}\"\nrate_limit = 1\nrate_burst = 3\n"),
+    );
+    assert!(text.contains("rate_burst = 3"));
+    let app = TestApp::spawn_text(dir, &text).await;
+    let limited = sign(Algorithm::HS512, HS512_SECRET, json!({"appId": HS512_APP}));
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let (status, body) = app
+            .post(
+                &format!("/agentai/api/v1/hooks/{BOT}"),
+                "token",
+                &limited,
+                &seed_with(&unique("rate")),
+            )
+            .await;
+        statuses.push(status.as_u16());
+        if status == 429 {
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("rate_limit")
+            );
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let resp = app
+        .client
+        .post(format!("{}/agentai/api/v1/hooks/{BOT}", app.base))
+        .header("token", &limited)
+        .json(&seed_with(&unique("rate")))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    // The unlimited app next to it is answered as usual.
+    for _ in 0..10 {
+        assert_eq!(app.end(&unique("free")).await.0, 200);
+    }
+}

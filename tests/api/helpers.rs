@@ -112,10 +112,11 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
-    pub dir: TempDir,
+    /// Held so the database directory lives as long as the server.
+    _dir: TempDir,
     app: Option<App>,
-    extra_server: String,
-    tail: String,
+    /// The configuration the server runs with (again after a restart).
+    config: String,
 }
 
 impl TestApp {
@@ -139,14 +140,19 @@ impl TestApp {
     }
 
     pub async fn spawn_full(dir: TempDir, extra_server: &str, tail: &str) -> TestApp {
-        let app = start(&dir.path().join("wrapup.db"), extra_server, tail).await;
+        let config = config_with_actions(&dir.path().join("wrapup.db"), extra_server, tail);
+        Self::spawn_text(dir, &config).await
+    }
+
+    /// A server running the whole configuration `config`.
+    pub async fn spawn_text(dir: TempDir, config: &str) -> TestApp {
+        let app = start(config).await;
         TestApp {
             base: format!("http://{}", app.local_addr()),
             client: client(),
-            dir,
+            _dir: dir,
             app: Some(app),
-            extra_server: extra_server.to_owned(),
-            tail: tail.to_owned(),
+            config: config.to_owned(),
         }
     }
 
@@ -163,12 +169,7 @@ impl TestApp {
         if let Some(app) = self.app.take() {
             app.stop().await;
         }
-        let app = start(
-            &self.dir.path().join("wrapup.db"),
-            &self.extra_server,
-            &self.tail,
-        )
-        .await;
+        let app = start(&self.config).await;
         self.base = format!("http://{}", app.local_addr());
         self.app = Some(app);
     }
@@ -305,9 +306,8 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
-async fn start(db: &Path, extra_server: &str, tail: &str) -> App {
-    let file =
-        config::parse(&config_with_actions(db, extra_server, tail)).expect("test config parses");
+async fn start(config: &str) -> App {
+    let file = config::parse(config).expect("test config parses");
     let settings = config::validate(&file, &fixtures(), |k| {
         (k == ADMIN_TOKEN_ENV).then(|| ADMIN_TOKEN.to_owned())
     })
