@@ -12,6 +12,7 @@
 //! the client sent wrong.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::caps::names;
@@ -62,8 +63,44 @@ pub struct Agent {
     pub identity: String,
     pub name: String,
     #[serde(default)]
-    pub custom_fields: Map<String, Value>,
+    pub custom_fields: Fields,
     pub segments: Vec<Segment>,
+}
+
+/// A participant's `customFields`, kept as the JSON text they arrived as: the state is
+/// read and written on every request, and these are most of its bytes, so they are
+/// copied through without being parsed into a map or escaped again (BENCHMARKS.md,
+/// "a message at a conversation's caps").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Fields(Box<RawValue>);
+
+impl Fields {
+    pub fn from_map(map: &Map<String, Value>) -> Self {
+        // A map of JSON values always serializes.
+        Self(serde_json::value::to_raw_value(map).unwrap_or_else(|_| empty()))
+    }
+
+    /// The fields as JSON text (an object).
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+}
+
+fn empty() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| unreachable!("{{}} is JSON"))
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Self(empty())
+    }
+}
+
+impl PartialEq for Fields {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 impl Agent {
@@ -388,7 +425,7 @@ impl Conversation {
                 self.agents.push(Agent {
                     identity: p.identity.clone(),
                     name: p.name.clone(),
-                    custom_fields: Map::new(),
+                    custom_fields: Fields::default(),
                     segments: Vec::new(),
                 });
                 self.agents.len() - 1
@@ -397,7 +434,7 @@ impl Conversation {
         let agent = &mut self.agents[i];
         agent.name = p.name.clone();
         if !p.custom_fields.is_empty() {
-            agent.custom_fields = p.custom_fields.clone();
+            agent.custom_fields = Fields::from_map(&p.custom_fields);
         }
         agent
     }

@@ -2,9 +2,9 @@
 //! actions send. camelCase like the vendor; times in RFC 3339.
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::conversation::{Anomaly, Conversation, MessageCounts, Transfers};
+use super::conversation::{Anomaly, Conversation, Fields, MessageCounts, Transfers};
 use super::payload::TransferType;
 use super::time::Timestamp;
 
@@ -50,7 +50,7 @@ pub struct AgentRecord {
     pub identity: String,
     pub name: String,
     #[schema(value_type = Object)]
-    pub custom_fields: Map<String, Value>,
+    pub custom_fields: Fields,
     pub segments: Vec<SegmentRecord>,
     /// The time of all segments; open ones count up to the last event.
     pub handle_time_ms: i64,
