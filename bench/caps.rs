@@ -91,7 +91,7 @@ async fn main() {
     let body = |events: Value| json!({"botId": BOT, "conversationId": capped, "events": events});
     let names = std::env::args().nth(3).as_deref() == Some("names");
     let mut agents = 0;
-    while names {
+    while names && agents < 10_000 {
         let agent = format!("agent-{:03}", agents % 64);
         let mut entry = transfer(if agents == 0 { "NA" } else { "WARM" }, &agent, 0);
         entry["participant"]["name"] = json!("n".repeat(1000));
