@@ -63,6 +63,10 @@ struct Args {
     /// Read every conversation back and check each acknowledged end is stored once.
     #[arg(long)]
     verify: bool,
+    /// Send every request to this one conversation instead of a new one each time (a
+    /// noisy tenant hammering one conversation, e.g. one grown to its caps).
+    #[arg(long)]
+    conversation: Option<String>,
     /// A label for the JSON result line.
     #[arg(long, default_value = "wrapup")]
     label: String,
@@ -85,6 +89,8 @@ enum Workload {
     EndOnly,
     /// The vendor's prescribed order: NA entry, four messages, NA exit, summary, end.
     Lifecycle,
+    /// One propagated message per request (with --conversation, all to one conversation).
+    Message,
 }
 
 /// One step of a conversation: the body, given the conversation id.
@@ -99,6 +105,12 @@ fn steps(workload: Workload, bot: &str, c: &str) -> Vec<Vec<u8>> {
     };
     match workload {
         Workload::EndOnly => vec![events(end)],
+        Workload::Message => vec![
+            json!({"botId": bot, "conversationId": c, "query": "Is my order on its way?", "agentId": "agent1",
+                   "author": {"type": "USER"}, "source": "genesys", "experience": "voice", "language": "en"})
+            .to_string()
+            .into_bytes(),
+        ],
         Workload::Lifecycle => {
             let transfer = |transition: &str| {
                 json!({"name": "INTERNAL_TRANSFER_EVENT", "transfertype": "NA", "transition": transition, "isExtAD": "false",
@@ -184,6 +196,8 @@ struct Shared {
     errors: AtomicU64,
     /// Of the errors: answered 503 (load shed by the server).
     shed: AtomicU64,
+    /// Of the errors: answered 429 (the app is over its rate_limit; not backed off).
+    limited: AtomicU64,
     next_conversation: AtomicU64,
     deliveries: Deliveries,
 }
@@ -314,6 +328,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ok: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         shed: AtomicU64::new(0),
+        limited: AtomicU64::new(0),
         next_conversation: AtomicU64::new(0),
         deliveries: Deliveries::default(),
         templates: Templates::new(args.workload, &args.bot),
@@ -371,7 +386,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let requests = hist.len();
     let mut result = json!({
         "label": args.label,
-        "workload": match args.workload { Workload::EndOnly => "end-only", Workload::Lifecycle => "lifecycle" },
+        "workload": match args.workload { Workload::EndOnly => "end-only", Workload::Lifecycle => "lifecycle", Workload::Message => "message" },
         "mode": if args.rate.is_some() { "open" } else { "closed" },
         "connections": args.connections,
         "rate": args.rate,
@@ -380,6 +395,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "rps": (requests as f64 / measured).round(),
         "errors": shared.errors.load(Ordering::Relaxed),
         "shed_503": shared.shed.load(Ordering::Relaxed),
+        "limited_429": shared.limited.load(Ordering::Relaxed),
         "p50_ms": q(0.50), "p90_ms": q(0.90), "p99_ms": q(0.99), "p999_ms": q(0.999),
         "max_ms": hist.max() as f64 / 1000.0,
     });
@@ -460,7 +476,10 @@ async fn worker(s: Arc<Shared>, w: usize) -> anyhow::Result<Tally> {
     let warmup_end = s.start + Duration::from(s.args.warmup);
     'conversations: while !s.stop.load(Ordering::Relaxed) {
         let n = s.next_conversation.fetch_add(1, Ordering::Relaxed);
-        let c = format!("load-{}-{n}", s.run);
+        let c = match &s.args.conversation {
+            Some(one) => one.clone(),
+            None => format!("load-{}-{n}", s.run),
+        };
         let bodies = s.templates.render(&c);
         let last = bodies.len() - 1;
         for (i, body) in bodies.into_iter().enumerate() {
@@ -494,6 +513,9 @@ async fn worker(s: Arc<Shared>, w: usize) -> anyhow::Result<Tally> {
                         .get(hyper::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                     let _ = resp.into_body().collect().await;
+                    if status == hyper::StatusCode::TOO_MANY_REQUESTS {
+                        s.limited.fetch_add(1, Ordering::Relaxed);
+                    }
                     if status == hyper::StatusCode::SERVICE_UNAVAILABLE {
                         s.shed.fetch_add(1, Ordering::Relaxed);
                         // Like a well-behaved client: wait as told (at most 10 s) before the next request.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::caps::{Caps, OverCap};
+use super::caps::{Cap, Caps, OverCap};
 use super::conversation::{Conversation, EndedAfter, INACTIVITY_REASON};
 use super::payload::Event;
 use super::record::ConversationRecord;
@@ -118,6 +118,14 @@ pub fn plan<'a>(
     now: Timestamp,
 ) -> Result<Plan<'a>, Refusal> {
     if !has_end(events) {
+        // A conversation at its events cap refuses before any work on its state.
+        let count = state.as_ref().map_or(0, |c| c.event_count);
+        if count.saturating_add(events.len() as u64) > bot.caps.events {
+            return Err(Refusal::OverCap(OverCap {
+                cap: Cap::Events,
+                limit: bot.caps.events,
+            }));
+        }
         return plan_events(target, state, events.iter(), bot, now);
     }
     // A request with an end is planned whole when it stays within the caps; otherwise

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Noisy tenant: one app grows a conversation as the security review did (NA entry, then
+# 20 requests of 100 WARM entries with distinct 256-character identities, then 100 COLD
+# entries with the end), then floods that conversation with 16 connections; meanwhile a
+# well-behaved app on another bot sends ends over 4 connections. Reports what the growth
+# was answered, the record's size, the quiet app's median and p99 latency idle and
+# during the flood (with the noisy app's rate_limit off, then on), peak RSS, and the
+# bytes of a 500-conversation list page.
+# The flood goes to a second conversation, grown to its state cap with valid requests.
+# Usage: reliability/noisy.sh     (about 1 minute after the release build)
+# Knobs: DURATION=10s NOISY_RATE=200 PORT=8097
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+NOISY_RATE=${NOISY_RATE:-200}
+PORT=${PORT:-8097}
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+QUIET_APP=cs-6363fcbb-310e-5b07-91a9-c614cd3cbf6e
+QUIET_SECRET=demo-secret-DO-NOT-USE-IN-PRODUCTION-0001
+QUIET_BOT=st-56fbfece-0293-55a3-9154-7e3e19xxxxxx
+NOISY_APP=cs-noisy-tenant
+NOISY_SECRET=noisy-secret-for-this-script-only-000001
+NOISY_BOT=st-noisy
+
+cargo build --release --quiet --bin wrapup --bin wrapup-load
+BASE="http://127.0.0.1:$PORT"
+
+# config RATE: the example configuration plus the noisy app and its bot.
+config() {
+  local rate=""
+  [ "$1" != off ] && rate=$'\nrate_limit = '"$1"
+  sed -e "s#sqlite://wrapup.db#sqlite://$WORK/wrapup.db#" -e "s#^listen = .*#listen = \"127.0.0.1:$PORT\"#" \
+      -e '/^inactivity_timeout/d' examples/wrapup.toml
+  cat <<TOML
+
+[[apps]]
+client_id = "$NOISY_APP"
+client_secret = "$NOISY_SECRET"$rate
+
+[[bots]]
+id = "$NOISY_BOT"
+apps = ["$NOISY_APP"]
+
+# The events cap would stop the flood's writes after 10,000 messages; lifted, every
+# message of the flood is a write to a conversation at its state cap.
+[bots.caps]
+events = 10000000
+TOML
+}
+
+SERVER=
+start() {
+  config "$1" > "$WORK/wrapup.toml"
+  WRAPUP_LOG=warn target/release/wrapup serve --config "$WORK/wrapup.toml" >> "$WORK/server.log" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 100); do curl -sf "$BASE/healthz" > /dev/null && break; sleep 0.1; done
+}
+stop() { kill -INT "$SERVER"; wait "$SERVER" || true; }
+kib() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$SERVER/status"; }
+
+quiet() {
+  WRAPUP_CLIENT_ID=$QUIET_APP WRAPUP_CLIENT_SECRET=$QUIET_SECRET target/release/wrapup-load \
+    --url "$BASE" --bot "$QUIET_BOT" --connections 4 --duration "$DURATION" --warmup 1s --quiet --label "$1"
+}
+flood() {
+  WRAPUP_CLIENT_ID=$NOISY_APP WRAPUP_CLIENT_SECRET=$NOISY_SECRET target/release/wrapup-load \
+    --url "$BASE" --bot "$NOISY_BOT" --workload message --conversation at-caps --connections 16 \
+    --duration "$DURATION" --warmup 0s --quiet --label "$1"
+}
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+
+start off
+NOISY_TOKEN=$(target/release/wrapup token --client-id "$NOISY_APP" --secret "$NOISY_SECRET")
+QUIET_TOKEN=$(target/release/wrapup token --client-id "$QUIET_APP" --secret "$QUIET_SECRET")
+
+# The reproduction, as the review sent it.
+GROWTH=$(python3 - "$BASE" "$NOISY_BOT" "$NOISY_TOKEN" <<'PY'
+import json, sys, urllib.request, urllib.error
+base, bot, token = sys.argv[1:4]
+def post(events):
+    body = json.dumps({"botId": bot, "conversationId": "grown", "events": events}).encode()
+    req = urllib.request.Request(f"{base}/agentai/api/v1/hooks/{bot}", body,
+                                 {"content-type": "application/json", "token": token})
+    try:
+        return urllib.request.urlopen(req).status
+    except urllib.error.HTTPError as e:
+        return e.code
+def transfer(kind, who):
+    return {"name": "INTERNAL_TRANSFER_EVENT", "transfertype": kind, "transition": "entry",
+            "experience": "voice", "participant": {"identity": who, "name": who, "type": "agent"}}
+statuses = [post([transfer("NA", "a0")])]
+for r in range(20):
+    statuses.append(post([transfer("WARM", f"{r*100+i:0>256}") for i in range(100)]))
+cold = [transfer("COLD", f"c{i:0>255}") for i in range(99)]
+statuses.append(post(cold))
+print(json.dumps({"na": statuses[0], "warm": sorted(set(statuses[1:21])), "cold": statuses[21]}))
+PY
+)
+# A conversation grown to its caps with valid requests: agents with 60 customFields of
+# 100 characters each, until the state cap refuses the next one.
+AT_CAPS=$(python3 - "$BASE" "$NOISY_BOT" "$NOISY_TOKEN" <<'PY'
+import json, sys, urllib.request, urllib.error
+base, bot, token = sys.argv[1:4]
+def post(events):
+    body = json.dumps({"botId": bot, "conversationId": "at-caps", "events": events}).encode()
+    req = urllib.request.Request(f"{base}/agentai/api/v1/hooks/{bot}", body,
+                                 {"content-type": "application/json", "token": token})
+    try:
+        return urllib.request.urlopen(req).status, ""
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())["message"]
+for n in range(1000):
+    fields = {f"field{i:02}": "v" * 100 for i in range(60)}
+    status, message = post([{"name": "INTERNAL_TRANSFER_EVENT", "transfertype": "NA" if n == 0 else "WARM",
+        "transition": "entry", "experience": "voice",
+        "participant": {"identity": f"agent-{n:03}-{'x' * 200}", "name": "A", "type": "agent", "customFields": fields}}])
+    if status != 200:
+        print(f"{n} agents, then {status}: {message}")
+        break
+PY
+)
+AT_CAPS_BYTES=$(curl -s -H "token: $NOISY_TOKEN" "$BASE/api/v1/bots/$NOISY_BOT/conversations/at-caps" | wc -c)
+RECORD_BYTES=$(curl -s -H "token: $NOISY_TOKEN" "$BASE/api/v1/bots/$NOISY_BOT/conversations/grown" | wc -c)
+
+IDLE=$(quiet idle)
+flood flood-unlimited > "$WORK/flood1.json" &
+FLOOD=$!
+sleep 1
+BUSY=$(quiet during-flood-unlimited)
+wait $FLOOD
+PEAK_RSS=$(kib VmHWM)
+LIST_BYTES=$(curl -s -H "token: $QUIET_TOKEN" "$BASE/api/v1/bots/$QUIET_BOT/conversations?limit=500" | wc -c)
+stop
+
+start "$NOISY_RATE"
+IDLE2=$(quiet idle-2)
+flood flood-limited > "$WORK/flood2.json" &
+FLOOD=$!
+sleep 1
+BUSY2=$(quiet during-flood-limited)
+wait $FLOOD
+stop
+
+p50() { field "$1" p50_ms; }
+p99() { field "$1" p99_ms; }
+ratio() { python3 -c "print(round($1 / $2, 2))"; }
+echo "growth answered: $GROWTH (200 for the NA entry, 422 for the rest); record: $RECORD_BYTES bytes"
+echo "conversation at its caps: $AT_CAPS; record: $AT_CAPS_BYTES bytes"
+echo "quiet app, rate_limit off: idle p50 $(p50 "$IDLE") ms p99 $(p99 "$IDLE") ms; during flood p50 $(p50 "$BUSY") ms p99 $(p99 "$BUSY") ms; ratio $(ratio "$(p50 "$BUSY")" "$(p50 "$IDLE")")x"
+echo "  flood: $(( $(field "$(cat "$WORK/flood1.json")" requests) - $(field "$(cat "$WORK/flood1.json")" errors) )) messages stored at $(field "$(cat "$WORK/flood1.json")" rps) req/s"
+echo "quiet app, noisy rate_limit = $NOISY_RATE/s: idle p50 $(p50 "$IDLE2") ms; during flood p50 $(p50 "$BUSY2") ms p99 $(p99 "$BUSY2") ms; ratio $(ratio "$(p50 "$BUSY2")" "$(p50 "$IDLE2")")x"
+echo "  flood: $(( $(field "$(cat "$WORK/flood2.json")" requests) - $(field "$(cat "$WORK/flood2.json")" errors) )) stored, $(field "$(cat "$WORK/flood2.json")" limited_429) answered 429"
+echo "peak RSS: $((PEAK_RSS / 1024)) MiB; a 500-conversation list page: $LIST_BYTES bytes"
