@@ -152,3 +152,13 @@ echo "  flood: $(( $(field "$(cat "$WORK/flood1.json")" requests) - $(field "$(c
 echo "quiet app, noisy rate_limit = $NOISY_RATE/s: idle p50 $(p50 "$IDLE2") ms; during flood p50 $(p50 "$BUSY2") ms p99 $(p99 "$BUSY2") ms; ratio $(ratio "$(p50 "$BUSY2")" "$(p50 "$IDLE2")")x"
 echo "  flood: $(( $(field "$(cat "$WORK/flood2.json")" requests) - $(field "$(cat "$WORK/flood2.json")" errors) )) stored, $(field "$(cat "$WORK/flood2.json")" limited_429) answered 429"
 echo "peak RSS: $((PEAK_RSS / 1024)) MiB; a 500-conversation list page: $LIST_BYTES bytes"
+
+# Fail unless the reproduction was refused from its first growth request and the quiet
+# app's median stayed within 3x of idle with the noisy app rate limited.
+python3 - "$GROWTH" "$(p50 "$BUSY2")" "$(p50 "$IDLE2")" <<'PY'
+import json, sys
+growth, busy, idle = json.loads(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+assert growth == {"na": 200, "warm": [422], "cold": 422}, growth
+assert busy <= 3 * idle, f"quiet median {busy} ms against {idle} ms idle"
+PY
+echo "noisy tenant: ok"

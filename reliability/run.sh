@@ -14,6 +14,8 @@ echo "== crash loops, ${WRAPUP_KILLS:-20} kills per store" >&2
 WRAPUP_KILLS=${WRAPUP_KILLS:-20} cargo test --locked --test api crash_loop -- --nocapture
 echo "== overload" >&2
 reliability/overload.sh
+echo "== noisy tenant" >&2
+reliability/noisy.sh
 echo "== schemathesis" >&2
 reliability/schemathesis.sh
 echo "== cargo fuzz, ${FUZZ_SECONDS:-600}s per target" >&2
