@@ -201,6 +201,7 @@ pub struct CapsFile {
     pub segments: Option<u64>,
     pub summary_requests: Option<u64>,
     pub events: Option<u64>,
+    pub log_bytes: Option<u64>,
     pub custom_fields_keys: Option<u64>,
     pub custom_fields_bytes: Option<u64>,
     pub state_bytes: Option<u64>,
@@ -967,6 +968,7 @@ fn validate_caps(file: &CapsFile, key: &str) -> Result<Caps, ConfigError> {
             10_000,
         )?),
         events: pick("events", file.events, d.events, 10_000_000)?,
+        log_bytes: pick("log_bytes", file.log_bytes, d.log_bytes, 1 << 40)?,
         custom_fields_keys: size(pick(
             "custom_fields_keys",
             file.custom_fields_keys,

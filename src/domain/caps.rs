@@ -22,6 +22,8 @@ pub struct Caps {
     pub summary_requests: usize,
     /// Events in one conversation's log.
     pub events: u64,
+    /// Bytes of one conversation's event log (each event as received).
+    pub log_bytes: u64,
     /// Keys of one participant's `customFields`.
     pub custom_fields_keys: usize,
     /// Bytes of one participant's `customFields`, as JSON.
@@ -37,6 +39,7 @@ impl Default for Caps {
             segments: 256,
             summary_requests: 32,
             events: 10_000,
+            log_bytes: 64 << 20,
             custom_fields_keys: 64,
             custom_fields_bytes: 8 * 1024,
             state_bytes: 256 * 1024,
@@ -51,6 +54,7 @@ pub enum Cap {
     Segments,
     SummaryRequests,
     Events,
+    LogBytes,
     CustomFieldsKeys,
     CustomFieldsBytes,
     StateBytes,
@@ -64,6 +68,7 @@ impl Cap {
             Cap::Segments => "segments",
             Cap::SummaryRequests => "summary_requests",
             Cap::Events => "events",
+            Cap::LogBytes => "log_bytes",
             Cap::CustomFieldsKeys => "custom_fields_keys",
             Cap::CustomFieldsBytes => "custom_fields_bytes",
             Cap::StateBytes => "state_bytes",
@@ -76,6 +81,7 @@ impl Cap {
             Cap::Segments => "agent segments",
             Cap::SummaryRequests => "summary requests",
             Cap::Events => "events",
+            Cap::LogBytes => "bytes of event log",
             Cap::CustomFieldsKeys => "keys in one participant's customFields",
             Cap::CustomFieldsBytes => "bytes of one participant's customFields",
             Cap::StateBytes => "bytes of stored state",
@@ -142,6 +148,13 @@ impl Caps {
         }
         if events > self.events {
             return Err(Self::over(Cap::Events, self.events));
+        }
+        Ok(())
+    }
+
+    pub fn check_log_bytes(&self, bytes: u64) -> Result<(), OverCap> {
+        if bytes > self.log_bytes {
+            return Err(Self::over(Cap::LogBytes, self.log_bytes));
         }
         Ok(())
     }

@@ -163,6 +163,10 @@ pub struct Conversation {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub duplicate_ends: u64,
     pub event_count: u64,
+    /// Bytes of the event log's entries as stored (for `caps.log_bytes`); counted from
+    /// the version that added it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub log_bytes: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub anomalies: Vec<Anomaly>,
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -232,6 +236,7 @@ impl Conversation {
             language: None,
             duplicate_ends: 0,
             event_count: 0,
+            log_bytes: 0,
             anomalies: Vec::new(),
             anomalies_dropped: 0,
             started_at: None,

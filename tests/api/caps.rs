@@ -215,3 +215,27 @@ async fn a_cap_of_zero_is_a_configuration_error_naming_the_key() {
         "{stderr}"
     );
 }
+
+/// The event log is bounded in bytes too: unknown fields are kept with each event, so
+/// count alone would let a conversation's log grow to 10,000 request bodies.
+#[tokio::test]
+async fn the_event_log_is_capped_in_bytes() {
+    let app = TestApp::spawn_with_actions("[bots.caps]\nlog_bytes = 4096\n").await;
+    let c = unique("log");
+    let message = |i: usize| {
+        json!({"botId": BOT, "conversationId": c, "query": format!("m{i}"),
+               "author": {"type": "USER"}, "pad": "p".repeat(1500)})
+    };
+    assert_eq!(app.hook(&message(0)).await.0, 200);
+    assert_eq!(app.hook(&message(1)).await.0, 200);
+    let (status, body) = app.hook(&message(2)).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("caps.log_bytes"),
+        "{body}"
+    );
+    assert_eq!(app.end(&c).await.0, 200);
+}
