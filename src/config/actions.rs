@@ -1,0 +1,186 @@
+//! `[[bots.on_end]]` entries: each kind's own checks (which keys a kind has is the file's
+//! type, `ActionFile`), the secret resolved, the name defaulted and unique within the bot.
+
+use super::file::{ActionFile, RetryFile};
+use super::validate::positive;
+use super::*;
+
+pub(super) fn validate_action(
+    a: &ActionFile,
+    key: &str,
+    earlier: &[ActionSettings],
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<ActionSettings, ConfigError> {
+    let k = |field: &str| format!("{key}.{field}");
+    let non_empty = |field: &str, v: &str| -> Result<String, ConfigError> {
+        if v.trim().is_empty() {
+            return Err(cerr(k(field), "must not be empty"));
+        }
+        Ok(v.to_owned())
+    };
+    let kind = match a {
+        ActionFile::Webhook {
+            url,
+            secret,
+            secret_env,
+            headers,
+            ..
+        } => {
+            let raw_url = non_empty("url", url)?;
+            let url = reqwest::Url::parse(&raw_url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| {
+                    cerr(
+                        k("url"),
+                        format!(
+                            "\"{}\" is not an http:// or https:// URL",
+                            crate::actions::masked(&raw_url)
+                        ),
+                    )
+                })?;
+            let secret = match (secret, secret_env) {
+                (Some(s), None) => s.clone(),
+                (None, Some(var)) => env(var).ok_or_else(|| {
+                    cerr(
+                        k("secret_env"),
+                        format!("environment variable {var} is not set"),
+                    )
+                })?,
+                _ => {
+                    return Err(cerr(
+                        k("secret"),
+                        "set exactly one of secret or secret_env (a Standard Webhooks secret, whsec_...)",
+                    ));
+                }
+            };
+            let secret = decode_whsec(&secret).ok_or_else(|| {
+                cerr(k("secret"), "is not a Standard Webhooks secret: write whsec_ followed by base64 of 24 to 64 bytes")
+            })?;
+            let mut parsed = Vec::new();
+            for (name, value) in headers.iter().flatten() {
+                let n = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    cerr(
+                        format!("{key}.headers.{name}"),
+                        "is not a valid header name",
+                    )
+                })?;
+                let v = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+                    cerr(
+                        format!("{key}.headers.{name}"),
+                        "is not a valid header value",
+                    )
+                })?;
+                parsed.push((n, v));
+            }
+            ActionKind::Webhook {
+                url,
+                secret,
+                headers: parsed,
+            }
+        }
+        ActionFile::Nats { url, subject, .. } => {
+            let url = non_empty("url", url)?;
+            let subject = non_empty("subject", subject)?;
+            if subject.contains(char::is_whitespace) || subject.contains(['*', '>']) {
+                return Err(cerr(
+                    k("subject"),
+                    "must be a concrete subject (no spaces or wildcards)",
+                ));
+            }
+            ActionKind::Nats { url, subject }
+        }
+        ActionFile::RedisCleanup { url, keys, .. } => {
+            let url = non_empty("url", url)?;
+            if !url.starts_with("redis://") && !url.starts_with("unix://") {
+                return Err(cerr(
+                    k("url"),
+                    format!("\"{}\" is not a redis:// URL", crate::actions::masked(&url)),
+                ));
+            }
+            if keys.is_empty() {
+                return Err(cerr(k("keys"), "must name at least one key template"));
+            }
+            for (i, t) in keys.iter().enumerate() {
+                if !t.contains("{conversationId}") {
+                    // Without it one end would wipe every conversation's keys.
+                    return Err(cerr(
+                        format!("{key}.keys[{i}]"),
+                        "must contain {conversationId}, so one end never deletes another conversation's keys",
+                    ));
+                }
+            }
+            ActionKind::RedisCleanup {
+                url,
+                keys: keys.clone(),
+            }
+        }
+    };
+    let (name, timeout, retry) = a.common();
+    let kind_name = a.kind();
+    let name = match name {
+        Some(n) if n.trim().is_empty() => return Err(cerr(k("name"), "must not be empty")),
+        Some(n) => n.clone(),
+        None => {
+            let same = earlier
+                .iter()
+                .filter(|e| e.kind.name() == kind_name)
+                .count();
+            if same == 0 {
+                kind_name.to_owned()
+            } else {
+                format!("{kind_name}-{}", same + 1)
+            }
+        }
+    };
+    if earlier.iter().any(|e| e.name == name) {
+        return Err(cerr(
+            k("name"),
+            format!("\"{name}\" is used by another action of this bot"),
+        ));
+    }
+    let timeout = positive(&k("timeout"), timeout.unwrap_or(Duration::from_secs(10)))?;
+    Ok(ActionSettings {
+        name,
+        kind,
+        timeout,
+        retry: retry_policy(retry, &k)?,
+    })
+}
+
+fn retry_policy(
+    r: Option<&RetryFile>,
+    k: &impl Fn(&str) -> String,
+) -> Result<RetryPolicy, ConfigError> {
+    let defaults = RetryPolicy::default();
+    let Some(r) = r else { return Ok(defaults) };
+    let retry = RetryPolicy {
+        max_attempts: r.max_attempts.unwrap_or(defaults.max_attempts),
+        initial_delay: match r.initial_delay {
+            Some(v) => positive(&k("retry.initial_delay"), v)?,
+            None => defaults.initial_delay,
+        },
+        max_delay: match r.max_delay {
+            Some(v) => positive(&k("retry.max_delay"), v)?,
+            None => defaults.max_delay,
+        },
+    };
+    if retry.max_attempts == 0 || retry.max_attempts > 100 {
+        return Err(cerr(k("retry.max_attempts"), "must be between 1 and 100"));
+    }
+    if retry.max_delay < retry.initial_delay {
+        return Err(cerr(
+            k("retry.max_delay"),
+            "must not be shorter than retry.initial_delay",
+        ));
+    }
+    Ok(retry)
+}
+
+/// The key of a Standard Webhooks secret: `whsec_` + base64.
+fn decode_whsec(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let b64 = secret.strip_prefix("whsec_")?;
+    let key = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    (24..=64).contains(&key.len()).then_some(key)
+}

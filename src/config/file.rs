@@ -1,0 +1,312 @@
+//! The configuration file as written, typed by serde: durations are `Duration`s (written
+//! "30s", "5m", "4h"), actions a tagged enum on `kind`, unknown keys refused. A parse error
+//! names the key path (from the deserializer) and the line.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, cerr};
+
+/// The file as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default)]
+    pub store: StoreFile,
+    #[serde(default)]
+    pub apps: Vec<AppFile>,
+    #[serde(default)]
+    pub bots: Vec<BotFile>,
+    #[serde(default)]
+    pub workers: WorkersFile,
+    #[serde(default)]
+    pub admin: AdminFile,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersFile {
+    /// Attempts running at once in this process.
+    pub concurrency: usize,
+    /// How often to look for due jobs when nothing wakes the workers (retries, other instances).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How much longer than an attempt's timeout a claimed job stays leased.
+    #[serde(with = "humantime_serde")]
+    pub lease_margin: Duration,
+    /// On shutdown, how long running attempts may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkersFile {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            poll_interval: Duration::from_secs(1),
+            lease_margin: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// The environment variable holding the admin bearer token; unset: admin API off.
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerFile {
+    pub listen: String,
+    pub max_body_bytes: usize,
+    pub max_events_per_request: usize,
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// A second address that answers only `/healthz`, `/readyz` and `/metrics`, with its
+    /// own connections, so probes are answered even when `listen` is flooded.
+    pub health_listen: Option<String>,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 1024 * 1024,
+            max_events_per_request: 100,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            shutdown_grace: Duration::from_secs(30),
+            health_listen: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreFile {
+    pub url: String,
+    /// Requests waiting for the writer beyond this are refused with 503.
+    pub queue_capacity: usize,
+    /// The most requests committed in one transaction.
+    pub max_batch: usize,
+    /// PostgreSQL: connections per instance.
+    pub pool_size: u32,
+    /// PostgreSQL: how long to wait for a connection (503 after).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// PostgreSQL: the server cancels any statement running longer.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// PostgreSQL: the schema wrapup keeps its tables in (created if missing).
+    pub schema: String,
+}
+
+impl Default for StoreFile {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://wrapup.db".into(),
+            queue_capacity: 16_384,
+            max_batch: 1024,
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+            schema: "public".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppFile {
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub public_key_file: Option<PathBuf>,
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub enforce_jti: bool,
+    #[serde(default)]
+    pub require_exp: bool,
+    #[serde(default, with = "humantime_serde")]
+    pub max_token_age: Option<Duration>,
+    /// Requests per second this app may make (all its bots together); none: no limit.
+    pub rate_limit: Option<u32>,
+    /// Requests allowed at once above the rate (default: one second's worth).
+    pub rate_burst: Option<u32>,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["HS256".into()]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotFile {
+    pub id: String,
+    #[serde(default)]
+    pub apps: Vec<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub inactivity_timeout: Option<Duration>,
+    #[serde(default)]
+    pub retention: RetentionFile,
+    #[serde(default)]
+    pub on_end: Vec<ActionFile>,
+    #[serde(default)]
+    pub caps: CapsFile,
+}
+
+/// `[bots.caps]`: what one conversation may accumulate (see `domain::caps`); each key
+/// left out keeps its default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapsFile {
+    pub agents: Option<u64>,
+    pub segments: Option<u64>,
+    pub summary_requests: Option<u64>,
+    pub events: Option<u64>,
+    pub log_bytes: Option<u64>,
+    pub custom_fields_keys: Option<u64>,
+    pub custom_fields_bytes: Option<u64>,
+    pub state_bytes: Option<u64>,
+}
+
+/// How long after the end a bot's event logs and transcripts are kept (default: keep).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    #[serde(default, with = "humantime_serde")]
+    pub events: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub transcript: Option<Duration>,
+}
+
+/// One `[[bots.on_end]]` entry as written, by `kind`; a key of another kind is an
+/// unknown key of this one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ActionFile {
+    Webhook {
+        name: Option<String>,
+        url: String,
+        secret: Option<String>,
+        secret_env: Option<String>,
+        headers: Option<BTreeMap<String, String>>,
+        #[serde(default, with = "humantime_serde")]
+        timeout: Option<Duration>,
+        retry: Option<RetryFile>,
+    },
+    Nats {
+        name: Option<String>,
+        url: String,
+        subject: String,
+        #[serde(default, with = "humantime_serde")]
+        timeout: Option<Duration>,
+        retry: Option<RetryFile>,
+    },
+    RedisCleanup {
+        name: Option<String>,
+        url: String,
+        keys: Vec<String>,
+        #[serde(default, with = "humantime_serde")]
+        timeout: Option<Duration>,
+        retry: Option<RetryFile>,
+    },
+}
+
+impl ActionFile {
+    /// The kind as written in `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ActionFile::Webhook { .. } => "webhook",
+            ActionFile::Nats { .. } => "nats",
+            ActionFile::RedisCleanup { .. } => "redis_cleanup",
+        }
+    }
+
+    /// What every kind has: its name, attempt timeout and retry policy.
+    pub fn common(&self) -> (&Option<String>, Option<Duration>, Option<&RetryFile>) {
+        match self {
+            ActionFile::Webhook {
+                name,
+                timeout,
+                retry,
+                ..
+            }
+            | ActionFile::Nats {
+                name,
+                timeout,
+                retry,
+                ..
+            }
+            | ActionFile::RedisCleanup {
+                name,
+                timeout,
+                retry,
+                ..
+            } => (name, *timeout, retry.as_ref()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    pub max_attempts: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub initial_delay: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub max_delay: Option<Duration>,
+}
+
+/// Parses TOML text. A mistake is reported at its key path as the deserializer saw it
+/// (`bots[0].inactivity_timeout`), with its line when TOML knows it.
+pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+    let line = |span: Option<std::ops::Range<usize>>| {
+        span.map(|s| {
+            let before = &text.as_bytes()[..s.start.min(text.len())];
+            format!(
+                "line {}: ",
+                before.iter().filter(|b| **b == b'\n').count() + 1
+            )
+        })
+        .unwrap_or_default()
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        cerr(
+            "config",
+            format!("{}{}", line(e.span()), one_line(e.message())),
+        )
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = format!("{}{}", line(inner.span()), one_line(inner.message()));
+        if path == "." {
+            cerr("config", message)
+        } else {
+            cerr(path, message)
+        }
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.trim().replace('\n', " ")
+}

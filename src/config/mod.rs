@@ -1,0 +1,206 @@
+//! Configuration: a TOML file (names from DESIGN.md), a few `WRAPUP_*` environment
+//! overrides, and validation into typed [`Settings`] at start-up.
+//!
+//! Every problem is reported as one line naming the key, e.g.
+//! `bots[0].apps[1]: no app with client_id "cs-x"`, so an operator can fix the file
+//! without reading code. Secrets are resolved (env, PEM files) here too, so a server
+//! that started has every key it needs.
+
+mod actions;
+mod file;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+use crate::domain::caps::Caps;
+use crate::domain::retry::RetryPolicy;
+
+pub use file::{
+    ActionFile, AdminFile, AppFile, BotFile, CapsFile, FileConfig, RetentionFile, RetryFile,
+    ServerFile, StoreFile, WorkersFile, parse,
+};
+pub use validate::validate;
+
+/// A configuration problem, rendered as `key: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub(crate) fn cerr(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Validated configuration, ready to run.
+#[derive(Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub apps: Vec<AppSettings>,
+    pub bots: Vec<BotSettings>,
+    pub workers: WorkerSettings,
+    /// The admin bearer token; `None` turns the admin API off.
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    pub lease_margin: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub max_events_per_request: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+    pub health_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub url: StoreUrl,
+    pub queue_capacity: usize,
+    pub max_batch: usize,
+    pub pool_size: u32,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub schema: String,
+}
+
+#[derive(Clone)]
+pub struct AppSettings {
+    pub client_id: String,
+    pub algorithms: Vec<Algorithm>,
+    pub key: DecodingKey,
+    pub enforce_jti: bool,
+    pub require_exp: bool,
+    pub max_token_age: Option<Duration>,
+    /// Requests per second, and the burst above it, when the app is rate limited.
+    pub rate_limit: Option<RateLimit>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: std::num::NonZeroU32,
+    pub burst: std::num::NonZeroU32,
+}
+
+#[derive(Debug, Clone)]
+pub struct BotSettings {
+    pub id: String,
+    pub apps: Vec<String>,
+    pub inactivity_timeout: Option<Duration>,
+    pub retention: Retention,
+    pub on_end: Vec<ActionSettings>,
+    pub caps: Caps,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Whole event logs are removed this long after the end.
+    pub events: Option<Duration>,
+    /// Messages (the transcript) are removed this long after the end.
+    pub transcript: Option<Duration>,
+}
+
+/// A post-conversation action, ready to run.
+#[derive(Debug, Clone)]
+pub struct ActionSettings {
+    /// Unique within the bot; jobs refer to their action by it, so reordering the list
+    /// never sends a job to another action.
+    pub name: String,
+    pub kind: ActionKind,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub enum ActionKind {
+    Webhook {
+        url: reqwest::Url,
+        /// The decoded key of a `whsec_` secret.
+        secret: Vec<u8>,
+        headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+    },
+    Nats {
+        url: String,
+        subject: String,
+    },
+    RedisCleanup {
+        url: String,
+        keys: Vec<String>,
+    },
+}
+
+impl ActionKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ActionKind::Webhook { .. } => "webhook",
+            ActionKind::Nats { .. } => "nats",
+            ActionKind::RedisCleanup { .. } => "redis_cleanup",
+        }
+    }
+}
+
+/// Reads, overrides from the environment and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        cerr(
+            path.display().to_string(),
+            format!("cannot read the configuration file: {e}"),
+        )
+    })?;
+    let mut file = parse(&text).map_err(|e| {
+        let at = match e.key.as_str() {
+            "config" => path.display().to_string(),
+            key => format!("{}: {key}", path.display()),
+        };
+        cerr(at, e.message)
+    })?;
+    apply_env(&mut file, |k| std::env::var(k).ok());
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    validate(&file, base, |k| std::env::var(k).ok())
+}
+
+/// `WRAPUP_LISTEN` and `WRAPUP_STORE_URL` override the file.
+pub fn apply_env(file: &mut FileConfig, env: impl Fn(&str) -> Option<String>) {
+    if let Some(v) = env("WRAPUP_LISTEN") {
+        file.server.listen = v;
+    }
+    if let Some(v) = env("WRAPUP_STORE_URL") {
+        file.store.url = v;
+    }
+}

@@ -1,0 +1,91 @@
+//! The configuration's errors, each one line naming the key.
+
+use std::path::Path;
+
+use super::*;
+
+fn check(text: &str) -> Result<Settings, String> {
+    let file = parse(text).map_err(|e| e.to_string())?;
+    validate(&file, Path::new("."), |_| None).map_err(|e| e.to_string())
+}
+
+const APP: &str = r#"
+[[apps]]
+client_id = "cs-1"
+client_secret = "0123456789abcdef0123"
+"#;
+
+#[test]
+fn a_bot_naming_an_unknown_app_is_refused_with_its_key() {
+    let text = format!("{APP}\n[[bots]]\nid = \"st-1\"\napps = [\"cs-1\", \"cs-x\"]\n");
+    assert_eq!(
+        check(&text).err().unwrap(),
+        "bots[0].apps[1]: no app with client_id \"cs-x\""
+    );
+}
+
+#[test]
+fn unknown_keys_and_bad_durations_are_named() {
+    let err = check("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n")
+        .err()
+        .unwrap();
+    assert!(err.contains("line 3") && err.contains("listne"), "{err}");
+    let text =
+        format!("{APP}\n[[bots]]\nid = \"st-1\"\napps = [\"cs-1\"]\ninactivity_timeout = \"4x\"\n");
+    let err = check(&text).err().unwrap();
+    assert!(
+        err.starts_with("bots[0].inactivity_timeout: line 9: ")
+            && err.contains("\"4x\", expected a duration"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_app_may_not_mix_algorithm_families() {
+    let text = APP.replace(
+        "client_secret =",
+        "algorithms = [\"HS256\", \"RS256\"]\nclient_secret =",
+    );
+    assert_eq!(
+        check(&text).err().unwrap(),
+        "apps[0].algorithms: mixes HS and RS algorithms; use one family per app"
+    );
+}
+
+#[test]
+fn a_key_of_another_action_kind_is_an_unknown_key_of_this_one() {
+    let text = format!(
+        "{APP}\n[[bots]]\nid = \"st-1\"\napps = [\"cs-1\"]\n[[bots.on_end]]\nkind = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"s\"\nkeys = [\"k\"]\n"
+    );
+    let err = check(&text).err().unwrap();
+    assert!(err.starts_with("bots[0].on_end[0]"), "{err}");
+    assert!(err.contains("unknown field `keys`"), "{err}");
+}
+
+#[test]
+fn an_unknown_action_kind_lists_the_kinds() {
+    let text = format!(
+        "{APP}\n[[bots]]\nid = \"st-1\"\napps = [\"cs-1\"]\n[[bots.on_end]]\nkind = \"smtp\"\nurl = \"x\"\n"
+    );
+    let err = check(&text).err().unwrap();
+    assert!(err.starts_with("bots[0].on_end[0]"), "{err}");
+    assert!(
+        err.contains("webhook") && err.contains("nats") && err.contains("redis_cleanup"),
+        "{err}"
+    );
+}
+
+#[test]
+fn durations_are_typed_and_zero_is_refused_where_it_would_spin() {
+    let ok = check(&format!("{APP}\n[workers]\npoll_interval = \"250ms\"\n")).unwrap();
+    assert_eq!(
+        ok.workers.poll_interval,
+        std::time::Duration::from_millis(250)
+    );
+    assert_eq!(
+        check(&format!("{APP}\n[workers]\npoll_interval = \"0s\"\n"))
+            .err()
+            .unwrap(),
+        "workers.poll_interval: must be longer than 0s"
+    );
+}

@@ -1,0 +1,400 @@
+//! From the file as written to [`Settings`]: every check that needs more than one key,
+//! or the environment, or a file; each problem named by its key.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+use super::actions::validate_action;
+use super::*;
+use crate::domain::caps::Caps;
+
+/// Turns the file into settings, resolving secrets through `env` and key files
+/// relative to `base`.
+pub fn validate(
+    file: &FileConfig,
+    base: &Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Settings, ConfigError> {
+    let s = &file.server;
+    let listen = s.listen.parse::<SocketAddr>().map_err(|_| {
+        cerr(
+            "server.listen",
+            format!("\"{}\" is not an address like 127.0.0.1:8080", s.listen),
+        )
+    })?;
+    for (key, v) in [
+        ("server.max_body_bytes", s.max_body_bytes),
+        ("server.max_events_per_request", s.max_events_per_request),
+        ("server.max_connections", s.max_connections),
+        ("store.queue_capacity", file.store.queue_capacity),
+        ("store.max_batch", file.store.max_batch),
+    ] {
+        if v == 0 {
+            return Err(cerr(key, "must be greater than 0"));
+        }
+    }
+    let server = ServerSettings {
+        listen,
+        max_body_bytes: s.max_body_bytes,
+        max_events_per_request: s.max_events_per_request,
+        header_read_timeout: positive("server.header_read_timeout", s.header_read_timeout)?,
+        body_read_timeout: positive("server.body_read_timeout", s.body_read_timeout)?,
+        request_timeout: positive("server.request_timeout", s.request_timeout)?,
+        max_connections: s.max_connections,
+        shutdown_grace: s.shutdown_grace,
+        health_listen: s
+            .health_listen
+            .as_ref()
+            .map(|a| {
+                a.parse::<SocketAddr>().map_err(|_| {
+                    cerr(
+                        "server.health_listen",
+                        format!("\"{a}\" is not an address like 127.0.0.1:8081"),
+                    )
+                })
+            })
+            .transpose()?,
+    };
+
+    let raw = &file.store.url;
+    let url = if let Some(path) = raw.strip_prefix("sqlite://").filter(|p| !p.is_empty()) {
+        StoreUrl::Sqlite(PathBuf::from(path))
+    } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        StoreUrl::Postgres(raw.clone())
+    } else {
+        return Err(cerr(
+            "store.url",
+            format!("\"{raw}\" is not supported; use sqlite://PATH or postgres://USER@HOST/DB"),
+        ));
+    };
+    let schema = &file.store.schema;
+    let simple = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    if schema.is_empty()
+        || !schema.chars().all(simple)
+        || schema.starts_with(|c: char| c.is_ascii_digit())
+    {
+        return Err(cerr(
+            "store.schema",
+            format!("\"{schema}\" must be lowercase letters, digits and _"),
+        ));
+    }
+    if file.store.pool_size == 0 {
+        return Err(cerr("store.pool_size", "must be greater than 0"));
+    }
+    let store = StoreSettings {
+        url,
+        queue_capacity: file.store.queue_capacity,
+        max_batch: file.store.max_batch,
+        pool_size: file.store.pool_size,
+        connect_timeout: positive("store.connect_timeout", file.store.connect_timeout)?,
+        statement_timeout: positive("store.statement_timeout", file.store.statement_timeout)?,
+        schema: schema.clone(),
+    };
+
+    let mut apps = Vec::with_capacity(file.apps.len());
+    let mut seen = HashSet::new();
+    for (i, app) in file.apps.iter().enumerate() {
+        let key = format!("apps[{i}]");
+        if app.client_id.trim().is_empty() {
+            return Err(cerr(format!("{key}.client_id"), "must not be empty"));
+        }
+        if !seen.insert(app.client_id.as_str()) {
+            return Err(cerr(
+                format!("{key}.client_id"),
+                format!("\"{}\" is configured twice", app.client_id),
+            ));
+        }
+        apps.push(validate_app(app, &key, base, &env)?);
+    }
+
+    let mut bots = Vec::with_capacity(file.bots.len());
+    let mut seen = HashSet::new();
+    for (i, bot) in file.bots.iter().enumerate() {
+        let key = format!("bots[{i}]");
+        if bot.id.trim().is_empty() {
+            return Err(cerr(format!("{key}.id"), "must not be empty"));
+        }
+        if !seen.insert(bot.id.as_str()) {
+            return Err(cerr(
+                format!("{key}.id"),
+                format!("\"{}\" is configured twice", bot.id),
+            ));
+        }
+        if bot.apps.is_empty() {
+            return Err(cerr(
+                format!("{key}.apps"),
+                "must name at least one app (client_id) allowed to act for this bot",
+            ));
+        }
+        for (j, client_id) in bot.apps.iter().enumerate() {
+            if !file.apps.iter().any(|a| &a.client_id == client_id) {
+                return Err(cerr(
+                    format!("{key}.apps[{j}]"),
+                    format!("no app with client_id \"{client_id}\""),
+                ));
+            }
+        }
+        let inactivity_timeout = bot
+            .inactivity_timeout
+            .map(|v| positive(&format!("{key}.inactivity_timeout"), v))
+            .transpose()?;
+        let mut on_end = Vec::with_capacity(bot.on_end.len());
+        for (j, action) in bot.on_end.iter().enumerate() {
+            let action = validate_action(action, &format!("{key}.on_end[{j}]"), &on_end, &env)?;
+            on_end.push(action);
+        }
+        let retention = Retention {
+            events: bot
+                .retention
+                .events
+                .map(|v| positive(&format!("{key}.retention.events"), v))
+                .transpose()?,
+            transcript: bot
+                .retention
+                .transcript
+                .map(|v| positive(&format!("{key}.retention.transcript"), v))
+                .transpose()?,
+        };
+        bots.push(BotSettings {
+            id: bot.id.clone(),
+            apps: bot.apps.clone(),
+            inactivity_timeout,
+            retention,
+            on_end,
+            caps: validate_caps(&bot.caps, &format!("{key}.caps"))?,
+        });
+    }
+
+    let w = &file.workers;
+    if w.concurrency == 0 {
+        return Err(cerr("workers.concurrency", "must be greater than 0"));
+    }
+    let workers = WorkerSettings {
+        concurrency: w.concurrency,
+        poll_interval: positive("workers.poll_interval", w.poll_interval)?,
+        lease_margin: positive("workers.lease_margin", w.lease_margin)?,
+        shutdown_grace: w.shutdown_grace,
+    };
+    let admin_token = match &file.admin.token_env {
+        None => None,
+        Some(var) => {
+            let token = env(var).ok_or_else(|| {
+                cerr(
+                    "admin.token_env",
+                    format!("environment variable {var} is not set"),
+                )
+            })?;
+            if token.len() < 16 {
+                return Err(cerr(
+                    "admin.token_env",
+                    format!("the token in {var} is shorter than 16 characters"),
+                ));
+            }
+            Some(token)
+        }
+    };
+
+    Ok(Settings {
+        server,
+        store,
+        apps,
+        bots,
+        workers,
+        admin_token,
+    })
+}
+
+fn validate_app(
+    app: &AppFile,
+    key: &str,
+    base: &Path,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<AppSettings, ConfigError> {
+    if app.algorithms.is_empty() {
+        return Err(cerr(
+            format!("{key}.algorithms"),
+            "must name at least one algorithm",
+        ));
+    }
+    let mut algorithms = Vec::new();
+    for (j, name) in app.algorithms.iter().enumerate() {
+        let alg = match name.as_str() {
+            "HS256" => Algorithm::HS256,
+            "HS512" => Algorithm::HS512,
+            "RS256" => Algorithm::RS256,
+            "RS512" => Algorithm::RS512,
+            other => {
+                return Err(cerr(
+                    format!("{key}.algorithms[{j}]"),
+                    format!("\"{other}\" is not supported (supported: HS256, HS512, RS256, RS512)"),
+                ));
+            }
+        };
+        algorithms.push(alg);
+    }
+    let hmac = algorithms
+        .iter()
+        .all(|a| matches!(a, Algorithm::HS256 | Algorithm::HS512));
+    let rsa = algorithms
+        .iter()
+        .all(|a| matches!(a, Algorithm::RS256 | Algorithm::RS512));
+    if !hmac && !rsa {
+        // RFC 8725 §3.1: one key, one family — an RSA public key must never be usable as an HMAC secret.
+        return Err(cerr(
+            format!("{key}.algorithms"),
+            "mixes HS and RS algorithms; use one family per app",
+        ));
+    }
+    let sources = [
+        app.client_secret.is_some(),
+        app.client_secret_env.is_some(),
+        app.public_key_file.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        return Err(cerr(
+            key.to_owned(),
+            "set exactly one of client_secret, client_secret_env (HS*) or public_key_file (RS*)",
+        ));
+    }
+    let key_material = if hmac {
+        let secret = match (&app.client_secret, &app.client_secret_env) {
+            (Some(s), _) => s.clone(),
+            (None, Some(var)) => env(var).ok_or_else(|| {
+                cerr(
+                    format!("{key}.client_secret_env"),
+                    format!("environment variable {var} is not set"),
+                )
+            })?,
+            (None, None) => {
+                return Err(cerr(
+                    format!("{key}.public_key_file"),
+                    "HS algorithms need client_secret or client_secret_env, not a public key",
+                ));
+            }
+        };
+        if secret.len() < 16 {
+            return Err(cerr(
+                format!("{key}.client_secret"),
+                "is shorter than 16 bytes; use the client secret of the JWT app",
+            ));
+        }
+        DecodingKey::from_secret(secret.as_bytes())
+    } else {
+        let Some(file) = &app.public_key_file else {
+            return Err(cerr(
+                format!("{key}.public_key_file"),
+                "RS algorithms need the app's public key as a PEM file",
+            ));
+        };
+        let path = if file.is_absolute() {
+            file.clone()
+        } else {
+            base.join(file)
+        };
+        let pem = std::fs::read(&path).map_err(|e| {
+            cerr(
+                format!("{key}.public_key_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        DecodingKey::from_rsa_pem(&pem).map_err(|e| {
+            cerr(
+                format!("{key}.public_key_file"),
+                format!("{} is not an RSA public key in PEM: {e}", path.display()),
+            )
+        })?
+    };
+    Ok(AppSettings {
+        client_id: app.client_id.clone(),
+        algorithms,
+        key: key_material,
+        enforce_jti: app.enforce_jti,
+        require_exp: app.require_exp,
+        max_token_age: app
+            .max_token_age
+            .map(|v| positive(&format!("{key}.max_token_age"), v))
+            .transpose()?,
+        rate_limit: rate_limit(app, key)?,
+    })
+}
+
+fn rate_limit(app: &AppFile, key: &str) -> Result<Option<RateLimit>, ConfigError> {
+    use std::num::NonZeroU32;
+    let nonzero = |name: &str, v: u32| {
+        NonZeroU32::new(v)
+            .filter(|v| v.get() <= 1_000_000)
+            .ok_or_else(|| cerr(format!("{key}.{name}"), "must be between 1 and 1000000"))
+    };
+    match (app.rate_limit, app.rate_burst) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(cerr(
+            format!("{key}.rate_burst"),
+            "goes with rate_limit (requests per second)",
+        )),
+        (Some(rate), burst) => {
+            let per_second = nonzero("rate_limit", rate)?;
+            let burst = match burst {
+                Some(b) => nonzero("rate_burst", b)?,
+                None => per_second,
+            };
+            Ok(Some(RateLimit { per_second, burst }))
+        }
+    }
+}
+
+/// Each cap must be a whole number from 1 up to a bound that keeps the work of one request
+/// bounded too.
+pub(super) fn validate_caps(file: &CapsFile, key: &str) -> Result<Caps, ConfigError> {
+    let d = Caps::default();
+    let pick = |name: &str, value: Option<u64>, default: u64, max: u64| match value {
+        None => Ok(default),
+        Some(v) if (1..=max).contains(&v) => Ok(v),
+        Some(_) => Err(cerr(
+            format!("{key}.{name}"),
+            format!("must be between 1 and {max}"),
+        )),
+    };
+    let size = |v: u64| v as usize;
+    Ok(Caps {
+        agents: size(pick("agents", file.agents, d.agents as u64, 10_000)?),
+        segments: size(pick("segments", file.segments, d.segments as u64, 100_000)?),
+        summary_requests: size(pick(
+            "summary_requests",
+            file.summary_requests,
+            d.summary_requests as u64,
+            10_000,
+        )?),
+        events: pick("events", file.events, d.events, 10_000_000)?,
+        log_bytes: pick("log_bytes", file.log_bytes, d.log_bytes, 1 << 40)?,
+        custom_fields_keys: size(pick(
+            "custom_fields_keys",
+            file.custom_fields_keys,
+            d.custom_fields_keys as u64,
+            10_000,
+        )?),
+        custom_fields_bytes: size(pick(
+            "custom_fields_bytes",
+            file.custom_fields_bytes,
+            d.custom_fields_bytes as u64,
+            16 << 20,
+        )?),
+        state_bytes: size(pick(
+            "state_bytes",
+            file.state_bytes,
+            d.state_bytes as u64,
+            64 << 20,
+        )?),
+    })
+}
+
+/// A duration that must not be zero (a zero timeout or interval would spin or refuse all).
+pub(super) fn positive(key: &str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        return Err(cerr(key, "must be longer than 0s"));
+    }
+    Ok(d)
+}
