@@ -513,7 +513,11 @@ fn admin_call(method: reqwest::Method, url: &str, token: &str) -> anyhow::Result
 fn printable(s: &str) -> String {
     s.chars()
         .map(|c| {
-            if c.is_control() {
+            // Control characters, and the invisible ones that reorder or hide text
+            // (bidirectional overrides and isolates, zero-width characters).
+            if c.is_control()
+                || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+            {
                 c.escape_unicode().to_string()
             } else {
                 c.to_string()

@@ -139,12 +139,16 @@ pub fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-/// A destination URL as it may be shown (errors, attempt records, logs): credentials and
-/// query values masked, since operators put API keys there.
+/// A destination URL as it may be shown (errors, attempt records, logs): credentials, the
+/// path and query values masked, since operators put API keys there (Slack, Teams and
+/// Discord webhooks carry theirs in the path).
 pub fn masked(url: &str) -> String {
     let Ok(mut u) = reqwest::Url::parse(url) else {
         return "(a URL that does not parse)".into();
     };
+    if !matches!(u.path(), "" | "/") && !u.cannot_be_a_base() {
+        u.set_path("/***");
+    }
     if !u.username().is_empty() {
         let _ = u.set_username("***");
     }
@@ -169,7 +173,15 @@ mod tests {
     fn credentials_and_query_values_are_masked() {
         assert_eq!(
             masked("https://user:pa55@crm.example/hook?apikey=s3cret&x=1#frag"),
-            "https://***:***@crm.example/hook?apikey=***&x=***"
+            "https://***:***@crm.example/***?apikey=***&x=***"
+        );
+        assert_eq!(
+            masked("https://hooks.slack.com/services/T000/B000/XXXXSECRET"),
+            "https://hooks.slack.com/***"
+        );
+        assert_eq!(
+            masked("postgres://wrapup:S3cret@db.internal:5432/wrapup?sslmode=require"),
+            "postgres://***:***@db.internal:5432/***?sslmode=***"
         );
         assert_eq!(
             masked("nats://tok@127.0.0.1:4222"),
@@ -177,7 +189,7 @@ mod tests {
         );
         assert_eq!(
             masked("http://127.0.0.1:9000/ok"),
-            "http://127.0.0.1:9000/ok"
+            "http://127.0.0.1:9000/***"
         );
         assert_eq!(masked("not a url"), "(a URL that does not parse)");
     }

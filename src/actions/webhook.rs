@@ -21,6 +21,9 @@ pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
+/// Bytes of a receiver's answer kept with the attempt.
+const RESPONSE_KEPT: usize = 1024;
+
 pub async fn deliver(
     client: &reqwest::Client,
     url: &reqwest::Url,
@@ -43,14 +46,22 @@ pub async fn deliver(
         req = req.header(name, value);
     }
     match req.body(body).send().await {
-        Ok(resp) => {
+        Ok(mut resp) => {
             let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
+            // Only the start of the answer is kept: read no more than that of it.
+            let mut head = Vec::new();
+            while head.len() <= RESPONSE_KEPT {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+                    _ => break,
+                }
+            }
+            let text = String::from_utf8_lossy(&head[..head.len().min(RESPONSE_KEPT + 4)]);
             AttemptResult {
                 ok: status.is_success(),
                 status_code: Some(status.as_u16()),
                 error: (!status.is_success()).then(|| format!("the receiver answered {status}")),
-                response: Some(truncate(&text, 1024)),
+                response: Some(truncate(&text, RESPONSE_KEPT)),
             }
         }
         // The error's own text would repeat the URL with its credentials and query.

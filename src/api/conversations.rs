@@ -18,7 +18,9 @@ use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use crate::domain::{ConversationRecord, Status, Timestamp};
 use crate::store::{ConversationFilter, EventPage};
@@ -30,10 +32,12 @@ use crate::store::{ConversationFilter, EventPage};
     params(("botId" = String, Path), ("conversationId" = String, Path)),
     responses(
         (status = 200, description = "The conversation record", body = ConversationRecord),
+        (status = 400, description = "Unknown bot, or a bad query parameter (named in the message)", body = super::openapi::ErrorBody),
         (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
         (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
         (status = 429, description = "The app is over its rate_limit; retry after Retry-After seconds", body = super::openapi::ErrorBody),
         (status = 404, description = "Never seen", body = super::openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable; retry after Retry-After seconds", body = super::openapi::ErrorBody),
     ),
     security(("auth" = []), ("token" = []), ("bearer" = []))
 )]
@@ -116,11 +120,12 @@ fn decode_cursor(c: &str) -> Result<(Timestamp, String), ApiError> {
         ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
     ),
     responses(
-        (status = 200, description = "Newest first", body = super::openapi::ConversationPage),
-        (status = 400, description = "A bad query parameter", body = super::openapi::ErrorBody),
+        (status = 200, description = "Newest first", body = ConversationPage),
+        (status = 400, description = "Unknown bot, or a bad query parameter (named in the message)", body = super::openapi::ErrorBody),
         (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
         (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
         (status = 429, description = "The app is over its rate_limit; retry after Retry-After seconds", body = super::openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable; retry after Retry-After seconds", body = super::openapi::ErrorBody),
     ),
     security(("auth" = []), ("token" = []), ("bearer" = []))
 )]
@@ -129,7 +134,7 @@ pub async fn list_conversations(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConversationPage>, ApiError> {
     let Path(bot_id) = path.map_err(|e| ApiError::BadRequest(format!("path: {e}")))?;
     let principal = authorize(&state, &headers, &bot_id)?;
     let Query(q) = query.map_err(query_err)?;
@@ -172,9 +177,10 @@ pub async fn list_conversations(
             )
         })
         .collect();
-    Ok(Json(
-        json!({ "conversations": records, "nextCursor": next }),
-    ))
+    Ok(Json(ConversationPage {
+        conversations: records,
+        next_cursor: next,
+    }))
 }
 
 /// `GET .../conversations/{id}/events`: the event log in order.
@@ -189,11 +195,13 @@ pub async fn list_conversations(
         ("limit" = Option<usize>, Query, description = "1 to 1000, default 1000"),
     ),
     responses(
-        (status = 200, description = "The event log in order", body = super::openapi::EventLog),
+        (status = 200, description = "The event log in order", body = EventLog),
+        (status = 400, description = "Unknown bot, or a bad query parameter (named in the message)", body = super::openapi::ErrorBody),
         (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
         (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
         (status = 429, description = "The app is over its rate_limit; retry after Retry-After seconds", body = super::openapi::ErrorBody),
         (status = 404, description = "Never seen", body = super::openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable; retry after Retry-After seconds", body = super::openapi::ErrorBody),
     ),
     security(("auth" = []), ("token" = []), ("bearer" = []))
 )]
@@ -202,32 +210,32 @@ pub async fn list_events(
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventLog>, ApiError> {
     let (bot_id, conversation_id, page, limit) =
         event_page(&state, path, query, &headers, None).await?;
-    let events: Vec<Value> = page
-        .events
-        .iter()
-        .map(|e| {
-            json!({
-                "seq": e.seq,
-                "name": e.name,
-                "receivedAt": e.received_at.to_rfc3339(),
-                "event": serde_json::from_str::<Value>(&e.body).unwrap_or(Value::Null),
-            })
-        })
-        .collect();
-    let next = (events.len() == limit)
+    let next = (page.events.len() == limit)
         .then(|| page.events.last().map(|e| e.seq))
         .flatten();
-    Ok(Json(json!({
-        "botId": bot_id,
-        "conversationId": conversation_id,
-        "events": events,
-        "nextAfter": next,
-        "eventsPurgedAt": page.events_purged_at.map(Timestamp::to_rfc3339),
-        "transcriptPurgedAt": page.transcript_purged_at.map(Timestamp::to_rfc3339),
-    })))
+    // Each body is JSON the server wrote: it is passed through as it is, not parsed again
+    // (a parsed page would take several times its size in memory).
+    let events = page
+        .events
+        .into_iter()
+        .map(|e| LoggedEvent {
+            seq: e.seq,
+            received_at: e.received_at.to_rfc3339(),
+            event: RawValue::from_string(e.body).ok(),
+            name: e.name,
+        })
+        .collect();
+    Ok(Json(EventLog {
+        bot_id,
+        conversation_id,
+        events,
+        next_after: next,
+        events_purged_at: page.events_purged_at.map(Timestamp::to_rfc3339),
+        transcript_purged_at: page.transcript_purged_at.map(Timestamp::to_rfc3339),
+    }))
 }
 
 /// `GET .../conversations/{id}/transcript`: the propagated messages in order.
@@ -242,11 +250,13 @@ pub async fn list_events(
         ("limit" = Option<usize>, Query, description = "1 to 1000, default 1000"),
     ),
     responses(
-        (status = 200, description = "The propagated messages in order", body = super::openapi::Transcript),
+        (status = 200, description = "The propagated messages in order", body = Transcript),
+        (status = 400, description = "Unknown bot, or a bad query parameter (named in the message)", body = super::openapi::ErrorBody),
         (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
         (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
         (status = 429, description = "The app is over its rate_limit; retry after Retry-After seconds", body = super::openapi::ErrorBody),
         (status = 404, description = "Never seen", body = super::openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable; retry after Retry-After seconds", body = super::openapi::ErrorBody),
     ),
     security(("auth" = []), ("token" = []), ("bearer" = []))
 )]
@@ -255,34 +265,41 @@ pub async fn transcript(
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Transcript>, ApiError> {
     let (bot_id, conversation_id, page, limit) =
         event_page(&state, path, query, &headers, Some("MESSAGE")).await?;
-    let messages: Vec<Value> = page
+    let messages: Vec<TranscriptMessage> = page
         .events
         .iter()
         .map(|e| {
-            let body = serde_json::from_str::<Value>(&e.body).unwrap_or(Value::Null);
-            json!({
-                "seq": e.seq,
-                "authorType": body["author"]["type"].as_str().map(str::to_ascii_uppercase),
-                "agentId": body["agentId"],
-                "source": body["source"],
-                "text": body["query"],
-                "at": e.received_at.to_rfc3339(),
-            })
+            // Only the fields shown are read; the rest of the body is skipped, not built.
+            let m: StoredMessage<'_> = serde_json::from_str(&e.body).unwrap_or_default();
+            TranscriptMessage {
+                seq: e.seq,
+                author_type: m
+                    .author
+                    .and_then(|a| a.kind)
+                    .map(|k| k.to_ascii_uppercase()),
+                agent_id: m.agent_id.map(RawValue::to_owned),
+                source: m.source.map(RawValue::to_owned),
+                text: m.query.map(RawValue::to_owned),
+                at: e.received_at.to_rfc3339(),
+            }
         })
         .collect();
     let next = (messages.len() == limit)
         .then(|| page.events.last().map(|e| e.seq))
         .flatten();
-    Ok(Json(json!({
-        "botId": bot_id,
-        "conversationId": conversation_id,
-        "messages": messages,
-        "nextAfter": next,
-        "transcriptPurgedAt": page.events_purged_at.or(page.transcript_purged_at).map(Timestamp::to_rfc3339),
-    })))
+    Ok(Json(Transcript {
+        bot_id,
+        conversation_id,
+        messages,
+        next_after: next,
+        transcript_purged_at: page
+            .events_purged_at
+            .or(page.transcript_purged_at)
+            .map(Timestamp::to_rfc3339),
+    }))
 }
 
 async fn event_page(
@@ -356,4 +373,88 @@ async fn use_jti(state: &AppState, principal: crate::auth::Verified) -> Result<(
         return Err(AuthError::Replayed.into());
     }
     Ok(())
+}
+
+/// A page of conversation records.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationPage {
+    pub conversations: Vec<ConversationRecord>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of a conversation's event log.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventLog {
+    pub bot_id: String,
+    pub conversation_id: String,
+    /// In order.
+    pub events: Vec<LoggedEvent>,
+    /// Pass as `after` for the next page; null on the last.
+    pub next_after: Option<u64>,
+    pub events_purged_at: Option<String>,
+    pub transcript_purged_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggedEvent {
+    pub seq: u64,
+    /// `END_OF_CONVERSATION`, `INTERNAL_TRANSFER_EVENT`, `TRIGGER_SUMMARY_EVENT`, `MESSAGE`
+    /// or the server's own `INACTIVITY_TIMEOUT`.
+    pub name: String,
+    pub received_at: String,
+    /// The event's JSON as received, unknown fields included.
+    #[schema(value_type = Object)]
+    pub event: Option<Box<RawValue>>,
+}
+
+/// A page of a conversation's propagated messages.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Transcript {
+    pub bot_id: String,
+    pub conversation_id: String,
+    /// In order.
+    pub messages: Vec<TranscriptMessage>,
+    /// Pass as `after` for the next page; null on the last.
+    pub next_after: Option<u64>,
+    pub transcript_purged_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TranscriptMessage {
+    pub seq: u64,
+    /// `USER` or `AGENT`; null for a bare message.
+    pub author_type: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub agent_id: Option<Box<RawValue>>,
+    #[schema(value_type = Option<String>)]
+    pub source: Option<Box<RawValue>>,
+    /// The message's `query`.
+    #[schema(value_type = Option<String>)]
+    pub text: Option<Box<RawValue>>,
+    pub at: String,
+}
+
+/// The fields of a stored message that the transcript shows.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredMessage<'a> {
+    #[serde(borrow)]
+    query: Option<&'a RawValue>,
+    #[serde(borrow)]
+    agent_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    source: Option<&'a RawValue>,
+    author: Option<StoredAuthor>,
+}
+
+#[derive(Deserialize)]
+struct StoredAuthor {
+    #[serde(rename = "type")]
+    kind: Option<String>,
 }

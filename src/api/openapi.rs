@@ -2,7 +2,6 @@
 //! handler, registered together with the route (utoipa-axum), so the document and the
 //! routes cannot drift apart. The types below only describe bodies that are parsed or
 //! built as JSON elsewhere (the hooks body is parsed by hand for field-path errors).
-#![allow(dead_code)]
 
 use serde::Serialize;
 use serde_json::Value;
@@ -180,39 +179,6 @@ pub struct AuthorBody {
     /// `USER` or `AGENT`.
     #[serde(rename = "type")]
     pub kind: String,
-}
-
-/// A page of conversation records.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ConversationPage {
-    pub conversations: Vec<Value>,
-    /// Pass as `cursor` for the next page; null on the last.
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct EventLog {
-    pub bot_id: String,
-    pub conversation_id: String,
-    /// `{seq, name, receivedAt, event}`, in order; `event` is the JSON as received.
-    pub events: Vec<Value>,
-    /// Pass as `after` for the next page.
-    pub next_after: Option<u64>,
-    pub events_purged_at: Option<String>,
-    pub transcript_purged_at: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Transcript {
-    pub bot_id: String,
-    pub conversation_id: String,
-    /// `{seq, authorType, agentId, source, text, at}`, in order.
-    pub messages: Vec<Value>,
-    pub next_after: Option<u64>,
-    pub transcript_purged_at: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -83,7 +83,8 @@ pub struct ServerSettings {
     pub health_listen: Option<SocketAddr>,
 }
 
-#[derive(Debug, Clone)]
+/// `Debug` shows a PostgreSQL URL masked: it may carry a password.
+#[derive(Clone)]
 pub enum StoreUrl {
     Sqlite(PathBuf),
     Postgres(String),
@@ -147,7 +148,8 @@ pub struct ActionSettings {
     pub retry: RetryPolicy,
 }
 
-#[derive(Debug, Clone)]
+/// `Debug` shows URLs masked and no secret or header value.
+#[derive(Clone)]
 pub enum ActionKind {
     Webhook {
         url: reqwest::Url,
@@ -202,5 +204,44 @@ pub fn apply_env(file: &mut FileConfig, env: impl Fn(&str) -> Option<String>) {
     }
     if let Some(v) = env("WRAPUP_STORE_URL") {
         file.store.url = v;
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            StoreUrl::Postgres(url) => f
+                .debug_tuple("Postgres")
+                .field(&crate::actions::masked(url))
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Debug for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let masked = crate::actions::masked;
+        match self {
+            ActionKind::Webhook { url, headers, .. } => f
+                .debug_struct("Webhook")
+                .field("url", &masked(url.as_str()))
+                .field("secret", &"***")
+                .field(
+                    "headers",
+                    &headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+                )
+                .finish(),
+            ActionKind::Nats { url, subject } => f
+                .debug_struct("Nats")
+                .field("url", &masked(url))
+                .field("subject", subject)
+                .finish(),
+            ActionKind::RedisCleanup { url, keys } => f
+                .debug_struct("RedisCleanup")
+                .field("url", &masked(url))
+                .field("keys", keys)
+                .finish(),
+        }
     }
 }

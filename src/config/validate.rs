@@ -68,7 +68,10 @@ pub fn validate(
     } else {
         return Err(cerr(
             "store.url",
-            format!("\"{raw}\" is not supported; use sqlite://PATH or postgres://USER@HOST/DB"),
+            format!(
+                "\"{}\" is not supported; use sqlite://PATH or postgres://USER@HOST/DB",
+                crate::actions::masked(raw)
+            ),
         ));
     };
     let schema = &file.store.schema;

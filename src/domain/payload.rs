@@ -28,6 +28,9 @@ pub struct Limits {
     pub max_text_chars: usize,
     /// A propagated message's `query`.
     pub max_query_chars: usize,
+    /// Nesting of the body. What is stored is served again inside an events page three
+    /// levels deeper, and JSON readers commonly stop at 128 levels.
+    pub max_depth: usize,
 }
 
 impl Default for Limits {
@@ -37,6 +40,7 @@ impl Default for Limits {
             max_id_chars: 256,
             max_text_chars: 1024,
             max_query_chars: 64 * 1024,
+            max_depth: 64,
         }
     }
 }
@@ -199,6 +203,18 @@ pub struct Message {
     pub missing: Vec<&'static str>,
 }
 
+/// How deep `v` nests arrays and objects, counting no further than `stop`.
+fn depth(v: &Value, stop: usize) -> usize {
+    if stop == 0 {
+        return 0;
+    }
+    match v {
+        Value::Array(items) => 1 + items.iter().map(|i| depth(i, stop - 1)).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(|i| depth(i, stop - 1)).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Parses a decoded body for the bot named in the path.
 ///
 /// Checks every event before returning, so that a request is refused whole or
@@ -208,6 +224,15 @@ pub fn parse_request(
     path_bot: &str,
     limits: &Limits,
 ) -> Result<HookRequest, ParseError> {
+    if depth(body, limits.max_depth + 1) > limits.max_depth {
+        return Err(err(
+            "",
+            format!(
+                "the body nests deeper than {} levels of arrays and objects",
+                limits.max_depth
+            ),
+        ));
+    }
     let top = Obj::root(body)?;
     let bot_id = top.req_str("botId", limits.max_id_chars)?;
     if bot_id != path_bot {

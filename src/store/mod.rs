@@ -548,6 +548,20 @@ pub(crate) fn after_attempt(next: NextStep, now: Timestamp) -> (JobState, Timest
     }
 }
 
+/// The state a plan writes; never an empty text (a state that failed to serialize would
+/// make the conversation unreadable for good).
+pub(crate) fn plan_state<'p>(
+    plan: &'p crate::domain::ingest::Plan<'_>,
+) -> Result<&'p str, StoreError> {
+    if plan.state_json.is_empty() {
+        return Err(StoreError::Corrupt {
+            what: "a conversation's new state could not be serialized; nothing was written".into(),
+            source: None,
+        });
+    }
+    Ok(&plan.state_json)
+}
+
 /// Parses a conversation's stored state.
 pub(crate) fn parse_state(json: &str) -> Result<Conversation, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::corrupt("a conversation's state", e))

@@ -97,3 +97,39 @@ async fn every_answer_says_nosniff() {
         );
     }
 }
+
+/// A stored event is served again three levels deeper inside an events page; bodies
+/// nesting deeper than 64 levels are refused, so every page stays readable by JSON
+/// readers that stop at 128.
+#[tokio::test]
+async fn a_body_nested_deeper_than_64_levels_is_refused() {
+    let app = TestApp::spawn().await;
+    let c = unique("deep");
+    let nested = |n: usize| format!("{}0{}", "[".repeat(n), "]".repeat(n));
+    let body = |n: usize| {
+        format!(
+            r#"{{"botId":"{BOT}","conversationId":"{c}","query":"q","author":{{"type":"USER"}},"x":{}}}"#,
+            nested(n)
+        )
+    };
+    let (status, answer) = app.hook_raw(body(100)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("64 levels"),
+        "{answer}"
+    );
+    // 63 levels inside the root object: 64 in all.
+    let (status, answer) = app.hook_raw(body(63)).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, page) = get_with(
+        &app,
+        &format!("/api/v1/bots/{BOT}/conversations/{c}/events"),
+        &token(),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["events"][0]["event"]["query"], "q");
+}

@@ -9,7 +9,7 @@ use crate::domain::ingest::{self, Plan, Target};
 use crate::domain::{Conversation, JtiUse, Timestamp};
 use crate::store::{
     ConversationFilter, EventPage, EventQuery, Expiry, Ingest, IngestOutcome, ListedConversation,
-    Purge, StoreError, StoredConversation, StoredEvent, parse_state,
+    Purge, StoreError, StoredConversation, StoredEvent, parse_state, plan_state,
 };
 
 /// Records `jti`; false if this app used it before.
@@ -134,7 +134,7 @@ async fn save(
     .bind(conv.last_event_at.millis())
     .bind(conv.ended_at.map(|t| t.millis()))
     .bind(conv.ended_at.unwrap_or(conv.last_event_at).millis())
-    .bind(&plan.state_json)
+    .bind(plan_state(plan)?)
     .execute(conn)
     .await?;
     Ok(())

@@ -8,7 +8,7 @@ use crate::domain::ingest::{self, Plan, Target};
 use crate::domain::{Conversation, JtiUse, Timestamp};
 use crate::store::{
     ConversationFilter, EventPage, EventQuery, Expiry, Ingest, IngestOutcome, ListedConversation,
-    Purge, StoreError, StoredConversation, StoredEvent, parse_state, within_budget,
+    Purge, StoreError, StoredConversation, StoredEvent, parse_state, plan_state, within_budget,
 };
 
 /// Records `jti`; false if this app used it before.
@@ -136,7 +136,7 @@ fn save(
     target: Target<'_>,
     plan: &Plan<'_>,
 ) -> Result<i64, StoreError> {
-    let (conv, state) = (&plan.state, &plan.state_json);
+    let (conv, state) = (&plan.state, plan_state(plan)?);
     let ended_at = conv.ended_at.map(|t| t.millis());
     let sort_at = conv.ended_at.unwrap_or(conv.last_event_at).millis();
     Ok(match id {
