@@ -1,0 +1,290 @@
+//! What the stores take and give: requests, jobs, pages, filters.
+
+use std::sync::Arc;
+
+use super::{ActionRef, Bot, JtiUse, Refusal};
+use crate::domain::{Conversation, Event, Status, Timestamp};
+
+/// One request's worth of events for one conversation.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    pub bot_id: String,
+    pub conversation_id: String,
+    pub events: Vec<Event>,
+    /// Recorded in the same transaction; a `jti` already recorded makes the request a replay.
+    pub jti: Option<JtiUse>,
+    /// The bot's actions (one job each when this request ends the conversation, in the
+    /// same transaction) and caps.
+    pub bot: Bot,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for its due time.
+    Pending,
+    /// Claimed by a worker whose lease has not expired.
+    Running,
+    Succeeded,
+    /// Failed its last attempt; an operator may retry it.
+    Dead,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 4] = [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// A job a worker has claimed: it holds the lease until `lease_until`.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: String,
+    pub bot_id: String,
+    pub conversation_id: String,
+    pub action: String,
+    pub kind: String,
+    /// This attempt's number, 1-based.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// The conversation record at the end, JSON.
+    pub payload: String,
+    pub created_at: Timestamp,
+    /// Proves the lease when the attempt is recorded; a stale worker's record is refused.
+    pub lease_token: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptOutcome {
+    Succeeded,
+    Failed,
+    /// The worker stopped (crash, kill) before recording the attempt; its lease expired.
+    Lost,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Lost => "lost",
+        }
+    }
+}
+
+/// One attempt at a job, as recorded.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String)]
+    pub started_at: Timestamp,
+    pub duration_ms: u64,
+    pub outcome: AttemptOutcome,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    /// The receiver's answer, truncated.
+    pub response: Option<String>,
+}
+
+/// What happens to a job after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Succeeded,
+    RetryAt(Timestamp),
+    Dead,
+}
+
+/// A job as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    pub id: String,
+    pub bot_id: String,
+    pub conversation_id: String,
+    pub action: String,
+    pub kind: String,
+    pub state: JobState,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String)]
+    pub created_at: Timestamp,
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String)]
+    pub updated_at: Timestamp,
+    /// When a pending job is next due.
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String)]
+    pub due_at: Timestamp,
+    pub last_error: Option<String>,
+    /// The job's attempts, oldest first (only when one job is shown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt_log: Option<Vec<AttemptRecord>>,
+    /// Opaque; pass as `cursor` to list what comes after this job.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub cursor: i64,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339())
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub bot_id: Option<String>,
+    pub conversation_id: Option<String>,
+    pub limit: usize,
+    /// List jobs older than this cursor (newest first).
+    pub before: Option<i64>,
+}
+
+/// Which dead jobs to put back in the queue.
+#[derive(Debug, Clone)]
+pub enum RetryTarget {
+    Job(String),
+    DeadOfBot(String),
+}
+
+/// Which conversations of a bot to list, newest first by `endedAt` (or `lastEventAt`
+/// while active).
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    pub status: Option<Status>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub limit: usize,
+    /// Keyset cursor: the `(sort time, conversation id)` of the last one already seen.
+    pub after: Option<(Timestamp, String)>,
+    /// Stop after the conversation whose stored state takes the page to this many bytes
+    /// (a page holds at least one); `None`: only `limit` counts.
+    pub max_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedConversation {
+    pub conversation: StoredConversation,
+    pub sort_at: Timestamp,
+    /// The size of its stored state, counted against the page's `max_bytes`.
+    pub bytes: usize,
+}
+
+/// One entry of a conversation's event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub name: String,
+    pub received_at: Timestamp,
+    /// The event's JSON as received.
+    pub body: String,
+}
+
+/// Which entries of a conversation's log to read: from event `after + 1` on, at most
+/// `limit`, only the events named `only` when given.
+#[derive(Debug, Clone, Copy)]
+pub struct EventQuery<'a> {
+    pub bot_id: &'a str,
+    pub conversation_id: &'a str,
+    pub only: Option<&'static str>,
+    pub after: u64,
+    pub limit: usize,
+    /// Stop after the entry whose body takes the page to this many bytes (a page holds
+    /// at least one); `None`: only `limit` counts.
+    pub max_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    pub events: Vec<StoredEvent>,
+    /// Set once retention removed the log (or the messages of it).
+    pub events_purged_at: Option<Timestamp>,
+    pub transcript_purged_at: Option<Timestamp>,
+}
+
+/// An inactivity sweep of one bot.
+#[derive(Debug, Clone)]
+pub struct Expiry {
+    pub bot_id: String,
+    /// Conversations with no event since this instant are ended.
+    pub idle_since: Timestamp,
+    /// The bot's `inactivity_timeout`, recorded in the log entry.
+    pub timeout_ms: i64,
+    pub on_end: Arc<[ActionRef]>,
+    /// At most this many per call.
+    pub limit: usize,
+}
+
+/// Retention: what of ended conversations to remove, by end time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purge {
+    /// Whole event logs of conversations that ended before this.
+    pub events_before: Option<Timestamp>,
+    /// Messages (the transcript) of conversations that ended before this.
+    pub transcript_before: Option<Timestamp>,
+}
+
+/// Counts for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct JobStats {
+    /// (kind, state, count)
+    pub by_kind_and_state: Vec<(String, JobState, u64)>,
+    /// Pending jobs whose due time has come.
+    pub due: u64,
+    /// Age of the oldest due job.
+    pub oldest_due_age: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Committed durably.
+    Accepted {
+        stored: u32,
+        duplicate_ends: u32,
+        /// This request ended the conversation.
+        ended: bool,
+    },
+    /// The domain refused the request as a whole; nothing was stored.
+    Refused(Refusal),
+    /// The token's `jti` was used before; nothing was stored.
+    Replay,
+}
+
+impl From<crate::domain::ingest::Accepted> for IngestOutcome {
+    fn from(a: crate::domain::ingest::Accepted) -> Self {
+        IngestOutcome::Accepted {
+            stored: a.stored,
+            duplicate_ends: a.duplicate_ends,
+            ended: a.ended,
+        }
+    }
+}
+
+/// A conversation as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredConversation {
+    pub bot_id: String,
+    pub conversation_id: String,
+    pub state: Conversation,
+}

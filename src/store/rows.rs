@@ -1,0 +1,168 @@
+//! What both stores share below the trait: the columns jobs and attempts are read
+//! with and their conversion, page budgets, retention steps, job ids, and the checks on
+//! a state read or written. Not the rules of a write: those are the domain's plan.
+
+use super::*;
+use crate::domain::Timestamp;
+
+/// Keeps items while the bytes before each stay under `max_bytes`: the item that reaches
+/// the budget is the page's last, and a page holds at least one.
+pub(crate) fn within_budget<T>(
+    items: impl Iterator<Item = Result<T, StoreError>>,
+    max_bytes: Option<usize>,
+    size: impl Fn(&T) -> usize,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    for item in items {
+        if max_bytes.is_some_and(|max| total >= max) {
+            break;
+        }
+        let item = item?;
+        total += size(&item);
+        out.push(item);
+    }
+    Ok(out)
+}
+
+impl JobStats {
+    /// From `(kind, state, count)` rows and the count and earliest due time of due jobs.
+    pub(crate) fn from_rows(
+        rows: Vec<(String, String, i64)>,
+        due: i64,
+        oldest_due: Option<i64>,
+        now: Timestamp,
+    ) -> Result<Self, StoreError> {
+        Ok(JobStats {
+            by_kind_and_state: rows
+                .into_iter()
+                .map(|(kind, state, n)| Ok((kind, JobState::from_column(&state)?, n.max(0) as u64)))
+                .collect::<Result<_, StoreError>>()?,
+            due: due.max(0) as u64,
+            oldest_due_age: oldest_due
+                .map(|t| std::time::Duration::from_millis((now.millis() - t).max(0) as u64)),
+        })
+    }
+}
+
+/// The columns a job is read with, in [`JobColumns`]' order; the same SQL on both stores.
+pub(crate) const JOB_COLUMNS: &str = "seq, id, bot_id, conversation_id, action, kind, \
+    CAST(attempts AS BIGINT), CAST(max_attempts AS BIGINT), created_at, updated_at, due_at, last_error, state";
+
+/// A job row as read with [`JOB_COLUMNS`].
+pub(crate) type JobColumns = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    String,
+);
+
+impl JobView {
+    pub(crate) fn from_columns(c: JobColumns) -> Result<Self, StoreError> {
+        let (cursor, id, bot_id, conversation_id, action, kind, attempts, max_attempts) =
+            (c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7);
+        Ok(JobView {
+            cursor,
+            id,
+            bot_id,
+            conversation_id,
+            action,
+            kind,
+            attempts: attempts.clamp(0, u32::MAX as i64) as u32,
+            max_attempts: max_attempts.clamp(0, u32::MAX as i64) as u32,
+            created_at: Timestamp::from_millis(c.8),
+            updated_at: Timestamp::from_millis(c.9),
+            due_at: Timestamp::from_millis(c.10),
+            last_error: c.11,
+            state: JobState::from_column(&c.12)?,
+            attempt_log: None,
+        })
+    }
+}
+
+/// The attempts of one job, oldest first, in [`AttemptColumns`]' order.
+pub(crate) const ATTEMPTS_OF_JOB: &str = "SELECT CAST(attempt AS BIGINT), started_at, duration_ms, outcome, \
+    CAST(status_code AS BIGINT), error, response FROM attempts WHERE job_id = $1 ORDER BY attempt";
+
+pub(crate) type AttemptColumns = (
+    i64,
+    i64,
+    i64,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+);
+
+impl AttemptRecord {
+    pub(crate) fn from_columns(c: AttemptColumns) -> Result<Self, StoreError> {
+        Ok(AttemptRecord {
+            attempt: c.0.clamp(0, u32::MAX as i64) as u32,
+            started_at: Timestamp::from_millis(c.1),
+            duration_ms: c.2.max(0) as u64,
+            outcome: AttemptOutcome::from_column(&c.3)?,
+            status_code: c.4.and_then(|s| u16::try_from(s).ok()),
+            error: c.5,
+            response: c.6,
+        })
+    }
+}
+
+impl Purge {
+    /// Each rule that is set: its cut-off, the column that marks it done, and whether it
+    /// removes only the messages (the transcript) rather than the whole log.
+    pub(crate) fn steps(self) -> impl Iterator<Item = (Timestamp, &'static str, bool)> {
+        [
+            (self.events_before, "events_purged_at", false),
+            (self.transcript_before, "transcript_purged_at", true),
+        ]
+        .into_iter()
+        .filter_map(|(before, column, only_messages)| before.map(|b| (b, column, only_messages)))
+    }
+}
+
+/// Where a job goes after an attempt: its new state, and when it is next due.
+pub(crate) fn after_attempt(next: NextStep, now: Timestamp) -> (JobState, Timestamp) {
+    match next {
+        NextStep::Succeeded => (JobState::Succeeded, now),
+        NextStep::RetryAt(at) => (JobState::Pending, at),
+        NextStep::Dead => (JobState::Dead, now),
+    }
+}
+
+/// The state a plan writes; never an empty text (a state that failed to serialize would
+/// make the conversation unreadable for good).
+pub(crate) fn plan_state<'p>(
+    plan: &'p crate::domain::ingest::Plan<'_>,
+) -> Result<&'p str, StoreError> {
+    if plan.state_json.is_empty() {
+        return Err(StoreError::Corrupt {
+            what: "a conversation's new state could not be serialized; nothing was written".into(),
+            source: None,
+        });
+    }
+    Ok(&plan.state_json)
+}
+
+/// Parses a conversation's stored state.
+pub(crate) fn parse_state(json: &str) -> Result<Conversation, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::corrupt("a conversation's state", e))
+}
+
+/// A job id: a UUIDv7, so ids grow with time and each new job (and its attempts, keyed by
+/// it) lands at the right edge of its index instead of a random leaf page.
+pub(crate) fn new_job_id() -> String {
+    format!("job_{}", uuid::Uuid::now_v7().simple())
+}
+
+pub(crate) const LOST_ATTEMPT: &str =
+    "the worker stopped before recording this attempt; its lease expired";
