@@ -1,0 +1,211 @@
+//! Each command, run.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use wrapup::config;
+
+use super::args::{Cli, Command, ConversationsWhat, JobsWhat, SendWhat};
+use super::output::{admin_call, exit, print_jobs};
+use super::send::{events_body, mint, participant, request};
+use super::serve;
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let settings =
+                config::load(&config).map_err(|e| anyhow::anyhow!("config error: {e}"))?;
+            wrapup::telemetry::init_logs();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(serve(settings))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { config } => {
+            let settings =
+                config::load(&config).map_err(|e| anyhow::anyhow!("config error: {e}"))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let store = wrapup::store::open(&settings.store)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
+                store.close().await;
+                anyhow::Ok(())
+            })?;
+            println!("{}: the store's schema is up to date", config.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => {
+            let settings =
+                config::load(&config).map_err(|e| anyhow::anyhow!("config error: {e}"))?;
+            println!(
+                "{}: ok ({} apps, {} bots, listen {})",
+                config.display(),
+                settings.apps.len(),
+                settings.bots.len(),
+                settings.server.listen
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(args) => {
+            println!("{}", mint(&args)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Send { target, what } => {
+            let body = match what {
+                SendWhat::End {
+                    conversation,
+                    reason,
+                    common,
+                } => events_body(
+                    &target.bot,
+                    &conversation,
+                    json!({
+                        "name": "END_OF_CONVERSATION",
+                        "reason": reason,
+                        "language": common.language,
+                        "experience": common.experience,
+                        "participant": participant(&common),
+                    }),
+                ),
+                SendWhat::Transfer {
+                    conversation,
+                    transfer_type,
+                    transition,
+                    is_ext_ad,
+                    common,
+                } => {
+                    let mut event = json!({
+                        "name": "INTERNAL_TRANSFER_EVENT",
+                        "transfertype": transfer_type,
+                        "transition": transition,
+                        "language": common.language,
+                        "experience": common.experience,
+                        "participant": participant(&common),
+                    });
+                    if let Some(b) = is_ext_ad {
+                        event["isExtAD"] = json!(b);
+                    }
+                    events_body(&target.bot, &conversation, event)
+                }
+                SendWhat::Summary {
+                    conversation,
+                    language,
+                    locale,
+                    summary_type,
+                } => events_body(
+                    &target.bot,
+                    &conversation,
+                    json!({
+                        "name": "TRIGGER_SUMMARY_EVENT",
+                        "data": {"language": language, "locale": locale, "type": summary_type},
+                    }),
+                ),
+                SendWhat::Message {
+                    conversation,
+                    query,
+                    author,
+                    agent_id,
+                    source,
+                    experience,
+                    language,
+                } => json!({
+                    "botId": target.bot,
+                    "conversationId": conversation,
+                    "query": query,
+                    "agentId": agent_id,
+                    "author": {"type": author},
+                    "source": source,
+                    "experience": experience,
+                    "language": language,
+                    "sendUserMessage": false,
+                    "sendAgentMessage": false,
+                }),
+                SendWhat::Raw { file } => {
+                    let text = if file.as_os_str() == "-" {
+                        std::io::read_to_string(std::io::stdin())?
+                    } else {
+                        std::fs::read_to_string(&file)
+                            .with_context(|| format!("reading {}", file.display()))?
+                    };
+                    serde_json::from_str(&text).context("the file is not JSON")?
+                }
+            };
+            let url = format!(
+                "{}/agentai/api/v1/hooks/{}",
+                target.url.trim_end_matches('/'),
+                target.bot
+            );
+            request(&target, reqwest::Method::POST, &url, Some(body))
+        }
+        Command::Jobs {
+            url,
+            admin_token,
+            what,
+        } => {
+            let token = admin_token.context("--admin-token (or WRAPUP_ADMIN_TOKEN) is required")?;
+            let base = format!("{}/admin/v1", url.trim_end_matches('/'));
+            match what {
+                JobsWhat::List {
+                    state,
+                    bot,
+                    conversation,
+                    limit,
+                    cursor,
+                    json,
+                } => {
+                    let mut query = vec![("limit", limit.to_string())];
+                    for (k, v) in [
+                        ("state", state),
+                        ("bot", bot),
+                        ("conversation", conversation),
+                        ("cursor", cursor),
+                    ] {
+                        if let Some(v) = v {
+                            query.push((k, v));
+                        }
+                    }
+                    let url = reqwest::Url::parse_with_params(&format!("{base}/jobs"), &query)?;
+                    let (ok, body) = admin_call(reqwest::Method::GET, url.as_str(), &token)?;
+                    if !ok || json {
+                        println!("{body}");
+                    } else {
+                        print_jobs(&body);
+                    }
+                    Ok(exit(ok))
+                }
+                JobsWhat::Show { id } => {
+                    let (ok, body) =
+                        admin_call(reqwest::Method::GET, &format!("{base}/jobs/{id}"), &token)?;
+                    println!("{}", serde_json::to_string_pretty(&body)?);
+                    Ok(exit(ok))
+                }
+                JobsWhat::Retry { id, bot } => {
+                    let url = match (id, bot) {
+                        (Some(id), _) => format!("{base}/jobs/{id}/retry"),
+                        (None, Some(bot)) => format!("{base}/bots/{bot}/jobs/retry"),
+                        (None, None) => bail!("give a job id or --bot"),
+                    };
+                    let (ok, body) = admin_call(reqwest::Method::POST, &url, &token)?;
+                    println!("{body}");
+                    Ok(exit(ok))
+                }
+            }
+        }
+        Command::Conversations { target, what } => match what {
+            ConversationsWhat::Show { conversation } => {
+                let url = format!(
+                    "{}/api/v1/bots/{}/conversations/{}",
+                    target.url.trim_end_matches('/'),
+                    target.bot,
+                    conversation
+                );
+                request(&target, reqwest::Method::GET, &url, None)
+            }
+        },
+    }
+}
