@@ -4,7 +4,7 @@
 //! so each is its own batch and its time is the writer's time for it, fsync included.
 //! Fresh and capped messages alternate, so the disk's drift touches both alike.
 //!
-//! cargo run --release --example bench-caps -- [rounds] [state_bytes cap] [fields|names]
+//! cargo run --release -p wrapup-bench --bin bench-caps -- [rounds] [state_bytes cap] [fields|names]
 //!
 //! `fields` grows the conversation with agents carrying customFields (the bulk a real
 //! conversation has); `names` with agents carrying 1,000-character names, no

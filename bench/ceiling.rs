@@ -1,7 +1,7 @@
 //! Baseline: the HTTP ceiling. Bare axum answering `{"STATUS":"OK"}`; with `--work`, it
 //! also parses the body with serde and checks the HS256 token (the work ceiling).
 //!
-//! cargo run --release --example bench-ceiling -- 127.0.0.1:8081 [--work]
+//! cargo run --release -p wrapup-bench --bin bench-ceiling -- 127.0.0.1:8081 [--work]
 
 #[path = "common.rs"]
 mod common;

@@ -1,7 +1,7 @@
 //! Baseline: the naive durable server. Parses the body, checks the token, and commits
 //! one SQLite row per request behind a mutex (WAL, synchronous=FULL): one fsync each.
 //!
-//! cargo run --release --example bench-naive -- 127.0.0.1:8082 /tmp/naive.db
+//! cargo run --release -p wrapup-bench --bin bench-naive -- 127.0.0.1:8082 /tmp/naive.db
 
 #[path = "common.rs"]
 mod common;

@@ -10,7 +10,8 @@ OUT=${OUT:-bench/results.jsonl}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-cargo build --release --quiet --bin wrapup --bin wrapup-load --example bench-ceiling --example bench-naive
+cargo build --release --quiet --bin wrapup
+cargo build --release --quiet -p wrapup-bench --bin wrapup-load --bin bench-ceiling --bin bench-naive
 T=target/release
 LOAD="$T/wrapup-load --duration $DURATION --warmup 2s --quiet"
 
@@ -39,15 +40,15 @@ wrapup_config() { sed -e "s#sqlite://wrapup.db#sqlite://$WORK/wrapup.db#" exampl
 : > "$OUT"
 for round in $(seq "$ROUNDS"); do
   echo "== round $round of $ROUNDS" >&2
-  start ceiling 8081 $T/examples/bench-ceiling 127.0.0.1:8081
+  start ceiling 8081 $T/bench-ceiling 127.0.0.1:8081
   $LOAD --url http://127.0.0.1:8081 --connections 64 --label ceiling >> "$OUT"
   $LOAD --url http://127.0.0.1:8081 --connections 256 --label ceiling >> "$OUT"
   stop
-  start work 8083 $T/examples/bench-ceiling 127.0.0.1:8083 --work
+  start work 8083 $T/bench-ceiling 127.0.0.1:8083 --work
   $LOAD --url http://127.0.0.1:8083 --connections 64 --label work-ceiling >> "$OUT"
   stop
   rm -f "$WORK"/naive.db*
-  start naive 8082 $T/examples/bench-naive 127.0.0.1:8082 "$WORK/naive.db"
+  start naive 8082 $T/bench-naive 127.0.0.1:8082 "$WORK/naive.db"
   $LOAD --url http://127.0.0.1:8082 --connections 64 --label naive >> "$OUT"
   stop
   for conns in 64 256; do

@@ -23,7 +23,8 @@ NOISY_APP=cs-noisy-tenant
 NOISY_SECRET=noisy-secret-for-this-script-only-000001
 NOISY_BOT=st-noisy
 
-cargo build --release --quiet --bin wrapup --bin wrapup-load
+cargo build --release --quiet --bin wrapup
+cargo build --release --quiet -p wrapup-bench --bin wrapup-load
 BASE="http://127.0.0.1:$PORT"
 
 # config RATE: the example configuration plus the noisy app and its bot.

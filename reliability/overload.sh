@@ -16,7 +16,8 @@ HEALTH_PORT=$((PORT + 1))
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-cargo build --release --quiet --bin wrapup --bin wrapup-load
+cargo build --release --quiet --bin wrapup
+cargo build --release --quiet -p wrapup-bench --bin wrapup-load
 sed -e "s#sqlite://wrapup.db#sqlite://$WORK/wrapup.db#" \
     -e "s#^listen = .*#listen = \"127.0.0.1:$PORT\"\nmax_connections = $MAX_CONNECTIONS\nheader_read_timeout = \"2s\"\nhealth_listen = \"127.0.0.1:$HEALTH_PORT\"#" \
     examples/wrapup.toml > "$WORK/wrapup.toml"

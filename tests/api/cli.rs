@@ -210,45 +210,6 @@ fn wrapup_migrate_creates_the_schema_once_even_when_run_twice() {
     assert!(dir.path().join("m.db").exists());
 }
 
-/// A short smoke run of the load generator in both workloads, with its verification.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_load_generator_runs_and_verifies_what_it_sent() {
-    let app = TestApp::spawn().await;
-    for workload in ["end-only", "lifecycle"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_wrapup-load"))
-            .args([
-                "--url",
-                &app.base,
-                "--client-id",
-                HS256_APP,
-                "--secret",
-                HS256_SECRET,
-            ])
-            .args([
-                "--connections",
-                "4",
-                "--duration",
-                "1s",
-                "--warmup",
-                "200ms",
-                "--quiet",
-                "--verify",
-            ])
-            .args(["--workload", workload])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(result["errors"], 0, "{result}");
-        assert!(result["requests"].as_u64().unwrap() > 0);
-        assert!(result["verified_ends"].as_u64().unwrap() > 0, "{result}");
-    }
-}
-
 /// Security review, low 5: ids come from callers; `wrapup jobs list` must not let them
 /// drive the operator's terminal (ANSI escapes) or fake a row (a newline).
 // Multi-threaded: the CLI runs as a blocking child process while the server answers it.
