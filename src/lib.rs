@@ -5,19 +5,27 @@
 //! durably before answering `{"STATUS":"OK"}`. The first `END_OF_CONVERSATION` ends
 //! the conversation exactly once; repeats are acknowledged and counted.
 //!
-//! How a request flows:
+//! How a request flows, and where each rule lives (arrows point down only: `domain`
+//! imports none of the others and no IO crate; `config` nothing above it; `store` nothing
+//! of `auth` or `api`):
 //!
 //! ```text
 //! app     binds, bounds connections, graceful shutdown
-//!  └ api      HTTP: routes, auth extractor, ApiError -> {"code","message"}
-//!     ├ auth      JWT apps, algorithm pinning, time claims (s or ms), jti
-//!     ├ domain    pure: payload parsing, Conversation::apply (state, event) -> state
-//!     └ store     Store trait; sqlite: group-commit writer thread, WAL + synchronous=FULL
-//!                 (the end's transaction also schedules one job per `on_end` action)
+//!  └ api      HTTP only: routes, auth (JWT, per-app rate), one ApiError -> {"code","message"},
+//!     │       typed answers that are also the OpenAPI schemas
+//!     ├ auth      JWT apps, algorithm pinning, time claims (s or ms), crit, jti
+//!     ├ domain    pure: payload parsing, the lifecycle (Conversation::apply), caps, and
+//!     │           ingest::plan / plan_expiry: (state, events, bot, now) -> the whole write
+//!     │           (new state, log entries, jobs with their payload, outcome or refusal)
+//!     └ store     Store trait; loads state, writes the domain's plan, answers queries
+//!         ├ sqlite     schema (+ migrations/*.sql), writer (group commit), conversations, jobs
+//!         └ postgres   the same split; rows locked FOR UPDATE, claims SKIP LOCKED
 //! actions  outbox workers: claim with a lease, run webhook / nats / redis_cleanup,
-//!          record attempts, retry with backoff, dead-letter
-//! sweeper  ends conversations silent past inactivity_timeout; applies retention
-//! config  TOML + WRAPUP_* env -> validated Settings (one-line errors naming the key)
+//!          record attempts, retry with backoff (domain::retry), dead-letter
+//! sweeper  ends conversations silent past inactivity_timeout (through plan_expiry);
+//!          applies retention; forgets expired jti
+//! config   TOML + WRAPUP_* env, typed by serde (file), validated into Settings (validate,
+//!          actions); one-line errors naming the key
 //! telemetry   JSON logs, Prometheus metrics
 //! ```
 

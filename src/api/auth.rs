@@ -1,10 +1,14 @@
 //! Who is calling, and may they act for this bot.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::{ApiError, UNKNOWN_BOT};
@@ -107,4 +111,81 @@ pub fn authorize(
         )));
     }
     Ok(verified)
+}
+
+/// The authenticated caller of a hooks or records route: its token verified, one request
+/// taken from its app's rate, its app allowed to act for the path's `botId`. An enforcing
+/// app's `jti` is used later, once the request is known not to be refused
+/// ([`Caller::use_jti`] for reads; the store records it with the events for hooks).
+pub struct Caller {
+    pub bot_id: String,
+    pub verified: Verified,
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("path: {}", e.body_text())))?;
+        let bot_id = params
+            .iter()
+            .find(|(name, _)| *name == "botId")
+            .map(|(_, value)| value.to_owned())
+            .ok_or_else(|| ApiError::BadRequest("botId is required in the path".into()))?;
+        let verified = authorize(state, &parts.headers, &bot_id)?;
+        Ok(Caller { bot_id, verified })
+    }
+}
+
+impl Caller {
+    /// Records the token's `jti` for apps that enforce it; a `jti` used before is refused.
+    pub async fn use_jti(self, state: &AppState) -> Result<(), ApiError> {
+        if let Some(jti) = self.verified.jti
+            && !state.store.consume_jti(jti).await?
+        {
+            return Err(AuthError::Replayed.into());
+        }
+        Ok(())
+    }
+}
+
+/// The admin API's caller: the bearer token of `[admin] token_env`. Without that setting
+/// the admin API answers 404, as if it did not exist.
+pub struct Admin;
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let Some(expected) = &state.admin_token else {
+            return Err(ApiError::NotFound(
+                "the admin API is off; set [admin] token_env".into(),
+            ));
+        };
+        let given = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .unwrap_or("");
+        // Compare digests so the comparison's time says nothing about the token.
+        if Sha256::digest(given.trim().as_bytes()) == Sha256::digest(expected.as_bytes()) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::Unauthorized(
+                "an admin token is required in Authorization: Bearer".into(),
+            ))
+        }
+    }
 }

@@ -4,23 +4,18 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-
-use super::AppState;
-use super::auth::authorize;
-use super::error::ApiError;
-use crate::auth::AuthError;
-use std::collections::HashMap;
-
-use axum::extract::Query;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use utoipa::ToSchema;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::ApiError;
 
 use crate::domain::{ConversationRecord, Status, Timestamp};
 use crate::store::{ConversationFilter, EventPage};
@@ -43,12 +38,11 @@ use crate::store::{ConversationFilter, EventPage};
 )]
 pub async fn get_conversation(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
 ) -> Result<Json<ConversationRecord>, ApiError> {
-    let Path((bot_id, conversation_id)) =
-        path.map_err(|e| ApiError::BadRequest(format!("path: {e}")))?;
-    authorize_read(&state, &headers, &bot_id).await?;
+    let Path((bot_id, conversation_id)) = path?;
+    caller.use_jti(&state).await?;
     let conversation = state
         .store
         .conversation(&bot_id, &conversation_id)
@@ -74,20 +68,8 @@ pub const PAGE_BYTES: usize = 4 << 20;
 /// (`nextAfter` continues); an entry is at most one request body.
 pub const EVENT_PAGE_BYTES: usize = 4 << 20;
 
-fn query_err(e: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest(format!("query: {e}"))
-}
-
-fn parse_time(name: &str, v: &str) -> Result<Timestamp, ApiError> {
-    let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| {
-            ApiError::BadRequest(format!(
-                "{name} must be an RFC 3339 time such as 2026-11-26T14:00:00Z"
-            ))
-        })?;
-    Ok(Timestamp::from_millis(
-        (t.unix_timestamp_nanos() / 1_000_000) as i64,
-    ))
+fn millis(t: OffsetDateTime) -> Timestamp {
+    Timestamp::from_millis((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 fn encode_cursor(at: Timestamp, id: &str) -> String {
@@ -111,14 +93,7 @@ fn decode_cursor(c: &str) -> Result<(Timestamp, String), ApiError> {
     get,
     path = "/api/v1/bots/{botId}/conversations",
     tag = "records",
-    params(
-        ("botId" = String, Path),
-        ("status" = Option<String>, Query, description = "active or ended"),
-        ("from" = Option<String>, Query, description = "RFC 3339; on endedAt, or lastEventAt while active"),
-        ("to" = Option<String>, Query, description = "RFC 3339; on endedAt, or lastEventAt while active"),
-        ("limit" = Option<usize>, Query, description = "1 to 500, default 50"),
-        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
-    ),
+    params(("botId" = String, Path), ListQuery),
     responses(
         (status = 200, description = "Newest first", body = ConversationPage),
         (status = 400, description = "Unknown bot, or a bad query parameter (named in the message)", body = super::openapi::ErrorBody),
@@ -131,33 +106,21 @@ fn decode_cursor(c: &str) -> Result<(Timestamp, String), ApiError> {
 )]
 pub async fn list_conversations(
     State(state): State<Arc<AppState>>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-    headers: HeaderMap,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<ConversationPage>, ApiError> {
-    let Path(bot_id) = path.map_err(|e| ApiError::BadRequest(format!("path: {e}")))?;
-    let principal = authorize(&state, &headers, &bot_id)?;
-    let Query(q) = query.map_err(query_err)?;
-    let status = match q.get("status").map(String::as_str) {
-        None => None,
-        Some("active") => Some(Status::Active),
-        Some("ended") => Some(Status::Ended),
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "status \"{other}\" is not one of active, ended"
-            )));
-        }
-    };
+    let Query(q) = query?;
     let filter = ConversationFilter {
-        status,
-        from: q.get("from").map(|v| parse_time("from", v)).transpose()?,
-        to: q.get("to").map(|v| parse_time("to", v)).transpose()?,
-        limit: super::query_limit(&q, 50, 500)?,
-        after: q.get("cursor").map(|c| decode_cursor(c)).transpose()?,
+        status: q.status,
+        from: q.from.map(millis),
+        to: q.to.map(millis),
+        limit: super::limit(q.limit, 50, 500)?,
+        after: q.cursor.as_deref().map(decode_cursor).transpose()?,
         max_bytes: Some(PAGE_BYTES),
     };
     // Only a request that is not refused uses its token's jti.
-    use_jti(&state, principal).await?;
+    let bot_id = caller.bot_id.clone();
+    caller.use_jti(&state).await?;
     let limit = filter.limit;
     let page = state.store.list_conversations(&bot_id, filter).await?;
     let bytes: usize = page.iter().map(|l| l.bytes).sum();
@@ -191,8 +154,7 @@ pub async fn list_conversations(
     params(
         ("botId" = String, Path),
         ("conversationId" = String, Path),
-        ("after" = Option<u64>, Query, description = "Only events after this seq"),
-        ("limit" = Option<usize>, Query, description = "1 to 1000, default 1000"),
+        EventsQuery,
     ),
     responses(
         (status = 200, description = "The event log in order", body = EventLog),
@@ -207,12 +169,12 @@ pub async fn list_conversations(
 )]
 pub async fn list_events(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Json<EventLog>, ApiError> {
     let (bot_id, conversation_id, page, limit) =
-        event_page(&state, path, query, &headers, None).await?;
+        event_page(&state, caller, path, query, None).await?;
     let next = (page.events.len() == limit)
         .then(|| page.events.last().map(|e| e.seq))
         .flatten();
@@ -246,8 +208,7 @@ pub async fn list_events(
     params(
         ("botId" = String, Path),
         ("conversationId" = String, Path),
-        ("after" = Option<u64>, Query, description = "Only messages after this event seq"),
-        ("limit" = Option<usize>, Query, description = "1 to 1000, default 1000"),
+        EventsQuery,
     ),
     responses(
         (status = 200, description = "The propagated messages in order", body = Transcript),
@@ -262,12 +223,12 @@ pub async fn list_events(
 )]
 pub async fn transcript(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Json<Transcript>, ApiError> {
     let (bot_id, conversation_id, page, limit) =
-        event_page(&state, path, query, &headers, Some("MESSAGE")).await?;
+        event_page(&state, caller, path, query, Some("MESSAGE")).await?;
     let messages: Vec<TranscriptMessage> = page
         .events
         .iter()
@@ -304,30 +265,24 @@ pub async fn transcript(
 
 async fn event_page(
     state: &AppState,
+    caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-    headers: &HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
     only: Option<&'static str>,
 ) -> Result<(String, String, EventPage, usize), ApiError> {
-    let Path((bot_id, conversation_id)) =
-        path.map_err(|e| ApiError::BadRequest(format!("path: {e}")))?;
-    let principal = authorize(state, headers, &bot_id)?;
-    let Query(q) = query.map_err(query_err)?;
-    let limit = super::query_limit(&q, 1000, 1000)?;
-    let after = match q.get("after") {
+    let Path((bot_id, conversation_id)) = path?;
+    let Query(q) = query?;
+    let limit = super::limit(q.limit, 1000, 1000)?;
+    let after = match q.after {
         None => 0,
-        Some(a) => a
-            .parse::<i64>()
-            .ok()
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "after must be an event seq number from 0 to {}",
-                    i64::MAX
-                ))
-            })?,
+        Some(a) => u64::try_from(a).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "after must be an event seq number from 0 to {}",
+                i64::MAX
+            ))
+        })?,
     };
-    use_jti(state, principal).await?;
+    caller.use_jti(state).await?;
     let page = state
         .store
         .events(crate::store::EventQuery {
@@ -354,25 +309,35 @@ async fn event_page(
     Ok((bot_id, conversation_id, page, limit))
 }
 
-/// The JWT rules of the hooks endpoint, plus the `jti` check for enforcing apps.
-async fn authorize_read(
-    state: &AppState,
-    headers: &HeaderMap,
-    bot_id: &str,
-) -> Result<(), ApiError> {
-    let principal = authorize(state, headers, bot_id)?;
-    use_jti(state, principal).await
+/// `GET …/conversations`'s query.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// `active` or `ended`.
+    #[param(value_type = Option<String>)]
+    pub status: Option<Status>,
+    /// RFC 3339; on `endedAt`, or `lastEventAt` while active.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>)]
+    pub from: Option<OffsetDateTime>,
+    /// RFC 3339; on `endedAt`, or `lastEventAt` while active.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>)]
+    pub to: Option<OffsetDateTime>,
+    /// 1 to 500, default 50.
+    pub limit: Option<usize>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
-/// Records the token's `jti` for apps that enforce it, once the request is known to be
-/// answered (a request refused for its query does not use it up).
-async fn use_jti(state: &AppState, principal: crate::auth::Verified) -> Result<(), ApiError> {
-    if let Some(jti) = principal.jti
-        && !state.store.consume_jti(jti).await?
-    {
-        return Err(AuthError::Replayed.into());
-    }
-    Ok(())
+/// The event log's and the transcript's query.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only entries after this event seq (0 to 2^63-1).
+    pub after: Option<i64>,
+    /// 1 to 1000, default 1000.
+    pub limit: Option<usize>,
 }
 
 /// A page of conversation records.

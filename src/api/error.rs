@@ -73,6 +73,37 @@ impl ApiError {
     }
 }
 
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(e: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::BadRequest(format!("path: {}", e.body_text()))
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::BadRequest(format!("query: {}", e.body_text()))
+    }
+}
+
+impl From<crate::domain::ParseError> for ApiError {
+    fn from(e: crate::domain::ParseError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl From<crate::domain::strict_json::StrictError> for ApiError {
+    fn from(e: crate::domain::strict_json::StrictError) -> Self {
+        use crate::domain::strict_json::{RESERVED, StrictError};
+        ApiError::BadRequest(match e {
+            StrictError::Syntax(e) => format!("the body is not valid JSON: {e}"),
+            StrictError::Duplicate(path) => format!("{path} appears twice in the same object"),
+            StrictError::Reserved(path) => {
+                format!("{path}: keys starting with \"{RESERVED}\" are reserved")
+            }
+        })
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         ApiError::Unauthorized(e.to_string())

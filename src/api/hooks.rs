@@ -4,18 +4,16 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde_json::{Value, json};
 
 use super::AppState;
-use super::auth::authorize;
+use super::auth::Caller;
 use super::error::ApiError;
+use super::openapi::StatusOk;
 use crate::domain::EventKind;
 use crate::domain::payload::parse_request;
-use crate::domain::strict_json::StrictError;
 use crate::store::{Ingest, IngestOutcome, Refusal};
 
 /// The same endpoint on each of the vendor's three paths, each documented.
@@ -28,7 +26,7 @@ macro_rules! hook_route {
             params(("botId" = String, Path, description = "The AI Agent (stream) id, st-…")),
             request_body(content = super::openapi::HookBody, content_type = "application/json"),
             responses(
-                (status = 200, description = "Stored durably", body = super::openapi::StatusOk),
+                (status = 200, description = "Stored durably", body = StatusOk),
                 (status = 400, description = "Unknown bot, or a field missing or mistyped (named in the message)", body = super::openapi::ErrorBody),
                 (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
                 (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
@@ -44,11 +42,11 @@ macro_rules! hook_route {
         )]
         pub async fn $name(
             state: State<Arc<AppState>>,
-            path: Result<Path<String>, PathRejection>,
+            caller: Caller,
             headers: HeaderMap,
             body: Body,
-        ) -> Result<Json<Value>, ApiError> {
-            hook(state, path, headers, body).await
+        ) -> Result<Json<StatusOk>, ApiError> {
+            hook(state, caller, headers, body).await
         }
     };
 }
@@ -59,26 +57,14 @@ hook_route!(hook_api, "/api/v1/hooks/{botId}");
 
 pub async fn hook(
     State(state): State<Arc<AppState>>,
-    path: Result<Path<String>, PathRejection>,
+    Caller { bot_id, verified }: Caller,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
-    let Path(bot_id) = path.map_err(|e| ApiError::BadRequest(format!("botId in the path: {e}")))?;
-    let principal = authorize(&state, &headers, &bot_id)?;
+) -> Result<Json<StatusOk>, ApiError> {
     require_json(&headers)?;
     let bytes = read_body(&state, &headers, body).await?;
-    let value = crate::domain::strict_json::parse(&bytes).map_err(|e| match e {
-        StrictError::Syntax(e) => ApiError::BadRequest(format!("the body is not valid JSON: {e}")),
-        StrictError::Duplicate(path) => {
-            ApiError::BadRequest(format!("{path} appears twice in the same object"))
-        }
-        StrictError::Reserved(path) => ApiError::BadRequest(format!(
-            "{path}: keys starting with \"{}\" are reserved",
-            crate::domain::strict_json::RESERVED
-        )),
-    })?;
-    let request = parse_request(&value, &bot_id, &state.limits)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let value = crate::domain::strict_json::parse(&bytes)?;
+    let request = parse_request(&value, &bot_id, &state.limits)?;
 
     for event in &request.events {
         metrics::counter!("wrapup_events_received_total", "name" => event.kind.name()).increment(1);
@@ -95,7 +81,7 @@ pub async fn hook(
         bot_id: request.bot_id,
         conversation_id: request.conversation_id,
         events: request.events,
-        jti: principal.jti,
+        jti: verified.jti,
         bot,
     };
     let outcome = tokio::time::timeout(state.server.request_timeout, state.store.ingest(ingest))
@@ -127,7 +113,7 @@ pub async fn hook(
                 );
             }
             debug_assert!(stored > 0 || duplicate_ends > 0 || !has_end);
-            Ok(Json(json!({"STATUS": "OK"})))
+            Ok(Json(StatusOk::ok()))
         }
         IngestOutcome::Refused(Refusal::EndedAlready { ended_at }) => {
             Err(ApiError::Conflict(format!(

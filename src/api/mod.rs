@@ -114,18 +114,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The `limit` query parameter: `default` when absent, 400 outside 1..=`max`.
-pub(crate) fn query_limit(
-    q: &HashMap<String, String>,
-    default: usize,
-    max: usize,
-) -> Result<usize, ApiError> {
-    match q.get("limit") {
+pub(crate) fn limit(given: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match given {
         None => Ok(default),
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| ApiError::BadRequest(format!("limit must be a number from 1 to {max}"))),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "limit must be a number from 1 to {max}"
+        ))),
     }
 }
 

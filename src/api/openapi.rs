@@ -59,7 +59,13 @@ impl Modify for Security {
 pub struct StatusOk {
     #[serde(rename = "STATUS")]
     #[schema(example = "OK")]
-    pub status: String,
+    pub status: &'static str,
+}
+
+impl StatusOk {
+    pub fn ok() -> Self {
+        Self { status: "OK" }
+    }
 }
 
 /// Every refusal: the vendor's error shape.
@@ -179,16 +185,4 @@ pub struct AuthorBody {
     /// `USER` or `AGENT`.
     #[serde(rename = "type")]
     pub kind: String,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct JobPage {
-    pub jobs: Vec<Value>,
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Retried {
-    pub retried: u64,
 }

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::error::ApiError;
 
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is alive")))]
 pub async fn healthz() -> Json<Value> {
@@ -25,17 +26,18 @@ pub async fn healthz() -> Json<Value> {
         (status = 503, description = "Not ready", body = super::openapi::ErrorBody)
     )
 )]
-pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let not_ready = |why: String| ApiError::Unavailable {
+        message: format!("not ready: {why}"),
+        retry_after_secs: 5,
+    };
     match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, Json(json!({"status": "ready"}))),
-        Ok(Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"code": 503, "message": format!("not ready: {e}")})),
-        ),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"code": 503, "message": "not ready: the store did not answer within 2s"})),
-        ),
+        Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e.chain(), "not ready");
+            Err(not_ready(e.to_string()))
+        }
+        Err(_) => Err(not_ready("the store did not answer within 2s".into())),
     }
 }
 
