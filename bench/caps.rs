@@ -84,7 +84,9 @@ async fn main() {
         statement_timeout: Duration::from_secs(5),
         schema: "public".into(),
     };
-    let store = wrapup::store::open(&settings).await.expect("store");
+    let store = wrapup::store::open(&settings, Arc::new(wrapup::clock::SystemClock))
+        .await
+        .expect("store");
 
     // A conversation grown with valid requests until the state cap refuses the next one.
     let capped = "at-caps";

@@ -320,7 +320,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         authority,
         run: format!(
             "{:x}",
-            std::process::id() as u64 ^ wrapup::domain::Timestamp::now().millis() as u64
+            std::process::id() as u64
+                ^ wrapup::clock::Clock::now(&wrapup::clock::SystemClock).millis() as u64
         ),
         start: Instant::now(),
         stop: AtomicBool::new(false),

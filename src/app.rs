@@ -21,6 +21,7 @@ use crate::actions::worker::Workers;
 use crate::actions::{Runner, action_refs};
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::domain::Limits;
 use crate::store::{self, Store};
@@ -35,8 +36,13 @@ pub struct App {
 impl App {
     /// Opens the store and binds the listener; serving starts at once in the background.
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// The same, with the time taken from `clock` (tests move a [`crate::clock::ManualClock`]).
+    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<App> {
         crate::install_tls_provider();
-        let store = store::open(&settings.store)
+        let store = store::open(&settings.store, clock.clone())
             .await
             .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
         let listener = TcpListener::bind(settings.server.listen)
@@ -62,9 +68,10 @@ impl App {
             ..Limits::default()
         };
         let runner = Arc::new(Runner::new(&settings.bots)?);
-        let workers = Workers::start(store.clone(), runner, &settings.workers);
+        let workers = Workers::start(store.clone(), runner, &settings.workers, clock.clone());
         let state = Arc::new(AppState {
             store: store.clone(),
+            clock: clock.clone(),
             auth: Authenticator::new(&settings.apps),
             rates: crate::api::auth::RateLimits::new(&settings.apps),
             bots: settings
@@ -95,6 +102,7 @@ impl App {
             settings.bots.clone(),
             workers.waker(),
             cancel.clone(),
+            clock,
         ));
         if let Some(listener) = health_listener {
             tokio::spawn(serve_health(

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 
+use crate::clock::Clock;
 use crate::config::AppSettings;
 use crate::domain::Timestamp;
 
@@ -344,7 +345,7 @@ pub struct MintRequest<'a> {
 }
 
 pub fn mint(req: &MintRequest<'_>) -> anyhow::Result<String> {
-    let now = Timestamp::now().millis() / 1000;
+    let now = crate::clock::SystemClock.now().millis() / 1000;
     let mut claims = json!({ "sub": req.sub, "appId": req.client_id });
     if let Some(ttl) = req.ttl {
         claims["iat"] = json!(now);
@@ -400,7 +401,7 @@ mod tests {
 
     #[test]
     fn the_documented_payload_without_exp_is_accepted() {
-        let now = Timestamp::now();
+        let now = crate::clock::SystemClock.now();
         let v = auth(false, false)
             .verify(&token(json!({}), Algorithm::HS256), now)
             .unwrap();
@@ -413,13 +414,15 @@ mod tests {
             json!({"appId": null, "iss": "cs-1", "botId": "st-1"}),
             Algorithm::HS256,
         );
-        let v = auth(false, false).verify(&t, Timestamp::now()).unwrap();
+        let v = auth(false, false)
+            .verify(&t, crate::clock::SystemClock.now())
+            .unwrap();
         assert_eq!(v.bot_claim.as_deref(), Some("st-1"));
     }
 
     #[test]
     fn expiry_in_seconds_and_in_milliseconds_is_enforced() {
-        let now = Timestamp::now();
+        let now = crate::clock::SystemClock.now();
         let a = auth(false, false);
         let past_s = now.millis() / 1000 - 3600;
         assert_eq!(
@@ -441,7 +444,7 @@ mod tests {
     #[test]
     fn a_cached_token_still_expires_on_time() {
         let a = auth(false, false);
-        let now = Timestamp::now();
+        let now = crate::clock::SystemClock.now();
         let exp = now.millis() / 1000 + 120;
         let t = token(json!({"exp": exp}), Algorithm::HS256);
         assert!(a.verify(&t, now).is_ok());
@@ -456,7 +459,7 @@ mod tests {
     fn jti_tokens_are_never_cached() {
         let a = auth(true, false);
         let t = token(json!({"jti": "one"}), Algorithm::HS256);
-        a.verify(&t, Timestamp::now()).unwrap();
+        a.verify(&t, crate::clock::SystemClock.now()).unwrap();
         assert!(a.cache.lock().unwrap().is_empty());
     }
 
@@ -464,14 +467,14 @@ mod tests {
     fn a_pinned_algorithm_refuses_others() {
         let t = token(json!({}), Algorithm::HS512);
         assert_eq!(
-            auth(false, false).verify(&t, Timestamp::now()),
+            auth(false, false).verify(&t, crate::clock::SystemClock.now()),
             Err(AuthError::Invalid)
         );
     }
 
     #[test]
     fn enforcing_apps_require_jti_and_exp_when_configured() {
-        let now = Timestamp::now();
+        let now = crate::clock::SystemClock.now();
         assert_eq!(
             auth(true, false).verify(&token(json!({}), Algorithm::HS256), now),
             Err(AuthError::JtiRequired)

@@ -33,6 +33,7 @@ pub mod actions;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod store;

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::action_refs;
+use crate::clock::{Clock, SharedClock};
 use crate::config::BotSettings;
 use crate::domain::Timestamp;
 use crate::store::{Expiry, Purge, Store};
@@ -43,7 +44,10 @@ pub async fn run(
     bots: Vec<BotSettings>,
     wake_workers: Arc<Notify>,
     cancel: CancellationToken,
+    clock: SharedClock,
 ) {
+    // A test's clock jumping (a timeout or a retention period passing at once) wakes it.
+    let mut jumps = clock.jumps();
     let bots: Vec<BotSettings> = bots
         .into_iter()
         .filter(|b| b.inactivity_timeout.is_some() || b.retention != Default::default())
@@ -51,32 +55,32 @@ pub async fn run(
     let every = interval(&bots);
     let on_end: Vec<_> = bots.iter().map(action_refs).collect();
     loop {
-        purge_jti(&*store).await;
+        purge_jti(&*store, clock.now()).await;
         for (bot, on_end) in bots.iter().zip(&on_end) {
             if let Some(timeout) = bot.inactivity_timeout {
-                expire(&*store, bot, timeout, on_end, &wake_workers).await;
+                expire(&*store, &*clock, bot, timeout, on_end, &wake_workers).await;
             }
             if bot.retention != Default::default() {
-                purge(&*store, bot).await;
+                purge(&*store, clock.now(), bot).await;
             }
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = crate::clock::sleep(&mut jumps, every) => {}
         }
     }
 }
 
 async fn expire(
     store: &dyn Store,
+    clock: &dyn Clock,
     bot: &BotSettings,
     timeout: Duration,
     on_end: &Arc<[crate::store::ActionRef]>,
     wake_workers: &Notify,
 ) {
     loop {
-        let idle_since =
-            Timestamp::from_millis(Timestamp::now().millis() - timeout.as_millis() as i64);
+        let idle_since = Timestamp::from_millis(clock.now().millis() - timeout.as_millis() as i64);
         match store
             .expire_inactive(Expiry {
                 bot_id: bot.id.clone(),
@@ -110,8 +114,8 @@ async fn expire(
     }
 }
 
-async fn purge(store: &dyn Store, bot: &BotSettings) {
-    let now = Timestamp::now().millis();
+async fn purge(store: &dyn Store, now: Timestamp, bot: &BotSettings) {
+    let now = now.millis();
     let before =
         |d: Option<Duration>| d.map(|d| Timestamp::from_millis(now - d.as_millis() as i64));
     let rule = Purge {
@@ -135,9 +139,9 @@ async fn purge(store: &dyn Store, bot: &BotSettings) {
 }
 
 /// Forgets used `jti`s of tokens that have expired (they are refused as expired anyway).
-async fn purge_jti(store: &dyn Store) {
+async fn purge_jti(store: &dyn Store, now: Timestamp) {
     loop {
-        match store.purge_jti(Timestamp::now(), BATCH).await {
+        match store.purge_jti(now, BATCH).await {
             Ok(n) if n == BATCH as u64 => continue,
             Ok(n) => {
                 metrics::counter!("wrapup_jti_purged_total").increment(n);

@@ -84,14 +84,19 @@ impl Runner {
         self.actions.get(&(bot_id.to_owned(), name.to_owned()))
     }
 
-    /// Runs one attempt of `job` (without the timeout; the worker applies it).
-    pub async fn run(&self, action: &ActionSettings, job: &ClaimedJob) -> AttemptResult {
+    /// Runs one attempt of `job`, begun at `now` (without the timeout; the worker applies it).
+    pub async fn run(
+        &self,
+        action: &ActionSettings,
+        job: &ClaimedJob,
+        now: crate::domain::Timestamp,
+    ) -> AttemptResult {
         match &action.kind {
             ActionKind::Webhook {
                 url,
                 secret,
                 headers,
-            } => webhook::deliver(&self.http, url, secret, headers, job).await,
+            } => webhook::deliver(&self.http, url, secret, headers, job, now).await,
             ActionKind::Nats { url, subject } => self.nats.publish(url, subject, job).await,
             ActionKind::RedisCleanup { url, keys } => self.redis.cleanup(url, keys, job).await,
         }

@@ -30,9 +30,10 @@ pub async fn deliver(
     key: &[u8],
     headers: &[(HeaderName, HeaderValue)],
     job: &ClaimedJob,
+    now: Timestamp,
 ) -> AttemptResult {
     let body = envelope(job).to_string().into_bytes();
-    let timestamp = Timestamp::now().millis() / 1000;
+    let timestamp = now.millis() / 1000;
     let mut req = client
         .post(url.clone())
         .header("content-type", "application/json")

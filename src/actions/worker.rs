@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{AttemptResult, Runner};
+use crate::clock::{Clock, SharedClock};
 use crate::config::WorkerSettings;
 use crate::domain::Timestamp;
 use crate::store::{AttemptOutcome, AttemptRecord, ClaimedJob, NextStep, Store};
@@ -21,13 +22,19 @@ pub struct Workers {
 
 impl Workers {
     /// Starts the claim loop in the background.
-    pub fn start(store: Arc<dyn Store>, runner: Arc<Runner>, settings: &WorkerSettings) -> Self {
+    pub fn start(
+        store: Arc<dyn Store>,
+        runner: Arc<Runner>,
+        settings: &WorkerSettings,
+        clock: SharedClock,
+    ) -> Self {
         let wake = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let lease = runner.max_timeout() + settings.lease_margin;
         tracker.spawn(claim_loop(ClaimLoop {
             store,
+            clock,
             runner,
             lease,
             poll: settings.poll_interval,
@@ -66,6 +73,7 @@ impl Workers {
 
 struct ClaimLoop {
     store: Arc<dyn Store>,
+    clock: SharedClock,
     runner: Arc<Runner>,
     lease: Duration,
     poll: Duration,
@@ -76,6 +84,8 @@ struct ClaimLoop {
 }
 
 async fn claim_loop(l: ClaimLoop) {
+    // A test's clock jumping (a retry or a lease falling due at once) wakes the loop too.
+    let mut jumps = l.clock.jumps();
     loop {
         if l.cancel.is_cancelled() {
             break;
@@ -96,9 +106,10 @@ async fn claim_loop(l: ClaimLoop) {
                     let Ok(permit) = l.permits.clone().try_acquire_owned() else {
                         break;
                     };
-                    let (store, runner) = (l.store.clone(), l.runner.clone());
+                    let (store, runner, clock) =
+                        (l.store.clone(), l.runner.clone(), l.clock.clone());
                     l.tracker.spawn(async move {
-                        attempt(store, runner, job).await;
+                        attempt(store, runner, &*clock, job).await;
                         drop(permit);
                     });
                 }
@@ -111,19 +122,19 @@ async fn claim_loop(l: ClaimLoop) {
         tokio::select! {
             _ = l.cancel.cancelled() => break,
             _ = l.wake.notified() => {}
-            _ = tokio::time::sleep(l.poll) => {}
+            _ = crate::clock::sleep(&mut jumps, l.poll) => {}
         }
     }
 }
 
 #[tracing::instrument(skip_all, fields(job = %job.id, action = %job.action, attempt = job.attempt))]
-async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, job: ClaimedJob) {
-    let started_at = Timestamp::now();
-    let clock = Instant::now();
+async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, clock: &dyn Clock, job: ClaimedJob) {
+    let started_at = clock.now();
+    let timer = Instant::now();
     let action = runner.action(&job.bot_id, &job.action);
     let result = match action {
         Some(action) => {
-            match tokio::time::timeout(action.timeout, runner.run(action, &job)).await {
+            match tokio::time::timeout(action.timeout, runner.run(action, &job, started_at)).await {
                 Ok(result) => result,
                 Err(_) => AttemptResult::failed(format!(
                     "no answer within {}",
@@ -136,7 +147,7 @@ async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, job: ClaimedJob) {
             job.bot_id, job.action
         )),
     };
-    let elapsed = clock.elapsed();
+    let elapsed = timer.elapsed();
     let next = if result.ok {
         NextStep::Succeeded
     } else {
@@ -144,7 +155,7 @@ async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, job: ClaimedJob) {
             Some(a) if job.attempt < job.max_attempts => {
                 let delay = a.retry.delay(job.attempt, fastrand::f64());
                 NextStep::RetryAt(Timestamp::from_millis(
-                    Timestamp::now().millis() + delay.as_millis() as i64,
+                    clock.now().millis() + delay.as_millis() as i64,
                 ))
             }
             _ => NextStep::Dead,
@@ -161,8 +172,7 @@ async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, job: ClaimedJob) {
         .record(elapsed.as_secs_f64());
     match next {
         NextStep::Succeeded => {
-            let latency =
-                (Timestamp::now().millis() - job.created_at.millis()).max(0) as f64 / 1000.0;
+            let latency = (clock.now().millis() - job.created_at.millis()).max(0) as f64 / 1000.0;
             metrics::histogram!("wrapup_action_delivery_latency_seconds", "kind" => job.kind.clone()).record(latency);
         }
         NextStep::RetryAt(at) => {

@@ -14,7 +14,6 @@ use super::AppState;
 use super::error::{ApiError, UNKNOWN_BOT};
 use crate::auth::{AuthError, Verified};
 use crate::config::AppSettings;
-use crate::domain::Timestamp;
 
 /// The token from `auth` (documented), `token` (the vendor's samples) or
 /// `Authorization: Bearer` (ours). Several are fine only if they agree.
@@ -91,7 +90,7 @@ pub fn authorize(
     headers: &HeaderMap,
     bot_id: &str,
 ) -> Result<Verified, ApiError> {
-    let verified = state.auth.verify(token(headers)?, Timestamp::now())?;
+    let verified = state.auth.verify(token(headers)?, state.clock.now())?;
     state.rates.take(&verified.client_id)?;
     let bot = state
         .bots

@@ -37,6 +37,7 @@ use tokio::sync::Notify;
 
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub clock: crate::clock::SharedClock,
     pub auth: Authenticator,
     /// Each rate-limited app's share of requests.
     pub rates: auth::RateLimits,

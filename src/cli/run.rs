@@ -30,9 +30,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             runtime.block_on(async {
-                let store = wrapup::store::open(&settings.store)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
+                let store = wrapup::store::open(
+                    &settings.store,
+                    std::sync::Arc::new(wrapup::clock::SystemClock),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
                 store.close().await;
                 anyhow::Ok(())
             })?;

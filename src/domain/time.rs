@@ -14,11 +14,6 @@ impl Timestamp {
         Self(ms)
     }
 
-    pub fn now() -> Self {
-        let now = OffsetDateTime::now_utc();
-        Self((now.unix_timestamp_nanos() / 1_000_000) as i64)
-    }
-
     pub fn millis(self) -> i64 {
         self.0
     }

@@ -97,11 +97,16 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the store named by the configuration's URL.
-pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open(
+    settings: &StoreSettings,
+    clock: crate::clock::SharedClock,
+) -> Result<Arc<dyn Store>, StoreError> {
     match &settings.url {
         StoreUrl::Postgres(url) => Ok(Arc::new(
-            postgres::PostgresStore::open(url, settings).await?,
+            postgres::PostgresStore::open(url, settings, clock).await?,
         )),
-        StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path, settings).await?)),
+        StoreUrl::Sqlite(path) => Ok(Arc::new(
+            sqlite::SqliteStore::open(path, settings, clock).await?,
+        )),
     }
 }

@@ -82,7 +82,8 @@ async fn duplicate_ends_never_create_a_second_set_of_jobs() {
         .collect();
     assert_eq!(names, vec!["webhook", "crm"]);
     assert_eq!(app.end(&c).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Jobs are scheduled in the end's own transaction: the repeat scheduled none, and the
+    // two there are have delivered once each.
     assert_eq!(app.jobs_of(&c).await.len(), 2);
     assert_eq!(receiver.deliveries().len(), 2);
 }
@@ -233,9 +234,10 @@ async fn shutdown_lets_a_running_attempt_finish_and_records_it() {
     let mut app = TestApp::spawn_with_actions(&webhook_action(&receiver.url, "")).await;
     let c = unique("graceful");
     app.end(&c).await;
-    while receiver.started() == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the attempt starts", || async {
+        (receiver.started() > 0).then_some(())
+    })
+    .await;
     app.restart().await; // graceful stop while the receiver is still answering
     let jobs = app.jobs_of(&c).await;
     assert_eq!(jobs[0]["state"], "succeeded", "{jobs:#?}");

@@ -103,9 +103,10 @@ async fn every_end_acknowledged_before_a_sigkill_is_there_after_restart() {
         })
         .collect();
     // Kill while requests are in flight, once a few hundred were acknowledged.
-    while acknowledged.lock().await.len() < 300 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("300 ends are acknowledged", || async {
+        (acknowledged.lock().await.len() >= 300).then_some(())
+    })
+    .await;
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
     for w in workers {
@@ -170,15 +171,15 @@ async fn jobs_in_flight_at_a_sigkill_are_delivered_after_restart() {
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
-    while receiver.started() < 5 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("5 attempts start", || async {
+        (receiver.started() >= 5).then_some(())
+    })
+    .await;
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
 
     let (mut child, base) = serve(&config);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let jobs = loop {
+    let jobs = eventually_within(Duration::from_secs(60), "all 40 jobs succeed", || async {
         let resp = client
             .get(format!("{base}/admin/v1/jobs?limit=1000"))
             .bearer_auth(ADMIN_TOKEN)
@@ -187,15 +188,9 @@ async fn jobs_in_flight_at_a_sigkill_are_delivered_after_restart() {
             .unwrap();
         let (_, body) = into_json(resp).await;
         let jobs = body["jobs"].as_array().cloned().unwrap_or_default();
-        if jobs.len() == 40 && jobs.iter().all(|j| j["state"] == "succeeded") {
-            break jobs;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "jobs did not all succeed: {jobs:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        (jobs.len() == 40 && jobs.iter().all(|j| j["state"] == "succeeded")).then_some(jobs)
+    })
+    .await;
     let delivered: std::collections::HashSet<String> =
         receiver.deliveries().iter().map(|d| d.id()).collect();
     for job in &jobs {
@@ -344,25 +339,16 @@ async fn crash_loop(store_toml: String, label: &str) {
         assert_eq!(r["duplicateEnds"], 0, "{label}: {c} ended twice");
         events_checked += n;
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let what = format!("{label}: every acknowledged end is delivered");
+    eventually_within(Duration::from_secs(60), &what, || async {
         let delivered: std::collections::HashSet<String> = receiver
             .deliveries()
             .iter()
             .map(|d| serde_json::from_slice::<serde_json::Value>(&d.body).unwrap()["data"]["conversationId"].as_str().unwrap().to_owned())
             .collect();
-        let missing: Vec<_> = ended.iter().filter(|c| !delivered.contains(**c)).collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{label}: {} ends never delivered, e.g. {:?}",
-            missing.len(),
-            missing.first()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        ended.iter().all(|c| delivered.contains(*c)).then_some(())
+    })
+    .await;
     child.kill().unwrap();
     child.wait().unwrap();
     eprintln!(

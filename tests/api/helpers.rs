@@ -1,6 +1,7 @@
 //! `TestApp`: a wrapup server in this process on 127.0.0.1:0 with a fresh database.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,6 +12,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tempfile::TempDir;
 use wrapup::App;
+use wrapup::clock::ManualClock;
 use wrapup::config;
 
 pub const BOT: &str = "st-56fbfece-0293-55a3-9154-7e3e19xxxxxx";
@@ -117,6 +119,8 @@ pub struct TestApp {
     app: Option<App>,
     /// The configuration the server runs with (again after a restart).
     config: String,
+    /// The server's clock: real time, which a test may move forward ([`TestApp::advance`]).
+    pub clock: Arc<ManualClock>,
 }
 
 impl TestApp {
@@ -146,14 +150,22 @@ impl TestApp {
 
     /// A server running the whole configuration `config`.
     pub async fn spawn_text(dir: TempDir, config: &str) -> TestApp {
-        let app = start(config).await;
+        let clock = Arc::new(ManualClock::default());
+        let app = start(config, clock.clone()).await;
         TestApp {
             base: format!("http://{}", app.local_addr()),
             client: client(),
             _dir: dir,
             app: Some(app),
             config: config.to_owned(),
+            clock,
         }
+    }
+
+    /// Moves the server's clock forward: timeouts, leases, retry delays and retention
+    /// periods pass at once, and the workers and the sweeper look again at once.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.clock.advance(by);
     }
 
     /// The base URL of `server.health_listen`, when the test configured one.
@@ -169,7 +181,7 @@ impl TestApp {
         if let Some(app) = self.app.take() {
             app.stop().await;
         }
-        let app = start(&self.config).await;
+        let app = start(&self.config, self.clock.clone()).await;
         self.base = format!("http://{}", app.local_addr());
         self.app = Some(app);
     }
@@ -270,22 +282,15 @@ impl TestApp {
 
     /// Waits (bounded) until every job of `conversation` is succeeded or dead.
     pub async fn settled_jobs(&self, conversation: &str, expected: usize) -> Vec<Value> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
+        eventually("the jobs settle", || async {
             let jobs = self.jobs_of(conversation).await;
-            if jobs.len() == expected
+            let settled = jobs.len() == expected
                 && jobs
                     .iter()
-                    .all(|j| j["state"] == "succeeded" || j["state"] == "dead")
-            {
-                return jobs;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "jobs did not settle: {jobs:#?}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+                    .all(|j| j["state"] == "succeeded" || j["state"] == "dead");
+            settled.then_some(jobs)
+        })
+        .await
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -306,13 +311,15 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
-async fn start(config: &str) -> App {
+async fn start(config: &str, clock: Arc<ManualClock>) -> App {
     let file = config::parse(config).expect("test config parses");
     let settings = config::validate(&file, &fixtures(), |k| {
         (k == ADMIN_TOKEN_ENV).then(|| ADMIN_TOKEN.to_owned())
     })
     .expect("test config is valid");
-    App::build(settings).await.expect("server starts")
+    App::build_with_clock(settings, clock)
+        .await
+        .expect("server starts")
 }
 
 pub async fn into_json(resp: reqwest::Response) -> (StatusCode, Value) {
@@ -423,4 +430,34 @@ pub fn now_secs() -> i64 {
 
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4())
+}
+
+/// Polls `check` until it gives a value, for at most 30 s (then fails, naming `what`).
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_within(std::time::Duration::from_secs(30), what, check).await
+}
+
+/// Polls `check` until it gives a value, for at most `limit`. The one place the tests wait
+/// for something that happens in the background (a server in another process, whose clock
+/// a test cannot move, may need longer than 30 s: a killed worker's lease).
+pub async fn eventually_within<T, F, Fut>(limit: std::time::Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }

@@ -29,7 +29,8 @@ async fn run_flow(app: &TestApp, c: &str, steps: Vec<Value>) -> Value {
         };
         let (status, answer) = app.hook(&body).await;
         assert_eq!(status, 200, "{answer}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // Each step 2 ms after the last, so every step has a time of its own.
+        app.advance(Duration::from_millis(2));
     }
     app.conversation(c).await.1
 }
@@ -317,22 +318,21 @@ async fn the_end_closes_open_segments_at_the_end_time() {
 async fn a_silent_conversation_is_ended_by_the_server_and_its_webhook_fires_once() {
     let receiver = Receiver::start().await;
     let tail = format!(
-        "inactivity_timeout = \"2s\"\n[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\n",
+        "inactivity_timeout = \"4h\"\n[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\n",
         receiver.url
     );
     let app = TestApp::spawn_with_actions(&tail).await;
     let c = unique("silent");
     app.hook(&event_body(&c, json!([transfer("NA", "entry", "a1")])))
         .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let record = loop {
+    assert_eq!(app.conversation(&c).await.1["status"], "active");
+    // Four silent hours pass.
+    app.advance(Duration::from_secs(4 * 3600 + 1));
+    let record = eventually("the sweeper ends the silent conversation", || async {
         let (_, r) = app.conversation(&c).await;
-        if r["status"] == "ended" {
-            break r;
-        }
-        assert!(std::time::Instant::now() < deadline, "never ended: {r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        (r["status"] == "ended").then_some(r)
+    })
+    .await;
     assert_eq!(record["endReason"], "inactivity_timeout");
     assert_eq!(
         record["endedBy"],
@@ -376,7 +376,8 @@ async fn a_silent_conversation_is_ended_by_the_server_and_its_webhook_fires_once
         (again["duplicateEnds"].clone(), again["endReason"].clone()),
         (json!(1), json!("inactivity_timeout"))
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The repeated end scheduled nothing: the one job there is has delivered once.
+    assert_eq!(app.jobs_of(&c).await.len(), 1);
     assert_eq!(receiver.deliveries().len(), 1);
 }
 
@@ -384,7 +385,7 @@ async fn a_silent_conversation_is_ended_by_the_server_and_its_webhook_fires_once
 async fn client_ends_racing_the_sweeper_yield_one_end_each() {
     let receiver = Receiver::start().await;
     let tail = format!(
-        "inactivity_timeout = \"1s\"\n[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\n",
+        "inactivity_timeout = \"1h\"\n[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\n",
         receiver.url
     );
     let app = TestApp::spawn_with_actions(&tail).await;
@@ -393,13 +394,11 @@ async fn client_ends_racing_the_sweeper_yield_one_end_each() {
         app.hook(&event_body(c, json!([transfer("NA", "entry", "a1")])))
             .await;
     }
-    // The sweeper (every 250 ms) starts ending them about now; send the ends spread across that.
-    tokio::time::sleep(Duration::from_millis(850)).await;
+    // The hour passes: the sweeper wakes and starts ending them while the clients' ends
+    // for the same conversations arrive.
+    app.advance(Duration::from_secs(3601));
     let answers: Vec<_> = futures::stream::iter(ids.iter())
-        .map(|c| async {
-            tokio::time::sleep(Duration::from_millis(fastrand_ms(c))).await;
-            app.end(c).await.0
-        })
+        .map(|c| async { app.end(c).await.0 })
         .buffer_unordered(60)
         .collect()
         .await;
@@ -434,13 +433,6 @@ async fn client_ends_racing_the_sweeper_yield_one_end_each() {
     assert_eq!(delivered.len(), 60, "one webhook per conversation");
     assert_eq!(delivered.iter().collect::<HashSet<_>>().len(), 60);
     eprintln!("60 races: {by_client} ended by the client first, {by_sweeper} by the sweeper first");
-}
-
-/// A spread of 0–400 ms derived from the id, so the ends straddle the sweeps.
-fn fastrand_ms(id: &str) -> u64 {
-    id.bytes()
-        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
-        % 400
 }
 
 #[tokio::test]
@@ -648,7 +640,8 @@ async fn the_event_log_and_transcript_come_back_in_order_as_sent() {
 #[tokio::test]
 async fn retention_purges_transcripts_and_logs_but_keeps_the_record() {
     let app =
-        TestApp::spawn_with_actions("retention = { transcript = \"1s\", events = \"3s\" }\n").await;
+        TestApp::spawn_with_actions("retention = { transcript = \"30d\", events = \"90d\" }\n")
+            .await;
     let c = unique("retain");
     run_flow(
         &app,
@@ -673,14 +666,12 @@ async fn retention_purges_transcripts_and_logs_but_keeps_the_record() {
             .len(),
         1
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while get("transcript").await["transcriptPurgedAt"].is_null() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the transcript was never purged"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Thirty days pass: the transcript goes, the log stays.
+    app.advance(Duration::from_secs(30 * 86_400 + 1));
+    eventually("the transcript is purged", || async {
+        (!get("transcript").await["transcriptPurgedAt"].is_null()).then_some(())
+    })
+    .await;
     assert_eq!(get("transcript").await["messages"], json!([]));
     let log = get("events").await;
     assert_eq!(
@@ -689,13 +680,12 @@ async fn retention_purges_transcripts_and_logs_but_keeps_the_record() {
         "only the messages went: {log}"
     );
     assert!(!log.to_string().contains("1234"));
-    while get("events").await["eventsPurgedAt"].is_null() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the log was never purged"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Ninety days: the log goes too.
+    app.advance(Duration::from_secs(60 * 86_400));
+    eventually("the log is purged", || async {
+        (!get("events").await["eventsPurgedAt"].is_null()).then_some(())
+    })
+    .await;
     assert_eq!(get("events").await["events"], json!([]));
     let (_, r) = app.conversation(&c).await;
     assert_eq!(

@@ -78,20 +78,12 @@ impl Cluster {
     }
 
     async fn wait_all_succeeded(&self, base: &str, expected: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
+        eventually_within(Duration::from_secs(90), "every job succeeds", || async {
             let jobs = self.jobs(base).await;
-            if jobs.len() == expected && jobs.iter().all(|j| j["state"] == "succeeded") {
-                return jobs;
-            }
-            let pending = jobs.iter().filter(|j| j["state"] != "succeeded").count();
-            assert!(
-                Instant::now() < deadline,
-                "{} jobs, {pending} not succeeded",
-                jobs.len()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            (jobs.len() == expected && jobs.iter().all(|j| j["state"] == "succeeded"))
+                .then_some(jobs)
+        })
+        .await
     }
 }
 
@@ -212,9 +204,10 @@ async fn jobs_held_by_a_killed_instance_are_finished_by_the_others() {
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
-    while receiver.started() < 10 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("10 attempts start", || async {
+        (receiver.started() >= 10).then_some(())
+    })
+    .await;
     cluster.kill(0);
     let jobs = cluster.wait_all_succeeded(&cluster.bases[1], 60).await;
     let delivered: HashSet<String> = receiver.deliveries().iter().map(|d| d.id()).collect();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use wrapup::auth::JtiUse;
+use wrapup::clock::{Clock, ManualClock};
 use wrapup::domain::payload::{Limits, parse_request};
 use wrapup::domain::{Event, Status, Timestamp};
 use wrapup::store::{
@@ -68,7 +69,7 @@ fn ingest(conversation: &str, evs: Vec<Event>, on_end: Arc<[ActionRef]>) -> Inge
 fn attempt(n: u32, ok: bool) -> AttemptRecord {
     AttemptRecord {
         attempt: n,
-        started_at: Timestamp::now(),
+        started_at: wrapup::clock::SystemClock.now(),
         duration_ms: 1,
         outcome: if ok {
             AttemptOutcome::Succeeded
@@ -92,7 +93,7 @@ async fn jobs_of(store: &S, conversation: &str) -> Vec<wrapup::store::JobView> {
         .unwrap()
 }
 
-pub async fn an_end_races_fifty_times_and_ends_once(store: &S) {
+pub async fn an_end_races_fifty_times_and_ends_once(store: &S, _clock: &ManualClock) {
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let store = store.clone();
@@ -130,7 +131,10 @@ pub async fn an_end_races_fifty_times_and_ends_once(store: &S) {
     assert_eq!(jobs_of(store, "race").await.len(), 1);
 }
 
-pub async fn events_after_the_end_are_refused_and_nothing_is_stored(store: &S) {
+pub async fn events_after_the_end_are_refused_and_nothing_is_stored(
+    store: &S,
+    _clock: &ManualClock,
+) {
     store
         .ingest(ingest(
             "after",
@@ -173,7 +177,7 @@ pub async fn events_after_the_end_are_refused_and_nothing_is_stored(store: &S) {
     assert!(jobs_of(store, "whole").await.is_empty());
 }
 
-pub async fn a_jti_is_accepted_once(store: &S) {
+pub async fn a_jti_is_accepted_once(store: &S, _clock: &ManualClock) {
     let jti = JtiUse {
         client_id: "cs-1".into(),
         jti: "j-1".into(),
@@ -199,7 +203,7 @@ pub async fn a_jti_is_accepted_once(store: &S) {
     );
 }
 
-pub async fn an_end_schedules_one_job_per_action_once(store: &S) {
+pub async fn an_end_schedules_one_job_per_action_once(store: &S, _clock: &ManualClock) {
     let acts = actions(&["crm", "cache"]);
     store
         .ingest(ingest(
@@ -227,7 +231,7 @@ pub async fn an_end_schedules_one_job_per_action_once(store: &S) {
     assert!(jobs.iter().all(|j| j.state == JobState::Pending));
 }
 
-pub async fn jobs_move_through_retry_dead_and_replay(store: &S) {
+pub async fn jobs_move_through_retry_dead_and_replay(store: &S, clock: &ManualClock) {
     store
         .ingest(ingest(
             "flow",
@@ -250,7 +254,7 @@ pub async fn jobs_move_through_retry_dead_and_replay(store: &S) {
 
     assert!(
         store
-            .finish_attempt(job, attempt(1, false), NextStep::RetryAt(Timestamp::now()))
+            .finish_attempt(job, attempt(1, false), NextStep::RetryAt(clock.now()))
             .await
             .unwrap()
     );
@@ -315,7 +319,10 @@ pub async fn jobs_move_through_retry_dead_and_replay(store: &S) {
     );
 }
 
-pub async fn an_expired_lease_is_reclaimed_and_the_stale_worker_refused(store: &S) {
+pub async fn an_expired_lease_is_reclaimed_and_the_stale_worker_refused(
+    store: &S,
+    clock: &ManualClock,
+) {
     store
         .ingest(ingest(
             "lease",
@@ -324,9 +331,17 @@ pub async fn an_expired_lease_is_reclaimed_and_the_stale_worker_refused(store: &
         ))
         .await
         .unwrap();
-    let first = store.claim_jobs(1, Duration::from_millis(1)).await.unwrap();
+    let first = store.claim_jobs(1, Duration::from_secs(30)).await.unwrap();
     assert_eq!(first.len(), 1);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        store
+            .claim_jobs(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a job under lease is not claimed again"
+    );
+    clock.advance(Duration::from_secs(31));
     let second = store.claim_jobs(1, Duration::from_secs(30)).await.unwrap();
     assert_eq!(
         (second.len(), second[0].id.clone(), second[0].attempt),
@@ -359,7 +374,7 @@ pub async fn an_expired_lease_is_reclaimed_and_the_stale_worker_refused(store: &
     assert_eq!(log.len(), 2);
 }
 
-pub async fn concurrent_claimers_never_share_a_job(store: &S) {
+pub async fn concurrent_claimers_never_share_a_job(store: &S, _clock: &ManualClock) {
     for i in 0..200 {
         let c = format!("claim-{i}");
         store
@@ -394,7 +409,10 @@ pub async fn concurrent_claimers_never_share_a_job(store: &S) {
     );
 }
 
-pub async fn inactive_conversations_end_once_even_when_a_client_end_races(store: &S) {
+pub async fn inactive_conversations_end_once_even_when_a_client_end_races(
+    store: &S,
+    clock: &ManualClock,
+) {
     for i in 0..40 {
         let c = format!("idle-{i}");
         store
@@ -406,7 +424,7 @@ pub async fn inactive_conversations_end_once_even_when_a_client_end_races(store:
             .await
             .unwrap();
     }
-    let idle_since = Timestamp::now();
+    let idle_since = clock.now();
     let sweeper = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -457,7 +475,7 @@ pub async fn inactive_conversations_end_once_even_when_a_client_end_races(store:
     }
 }
 
-pub async fn retention_purges_transcripts_then_logs(store: &S) {
+pub async fn retention_purges_transcripts_then_logs(store: &S, clock: &ManualClock) {
     store
         .ingest(ingest(
             "keep",
@@ -474,7 +492,7 @@ pub async fn retention_purges_transcripts_then_logs(store: &S) {
         .ingest(ingest("keep", events("keep", json!([end()])), actions(&[])))
         .await
         .unwrap();
-    let later = Timestamp::from_millis(Timestamp::now().millis() + 1000);
+    let later = Timestamp::from_millis(clock.now().millis() + 1000);
     let n = store
         .purge(
             BOT,
@@ -558,7 +576,7 @@ pub async fn retention_purges_transcripts_then_logs(store: &S) {
     );
 }
 
-pub async fn listing_pages_through_every_conversation_once(store: &S) {
+pub async fn listing_pages_through_every_conversation_once(store: &S, _clock: &ManualClock) {
     for i in 0..250 {
         let c = format!("list-{i:03}");
         let evs = if i % 5 == 0 {
@@ -611,7 +629,7 @@ pub async fn listing_pages_through_every_conversation_once(store: &S) {
     assert_eq!(active.len(), 50);
 }
 
-pub async fn the_event_log_pages_in_order(store: &S) {
+pub async fn the_event_log_pages_in_order(store: &S, _clock: &ManualClock) {
     for i in 0..30 {
         store
             .ingest(ingest(
@@ -671,8 +689,8 @@ pub async fn the_event_log_pages_in_order(store: &S) {
     );
 }
 
-pub async fn expired_jtis_are_forgotten_and_live_ones_kept(store: &S) {
-    let now = Timestamp::now().millis();
+pub async fn expired_jtis_are_forgotten_and_live_ones_kept(store: &S, clock: &ManualClock) {
+    let now = clock.now().millis();
     let jti = |id: &str, expires: Option<i64>| JtiUse {
         client_id: "cs-1".into(),
         jti: id.into(),
@@ -720,7 +738,7 @@ pub async fn expired_jtis_are_forgotten_and_live_ones_kept(store: &S) {
 
 /// A page stops at its byte budget (after the entry that reaches it, at least one), so a
 /// read never loads more than the budget plus one entry; what follows is on the next page.
-pub async fn pages_stop_at_their_byte_budget(store: &S) {
+pub async fn pages_stop_at_their_byte_budget(store: &S, _clock: &ManualClock) {
     for i in 0..20 {
         store
             .ingest(ingest(

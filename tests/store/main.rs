@@ -6,6 +6,7 @@ mod cases;
 
 use std::sync::Arc;
 
+use wrapup::clock::ManualClock;
 use wrapup::config::{StoreSettings, StoreUrl};
 use wrapup::store::{self, Store};
 
@@ -28,6 +29,8 @@ pub fn settings(url: StoreUrl, schema: &str) -> StoreSettings {
 
 pub struct Fixture {
     pub store: Arc<dyn Store>,
+    /// The store's clock: real time, moved forward by the cases that wait for time.
+    pub clock: Arc<ManualClock>,
     _dir: Option<tempfile::TempDir>,
     schema: Option<String>,
 }
@@ -36,11 +39,13 @@ impl Fixture {
     pub async fn sqlite() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let url = StoreUrl::Sqlite(dir.path().join("wrapup.db"));
-        let store = store::open(&settings(url, "public"))
+        let clock = Arc::new(ManualClock::default());
+        let store = store::open(&settings(url, "public"), clock.clone())
             .await
             .expect("sqlite opens");
         Fixture {
             store,
+            clock,
             _dir: Some(dir),
             schema: None,
         }
@@ -48,11 +53,18 @@ impl Fixture {
 
     pub async fn postgres() -> Fixture {
         let schema = format!("wrapup_test_{}", uuid::Uuid::new_v4().simple());
-        let store = store::open(&settings(StoreUrl::Postgres(database_url()), &schema))
-            .await
-            .expect("PostgreSQL at DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test) answers");
+        let clock = Arc::new(ManualClock::default());
+        let store = store::open(
+            &settings(StoreUrl::Postgres(database_url()), &schema),
+            clock.clone(),
+        )
+        .await
+        .expect(
+            "PostgreSQL at DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test) answers",
+        );
         Fixture {
             store,
+            clock,
             _dir: None,
             schema: Some(schema),
         }
@@ -79,7 +91,7 @@ macro_rules! both_stores {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let f = crate::Fixture::sqlite().await;
-                    crate::cases::$case(&f.store).await;
+                    crate::cases::$case(&f.store, &f.clock).await;
                     f.done().await;
                 }
             )*
@@ -89,7 +101,7 @@ macro_rules! both_stores {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let f = crate::Fixture::postgres().await;
-                    crate::cases::$case(&f.store).await;
+                    crate::cases::$case(&f.store, &f.clock).await;
                     f.done().await;
                 }
             )*

@@ -26,18 +26,29 @@ use super::{
     IngestOutcome, JobFilter, JobStats, JobView, ListedConversation, NextStep, Purge, RetryTarget,
     Store, StoreError, StoredConversation,
 };
+use crate::clock::SharedClock;
 use crate::config::StoreSettings;
 use crate::domain::{JtiUse, Timestamp};
 
 pub struct PostgresStore {
     pool: PgPool,
+    clock: SharedClock,
 }
 
 impl PostgresStore {
-    pub async fn open(url: &str, settings: &StoreSettings) -> Result<Self, StoreError> {
+    pub async fn open(
+        url: &str,
+        settings: &StoreSettings,
+        clock: SharedClock,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
             pool: schema::connect(url, settings).await?,
+            clock,
         })
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 }
 
@@ -45,7 +56,7 @@ impl PostgresStore {
 impl Store for PostgresStore {
     async fn ingest(&self, ingest: Ingest) -> Result<IngestOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let outcome = conversations::ingest(&mut tx, &ingest, Timestamp::now()).await?;
+        let outcome = conversations::ingest(&mut tx, &ingest, self.now()).await?;
         // Only what is accepted commits; a refusal or a replay rolls back as the
         // transaction drops.
         if matches!(outcome, IngestOutcome::Accepted { .. }) {
@@ -56,7 +67,7 @@ impl Store for PostgresStore {
 
     async fn consume_jti(&self, jti: JtiUse) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let fresh = conversations::record_jti(&mut tx, &jti, Timestamp::now()).await?;
+        let fresh = conversations::record_jti(&mut tx, &jti, self.now()).await?;
         tx.commit().await?;
         Ok(fresh)
     }
@@ -83,7 +94,7 @@ impl Store for PostgresStore {
 
     async fn expire_inactive(&self, e: Expiry) -> Result<Vec<String>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let ended = conversations::expire_inactive(&mut tx, &e, Timestamp::now()).await?;
+        let ended = conversations::expire_inactive(&mut tx, &e, self.now()).await?;
         tx.commit().await?;
         Ok(ended)
     }
@@ -103,7 +114,7 @@ impl Store for PostgresStore {
     async fn purge(&self, bot_id: &str, purge: Purge, limit: usize) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let purged =
-            conversations::purge_ended(&mut tx, (bot_id, purge, limit), Timestamp::now()).await?;
+            conversations::purge_ended(&mut tx, (bot_id, purge, limit), self.now()).await?;
         tx.commit().await?;
         Ok(purged)
     }
@@ -114,7 +125,7 @@ impl Store for PostgresStore {
         lease: Duration,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let jobs = jobs::claim(&mut tx, limit, lease, Timestamp::now()).await?;
+        let jobs = jobs::claim(&mut tx, limit, lease, self.now()).await?;
         tx.commit().await?;
         Ok(jobs)
     }
@@ -126,7 +137,7 @@ impl Store for PostgresStore {
         next: NextStep,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let changed = jobs::finish(&mut tx, job, &a, next, Timestamp::now()).await?;
+        let changed = jobs::finish(&mut tx, job, &a, next, self.now()).await?;
         tx.commit().await?;
         Ok(changed)
     }
@@ -140,16 +151,16 @@ impl Store for PostgresStore {
     }
 
     async fn retry_dead(&self, target: RetryTarget) -> Result<u64, StoreError> {
-        jobs::retry_dead(&self.pool, target, Timestamp::now()).await
+        jobs::retry_dead(&self.pool, target, self.now()).await
     }
 
     async fn job_stats(&self) -> Result<JobStats, StoreError> {
-        jobs::stats(&self.pool, Timestamp::now()).await
+        jobs::stats(&self.pool, self.now()).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO heartbeat (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = excluded.at")
-            .bind(Timestamp::now().millis())
+            .bind(self.now().millis())
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -26,17 +26,23 @@ use super::{
     IngestOutcome, JobFilter, JobStats, JobView, ListedConversation, NextStep, Purge, RetryTarget,
     Store, StoreError, StoredConversation,
 };
+use crate::clock::SharedClock;
 use crate::config::StoreSettings;
 use crate::domain::{JtiUse, Timestamp};
 
 pub struct SqliteStore {
+    clock: SharedClock,
     tx: mpsc::Sender<Command>,
     reader: Arc<Mutex<Connection>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl SqliteStore {
-    pub async fn open(path: &Path, settings: &StoreSettings) -> Result<Self, StoreError> {
+    pub async fn open(
+        path: &Path,
+        settings: &StoreSettings,
+        clock: SharedClock,
+    ) -> Result<Self, StoreError> {
         let path = path.to_owned();
         let max_batch = settings.max_batch;
         let (conn, reader) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
@@ -53,9 +59,20 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(settings.queue_capacity);
         let writer = std::thread::Builder::new()
             .name("wrapup-sqlite-writer".into())
-            .spawn(move || Writer { conn, max_batch }.run(rx))
+            .spawn({
+                let clock = clock.clone();
+                move || {
+                    Writer {
+                        conn,
+                        max_batch,
+                        clock,
+                    }
+                    .run(rx)
+                }
+            })
             .map_err(|e| StoreError::unavailable("starting the writer thread", e))?;
         Ok(Self {
+            clock,
             tx,
             reader: Arc::new(Mutex::new(reader)),
             writer: Mutex::new(Some(writer)),
@@ -187,7 +204,8 @@ impl Store for SqliteStore {
     }
 
     async fn job_stats(&self) -> Result<JobStats, StoreError> {
-        self.read(|conn| jobs::stats(conn, Timestamp::now())).await
+        let now = self.clock.now();
+        self.read(move |conn| jobs::stats(conn, now)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -13,6 +13,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{conversations, jobs};
+use crate::clock::SharedClock;
 use crate::domain::{JtiUse, Timestamp};
 use crate::store::{
     AttemptRecord, ClaimedJob, Expiry, Ingest, IngestOutcome, NextStep, Purge, RetryTarget,
@@ -37,6 +38,7 @@ pub(super) enum Command {
 pub(super) struct Writer {
     pub conn: Connection,
     pub max_batch: usize,
+    pub clock: SharedClock,
 }
 
 /// The reply owed for one command, sent once the batch's fate is known.
@@ -83,7 +85,7 @@ impl Writer {
     fn commit_batch(&mut self, batch: &mut Vec<Command>) -> bool {
         let started = Instant::now();
         let size = batch.len();
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let mut shutdown = false;
         let mut pending = Vec::with_capacity(size);
         let commit = match self
