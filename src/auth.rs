@@ -322,13 +322,7 @@ fn time_claim(v: &Option<Value>) -> Result<Option<f64>, AuthError> {
 
 /// Parses an algorithm name as the CLI and config spell it.
 pub fn algorithm(name: &str) -> Option<Algorithm> {
-    match name.to_ascii_uppercase().as_str() {
-        "HS256" => Some(Algorithm::HS256),
-        "HS512" => Some(Algorithm::HS512),
-        "RS256" => Some(Algorithm::RS256),
-        "RS512" => Some(Algorithm::RS512),
-        _ => None,
-    }
+    crate::config::algorithm(&name.to_ascii_uppercase())
 }
 
 /// What `wrapup token` mints: exactly the vendor's documented payload (`sub`,

@@ -36,6 +36,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod redact;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;

@@ -66,26 +66,26 @@ impl Connections {
     }
 }
 
+/// Walks the keys matching `pattern` with `SCAN MATCH … COUNT 1000` (never `KEYS`) and
+/// unlinks them a thousand at a time.
 async fn delete_matching(conn: &mut ConnectionManager, pattern: &str) -> redis::RedisResult<u64> {
-    let mut cursor: u64 = 0;
-    let mut deleted = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        if !keys.is_empty() {
-            deleted += conn.unlink::<_, u64>(&keys).await?;
+    let mut unlinker = conn.clone();
+    let options = redis::ScanOptions::default()
+        .with_pattern(pattern)
+        .with_count(1000);
+    let mut keys = conn.scan_options::<String>(options).await?;
+    let (mut batch, mut deleted) = (Vec::with_capacity(1000), 0);
+    while let Some(key) = keys.next_item().await {
+        batch.push(key?);
+        if batch.len() == 1000 {
+            deleted += unlinker.unlink::<_, u64>(&batch).await?;
+            batch.clear();
         }
-        if next == 0 {
-            return Ok(deleted);
-        }
-        cursor = next;
     }
+    if !batch.is_empty() {
+        deleted += unlinker.unlink::<_, u64>(&batch).await?;
+    }
+    Ok(deleted)
 }
 
 /// A template is a pattern when its own text (outside the placeholders) has glob characters.

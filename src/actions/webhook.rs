@@ -1,25 +1,10 @@
 //! `webhook`: POST the record, signed per the Standard Webhooks specification.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderName, HeaderValue};
-use sha2::Sha256;
 
 use super::{AttemptResult, envelope, truncate};
 use crate::domain::Timestamp;
 use crate::store::ClaimedJob;
-
-/// `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
-pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-}
 
 /// Bytes of a receiver's answer kept with the attempt.
 const RESPONSE_KEPT: usize = 1024;
@@ -34,15 +19,20 @@ pub async fn deliver(
 ) -> AttemptResult {
     let body = envelope(job).to_string().into_bytes();
     let timestamp = now.millis() / 1000;
+    // Standard Webhooks: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`. The body is
+    // serde_json's output, so UTF-8, which is all `sign` can refuse.
+    let signature = match standardwebhooks::Webhook::from_bytes(key.to_vec())
+        .and_then(|signer| signer.sign(&job.id, timestamp, &body))
+    {
+        Ok(signature) => signature,
+        Err(e) => return AttemptResult::failed(format!("cannot sign the payload: {e}")),
+    };
     let mut req = client
         .post(url.clone())
         .header("content-type", "application/json")
         .header("webhook-id", &job.id)
         .header("webhook-timestamp", timestamp.to_string())
-        .header(
-            "webhook-signature",
-            signature(key, &job.id, timestamp, &body),
-        );
+        .header("webhook-signature", signature);
     for (name, value) in headers {
         req = req.header(name, value);
     }

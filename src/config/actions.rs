@@ -35,7 +35,7 @@ pub(super) fn validate_action(
                         k("url"),
                         format!(
                             "\"{}\" is not an http:// or https:// URL",
-                            crate::actions::masked(&raw_url)
+                            crate::redact::masked(&raw_url)
                         ),
                     )
                 })?;
@@ -95,7 +95,7 @@ pub(super) fn validate_action(
             if !url.starts_with("redis://") && !url.starts_with("unix://") {
                 return Err(cerr(
                     k("url"),
-                    format!("\"{}\" is not a redis:// URL", crate::actions::masked(&url)),
+                    format!("\"{}\" is not a redis:// URL", crate::redact::masked(&url)),
                 ));
             }
             if keys.is_empty() {

@@ -28,6 +28,21 @@ pub use file::{
 };
 pub use validate::validate;
 
+/// The JWT algorithms an app may pin: HMAC and RSA with SHA-256 or SHA-512.
+pub const ALGORITHMS: [Algorithm; 4] = [
+    Algorithm::HS256,
+    Algorithm::HS512,
+    Algorithm::RS256,
+    Algorithm::RS512,
+];
+
+/// An algorithm by its JOSE name (`HS256`), if it is one of [`ALGORITHMS`].
+pub fn algorithm(name: &str) -> Option<Algorithm> {
+    name.parse::<Algorithm>()
+        .ok()
+        .filter(|a| ALGORITHMS.contains(a))
+}
+
 /// A configuration problem, rendered as `key: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -213,7 +228,7 @@ impl fmt::Debug for StoreUrl {
             StoreUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
             StoreUrl::Postgres(url) => f
                 .debug_tuple("Postgres")
-                .field(&crate::actions::masked(url))
+                .field(&crate::redact::masked(url))
                 .finish(),
         }
     }
@@ -221,7 +236,7 @@ impl fmt::Debug for StoreUrl {
 
 impl fmt::Debug for ActionKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let masked = crate::actions::masked;
+        let masked = crate::redact::masked;
         match self {
             ActionKind::Webhook { url, headers, .. } => f
                 .debug_struct("Webhook")

@@ -70,7 +70,7 @@ pub fn validate(
             "store.url",
             format!(
                 "\"{}\" is not supported; use sqlite://PATH or postgres://USER@HOST/DB",
-                crate::actions::masked(raw)
+                crate::redact::masked(raw)
             ),
         ));
     };
@@ -225,18 +225,12 @@ fn validate_app(
     }
     let mut algorithms = Vec::new();
     for (j, name) in app.algorithms.iter().enumerate() {
-        let alg = match name.as_str() {
-            "HS256" => Algorithm::HS256,
-            "HS512" => Algorithm::HS512,
-            "RS256" => Algorithm::RS256,
-            "RS512" => Algorithm::RS512,
-            other => {
-                return Err(cerr(
-                    format!("{key}.algorithms[{j}]"),
-                    format!("\"{other}\" is not supported (supported: HS256, HS512, RS256, RS512)"),
-                ));
-            }
-        };
+        let alg = algorithm(name).ok_or_else(|| {
+            cerr(
+                format!("{key}.algorithms[{j}]"),
+                format!("\"{name}\" is not supported (supported: HS256, HS512, RS256, RS512)"),
+            )
+        })?;
         algorithms.push(alg);
     }
     let hmac = algorithms
