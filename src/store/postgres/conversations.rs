@@ -298,14 +298,7 @@ pub(super) async fn event_page(
     pool: &PgPool,
     q: EventQuery<'_>,
 ) -> Result<Option<EventPage>, StoreError> {
-    let EventQuery {
-        bot_id,
-        conversation_id,
-        only,
-        after,
-        limit,
-        max_bytes,
-    } = q;
+    let (bot_id, conversation_id) = (q.bot_id, q.conversation_id);
     let purged: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
         "SELECT events_purged_at, transcript_purged_at FROM conversations
          WHERE bot_id = $1 AND conversation_id = $2",
@@ -329,10 +322,10 @@ pub(super) async fn event_page(
     )
     .bind(bot_id)
     .bind(conversation_id)
-    .bind(after.min(i64::MAX as u64) as i64)
-    .bind(limit as i64)
-    .bind(only)
-    .bind(budget(max_bytes))
+    .bind(q.after.min(i64::MAX as u64) as i64)
+    .bind(q.limit as i64)
+    .bind(q.only)
+    .bind(budget(q.max_bytes))
     .fetch_all(pool)
     .await?;
     Ok(Some(EventPage {
