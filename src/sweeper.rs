@@ -107,7 +107,7 @@ async fn expire(
                 }
             }
             Err(e) => {
-                tracing::warn!(bot_id = %bot.id, error = %e, "inactivity sweep failed; will try again");
+                tracing::warn!(bot_id = %bot.id, error = %e.chain(), "inactivity sweep failed; will try again");
                 return;
             }
         }
@@ -131,7 +131,7 @@ async fn purge(store: &dyn Store, now: Timestamp, bot: &BotSettings) {
                 }
             }
             Err(e) => {
-                tracing::warn!(bot_id = %bot.id, error = %e, "retention purge failed; will try again");
+                tracing::warn!(bot_id = %bot.id, error = %e.chain(), "retention purge failed; will try again");
                 return;
             }
         }
@@ -148,7 +148,7 @@ async fn purge_jti(store: &dyn Store, now: Timestamp) {
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "purging expired jti failed; will try again");
+                tracing::warn!(error = %e.chain(), "purging expired jti failed; will try again");
                 return;
             }
         }

@@ -114,7 +114,7 @@ async fn claim_loop(l: ClaimLoop) {
                     });
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "claiming jobs failed; will try again"),
+            Err(e) => tracing::warn!(error = %e.chain(), "claiming jobs failed; will try again"),
         }
         if claimed_all {
             continue; // there may be more due right now
@@ -196,7 +196,7 @@ async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, clock: &dyn Clock, 
         Ok(true) => {}
         Ok(false) => tracing::warn!("the job's lease was lost before its attempt was recorded"),
         Err(e) => {
-            tracing::error!(error = %e, "recording the attempt failed; the job will run again after its lease")
+            tracing::error!(error = %e.chain(), "recording the attempt failed; the job will run again after its lease")
         }
     }
 }
