@@ -23,6 +23,7 @@ static AUTH: LazyLock<Authenticator> = LazyLock::new(|| {
         enforce_jti: jti,
         require_exp: jti,
         max_token_age: None,
+        rate_limit: None,
     };
     Authenticator::new(&[
         app("cs-hs256", jsonwebtoken::Algorithm::HS256, false),
