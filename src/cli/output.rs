@@ -15,11 +15,11 @@ pub fn exit(ok: bool) -> ExitCode {
     }
 }
 
-pub fn admin_call(
-    method: reqwest::Method,
+/// Sends one request on a one-off runtime (the CLI is synchronous); its status and body.
+pub fn call(
     url: &str,
-    token: &str,
-) -> anyhow::Result<(bool, Value)> {
+    build: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
+) -> anyhow::Result<(reqwest::StatusCode, String)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -27,19 +27,25 @@ pub fn admin_call(
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()?;
-        let response = client
-            .request(method, url)
-            .bearer_auth(token)
+        let response = build(&client)
             .send()
             .await
             .with_context(|| format!("cannot reach {url}"))?;
-        let ok = response.status().is_success();
-        let text = response.text().await?;
-        Ok((
-            ok,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
+        let status = response.status();
+        Ok((status, response.text().await?))
     })
+}
+
+pub fn admin_call(
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+) -> anyhow::Result<(bool, Value)> {
+    let (status, text) = call(url, |c| c.request(method, url).bearer_auth(token))?;
+    Ok((
+        status.is_success(),
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
 }
 
 /// Text that came from callers, made safe for a terminal: control characters (ANSI

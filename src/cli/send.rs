@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use wrapup::auth::{self, MintRequest};
 
 use super::args::{EventCommon, Target, TokenArgs, TokenHeader};
-use super::output::printable_lines;
+use super::output::{call, printable_lines};
 
 pub fn participant(c: &EventCommon) -> Value {
     let mut p = json!({
@@ -63,34 +63,23 @@ pub fn request(
     body: Option<Value>,
 ) -> anyhow::Result<ExitCode> {
     let token = mint(&target.token)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        let mut req = client.request(method, url);
-        req = match target.header {
+    let (status, text) = call(url, |client| {
+        let req = client.request(method, url);
+        let req = match target.header {
             TokenHeader::Auth => req.header("auth", &token),
             TokenHeader::Token => req.header("token", &token),
             TokenHeader::Bearer => req.bearer_auth(&token),
         };
-        if let Some(body) = body {
-            req = req.json(&body);
+        match body {
+            Some(body) => req.json(&body),
+            None => req,
         }
-        let response = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let status = response.status();
-        let text = response.text().await?;
-        println!("{}", status.as_u16());
-        println!("{}", printable_lines(&text));
-        Ok(if status.is_success() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        })
+    })?;
+    println!("{}", status.as_u16());
+    println!("{}", printable_lines(&text));
+    Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
