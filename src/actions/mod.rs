@@ -145,3 +145,35 @@ pub fn truncate(s: &str, max: usize) -> String {
 }
 
 pub use crate::redact::masked;
+
+/// One client per destination URL, made on first use and shared afterwards (the clients
+/// reconnect by themselves). The map's lock is held only to find or add a destination's
+/// cell, never while connecting: connecting to one destination — a closed port, a server
+/// that accepts and never speaks — never blocks using another. Callers for the same
+/// destination wait for the one connecting; a failed connect leaves the cell empty, so
+/// the next attempt tries again.
+pub struct PerDestination<T> {
+    cells: std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<T>>>>,
+}
+
+impl<T> Default for PerDestination<T> {
+    fn default() -> Self {
+        Self {
+            cells: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T: Clone> PerDestination<T> {
+    pub async fn get<F, Fut>(&self, url: &str, connect: F) -> Result<T, String>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        let cell = {
+            let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+            cells.entry(url.to_owned()).or_default().clone()
+        };
+        cell.get_or_try_init(connect).await.cloned()
+    }
+}

@@ -3,33 +3,28 @@
 //! `Nats-Msg-Id` is the job id, so a retried publish inside the stream's duplicate
 //! window is dropped by the stream instead of stored twice.
 
-use std::collections::HashMap;
-
 use async_nats::HeaderMap;
 use async_nats::jetstream;
-use tokio::sync::Mutex;
 
 use super::{AttemptResult, envelope, render};
 use crate::store::ClaimedJob;
 
-/// One client per server URL, made on first use (it reconnects by itself afterwards).
+/// One client per server URL ([`super::PerDestination`]).
 #[derive(Default)]
 pub struct Connections {
-    clients: Mutex<HashMap<String, jetstream::Context>>,
+    clients: super::PerDestination<jetstream::Context>,
 }
 
 impl Connections {
     async fn context(&self, url: &str) -> Result<jetstream::Context, String> {
-        let mut clients = self.clients.lock().await;
-        if let Some(ctx) = clients.get(url) {
-            return Ok(ctx.clone());
-        }
-        let client = async_nats::connect(url)
+        self.clients
+            .get(url, || async {
+                let client = async_nats::connect(url)
+                    .await
+                    .map_err(|e| format!("cannot connect to {}: {e}", super::masked(url)))?;
+                Ok(jetstream::new(client))
+            })
             .await
-            .map_err(|e| format!("cannot connect to {}: {e}", super::masked(url)))?;
-        let ctx = jetstream::new(client);
-        clients.insert(url.to_owned(), ctx.clone());
-        Ok(ctx)
     }
 
     pub async fn publish(&self, url: &str, subject: &str, job: &ClaimedJob) -> AttemptResult {

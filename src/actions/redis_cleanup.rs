@@ -4,33 +4,35 @@
 //! UNLINK (never KEYS, which blocks the server); one without is deleted directly. The
 //! substituted ids are glob-escaped, so a conversation id such as `*` matches itself only.
 
-use std::collections::HashMap;
-
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use tokio::sync::Mutex;
 
 use super::{AttemptResult, render};
 use crate::store::ClaimedJob;
 
+/// One connection manager per server URL ([`super::PerDestination`]).
 #[derive(Default)]
 pub struct Connections {
-    managers: Mutex<HashMap<String, ConnectionManager>>,
+    managers: super::PerDestination<ConnectionManager>,
 }
 
 impl Connections {
     async fn connection(&self, url: &str) -> Result<ConnectionManager, String> {
-        let mut managers = self.managers.lock().await;
-        if let Some(m) = managers.get(url) {
-            return Ok(m.clone());
-        }
-        let client = redis::Client::open(url)
-            .map_err(|e| format!("invalid Redis URL {}: {e}", super::masked(url)))?;
-        let manager = ConnectionManager::new(client)
+        self.managers
+            .get(url, || async {
+                let client = redis::Client::open(url)
+                    .map_err(|e| format!("invalid Redis URL {}: {e}", super::masked(url)))?;
+                // No retries of the first connect, and each bounded: a closed port is reported
+                // as what it is, inside the attempt's timeout (later reconnects are the job's
+                // own retries).
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_number_of_retries(0)
+                    .set_connection_timeout(Some(std::time::Duration::from_secs(1)));
+                ConnectionManager::new_with_config(client, config)
+                    .await
+                    .map_err(|e| format!("cannot connect to Redis at {}: {e}", super::masked(url)))
+            })
             .await
-            .map_err(|e| format!("cannot connect to Redis at {}: {e}", super::masked(url)))?;
-        managers.insert(url.to_owned(), manager.clone());
-        Ok(manager)
     }
 
     pub async fn cleanup(

@@ -10,6 +10,7 @@ mod bounds;
 mod caps;
 mod cli;
 mod crash;
+mod destinations;
 mod errors;
 mod hooks;
 mod hostile;
