@@ -43,7 +43,12 @@ impl AttemptResult {
 
 /// The configured actions of every bot, and the clients they share.
 pub struct Runner {
+    /// By bot and name: for the jobs from before destinations were recorded.
     actions: HashMap<(String, String), ActionSettings>,
+    /// By bot and destination identity: what a job runs against.
+    destinations: HashMap<(String, String), ActionSettings>,
+    /// The destinations this instance knows, and `""` (jobs from before).
+    known: crate::store::Known,
     http: reqwest::Client,
     nats: nats::Connections,
     redis: redis_cleanup::Connections,
@@ -59,12 +64,27 @@ impl Runner {
                     .map(move |a| ((b.id.clone(), a.name.clone()), a.clone()))
             })
             .collect();
+        let destinations: HashMap<_, _> = bots
+            .iter()
+            .flat_map(|b| {
+                b.on_end
+                    .iter()
+                    .map(move |a| ((b.id.clone(), a.kind.destination()), a.clone()))
+            })
+            .collect();
+        let known = std::iter::once(String::new())
+            .chain(destinations.keys().map(|(_, d)| d.clone()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let http = reqwest::Client::builder()
             .user_agent(concat!("wrapup/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
             actions,
+            destinations,
+            known,
             http,
             nats: nats::Connections::default(),
             redis: redis_cleanup::Connections::default(),
@@ -80,8 +100,20 @@ impl Runner {
             .unwrap_or(std::time::Duration::from_secs(10))
     }
 
-    pub fn action(&self, bot_id: &str, name: &str) -> Option<&ActionSettings> {
-        self.actions.get(&(bot_id.to_owned(), name.to_owned()))
+    /// The destinations this instance knows (it claims only their jobs).
+    pub fn known(&self) -> crate::store::Known {
+        self.known.clone()
+    }
+
+    /// The action a job runs against: the one with the destination it was scheduled for
+    /// (by name only for a job from before destinations were recorded).
+    pub fn action_for(&self, job: &ClaimedJob) -> Option<&ActionSettings> {
+        if job.destination.is_empty() {
+            self.actions.get(&(job.bot_id.clone(), job.action.clone()))
+        } else {
+            self.destinations
+                .get(&(job.bot_id.clone(), job.destination.clone()))
+        }
     }
 
     /// Runs one attempt of `job`, begun at `now` (without the timeout; the worker applies it).
@@ -110,6 +142,7 @@ pub fn action_refs(bot: &BotSettings) -> Arc<[ActionRef]> {
         .map(|a| ActionRef {
             name: a.name.clone(),
             kind: a.kind.name(),
+            destination: a.kind.destination(),
             max_attempts: a.retry.max_attempts,
         })
         .collect()

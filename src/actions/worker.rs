@@ -98,7 +98,11 @@ async fn claim_loop(l: ClaimLoop) {
             }
         }
         let mut claimed_all = false;
-        match l.store.claim_jobs(available, l.lease).await {
+        match l
+            .store
+            .claim_jobs(available, l.lease, l.runner.known())
+            .await
+        {
             Ok(jobs) => {
                 claimed_all = !jobs.is_empty() && jobs.len() == available;
                 for job in jobs {
@@ -131,7 +135,7 @@ async fn claim_loop(l: ClaimLoop) {
 async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, clock: &dyn Clock, job: ClaimedJob) {
     let started_at = clock.now();
     let timer = Instant::now();
-    let action = runner.action(&job.bot_id, &job.action);
+    let action = runner.action_for(&job);
     let result = match action {
         Some(action) => {
             match tokio::time::timeout(action.timeout, runner.run(action, &job, started_at)).await {

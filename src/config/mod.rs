@@ -183,6 +183,21 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
+    /// The destination's identity: its kind and target (URL, subject, key templates), hashed.
+    /// Jobs carry it, and a job runs only against the action with the same identity, so a
+    /// reorder, rename or removal in the configuration can never hand a job to another
+    /// destination. A secret or a header is not part of it: rotating one keeps the jobs.
+    pub fn destination(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let target = match self {
+            ActionKind::Webhook { url, .. } => url.to_string(),
+            ActionKind::Nats { url, subject } => format!("{url}\n{subject}"),
+            ActionKind::RedisCleanup { url, keys } => format!("{url}\n{}", keys.join("\n")),
+        };
+        let digest = Sha256::digest(format!("{}\n{target}", self.name()).as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             ActionKind::Webhook { .. } => "webhook",

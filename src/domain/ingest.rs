@@ -27,6 +27,8 @@ use super::{Applied, EventKind};
 pub struct ActionRef {
     pub name: String,
     pub kind: &'static str,
+    /// The destination's identity (kind and target, hashed), stored with the job.
+    pub destination: String,
     pub max_attempts: u32,
 }
 

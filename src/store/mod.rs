@@ -41,12 +41,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<StoredConversation>, StoreError>;
 
     /// Claims up to `limit` due jobs (pending and due, or running with an expired lease)
-    /// and leases them until now + `lease`.
+    /// whose destination is one of `known`, and leases them until now + `lease`. A job for
+    /// a destination this instance does not know is left to one that does.
     async fn claim_jobs(
         &self,
         limit: usize,
         lease: std::time::Duration,
+        known: Known,
     ) -> Result<Vec<ClaimedJob>, StoreError>;
+
+    /// Moves pending jobs due since `due_before` whose destination is not `known` to
+    /// `orphaned`, with the reason; returns how many.
+    async fn orphan_unknown(&self, known: Known, due_before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Applies an operator's decision to one job; `None` for an unknown job, else whether
+    /// it applied (false: the job's state does not allow it).
+    async fn decide(&self, id: &str, decision: Decision) -> Result<Option<bool>, StoreError>;
 
     /// Records an attempt and moves the job on; false if the lease was lost meanwhile
     /// (the attempt is recorded all the same, the job is left to its new holder).

@@ -30,14 +30,22 @@ pub enum JobState {
     Succeeded,
     /// Failed its last attempt; an operator may retry it.
     Dead,
+    /// Its destination is not in the configuration (removed, or its kind or target
+    /// changed); it waits for an operator to re-point or discard it, and never runs
+    /// against another destination.
+    Orphaned,
+    /// Given up by an operator (a dead or orphaned job).
+    Discarded,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 4] = [
+    pub const ALL: [JobState; 6] = [
         JobState::Pending,
         JobState::Running,
         JobState::Succeeded,
         JobState::Dead,
+        JobState::Orphaned,
+        JobState::Discarded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +54,8 @@ impl JobState {
             JobState::Running => "running",
             JobState::Succeeded => "succeeded",
             JobState::Dead => "dead",
+            JobState::Orphaned => "orphaned",
+            JobState::Discarded => "discarded",
         }
     }
 
@@ -62,6 +72,8 @@ pub struct ClaimedJob {
     pub conversation_id: String,
     pub action: String,
     pub kind: String,
+    /// The destination's identity the job was scheduled for ('' for jobs from before).
+    pub destination: String,
     /// This attempt's number, 1-based.
     pub attempt: u32,
     pub max_attempts: u32,
@@ -124,6 +136,8 @@ pub struct JobView {
     pub conversation_id: String,
     pub action: String,
     pub kind: String,
+    /// The destination's identity (kind and target, hashed); empty for jobs from before it.
+    pub destination: String,
     pub state: JobState,
     pub attempts: u32,
     pub max_attempts: u32,
@@ -159,6 +173,20 @@ pub struct JobFilter {
     pub limit: usize,
     /// List jobs older than this cursor (newest first).
     pub before: Option<i64>,
+}
+
+/// The destinations an instance knows (its configuration's), as stored with the jobs;
+/// always with `""`, the jobs from before destinations were recorded.
+pub type Known = Arc<[String]>;
+
+/// An operator's decision about one job.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// A dead or orphaned job is given up for good.
+    Discard,
+    /// A dead, orphaned or pending job is pointed at this action instead, due now with the
+    /// action's attempts.
+    Repoint(ActionRef),
 }
 
 /// Which dead jobs to put back in the queue.

@@ -47,7 +47,8 @@ impl JobStats {
 
 /// The columns a job is read with, in [`JobColumns`]' order; the same SQL on both stores.
 pub(crate) const JOB_COLUMNS: &str = "seq, id, bot_id, conversation_id, action, kind, \
-    CAST(attempts AS BIGINT), CAST(max_attempts AS BIGINT), created_at, updated_at, due_at, last_error, state";
+    CAST(attempts AS BIGINT), CAST(max_attempts AS BIGINT), created_at, updated_at, due_at, last_error, state, \
+    destination";
 
 /// A job row as read with [`JOB_COLUMNS`].
 pub(crate) type JobColumns = (
@@ -63,6 +64,7 @@ pub(crate) type JobColumns = (
     i64,
     i64,
     Option<String>,
+    String,
     String,
 );
 
@@ -84,6 +86,7 @@ impl JobView {
             due_at: Timestamp::from_millis(c.10),
             last_error: c.11,
             state: JobState::from_column(&c.12)?,
+            destination: c.13,
             attempt_log: None,
         })
     }
@@ -166,3 +169,7 @@ pub(crate) fn new_job_id() -> String {
 
 pub(crate) const LOST_ATTEMPT: &str =
     "the worker stopped before recording this attempt; its lease expired";
+
+/// The reason an orphaned job carries, as an SQL expression over its row (both stores).
+pub(crate) const ORPHANED: &str = "'the destination it was scheduled for (' || kind || ' action \"' || action || '\") \
+    is not in the configuration (removed, or its kind or target changed); re-point it to an action or discard it'";

@@ -11,7 +11,7 @@ use wrapup::domain::payload::{Limits, parse_request};
 use wrapup::domain::{Event, Status, Timestamp};
 use wrapup::store::{
     ActionRef, AttemptOutcome, AttemptRecord, Bot, ConversationFilter, EventQuery, Expiry, Ingest,
-    IngestOutcome, JobFilter, JobState, NextStep, Purge, Refusal, RetryTarget, Store,
+    IngestOutcome, JobFilter, JobState, Known, NextStep, Purge, Refusal, RetryTarget, Store,
 };
 
 const BOT: &str = "st-store-test";
@@ -48,9 +48,17 @@ fn actions(names: &[&str]) -> Arc<[ActionRef]> {
         .map(|n| ActionRef {
             name: n.to_string(),
             kind: "webhook",
+            destination: format!("dest-{n}"),
             max_attempts: 2,
         })
         .collect()
+}
+
+/// Every destination the cases' actions have (and `""`, as an instance always knows).
+fn known() -> Known {
+    ["", "dest-hook", "dest-crm", "dest-cache", "dest-x"]
+        .map(String::from)
+        .into()
 }
 
 fn ingest(conversation: &str, evs: Vec<Event>, on_end: Arc<[ActionRef]>) -> Ingest {
@@ -241,14 +249,18 @@ pub async fn jobs_move_through_retry_dead_and_replay(store: &S, clock: &ManualCl
         .await
         .unwrap();
     let lease = Duration::from_secs(30);
-    let claimed = store.claim_jobs(10, lease).await.unwrap();
+    let claimed = store.claim_jobs(10, lease, known()).await.unwrap();
     assert_eq!(claimed.len(), 1);
     let job = &claimed[0];
     assert_eq!((job.attempt, job.max_attempts), (1, 2));
     let payload: serde_json::Value = serde_json::from_str(&job.payload).unwrap();
     assert_eq!(payload["conversationId"], "flow");
     assert!(
-        store.claim_jobs(10, lease).await.unwrap().is_empty(),
+        store
+            .claim_jobs(10, lease, known())
+            .await
+            .unwrap()
+            .is_empty(),
         "a leased job is not claimed twice"
     );
 
@@ -258,7 +270,7 @@ pub async fn jobs_move_through_retry_dead_and_replay(store: &S, clock: &ManualCl
             .await
             .unwrap()
     );
-    let again = store.claim_jobs(10, lease).await.unwrap();
+    let again = store.claim_jobs(10, lease, known()).await.unwrap();
     assert_eq!(
         (again.len(), again[0].id.clone(), again[0].attempt),
         (1, job.id.clone(), 2)
@@ -270,7 +282,13 @@ pub async fn jobs_move_through_retry_dead_and_replay(store: &S, clock: &ManualCl
             .unwrap()
     );
     assert_eq!(jobs_of(store, "flow").await[0].state, JobState::Dead);
-    assert!(store.claim_jobs(10, lease).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_jobs(10, lease, known())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     assert_eq!(
         store
@@ -287,7 +305,7 @@ pub async fn jobs_move_through_retry_dead_and_replay(store: &S, clock: &ManualCl
         0,
         "only dead jobs"
     );
-    let third = store.claim_jobs(10, lease).await.unwrap();
+    let third = store.claim_jobs(10, lease, known()).await.unwrap();
     assert_eq!((third[0].attempt, third[0].max_attempts), (3, 4));
     assert!(
         store
@@ -331,18 +349,24 @@ pub async fn an_expired_lease_is_reclaimed_and_the_stale_worker_refused(
         ))
         .await
         .unwrap();
-    let first = store.claim_jobs(1, Duration::from_secs(30)).await.unwrap();
+    let first = store
+        .claim_jobs(1, Duration::from_secs(30), known())
+        .await
+        .unwrap();
     assert_eq!(first.len(), 1);
     assert!(
         store
-            .claim_jobs(1, Duration::from_secs(30))
+            .claim_jobs(1, Duration::from_secs(30), known())
             .await
             .unwrap()
             .is_empty(),
         "a job under lease is not claimed again"
     );
     clock.advance(Duration::from_secs(31));
-    let second = store.claim_jobs(1, Duration::from_secs(30)).await.unwrap();
+    let second = store
+        .claim_jobs(1, Duration::from_secs(30), known())
+        .await
+        .unwrap();
     assert_eq!(
         (second.len(), second[0].id.clone(), second[0].attempt),
         (1, first[0].id.clone(), 2)
@@ -388,7 +412,10 @@ pub async fn concurrent_claimers_never_share_a_job(store: &S, _clock: &ManualClo
             tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
-                    let batch = store.claim_jobs(7, Duration::from_secs(60)).await.unwrap();
+                    let batch = store
+                        .claim_jobs(7, Duration::from_secs(60), known())
+                        .await
+                        .unwrap();
                     if batch.is_empty() {
                         return mine;
                     }

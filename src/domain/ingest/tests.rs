@@ -40,6 +40,7 @@ fn actions(n: usize) -> Arc<[ActionRef]> {
         .map(|i| ActionRef {
             name: format!("hook{i}"),
             kind: "webhook",
+            destination: format!("dest{i}"),
             max_attempts: 3,
         })
         .collect()

@@ -9,8 +9,9 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use crate::domain::Timestamp;
 use crate::domain::ingest::{Jobs, Target};
 use crate::store::{
-    ATTEMPTS_OF_JOB, AttemptColumns, AttemptRecord, ClaimedJob, JOB_COLUMNS, JobColumns, JobFilter,
-    JobStats, JobView, LOST_ATTEMPT, NextStep, RetryTarget, StoreError, after_attempt, new_job_id,
+    ATTEMPTS_OF_JOB, AttemptColumns, AttemptRecord, ClaimedJob, Decision, JOB_COLUMNS, JobColumns,
+    JobFilter, JobStats, JobView, Known, LOST_ATTEMPT, NextStep, ORPHANED, RetryTarget, StoreError,
+    after_attempt, new_job_id,
 };
 
 /// Writes an end's jobs, one row per action, each with the payload.
@@ -22,8 +23,8 @@ pub(super) async fn schedule(
 ) -> Result<(), StoreError> {
     for action in jobs.actions.iter() {
         sqlx::query(
-            "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload)
-             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $7, $7, $7, $8)",
+            "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload, destination)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $7, $7, $7, $8, $9)",
         )
         .bind(new_job_id())
         .bind(target.bot_id)
@@ -33,6 +34,7 @@ pub(super) async fn schedule(
         .bind(action.max_attempts as i32)
         .bind(now.millis())
         .bind(&jobs.payload)
+        .bind(&action.destination)
         .execute(&mut *conn)
         .await?;
     }
@@ -52,24 +54,26 @@ fn claimed(r: &PgRow) -> Result<ClaimedJob, StoreError> {
             payload: r.try_get(7)?,
             created_at: Timestamp::from_millis(r.try_get(8)?),
             lease_token: r.try_get(9)?,
+            destination: r.try_get(10)?,
         })
     })();
     job.map_err(|e| StoreError::corrupt("a claimed job row", e))
 }
 
-const CLAIMED_COLUMNS: &str = "j.id, j.bot_id, j.conversation_id, j.action, j.kind, j.attempts, j.max_attempts, j.payload, j.created_at, j.lease_token";
+const CLAIMED_COLUMNS: &str = "j.id, j.bot_id, j.conversation_id, j.action, j.kind, j.attempts, j.max_attempts, j.payload, j.created_at, j.lease_token, j.destination";
 
 pub(super) async fn claim(
     conn: &mut PgConnection,
     limit: usize,
     lease: Duration,
+    known: &Known,
     now: Timestamp,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
     let now = now.millis();
     let lease_until = now + lease.as_millis() as i64;
     let due = sqlx::query(&format!(
         "WITH due AS (
-             SELECT seq FROM jobs WHERE state = 'pending' AND due_at <= $1
+             SELECT seq FROM jobs WHERE state = 'pending' AND due_at <= $1 AND destination = ANY($4)
              ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED)
          UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, lease_until = $3,
                 lease_token = gen_random_uuid()::text, updated_at = $1
@@ -79,6 +83,7 @@ pub(super) async fn claim(
     .bind(now)
     .bind(limit as i64)
     .bind(lease_until)
+    .bind(&known[..])
     .fetch_all(&mut *conn)
     .await?;
     let mut jobs = due.iter().map(claimed).collect::<Result<Vec<_>, _>>()?;
@@ -87,7 +92,7 @@ pub(super) async fn claim(
         // the budget) and run them again with the same id.
         let lost = sqlx::query(&format!(
             "WITH lost AS (
-                 SELECT seq FROM jobs WHERE state = 'running' AND lease_until <= $1
+                 SELECT seq FROM jobs WHERE state = 'running' AND lease_until <= $1 AND destination = ANY($5)
                  ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED),
              recorded AS (
                  INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error)
@@ -103,6 +108,7 @@ pub(super) async fn claim(
         .bind((limit - jobs.len()) as i64)
         .bind(lease_until)
         .bind(LOST_ATTEMPT)
+        .bind(&known[..])
         .fetch_all(&mut *conn)
         .await?;
         for row in &lost {
@@ -225,4 +231,65 @@ pub(super) async fn stats(pool: &PgPool, now: Timestamp) -> Result<JobStats, Sto
     .fetch_one(pool)
     .await?;
     JobStats::from_rows(rows, due, oldest, now)
+}
+
+pub(super) async fn orphan_unknown(
+    pool: &PgPool,
+    known: &Known,
+    due_before: Timestamp,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(&format!(
+        "UPDATE jobs SET state = 'orphaned', updated_at = $3, last_error = {ORPHANED}
+         WHERE state = 'pending' AND due_at <= $2 AND destination <> ''
+           AND NOT (destination = ANY($1))"
+    ))
+    .bind(&known[..])
+    .bind(due_before.millis())
+    .bind(now.millis())
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+pub(super) async fn decide(
+    pool: &PgPool,
+    id: &str,
+    decision: &Decision,
+    now: Timestamp,
+) -> Result<Option<bool>, StoreError> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT seq FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let changed = match decision {
+        Decision::Discard => sqlx::query(
+            "UPDATE jobs SET state = 'discarded', updated_at = $2
+             WHERE id = $1 AND state IN ('dead', 'orphaned')",
+        )
+        .bind(id)
+        .bind(now.millis())
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        Decision::Repoint(to) => sqlx::query(
+            "UPDATE jobs SET action = $2, kind = $3, destination = $4, budget = $5,
+                 max_attempts = attempts + $5, state = 'pending', due_at = $6, updated_at = $6,
+                 lease_until = NULL, lease_token = NULL
+             WHERE id = $1 AND state IN ('dead', 'orphaned', 'pending')",
+        )
+        .bind(id)
+        .bind(&to.name)
+        .bind(to.kind)
+        .bind(&to.destination)
+        .bind(to.max_attempts as i32)
+        .bind(now.millis())
+        .execute(pool)
+        .await?
+        .rows_affected(),
+    };
+    Ok(Some(changed == 1))
 }

@@ -22,9 +22,9 @@ use async_trait::async_trait;
 use sqlx::postgres::PgPool;
 
 use super::{
-    AttemptRecord, ClaimedJob, ConversationFilter, EventPage, EventQuery, Expiry, Ingest,
-    IngestOutcome, JobFilter, JobStats, JobView, ListedConversation, NextStep, Purge, RetryTarget,
-    Store, StoreError, StoredConversation,
+    AttemptRecord, ClaimedJob, ConversationFilter, Decision, EventPage, EventQuery, Expiry, Ingest,
+    IngestOutcome, JobFilter, JobStats, JobView, Known, ListedConversation, NextStep, Purge,
+    RetryTarget, Store, StoreError, StoredConversation,
 };
 use crate::clock::SharedClock;
 use crate::config::StoreSettings;
@@ -123,9 +123,10 @@ impl Store for PostgresStore {
         &self,
         limit: usize,
         lease: Duration,
+        known: Known,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let jobs = jobs::claim(&mut tx, limit, lease, self.now()).await?;
+        let jobs = jobs::claim(&mut tx, limit, lease, &known, self.now()).await?;
         tx.commit().await?;
         Ok(jobs)
     }
@@ -140,6 +141,14 @@ impl Store for PostgresStore {
         let changed = jobs::finish(&mut tx, job, &a, next, self.now()).await?;
         tx.commit().await?;
         Ok(changed)
+    }
+
+    async fn orphan_unknown(&self, known: Known, due_before: Timestamp) -> Result<u64, StoreError> {
+        jobs::orphan_unknown(&self.pool, &known, due_before, self.now()).await
+    }
+
+    async fn decide(&self, id: &str, decision: Decision) -> Result<Option<bool>, StoreError> {
+        jobs::decide(&self.pool, id, &decision, self.now()).await
     }
 
     async fn list_jobs(&self, f: JobFilter) -> Result<Vec<JobView>, StoreError> {

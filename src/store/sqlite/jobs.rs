@@ -6,8 +6,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::domain::Timestamp;
 use crate::domain::ingest::{Jobs, Target};
 use crate::store::{
-    ATTEMPTS_OF_JOB, AttemptColumns, AttemptRecord, ClaimedJob, JOB_COLUMNS, JobColumns, JobFilter,
-    JobStats, JobView, LOST_ATTEMPT, NextStep, RetryTarget, StoreError, after_attempt, new_job_id,
+    ATTEMPTS_OF_JOB, AttemptColumns, AttemptRecord, ClaimedJob, Decision, JOB_COLUMNS, JobColumns,
+    JobFilter, JobStats, JobView, Known, LOST_ATTEMPT, NextStep, ORPHANED, RetryTarget, StoreError,
+    after_attempt, new_job_id,
 };
 
 /// Writes an end's jobs: the payload once, shared by one job row per action.
@@ -21,8 +22,8 @@ pub(super) fn schedule(
         .prepare_cached("INSERT INTO job_payloads (payload) VALUES (?1)")?
         .insert(params![jobs.payload])?;
     let mut insert = conn.prepare_cached(
-        "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?7, ?7, ?7, ?8)",
+        "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload_id, destination)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?7, ?7, ?7, ?8, ?9)",
     )?;
     for action in jobs.actions.iter() {
         insert.execute(params![
@@ -33,7 +34,8 @@ pub(super) fn schedule(
             action.kind,
             action.max_attempts,
             now.millis(),
-            payload_id
+            payload_id,
+            action.destination
         ])?;
     }
     Ok(())
@@ -48,8 +50,10 @@ pub(super) fn claim(
     conn: &Connection,
     limit: usize,
     lease: std::time::Duration,
+    known: &Known,
     now: Timestamp,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
+    let known = known_json(known);
     let lease_until = now.millis() + lease.as_millis() as i64;
     let mut claimed = Vec::new();
     // Due jobs first, then jobs whose worker vanished (lease expired). No `LIMIT ?`: SQLite
@@ -57,11 +61,13 @@ pub(super) fn claim(
     // (~45k instructions each, see BENCHMARKS.md); stepping stops after `remaining` rows.
     for (query, lost) in [
         (
-            "SELECT seq FROM jobs WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at",
+            "SELECT seq FROM jobs WHERE state = 'pending' AND due_at <= ?1
+             AND destination IN (SELECT value FROM json_each(?2)) ORDER BY due_at",
             false,
         ),
         (
-            "SELECT seq FROM jobs WHERE state = 'running' AND lease_until <= ?1 ORDER BY lease_until",
+            "SELECT seq FROM jobs WHERE state = 'running' AND lease_until <= ?1
+             AND destination IN (SELECT value FROM json_each(?2)) ORDER BY lease_until",
             true,
         ),
     ] {
@@ -71,7 +77,7 @@ pub(super) fn claim(
         }
         let seqs: Vec<i64> = conn
             .prepare_cached(query)?
-            .query_map(params![now.millis()], |r| r.get(0))?
+            .query_map(params![now.millis(), known], |r| r.get(0))?
             .take(remaining)
             .collect::<rusqlite::Result<_>>()?;
         for seq in seqs {
@@ -94,7 +100,7 @@ pub(super) fn claim(
                 .prepare_cached(
                     "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?2, lease_token = ?3, updated_at = ?4
                      WHERE seq = ?1
-                     RETURNING id, bot_id, conversation_id, action, kind, attempts, max_attempts, payload_id, created_at",
+                     RETURNING id, bot_id, conversation_id, action, kind, attempts, max_attempts, payload_id, created_at, destination",
                 )?
                 .query_row(params![seq, lease_until, token, now.millis()], |r| {
                     let job = ClaimedJob {
@@ -103,6 +109,7 @@ pub(super) fn claim(
                         conversation_id: r.get(2)?,
                         action: r.get(3)?,
                         kind: r.get(4)?,
+                        destination: r.get(9)?,
                         attempt: r.get(5)?,
                         max_attempts: r.get(6)?,
                         // Filled in just below from `job_payloads`.
@@ -235,4 +242,66 @@ pub(super) fn stats(conn: &Connection, now: Timestamp) -> Result<JobStats, Store
         )?
         .query_row(params![now.millis()], |r| Ok((r.get(0)?, r.get(1)?)))?;
     JobStats::from_rows(rows, due, oldest, now)
+}
+
+/// The known destinations as SQL reads them (`json_each`).
+fn known_json(known: &Known) -> String {
+    serde_json::to_string(&known[..]).unwrap_or_else(|_| "[]".into())
+}
+
+pub(super) fn orphan_unknown(
+    conn: &Connection,
+    known: &Known,
+    due_before: Timestamp,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "UPDATE jobs SET state = 'orphaned', updated_at = ?3, last_error = {ORPHANED}
+             WHERE state = 'pending' AND due_at <= ?2 AND destination <> ''
+               AND destination NOT IN (SELECT value FROM json_each(?1))"
+        ))?
+        .execute(params![
+            known_json(known),
+            due_before.millis(),
+            now.millis()
+        ])? as u64)
+}
+
+pub(super) fn decide(
+    conn: &Connection,
+    id: &str,
+    decision: &Decision,
+    now: Timestamp,
+) -> Result<Option<bool>, StoreError> {
+    let exists: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM jobs WHERE id = ?1")?
+        .query_row(params![id], |r| r.get(0))
+        .optional()?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let changed = match decision {
+        Decision::Discard => conn
+            .prepare_cached(
+                "UPDATE jobs SET state = 'discarded', updated_at = ?2
+                 WHERE id = ?1 AND state IN ('dead', 'orphaned')",
+            )?
+            .execute(params![id, now.millis()])?,
+        Decision::Repoint(to) => conn
+            .prepare_cached(
+                "UPDATE jobs SET action = ?2, kind = ?3, destination = ?4, budget = ?5,
+                     max_attempts = attempts + ?5, state = 'pending', due_at = ?6, updated_at = ?6
+                 WHERE id = ?1 AND state IN ('dead', 'orphaned', 'pending')",
+            )?
+            .execute(params![
+                id,
+                to.name,
+                to.kind,
+                to.destination,
+                to.max_attempts,
+                now.millis()
+            ])?,
+    };
+    Ok(Some(changed == 1))
 }

@@ -22,9 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::writer::{Command, Writer};
 use super::{
-    AttemptRecord, ClaimedJob, ConversationFilter, EventPage, EventQuery, Expiry, Ingest,
-    IngestOutcome, JobFilter, JobStats, JobView, ListedConversation, NextStep, Purge, RetryTarget,
-    Store, StoreError, StoredConversation,
+    AttemptRecord, ClaimedJob, ConversationFilter, Decision, EventPage, EventQuery, Expiry, Ingest,
+    IngestOutcome, JobFilter, JobStats, JobView, Known, ListedConversation, NextStep, Purge,
+    RetryTarget, Store, StoreError, StoredConversation,
 };
 use crate::clock::SharedClock;
 use crate::config::StoreSettings;
@@ -133,8 +133,21 @@ impl Store for SqliteStore {
         &self,
         limit: usize,
         lease: std::time::Duration,
+        known: Known,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        self.call(|reply| Command::Claim(limit, lease, reply)).await
+        self.call(|reply| Command::Claim(limit, lease, known, reply))
+            .await
+    }
+
+    async fn orphan_unknown(&self, known: Known, due_before: Timestamp) -> Result<u64, StoreError> {
+        self.call(|reply| Command::Orphan(known, due_before, reply))
+            .await
+    }
+
+    async fn decide(&self, id: &str, decision: Decision) -> Result<Option<bool>, StoreError> {
+        let id = id.to_owned();
+        self.call(|reply| Command::Decide(id, decision, reply))
+            .await
     }
 
     async fn finish_attempt(
@@ -280,6 +293,7 @@ mod tests {
             &tx,
             10,
             std::time::Duration::from_secs(60),
+            &std::sync::Arc::from([String::new()]),
             Timestamp::from_millis(10),
         )
         .expect("claim");

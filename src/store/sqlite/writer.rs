@@ -16,15 +16,17 @@ use super::{conversations, jobs};
 use crate::clock::SharedClock;
 use crate::domain::{JtiUse, Timestamp};
 use crate::store::{
-    AttemptRecord, ClaimedJob, Expiry, Ingest, IngestOutcome, NextStep, Purge, RetryTarget,
-    StoreError,
+    AttemptRecord, ClaimedJob, Decision, Expiry, Ingest, IngestOutcome, Known, NextStep, Purge,
+    RetryTarget, StoreError,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 pub(super) enum Command {
     Ingest(Ingest, Reply<IngestOutcome>),
-    Claim(usize, std::time::Duration, Reply<Vec<ClaimedJob>>),
+    Claim(usize, std::time::Duration, Known, Reply<Vec<ClaimedJob>>),
+    Orphan(Known, Timestamp, Reply<u64>),
+    Decide(String, Decision, Reply<Option<bool>>),
     Finish(Box<(ClaimedJob, AttemptRecord, NextStep)>, Reply<bool>),
     Retry(RetryTarget, Reply<u64>),
     PurgeJti(Timestamp, usize, Reply<u64>),
@@ -139,7 +141,15 @@ fn execute(tx: &mut rusqlite::Transaction<'_>, cmd: Command, now: Timestamp) -> 
             pending(reply, conversations::ingest_one(tx, &ingest, now))
         }
         Command::ConsumeJti(jti, reply) => pending(reply, conversations::record_jti(tx, &jti, now)),
-        Command::Claim(limit, lease, reply) => pending(reply, jobs::claim(tx, limit, lease, now)),
+        Command::Claim(limit, lease, known, reply) => {
+            pending(reply, jobs::claim(tx, limit, lease, &known, now))
+        }
+        Command::Orphan(known, due_before, reply) => {
+            pending(reply, jobs::orphan_unknown(tx, &known, due_before, now))
+        }
+        Command::Decide(id, decision, reply) => {
+            pending(reply, jobs::decide(tx, &id, &decision, now))
+        }
         Command::Finish(args, reply) => {
             let (job, attempt, next) = *args;
             pending(reply, jobs::finish(tx, &job, &attempt, next, now))
@@ -176,7 +186,9 @@ fn refuse(cmd: Command, e: &StoreError) -> Option<Pending> {
     Some(match cmd {
         Command::Ingest(_, reply) => pending(reply, Err(e)),
         Command::ConsumeJti(_, reply) | Command::Finish(_, reply) => pending(reply, Err(e)),
-        Command::Claim(_, _, reply) => pending(reply, Err(e)),
+        Command::Claim(_, _, _, reply) => pending(reply, Err(e)),
+        Command::Orphan(_, _, reply) => pending(reply, Err(e)),
+        Command::Decide(_, _, reply) => pending(reply, Err(e)),
         Command::Retry(_, reply)
         | Command::Purge(_, _, _, reply)
         | Command::PurgeJti(_, _, reply) => pending(reply, Err(e)),
