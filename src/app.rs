@@ -68,6 +68,10 @@ impl App {
             ..Limits::default()
         };
         let runner = Arc::new(Runner::new(&settings.bots)?);
+        let orphans = crate::sweeper::Orphans {
+            known: runner.known(),
+            after: settings.workers.orphan_after,
+        };
         let workers = Workers::start(store.clone(), runner, &settings.workers, clock.clone());
         let state = Arc::new(AppState {
             store: store.clone(),
@@ -100,6 +104,7 @@ impl App {
         let sweeper = tokio::spawn(crate::sweeper::run(
             store.clone(),
             settings.bots.clone(),
+            orphans,
             workers.waker(),
             cancel.clone(),
             clock,

@@ -17,7 +17,7 @@ use crate::actions::action_refs;
 use crate::clock::{Clock, SharedClock};
 use crate::config::BotSettings;
 use crate::domain::Timestamp;
-use crate::store::{Expiry, Purge, Store};
+use crate::store::{Expiry, Known, Purge, Store};
 
 /// Conversations ended or purged per store call; the sweep repeats while it hits this.
 const BATCH: usize = 500;
@@ -39,9 +39,16 @@ pub fn interval(bots: &[BotSettings]) -> Duration {
         .clamp(Duration::from_millis(100), Duration::from_secs(30))
 }
 
+/// Jobs whose destination this instance does not know: after how long they are orphaned.
+pub struct Orphans {
+    pub known: Known,
+    pub after: Duration,
+}
+
 pub async fn run(
     store: Arc<dyn Store>,
     bots: Vec<BotSettings>,
+    orphans: Orphans,
     wake_workers: Arc<Notify>,
     cancel: CancellationToken,
     clock: SharedClock,
@@ -56,6 +63,7 @@ pub async fn run(
     let on_end: Vec<_> = bots.iter().map(action_refs).collect();
     loop {
         purge_jti(&*store, clock.now()).await;
+        orphan(&*store, clock.now(), &orphans).await;
         for (bot, on_end) in bots.iter().zip(&on_end) {
             if let Some(timeout) = bot.inactivity_timeout {
                 expire(&*store, &*clock, bot, timeout, on_end, &wake_workers).await;
@@ -135,6 +143,27 @@ async fn purge(store: &dyn Store, now: Timestamp, bot: &BotSettings) {
                 return;
             }
         }
+    }
+}
+
+/// Moves jobs due for longer than `orphans.after` whose destination is not in this
+/// configuration to `orphaned`: they never run elsewhere, and an operator re-points or
+/// discards them. (Another instance that knows the destination claims such a job first.)
+async fn orphan(store: &dyn Store, now: Timestamp, orphans: &Orphans) {
+    let due_before = Timestamp::from_millis(now.millis() - orphans.after.as_millis() as i64);
+    match store
+        .orphan_unknown(orphans.known.clone(), due_before)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => {
+            metrics::counter!("wrapup_jobs_orphaned_total").increment(n);
+            tracing::warn!(
+                jobs = n,
+                "jobs orphaned: their destination is not in the configuration; re-point or discard them"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e.chain(), "orphaning jobs failed; will try again"),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::auth::Admin;
 use super::error::ApiError;
-use crate::store::{JobFilter, JobState, JobView, RetryTarget};
+use crate::store::{Decision, JobFilter, JobState, JobView, RetryTarget};
 
 /// `GET /admin/v1/jobs`'s query.
 #[derive(Deserialize, IntoParams)]
@@ -124,6 +124,9 @@ pub async fn retry_job(
     if retried == 0 {
         return match state.store.job(&id).await? {
             None => Err(ApiError::NotFound(format!("no job {id}"))),
+            Some(job) if job.state == JobState::Orphaned => Err(ApiError::Conflict(format!(
+                "job {id} is orphaned: the destination it was scheduled for is not in the configuration; re-point it (POST /admin/v1/jobs/{id}/repoint) or discard it (POST /admin/v1/jobs/{id}/discard)"
+            ))),
             Some(job) => Err(ApiError::Conflict(format!(
                 "job {id} is {}; only dead jobs can be retried",
                 job.state.as_str()
@@ -152,4 +155,112 @@ pub async fn retry_bot(
     let retried = state.store.retry_dead(RetryTarget::DeadOfBot(bot)).await?;
     state.wake.notify_one();
     Ok(Json(Retried { retried }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/jobs/{id}/discard",
+    tag = "admin",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Given up for good; the job as it is now", body = JobView),
+        (status = 409, description = "The job is not dead or orphaned", body = super::openapi::ErrorBody),
+        (status = 401, description = "No admin token", body = super::openapi::ErrorBody),
+        (status = 404, description = "Admin API off, or no such job", body = super::openapi::ErrorBody),
+    ),
+    security(("admin" = []))
+)]
+pub async fn discard_job(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<JobView>, ApiError> {
+    let Path(id) = path?;
+    let applied = state.store.decide(&id, Decision::Discard).await?;
+    settle(
+        &state,
+        &id,
+        applied,
+        "only dead or orphaned jobs can be discarded",
+    )
+    .await
+}
+
+/// `POST …/repoint`'s body.
+#[derive(Deserialize, ToSchema)]
+pub struct Repoint {
+    /// The name of one of the job's bot's `on_end` actions, as configured now.
+    pub action: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/jobs/{id}/repoint",
+    tag = "admin",
+    params(("id" = String, Path)),
+    request_body = Repoint,
+    responses(
+        (status = 200, description = "Pointed at the action, due now with its attempts; the job as it is now", body = JobView),
+        (status = 400, description = "The bot has no action of that name", body = super::openapi::ErrorBody),
+        (status = 409, description = "The job is running, succeeded or discarded", body = super::openapi::ErrorBody),
+        (status = 401, description = "No admin token", body = super::openapi::ErrorBody),
+        (status = 404, description = "Admin API off, or no such job", body = super::openapi::ErrorBody),
+    ),
+    security(("admin" = []))
+)]
+pub async fn repoint_job(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<Repoint>, JsonRejection>,
+) -> Result<Json<JobView>, ApiError> {
+    let Path(id) = path?;
+    let Json(to) = body?;
+    let job = state
+        .store
+        .job(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    let action = state
+        .plans
+        .get(&job.bot_id)
+        .and_then(|bot| bot.on_end.iter().find(|a| a.name == to.action))
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "action: bot {} has no action named \"{}\"",
+                job.bot_id, to.action
+            ))
+        })?;
+    let applied = state.store.decide(&id, Decision::Repoint(action)).await?;
+    let answer = settle(
+        &state,
+        &id,
+        applied,
+        "only dead, orphaned or pending jobs can be re-pointed",
+    )
+    .await?;
+    state.wake.notify_one();
+    Ok(answer)
+}
+
+/// The answer to an operator's decision: the job as it is now, 404 or 409.
+async fn settle(
+    state: &AppState,
+    id: &str,
+    applied: Option<bool>,
+    refused: &str,
+) -> Result<Json<JobView>, ApiError> {
+    let job = match applied {
+        None => None,
+        Some(_) => state.store.job(id).await?,
+    }
+    .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    if applied == Some(false) {
+        return Err(ApiError::Conflict(format!(
+            "job {id} is {}; {refused}",
+            job.state.as_str()
+        )));
+    }
+    Ok(Json(job))
 }

@@ -85,6 +85,12 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
     }
 }
 
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        ApiError::BadRequest(format!("body: {}", e.body_text()))
+    }
+}
+
 impl From<crate::domain::ParseError> for ApiError {
     fn from(e: crate::domain::ParseError) -> Self {
         ApiError::BadRequest(e.to_string())

@@ -66,6 +66,8 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(admin::show_job))
         .routes(routes!(admin::retry_job))
         .routes(routes!(admin::retry_bot))
+        .routes(routes!(admin::discard_job))
+        .routes(routes!(admin::repoint_job))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

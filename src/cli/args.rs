@@ -213,7 +213,7 @@ pub struct EventCommon {
 pub enum JobsWhat {
     /// List jobs, newest first, one line each.
     List {
-        /// pending, running, succeeded or dead.
+        /// pending, running, succeeded, dead, orphaned or discarded.
         #[arg(long)]
         state: Option<String>,
         #[arg(long)]
@@ -237,6 +237,14 @@ pub enum JobsWhat {
         id: Option<String>,
         #[arg(long)]
         bot: Option<String>,
+    },
+    /// Give up a dead or orphaned job for good.
+    Discard { id: String },
+    /// Point a dead, orphaned or pending job at one of its bot's actions (by name), due now.
+    Repoint {
+        id: String,
+        #[arg(long)]
+        action: String,
     },
 }
 

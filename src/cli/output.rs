@@ -48,6 +48,15 @@ pub fn admin_call(
     ))
 }
 
+/// POSTs a JSON body to the admin API.
+pub fn admin_json(url: &str, token: &str, body: &Value) -> anyhow::Result<(bool, Value)> {
+    let (status, text) = call(url, |c| c.post(url).bearer_auth(token).json(body))?;
+    Ok((
+        status.is_success(),
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
 /// Text that came from callers, made safe for a terminal: control characters (ANSI
 /// escapes, newlines that would fake a row) are shown escaped, as `\u{1b}`.
 pub fn printable(s: &str) -> String {

@@ -7,7 +7,7 @@ use serde_json::json;
 use wrapup::config;
 
 use super::args::{Cli, Command, ConversationsWhat, JobsWhat, SendWhat};
-use super::output::{admin_call, exit, print_jobs};
+use super::output::{admin_call, admin_json, exit, print_jobs};
 use super::send::{events_body, mint, participant, request};
 use super::serve;
 
@@ -194,6 +194,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         (None, None) => bail!("give a job id or --bot"),
                     };
                     let (ok, body) = admin_call(reqwest::Method::POST, &url, &token)?;
+                    println!("{body}");
+                    Ok(exit(ok))
+                }
+                JobsWhat::Discard { id } => {
+                    let url = format!("{base}/jobs/{id}/discard");
+                    let (ok, body) = admin_call(reqwest::Method::POST, &url, &token)?;
+                    println!("{body}");
+                    Ok(exit(ok))
+                }
+                JobsWhat::Repoint { id, action } => {
+                    let url = format!("{base}/jobs/{id}/repoint");
+                    let (ok, body) = admin_json(&url, &token, &json!({ "action": action }))?;
                     println!("{body}");
                     Ok(exit(ok))
                 }

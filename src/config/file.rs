@@ -42,6 +42,10 @@ pub struct WorkersFile {
     /// On shutdown, how long running attempts may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How long a due job whose destination is not in this instance's configuration waits
+    /// (for an instance that knows it, as during a rolling deploy) before it is `orphaned`.
+    #[serde(with = "humantime_serde")]
+    pub orphan_after: Duration,
 }
 
 impl Default for WorkersFile {
@@ -51,6 +55,7 @@ impl Default for WorkersFile {
             poll_interval: Duration::from_secs(1),
             lease_margin: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            orphan_after: Duration::from_secs(600),
         }
     }
 }

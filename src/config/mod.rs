@@ -83,6 +83,7 @@ pub struct WorkerSettings {
     pub poll_interval: Duration,
     pub lease_margin: Duration,
     pub shutdown_grace: Duration,
+    pub orphan_after: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -181,6 +181,7 @@ pub fn validate(
         poll_interval: positive("workers.poll_interval", w.poll_interval)?,
         lease_margin: positive("workers.lease_margin", w.lease_margin)?,
         shutdown_grace: w.shutdown_grace,
+        orphan_after: w.orphan_after,
     };
     let admin_token = match &file.admin.token_env {
         None => None,

@@ -185,7 +185,8 @@ pub enum Decision {
     /// A dead or orphaned job is given up for good.
     Discard,
     /// A dead, orphaned or pending job is pointed at this action instead, due now with the
-    /// action's attempts.
+    /// action's attempts; its name becomes `<action> (re-pointed from <old name>)`, so it
+    /// stays apart from the job the action has of its own for the conversation.
     Repoint(ActionRef),
 }
 

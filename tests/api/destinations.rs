@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::helpers::*;
+use crate::receiver::Receiver;
 
 const ONE_ATTEMPT: &str = "timeout = \"2s\"\nretry = { max_attempts = 1 }\n";
 
@@ -85,4 +86,183 @@ async fn an_unreachable_or_silent_destination_never_fails_a_healthy_one() {
         assert!(error.contains("no answer within 2s"), "{error}");
     }
     js.delete_stream(&stream_name).await.expect("cleanup");
+}
+
+fn two_webhooks(a: &Receiver, b: &Receiver, which: &[char]) -> String {
+    let retry = "retry = { max_attempts = 5, initial_delay = \"1h\", max_delay = \"1h\" }";
+    let mut tail = String::new();
+    for w in which {
+        let url = if *w == 'a' { &a.url } else { &b.url };
+        tail.push_str(&format!(
+            "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n{retry}\n"
+        ));
+    }
+    tail + "[workers]\norphan_after = \"10m\"\n"
+}
+
+/// Every job of `conversations` failed once and waits for its retry.
+async fn all_waiting(app: &TestApp, conversations: &[String], per: usize) -> Vec<Value> {
+    let mut all = Vec::new();
+    for c in conversations {
+        let jobs = eventually("the first attempts fail", || async {
+            let jobs = app.jobs_of(c).await;
+            (jobs.len() == per
+                && jobs
+                    .iter()
+                    .all(|j| j["state"] == "pending" && j["attempts"] == 1))
+            .then_some(jobs)
+        })
+        .await;
+        all.extend(jobs);
+    }
+    all
+}
+
+fn ids_of(jobs: &[Value], pick: impl Fn(&Value) -> bool) -> Vec<String> {
+    jobs.iter()
+        .filter(|j| pick(j))
+        .map(|j| j["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Issue 16, high 1: a job runs only against the destination it was scheduled for. Two
+/// unnamed webhooks swap places in the configuration (so their default names swap), then
+/// one is removed: no job ever reaches the other receiver; the removed one's jobs wait as
+/// `orphaned` until an operator re-points or discards them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_reaches_only_its_own_destination_whatever_the_configuration_becomes() {
+    let (a, b) = (Receiver::start().await, Receiver::start().await);
+    a.always(Some(500));
+    b.always(Some(500));
+    let mut app = TestApp::spawn_with_actions(&two_webhooks(&a, &b, &['a', 'b'])).await;
+    let first: Vec<String> = (0..3).map(|_| unique("swap")).collect();
+    for c in &first {
+        assert_eq!(app.end(c).await.0, 200);
+    }
+    let jobs = all_waiting(&app, &first, 2).await;
+    // Scheduled with A first: A's jobs are named "webhook", B's "webhook-2".
+    let for_a = ids_of(&jobs, |j| j["action"] == "webhook");
+    let for_b = ids_of(&jobs, |j| j["action"] == "webhook-2");
+
+    // The order swapped: B is now "webhook", A "webhook-2".
+    app.reconfigure(&two_webhooks(&a, &b, &['b', 'a'])).await;
+    a.always(None);
+    b.always(None);
+    app.advance(Duration::from_secs(3601));
+    for c in &first {
+        let settled = app.settled_jobs(c, 2).await;
+        assert!(
+            settled.iter().all(|j| j["state"] == "succeeded"),
+            "{settled:#?}"
+        );
+    }
+    let delivered = |r: &Receiver| -> Vec<String> {
+        let mut ids: Vec<String> = r.deliveries().iter().map(|d| d.id()).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(delivered(&a), sorted(for_a.clone()), "A got only A's jobs");
+    assert_eq!(delivered(&b), sorted(for_b.clone()), "B got only B's jobs");
+
+    // A is removed while its jobs wait for their retry.
+    a.always(Some(500));
+    b.always(Some(500));
+    let second: Vec<String> = (0..2).map(|_| unique("removed")).collect();
+    for c in &second {
+        assert_eq!(app.end(c).await.0, 200);
+    }
+    let jobs = all_waiting(&app, &second, 2).await;
+    let a_jobs: Vec<Value> = jobs
+        .iter()
+        .filter(|j| j["action"] == "webhook-2")
+        .cloned()
+        .collect();
+    assert_eq!(a_jobs.len(), 2);
+    let a_before = a.deliveries().len();
+    app.reconfigure(&two_webhooks(&a, &b, &['b'])).await;
+    a.always(None);
+    b.always(None);
+    let b_before = b.deliveries().len();
+    app.advance(Duration::from_secs(3601));
+    // B's own jobs are delivered; A's are never claimed, then orphaned after orphan_after.
+    eventually("B's jobs are delivered", || async {
+        (b.deliveries().len() >= b_before + 2).then_some(())
+    })
+    .await;
+    app.advance(Duration::from_secs(601));
+    for job in &a_jobs {
+        let id = job["id"].as_str().unwrap_or_default();
+        let orphaned = eventually("A's job is orphaned", || async {
+            let (_, j) = app
+                .admin(reqwest::Method::GET, &format!("/jobs/{id}"))
+                .await;
+            (j["state"] == "orphaned").then_some(j)
+        })
+        .await;
+        assert!(
+            orphaned["lastError"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not in the configuration"),
+            "{orphaned}"
+        );
+    }
+    assert_eq!(a.deliveries().len(), a_before, "nothing more reached A");
+    assert_eq!(
+        b.deliveries().len(),
+        b_before + 2,
+        "A's jobs never reached B"
+    );
+
+    // The operator decides: retrying an orphaned job is refused with the way out, one is
+    // re-pointed at B (now "webhook"), the other discarded.
+    let (first_id, second_id) = (
+        a_jobs[0]["id"].as_str().unwrap_or_default(),
+        a_jobs[1]["id"].as_str().unwrap_or_default(),
+    );
+    let (status, body) = app
+        .admin(reqwest::Method::POST, &format!("/jobs/{first_id}/retry"))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("repoint")
+    );
+    let resp = app
+        .client
+        .post(format!("{}/admin/v1/jobs/{first_id}/repoint", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"action": "webhook"}))
+        .send()
+        .await
+        .expect("request");
+    let (status, body) = into_json(resp).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "pending");
+    eventually("the re-pointed job reaches B", || async {
+        b.deliveries()
+            .iter()
+            .any(|d| d.id() == first_id)
+            .then_some(())
+    })
+    .await;
+    let (status, body) = app
+        .admin(reqwest::Method::POST, &format!("/jobs/{second_id}/discard"))
+        .await;
+    assert_eq!(
+        (status.as_u16(), body["state"].clone()),
+        (200, serde_json::json!("discarded"))
+    );
+    let (status, _) = app
+        .admin(reqwest::Method::POST, &format!("/jobs/{second_id}/discard"))
+        .await;
+    assert_eq!(status, 409, "a discarded job is not discarded again");
+    assert_eq!(a.deliveries().len(), a_before);
 }

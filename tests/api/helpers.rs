@@ -162,6 +162,13 @@ impl TestApp {
         }
     }
 
+    /// Stops the server and starts it again on the same database and clock with the demo
+    /// bot's `tail` changed (its actions, say), as an operator's restart after an edit.
+    pub async fn reconfigure(&mut self, tail: &str) {
+        self.config = config_with_actions(&self._dir.path().join("wrapup.db"), "", tail);
+        self.restart().await;
+    }
+
     /// Moves the server's clock forward: timeouts, leases, retry delays and retention
     /// periods pass at once, and the workers and the sweeper look again at once.
     pub fn advance(&self, by: std::time::Duration) {

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-const EXPECTED: [(&str, &str); 15] = [
+const EXPECTED: [(&str, &str); 17] = [
     ("post", "/agentai/api/v1/hooks/{botId}"),
     ("post", "/agentassist/api/v1/hooks/{botId}"),
     ("post", "/api/v1/hooks/{botId}"),
@@ -21,6 +21,8 @@ const EXPECTED: [(&str, &str); 15] = [
     ("get", "/admin/v1/jobs"),
     ("get", "/admin/v1/jobs/{id}"),
     ("post", "/admin/v1/jobs/{id}/retry"),
+    ("post", "/admin/v1/jobs/{id}/discard"),
+    ("post", "/admin/v1/jobs/{id}/repoint"),
     ("post", "/admin/v1/bots/{botId}/jobs/retry"),
     ("get", "/healthz"),
     ("get", "/readyz"),

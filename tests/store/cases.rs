@@ -10,8 +10,9 @@ use wrapup::clock::{Clock, ManualClock};
 use wrapup::domain::payload::{Limits, parse_request};
 use wrapup::domain::{Event, Status, Timestamp};
 use wrapup::store::{
-    ActionRef, AttemptOutcome, AttemptRecord, Bot, ConversationFilter, EventQuery, Expiry, Ingest,
-    IngestOutcome, JobFilter, JobState, Known, NextStep, Purge, Refusal, RetryTarget, Store,
+    ActionRef, AttemptOutcome, AttemptRecord, Bot, ConversationFilter, Decision, EventQuery,
+    Expiry, Ingest, IngestOutcome, JobFilter, JobState, Known, NextStep, Purge, Refusal,
+    RetryTarget, Store,
 };
 
 const BOT: &str = "st-store-test";
@@ -824,5 +825,97 @@ pub async fn pages_stop_at_their_byte_budget(store: &S, _clock: &ManualClock) {
             .iter()
             .map(|l| &l.conversation.conversation_id)
             .collect::<Vec<_>>()
+    );
+}
+
+/// Jobs for destinations an instance does not know are left alone, then orphaned; an
+/// operator re-points one and discards another.
+pub async fn unknown_destinations_are_left_then_orphaned_and_decided(
+    store: &S,
+    clock: &ManualClock,
+) {
+    store
+        .ingest(ingest(
+            "orphan",
+            events("orphan", json!([end()])),
+            actions(&["crm", "cache"]),
+        ))
+        .await
+        .unwrap();
+    let only_crm: Known = ["".to_owned(), "dest-crm".to_owned()].into();
+    let claimed = store
+        .claim_jobs(10, Duration::from_secs(30), only_crm.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|j| j.action.as_str())
+            .collect::<Vec<_>>(),
+        ["crm"],
+        "a job for an unknown destination is not claimed"
+    );
+    assert_eq!(claimed[0].destination, "dest-crm");
+    // Not yet: it has not waited orphan_after.
+    let now = clock.now();
+    assert_eq!(
+        store
+            .orphan_unknown(
+                only_crm.clone(),
+                Timestamp::from_millis(now.millis() - 600_000)
+            )
+            .await
+            .unwrap(),
+        0
+    );
+    clock.advance(Duration::from_secs(601));
+    let now = clock.now();
+    assert_eq!(
+        store
+            .orphan_unknown(only_crm, Timestamp::from_millis(now.millis() - 600_000))
+            .await
+            .unwrap(),
+        1
+    );
+    let cache = store
+        .list_jobs(JobFilter {
+            conversation_id: Some("orphan".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.action == "cache")
+        .unwrap();
+    assert_eq!(cache.state, JobState::Orphaned);
+    assert!(
+        cache
+            .last_error
+            .unwrap_or_default()
+            .contains("not in the configuration")
+    );
+    // Re-pointed at crm's destination: pending again, claimable by an instance knowing crm.
+    let to = actions(&["crm"])[0].clone();
+    assert_eq!(
+        store
+            .decide(&cache.id, Decision::Repoint(to))
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    let job = store.job(&cache.id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.action.as_str(), job.destination.as_str()),
+        (JobState::Pending, "crm (re-pointed from cache)", "dest-crm")
+    );
+    assert_eq!(
+        store.decide("job_nope", Decision::Discard).await.unwrap(),
+        None
+    );
+    // A pending job cannot be discarded; an orphaned or dead one can.
+    assert_eq!(
+        store.decide(&cache.id, Decision::Discard).await.unwrap(),
+        Some(false)
     );
 }

@@ -123,4 +123,5 @@ both_stores!(
     the_event_log_pages_in_order,
     expired_jtis_are_forgotten_and_live_ones_kept,
     pages_stop_at_their_byte_budget,
+    unknown_destinations_are_left_then_orphaned_and_decided,
 );

@@ -276,7 +276,7 @@ pub(super) async fn decide(
         .await?
         .rows_affected(),
         Decision::Repoint(to) => sqlx::query(
-            "UPDATE jobs SET action = $2, kind = $3, destination = $4, budget = $5,
+            "UPDATE jobs SET action = $2 || ' (re-pointed from ' || action || ')', kind = $3, destination = $4, budget = $5,
                  max_attempts = attempts + $5, state = 'pending', due_at = $6, updated_at = $6,
                  lease_until = NULL, lease_token = NULL
              WHERE id = $1 AND state IN ('dead', 'orphaned', 'pending')",

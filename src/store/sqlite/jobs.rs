@@ -290,7 +290,7 @@ pub(super) fn decide(
             .execute(params![id, now.millis()])?,
         Decision::Repoint(to) => conn
             .prepare_cached(
-                "UPDATE jobs SET action = ?2, kind = ?3, destination = ?4, budget = ?5,
+                "UPDATE jobs SET action = ?2 || ' (re-pointed from ' || action || ')', kind = ?3, destination = ?4, budget = ?5,
                      max_attempts = attempts + ?5, state = 'pending', due_at = ?6, updated_at = ?6
                  WHERE id = ?1 AND state IN ('dead', 'orphaned', 'pending')",
             )?
