@@ -28,6 +28,20 @@ pub struct AttemptResult {
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub response: Option<String>,
+    /// What the destination said of trying again, when it said anything.
+    pub next: Advice,
+}
+
+/// A destination's word on a failed attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Advice {
+    /// Nothing: the action's retry schedule applies.
+    #[default]
+    Schedule,
+    /// Try again after this long (`Retry-After` on a 429 or 503), within `max_delay`.
+    After(std::time::Duration),
+    /// Do not try again (`410 Gone`): the job is dead at once.
+    Never,
 }
 
 impl AttemptResult {
@@ -37,6 +51,7 @@ impl AttemptResult {
             status_code: None,
             error: Some(truncate(&error.into(), 1024)),
             response: None,
+            next: Advice::Schedule,
         }
     }
 }

@@ -45,6 +45,7 @@ impl Connections {
         };
         match ack.await {
             Ok(ack) => AttemptResult {
+                next: super::Advice::Schedule,
                 ok: true,
                 status_code: None,
                 error: None,

@@ -60,6 +60,7 @@ impl Connections {
             }
         }
         AttemptResult {
+            next: super::Advice::Schedule,
             ok: true,
             status_code: None,
             error: None,

@@ -39,20 +39,35 @@ pub async fn deliver(
     match req.body(body).send().await {
         Ok(mut resp) => {
             let status = resp.status();
+            let next = advice(status, resp.headers());
             // Only the start of the answer is kept: read no more than that of it.
             let mut head = Vec::new();
+            let mut cut = None;
             while head.len() <= RESPONSE_KEPT {
                 match resp.chunk().await {
                     Ok(Some(chunk)) => head.extend_from_slice(&chunk),
-                    _ => break,
+                    Ok(None) => break,
+                    Err(e) => {
+                        cut = Some(error_chain(&e.without_url()));
+                        break;
+                    }
                 }
             }
             let text = String::from_utf8_lossy(&head[..head.len().min(RESPONSE_KEPT + 4)]);
+            let mut response = truncate(&text, RESPONSE_KEPT);
+            if let Some(cut) = cut {
+                // The status counts; the record says the answer did not arrive whole.
+                response.push_str(&format!(" [the answer was cut off: {cut}]"));
+            }
             AttemptResult {
                 ok: status.is_success(),
                 status_code: Some(status.as_u16()),
-                error: (!status.is_success()).then(|| format!("the receiver answered {status}")),
-                response: Some(truncate(&text, RESPONSE_KEPT)),
+                error: (!status.is_success()).then(|| match next {
+                    super::Advice::Never => format!("the receiver answered {status}: it will not take this delivery; the job is dead"),
+                    _ => format!("the receiver answered {status}"),
+                }),
+                response: Some(response),
+                next,
             }
         }
         // The error's own text would repeat the URL with its credentials and query.
@@ -61,6 +76,22 @@ pub async fn deliver(
             super::masked(url.as_str()),
             error_chain(&e.without_url())
         )),
+    }
+}
+
+/// What a receiver's answer says of trying again: `Retry-After` (seconds) on a 429 or
+/// 503; never again on a 410 Gone.
+fn advice(status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap) -> super::Advice {
+    match status.as_u16() {
+        410 => super::Advice::Never,
+        429 | 503 => headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(super::Advice::Schedule, |secs| {
+                super::Advice::After(std::time::Duration::from_secs(secs))
+            }),
+        _ => super::Advice::Schedule,
     }
 }
 

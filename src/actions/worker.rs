@@ -156,8 +156,13 @@ async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, clock: &dyn Clock, 
         NextStep::Succeeded
     } else {
         match action {
+            _ if result.next == super::Advice::Never => NextStep::Dead,
             Some(a) if job.attempt < job.max_attempts => {
-                let delay = a.retry.delay(job.attempt, fastrand::f64());
+                let delay = match result.next {
+                    // The receiver said when; the action's longest wait still bounds it.
+                    super::Advice::After(wait) => wait.min(a.retry.max_delay),
+                    _ => a.retry.delay(job.attempt, fastrand::f64()),
+                };
                 NextStep::RetryAt(Timestamp::from_millis(
                     clock.now().millis() + delay.as_millis() as i64,
                 ))

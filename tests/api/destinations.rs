@@ -266,3 +266,68 @@ async fn a_job_reaches_only_its_own_destination_whatever_the_configuration_becom
     assert_eq!(status, 409, "a discarded job is not discarded again");
     assert_eq!(a.deliveries().len(), a_before);
 }
+
+fn millis(v: &Value) -> i64 {
+    let t = time::OffsetDateTime::parse(
+        v.as_str().unwrap_or_default(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("RFC 3339");
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Issue 16, low 6: a receiver that says *wait* (429 or 503 with Retry-After) is retried
+/// after that long, not on the action's schedule; one that says *never* (410 Gone) ends the
+/// job at once, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_says_wait_or_never_is_heard() {
+    let (busy, gone) = (Receiver::start().await, Receiver::start().await);
+    busy.answer(&[429]);
+    busy.retry_after(Some(3600));
+    gone.always(Some(410));
+    let fast = "retry = { max_attempts = 5, initial_delay = \"100ms\", max_delay = \"8h\" }";
+    let tail = format!(
+        "[[bots.on_end]]\nname = \"busy\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n{fast}\n\
+         [[bots.on_end]]\nname = \"gone\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n{fast}\n",
+        busy.url, gone.url
+    );
+    let app = TestApp::spawn_with_actions(&tail).await;
+    let c = unique("advice");
+    assert_eq!(app.end(&c).await.0, 200);
+    let (waiting, dead) = eventually("both first attempts are recorded", || async {
+        let jobs = app.jobs_of(&c).await;
+        let find = |name: &str| jobs.iter().find(|j| j["action"] == name).cloned();
+        match (find("busy"), find("gone")) {
+            (Some(b), Some(g))
+                if b["attempts"] == 1 && b["state"] == "pending" && g["state"] == "dead" =>
+            {
+                Some((b, g))
+            }
+            _ => None,
+        }
+    })
+    .await;
+    let wait = millis(&waiting["dueAt"]) - millis(&waiting["updatedAt"]);
+    assert!(
+        (3_599_000..=3_601_000).contains(&wait),
+        "due {wait} ms later: {waiting}"
+    );
+    assert_eq!(dead["attempts"], 1, "410 is not retried: {dead}");
+    assert!(
+        dead["lastError"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("410"),
+        "{dead}"
+    );
+    assert_eq!(gone.deliveries().len(), 1);
+    // The hour passes: the busy receiver gets its retry.
+    app.advance(Duration::from_secs(3601));
+    let jobs = app.settled_jobs(&c, 2).await;
+    let busy_job = jobs.iter().find(|j| j["action"] == "busy").expect("busy");
+    assert_eq!(
+        (busy_job["state"].clone(), busy_job["attempts"].clone()),
+        (serde_json::json!("succeeded"), serde_json::json!(2))
+    );
+    assert_eq!(busy.deliveries().len(), 2);
+}

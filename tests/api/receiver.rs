@@ -30,6 +30,8 @@ struct Inner {
     /// Statuses to answer, in order; 200 once they run out.
     script: VecDeque<u16>,
     always: Option<u16>,
+    /// `Retry-After` seconds sent with every answer that is not a 2xx.
+    retry_after: Option<u64>,
     delay: Duration,
     started: usize,
 }
@@ -60,6 +62,10 @@ impl Receiver {
         self.inner.lock().unwrap().always = status;
     }
 
+    pub fn retry_after(&self, secs: Option<u64>) {
+        self.inner.lock().unwrap().retry_after = secs;
+    }
+
     pub fn delay(&self, d: Duration) {
         self.inner.lock().unwrap().delay = d;
     }
@@ -78,7 +84,7 @@ async fn receive(
     State(inner): State<Arc<Mutex<Inner>>>,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> (StatusCode, HeaderMap) {
     let delay = {
         let mut i = inner.lock().unwrap();
         i.started += 1;
@@ -91,6 +97,11 @@ async fn receive(
         body,
         at: Instant::now(),
     });
-    let status = i.always.or_else(|| i.script.pop_front()).unwrap_or(200);
-    StatusCode::from_u16(status).unwrap()
+    let status =
+        StatusCode::from_u16(i.always.or_else(|| i.script.pop_front()).unwrap_or(200)).unwrap();
+    let mut answer = HeaderMap::new();
+    if let Some(secs) = i.retry_after.filter(|_| !status.is_success()) {
+        answer.insert("retry-after", secs.into());
+    }
+    (status, answer)
 }
