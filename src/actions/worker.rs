@@ -32,10 +32,23 @@ impl Workers {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let lease = runner.max_timeout() + settings.lease_margin;
+        // One bulkhead per destination: a slow destination fills its own share of the
+        // workers, never the others'.
+        let bulkheads = runner
+            .known()
+            .iter()
+            .map(|d| {
+                (
+                    d.clone(),
+                    Arc::new(Semaphore::new(settings.per_destination)),
+                )
+            })
+            .collect();
         tracker.spawn(claim_loop(ClaimLoop {
             store,
             clock,
             runner,
+            bulkheads,
             lease,
             poll: settings.poll_interval,
             permits: Arc::new(Semaphore::new(settings.concurrency)),
@@ -75,6 +88,8 @@ struct ClaimLoop {
     store: Arc<dyn Store>,
     clock: SharedClock,
     runner: Arc<Runner>,
+    /// Attempts each destination may have running at once (`[workers] per_destination`).
+    bulkheads: Vec<(String, Arc<Semaphore>)>,
     lease: Duration,
     poll: Duration,
     permits: Arc<Semaphore>,
@@ -97,28 +112,46 @@ async fn claim_loop(l: ClaimLoop) {
                 permit = l.permits.clone().acquire_owned() => { drop(permit); continue; }
             }
         }
+        // Each destination with room in its bulkhead claims up to that room (and what the
+        // global limit leaves): a destination whose attempts are slow only fills its own.
         let mut claimed_all = false;
-        match l
-            .store
-            .claim_jobs(available, l.lease, l.runner.known())
-            .await
-        {
-            Ok(jobs) => {
-                claimed_all = !jobs.is_empty() && jobs.len() == available;
-                for job in jobs {
-                    // Only this loop takes permits, so the `available` counted above are still free.
-                    let Ok(permit) = l.permits.clone().try_acquire_owned() else {
-                        break;
-                    };
-                    let (store, runner, clock) =
-                        (l.store.clone(), l.runner.clone(), l.clock.clone());
-                    l.tracker.spawn(async move {
-                        attempt(store, runner, &*clock, job).await;
-                        drop(permit);
-                    });
+        for (destination, bulkhead) in &l.bulkheads {
+            let room = bulkhead
+                .available_permits()
+                .min(l.permits.available_permits());
+            if room == 0 {
+                continue;
+            }
+            let only = Arc::from([destination.clone()]);
+            match l.store.claim_jobs(room, l.lease, only).await {
+                Ok(jobs) => {
+                    claimed_all |= jobs.len() == room;
+                    for job in jobs {
+                        // Only this loop takes permits, so the room counted above is still free.
+                        let (Ok(permit), Ok(slot)) = (
+                            l.permits.clone().try_acquire_owned(),
+                            bulkhead.clone().try_acquire_owned(),
+                        ) else {
+                            break;
+                        };
+                        let (store, runner, clock, wake) = (
+                            l.store.clone(),
+                            l.runner.clone(),
+                            l.clock.clone(),
+                            l.wake.clone(),
+                        );
+                        l.tracker.spawn(async move {
+                            attempt(store, runner, &*clock, job).await;
+                            drop((permit, slot));
+                            // Room freed in a bulkhead: look for its waiting jobs now.
+                            wake.notify_one();
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e.chain(), "claiming jobs failed; will try again")
                 }
             }
-            Err(e) => tracing::warn!(error = %e.chain(), "claiming jobs failed; will try again"),
         }
         if claimed_all {
             continue; // there may be more due right now

@@ -46,6 +46,8 @@ pub struct WorkersFile {
     /// (for an instance that knows it, as during a rolling deploy) before it is `orphaned`.
     #[serde(with = "humantime_serde")]
     pub orphan_after: Duration,
+    /// Attempts one destination may have running at once in this process.
+    pub per_destination: usize,
 }
 
 impl Default for WorkersFile {
@@ -56,6 +58,7 @@ impl Default for WorkersFile {
             lease_margin: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             orphan_after: Duration::from_secs(600),
+            per_destination: 8,
         }
     }
 }

@@ -176,12 +176,16 @@ pub fn validate(
     if w.concurrency == 0 {
         return Err(cerr("workers.concurrency", "must be greater than 0"));
     }
+    if w.per_destination == 0 {
+        return Err(cerr("workers.per_destination", "must be greater than 0"));
+    }
     let workers = WorkerSettings {
         concurrency: w.concurrency,
         poll_interval: positive("workers.poll_interval", w.poll_interval)?,
         lease_margin: positive("workers.lease_margin", w.lease_margin)?,
         shutdown_grace: w.shutdown_grace,
         orphan_after: w.orphan_after,
+        per_destination: w.per_destination,
     };
     let admin_token = match &file.admin.token_env {
         None => None,

@@ -331,3 +331,44 @@ async fn a_receiver_that_says_wait_or_never_is_heard() {
     );
     assert_eq!(busy.deliveries().len(), 2);
 }
+
+/// Issue 16, medium 3: bulkheads. A slow receiver gets at most `per_destination` attempts
+/// at once, and the destinations next to it are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_destination_fills_only_its_own_bulkhead() {
+    let (slow, fast) = (Receiver::start().await, Receiver::start().await);
+    slow.delay(Duration::from_millis(700));
+    let hook = |name: &str, url: &str| {
+        format!(
+            "[[bots.on_end]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+        )
+    };
+    let tail = format!(
+        "{}{}[workers]\nconcurrency = 4\nper_destination = 2\n",
+        hook("slow", &slow.url),
+        hook("fast", &fast.url)
+    );
+    let app = TestApp::spawn_with_actions(&tail).await;
+    for _ in 0..10 {
+        assert_eq!(app.end(&unique("bulkhead")).await.0, 200);
+    }
+    // Ten fast deliveries go through while the slow receiver has worked through at most a
+    // few of its own (two at a time, 0.7 s each).
+    let slow_done = eventually("the fast receiver gets all ten", || async {
+        (fast.deliveries().len() == 10).then(|| slow.deliveries().len())
+    })
+    .await;
+    assert!(
+        slow_done <= 6,
+        "the fast destination waited for the slow one: {slow_done}"
+    );
+    eventually("the slow receiver gets all ten", || async {
+        (slow.deliveries().len() == 10).then_some(())
+    })
+    .await;
+    assert_eq!(
+        slow.most_in_flight(),
+        2,
+        "the slow destination stayed in its bulkhead"
+    );
+}

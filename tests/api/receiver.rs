@@ -34,6 +34,8 @@ struct Inner {
     retry_after: Option<u64>,
     delay: Duration,
     started: usize,
+    in_flight: usize,
+    most_in_flight: usize,
 }
 
 #[derive(Clone)]
@@ -66,6 +68,11 @@ impl Receiver {
         self.inner.lock().unwrap().retry_after = secs;
     }
 
+    /// The most deliveries it was answering at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.inner.lock().unwrap().most_in_flight
+    }
+
     pub fn delay(&self, d: Duration) {
         self.inner.lock().unwrap().delay = d;
     }
@@ -88,10 +95,13 @@ async fn receive(
     let delay = {
         let mut i = inner.lock().unwrap();
         i.started += 1;
+        i.in_flight += 1;
+        i.most_in_flight = i.most_in_flight.max(i.in_flight);
         i.delay
     };
     tokio::time::sleep(delay).await;
     let mut i = inner.lock().unwrap();
+    i.in_flight -= 1;
     i.deliveries.push(Delivery {
         headers,
         body,
