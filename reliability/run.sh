@@ -16,6 +16,8 @@ echo "== overload" >&2
 reliability/overload.sh
 echo "== noisy tenant" >&2
 reliability/noisy.sh
+echo "== misbehaving destinations" >&2
+reliability/destinations.sh
 echo "== schemathesis" >&2
 reliability/schemathesis.sh
 echo "== cargo fuzz, ${FUZZ_SECONDS:-600}s per target" >&2
