@@ -120,6 +120,20 @@ pub async fn retry_job(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Retried>, ApiError> {
     let Path(id) = path?;
+    // A dead job whose destination is gone would only die again (or wait, orphaned).
+    if let Some(job) = state.store.job(&id).await?
+        && job.state == JobState::Dead
+        && !job.destination.is_empty()
+        && !state
+            .plans
+            .get(&job.bot_id)
+            .is_some_and(|bot| bot.on_end.iter().any(|a| a.destination == job.destination))
+    {
+        return Err(ApiError::Conflict(format!(
+            "job {id}'s destination ({} action \"{}\") is not in the configuration; re-point it (POST /admin/v1/jobs/{id}/repoint) or discard it (POST /admin/v1/jobs/{id}/discard)",
+            job.kind, job.action
+        )));
+    }
     let retried = state.store.retry_dead(RetryTarget::Job(id.clone())).await?;
     if retried == 0 {
         return match state.store.job(&id).await? {

@@ -372,3 +372,36 @@ async fn a_slow_destination_fills_only_its_own_bulkhead() {
         "the slow destination stayed in its bulkhead"
     );
 }
+
+/// Issue 16, low 7: retrying a dead job whose destination is gone is refused with the way
+/// out, instead of answering `{"retried": 1}` and letting it die again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_a_dead_job_whose_destination_is_gone_is_refused() {
+    let (old, new) = (Receiver::start().await, Receiver::start().await);
+    old.always(Some(500));
+    let hook = |url: &str| {
+        format!(
+            "[[bots.on_end]]\nname = \"crm\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretry = {{ max_attempts = 1 }}\n"
+        )
+    };
+    let mut app = TestApp::spawn_with_actions(&hook(&old.url)).await;
+    let c = unique("gone");
+    assert_eq!(app.end(&c).await.0, 200);
+    let jobs = app.settled_jobs(&c, 1).await;
+    assert_eq!(jobs[0]["state"], "dead");
+    let id = jobs[0]["id"].as_str().unwrap_or_default().to_owned();
+    // The same name now points elsewhere: another destination.
+    app.reconfigure(&hook(&new.url)).await;
+    let (status, body) = app
+        .admin(reqwest::Method::POST, &format!("/jobs/{id}/retry"))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not in the configuration"),
+        "{body}"
+    );
+    assert!(new.deliveries().is_empty());
+}
