@@ -5,6 +5,7 @@
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
+use async_nats::jetstream::context::PublishErrorKind;
 
 use super::{AttemptResult, envelope, render};
 use crate::store::ClaimedJob;
@@ -41,6 +42,15 @@ impl Connections {
             .await
         {
             Ok(ack) => ack,
+            // The same record would never fit: dead at once, with the reason.
+            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                return AttemptResult {
+                    next: super::Advice::Never,
+                    ..AttemptResult::failed(format!(
+                        "publish to {subject} failed: {e}; the record is larger than the NATS server's max_payload, so the job is dead"
+                    ))
+                };
+            }
             Err(e) => return AttemptResult::failed(format!("publish to {subject} failed: {e}")),
         };
         match ack.await {

@@ -166,7 +166,20 @@ pub async fn retry_bot(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Retried>, ApiError> {
     let Path(bot) = path?;
-    let retried = state.store.retry_dead(RetryTarget::DeadOfBot(bot)).await?;
+    // Only jobs whose destination is in the configuration: the others would die again.
+    let known = std::iter::once(String::new())
+        .chain(
+            state
+                .plans
+                .get(&bot)
+                .into_iter()
+                .flat_map(|b| b.on_end.iter().map(|a| a.destination.clone())),
+        )
+        .collect();
+    let retried = state
+        .store
+        .retry_dead(RetryTarget::DeadOfBot { bot, known })
+        .await?;
     state.wake.notify_one();
     Ok(Json(Retried { retried }))
 }

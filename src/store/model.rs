@@ -194,7 +194,12 @@ pub enum Decision {
 #[derive(Debug, Clone)]
 pub enum RetryTarget {
     Job(String),
-    DeadOfBot(String),
+    /// Every dead job of the bot whose destination is one of `known` (a job whose
+    /// destination is gone would only die again).
+    DeadOfBot {
+        bot: String,
+        known: Known,
+    },
 }
 
 /// Which conversations of a bot to list, newest first by `endedAt` (or `lastEventAt`

@@ -403,5 +403,67 @@ async fn retrying_a_dead_job_whose_destination_is_gone_is_refused() {
             .contains("not in the configuration"),
         "{body}"
     );
+    // The bot's bulk retry leaves it dead too.
+    let (status, body) = app
+        .admin(reqwest::Method::POST, &format!("/bots/{BOT}/jobs/retry"))
+        .await;
+    assert_eq!(
+        (status.as_u16(), body["retried"].clone()),
+        (200, serde_json::json!(0))
+    );
     assert!(new.deliveries().is_empty());
+}
+
+/// Issue 16, low 6: a record larger than the NATS server's `max_payload` would never fit;
+/// the job is dead at its first attempt, with that reason, instead of retried for a day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_over_the_nats_max_payload_is_dead_at_once() {
+    let client = async_nats::connect("127.0.0.1:4222")
+        .await
+        .expect("NATS runs on 127.0.0.1:4222");
+    let max_payload = client.server_info().max_payload;
+    let js = async_nats::jetstream::new(client);
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let stream_name = format!("WRAPUP_BIG_{run}");
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream_name.clone(),
+        subjects: vec![format!("wrapupbig.{run}.>")],
+        max_age: Duration::from_secs(600),
+        ..Default::default()
+    })
+    .await
+    .expect("JetStream is enabled");
+    // Caps and the body limit raised so that one agent's customFields outgrow max_payload.
+    let big = max_payload + 1024;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config_with_actions(
+        &dir.path().join("wrapup.db"),
+        &format!("max_body_bytes = {}", big * 2),
+        &format!(
+            "[bots.caps]\ncustom_fields_bytes = {}\nstate_bytes = {}\n[[bots.on_end]]\nkind = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"wrapupbig.{run}.ended\"\nretry = {{ max_attempts = 5, initial_delay = \"100ms\" }}\n",
+            big * 2,
+            big * 4
+        ),
+    );
+    let app = TestApp::spawn_text(dir, &text).await;
+    let c = unique("big");
+    let mut entry = transfer("NA", "entry", "a1");
+    entry["participant"]["customFields"] = serde_json::json!({"notes": "n".repeat(big)});
+    let (status, body) = app.hook(&event_body(&c, serde_json::json!([entry]))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.end(&c).await.0, 200);
+    let jobs = app.settled_jobs(&c, 1).await;
+    assert_eq!(
+        (jobs[0]["state"].clone(), jobs[0]["attempts"].clone()),
+        (serde_json::json!("dead"), serde_json::json!(1)),
+        "{jobs:#?}"
+    );
+    assert!(
+        jobs[0]["lastError"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_payload"),
+        "{jobs:#?}"
+    );
+    js.delete_stream(&stream_name).await.expect("cleanup");
 }

@@ -204,19 +204,22 @@ pub(super) async fn retry_dead(
     target: RetryTarget,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    let (filter, value) = match &target {
-        RetryTarget::Job(id) => ("id = $2", id),
-        RetryTarget::DeadOfBot(bot) => ("bot_id = $2", bot),
+    let (filter, value, known) = match &target {
+        RetryTarget::Job(id) => ("id = $2", id, None),
+        RetryTarget::DeadOfBot { bot, known } => {
+            ("bot_id = $2 AND destination = ANY($3)", bot, Some(known))
+        }
     };
-    let done = sqlx::query(&format!(
+    let sql = format!(
         "UPDATE jobs SET state = 'pending', due_at = $1, updated_at = $1, max_attempts = attempts + budget
          WHERE state = 'dead' AND {filter}"
-    ))
-    .bind(now.millis())
-    .bind(value)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+    );
+    let query = sqlx::query(&sql).bind(now.millis()).bind(value);
+    let query = match known {
+        Some(known) => query.bind(&known[..]),
+        None => query,
+    };
+    Ok(query.execute(pool).await?.rows_affected())
 }
 
 pub(super) async fn stats(pool: &PgPool, now: Timestamp) -> Result<JobStats, StoreError> {

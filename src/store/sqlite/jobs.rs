@@ -166,17 +166,24 @@ pub(super) fn retry_dead(
     target: &RetryTarget,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    let (filter, value) = match target {
-        RetryTarget::Job(id) => ("id = ?2", id),
-        RetryTarget::DeadOfBot(bot) => ("bot_id = ?2", bot),
+    let (filter, value, known) = match target {
+        RetryTarget::Job(id) => ("id = ?2", id, None),
+        RetryTarget::DeadOfBot { bot, known } => (
+            "bot_id = ?2 AND destination IN (SELECT value FROM json_each(?3))",
+            bot,
+            Some(known_json(known)),
+        ),
     };
     let sql = format!(
         "UPDATE jobs SET state = 'pending', due_at = ?1, updated_at = ?1, max_attempts = attempts + budget
          WHERE state = 'dead' AND {filter}"
     );
-    Ok(conn
-        .prepare_cached(&sql)?
-        .execute(params![now.millis(), value])? as u64)
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let changed = match known {
+        Some(known) => stmt.execute(params![now.millis(), value, known])?,
+        None => stmt.execute(params![now.millis(), value])?,
+    };
+    Ok(changed as u64)
 }
 
 pub(super) fn list(conn: &Connection, f: &JobFilter) -> Result<Vec<JobView>, StoreError> {
