@@ -143,7 +143,16 @@ impl Runner {
                 url,
                 secret,
                 headers,
-            } => webhook::deliver(&self.http, url, secret, headers, job, now).await,
+                give_up_on,
+            } => {
+                let target = webhook::Target {
+                    url,
+                    key: secret,
+                    headers,
+                    give_up_on,
+                };
+                webhook::deliver(&self.http, &target, job, now).await
+            }
             ActionKind::Nats { url, subject } => self.nats.publish(url, subject, job).await,
             ActionKind::RedisCleanup { url, keys } => self.redis.cleanup(url, keys, job).await,
         }

@@ -9,14 +9,28 @@ use crate::store::ClaimedJob;
 /// Bytes of a receiver's answer kept with the attempt.
 const RESPONSE_KEPT: usize = 1024;
 
+/// Where and how one webhook action delivers.
+pub struct Target<'a> {
+    pub url: &'a reqwest::Url,
+    /// The decoded `whsec_` key.
+    pub key: &'a [u8],
+    pub headers: &'a [(HeaderName, HeaderValue)],
+    /// Statuses after which the job is dead at once.
+    pub give_up_on: &'a [u16],
+}
+
 pub async fn deliver(
     client: &reqwest::Client,
-    url: &reqwest::Url,
-    key: &[u8],
-    headers: &[(HeaderName, HeaderValue)],
+    target: &Target<'_>,
     job: &ClaimedJob,
     now: Timestamp,
 ) -> AttemptResult {
+    let Target {
+        url,
+        key,
+        headers,
+        give_up_on,
+    } = *target;
     let body = envelope(job).to_string().into_bytes();
     let timestamp = now.millis() / 1000;
     // Standard Webhooks: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`. The body is
@@ -39,7 +53,7 @@ pub async fn deliver(
     match req.body(body).send().await {
         Ok(mut resp) => {
             let status = resp.status();
-            let next = advice(status, resp.headers());
+            let next = advice(status, resp.headers(), give_up_on);
             // Only the start of the answer is kept: read no more than that of it.
             let mut head = Vec::new();
             let mut cut = None;
@@ -79,11 +93,15 @@ pub async fn deliver(
     }
 }
 
-/// What a receiver's answer says of trying again: `Retry-After` (seconds) on a 429 or
-/// 503; never again on a 410 Gone.
-fn advice(status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap) -> super::Advice {
+/// What a receiver's answer says of trying again: never again on a status of the action's
+/// `give_up_on` (410 Gone by default); `Retry-After` (seconds) on a 429 or 503.
+fn advice(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    give_up_on: &[u16],
+) -> super::Advice {
     match status.as_u16() {
-        410 => super::Advice::Never,
+        s if give_up_on.contains(&s) => super::Advice::Never,
         429 | 503 => headers
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())

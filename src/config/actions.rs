@@ -24,8 +24,16 @@ pub(super) fn validate_action(
             secret,
             secret_env,
             headers,
+            give_up_on,
             ..
         } => {
+            let give_up_on = give_up_on.clone().unwrap_or_else(|| vec![410]);
+            if let Some(bad) = give_up_on.iter().find(|s| !(400..=599).contains(*s)) {
+                return Err(cerr(
+                    k("give_up_on"),
+                    format!("{bad} is not a 4xx or 5xx status"),
+                ));
+            }
             let raw_url = non_empty("url", url)?;
             let url = reqwest::Url::parse(&raw_url)
                 .ok()
@@ -77,6 +85,7 @@ pub(super) fn validate_action(
                 url,
                 secret,
                 headers: parsed,
+                give_up_on,
             }
         }
         ActionFile::Nats { url, subject, .. } => {

@@ -217,6 +217,8 @@ pub enum ActionFile {
         secret: Option<String>,
         secret_env: Option<String>,
         headers: Option<BTreeMap<String, String>>,
+        /// Statuses that mean "never": the job is dead at once (default `[410]`).
+        give_up_on: Option<Vec<u16>>,
         #[serde(default, with = "humantime_serde")]
         timeout: Option<Duration>,
         retry: Option<RetryFile>,

@@ -173,6 +173,8 @@ pub enum ActionKind {
         /// The decoded key of a `whsec_` secret.
         secret: Vec<u8>,
         headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+        /// Statuses after which the job is dead at once (`give_up_on`, default 410 Gone).
+        give_up_on: Vec<u16>,
     },
     Nats {
         url: String,
@@ -255,9 +257,15 @@ impl fmt::Debug for ActionKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let masked = crate::redact::masked;
         match self {
-            ActionKind::Webhook { url, headers, .. } => f
+            ActionKind::Webhook {
+                url,
+                headers,
+                give_up_on,
+                ..
+            } => f
                 .debug_struct("Webhook")
                 .field("url", &masked(url.as_str()))
+                .field("give_up_on", give_up_on)
                 .field("secret", &"***")
                 .field(
                     "headers",

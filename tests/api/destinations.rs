@@ -282,14 +282,17 @@ fn millis(v: &Value) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_says_wait_or_never_is_heard() {
     let (busy, gone) = (Receiver::start().await, Receiver::start().await);
+    let moved = Receiver::start().await;
+    moved.always(Some(404));
     busy.answer(&[429]);
     busy.retry_after(Some(3600));
     gone.always(Some(410));
     let fast = "retry = { max_attempts = 5, initial_delay = \"100ms\", max_delay = \"8h\" }";
     let tail = format!(
         "[[bots.on_end]]\nname = \"busy\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n{fast}\n\
-         [[bots.on_end]]\nname = \"gone\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n{fast}\n",
-        busy.url, gone.url
+         [[bots.on_end]]\nname = \"gone\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n{fast}\n\
+         [[bots.on_end]]\nname = \"moved\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\ngive_up_on = [404]\n{fast}\n",
+        busy.url, gone.url, moved.url
     );
     let app = TestApp::spawn_with_actions(&tail).await;
     let c = unique("advice");
@@ -323,7 +326,13 @@ async fn a_receiver_that_says_wait_or_never_is_heard() {
     assert_eq!(gone.deliveries().len(), 1);
     // The hour passes: the busy receiver gets its retry.
     app.advance(Duration::from_secs(3601));
-    let jobs = app.settled_jobs(&c, 2).await;
+    let jobs = app.settled_jobs(&c, 3).await;
+    // The action that gives up on 404 did so after its first attempt.
+    let moved_job = jobs.iter().find(|j| j["action"] == "moved").expect("moved");
+    assert_eq!(
+        (moved_job["state"].clone(), moved_job["attempts"].clone()),
+        (serde_json::json!("dead"), serde_json::json!(1))
+    );
     let busy_job = jobs.iter().find(|j| j["action"] == "busy").expect("busy");
     assert_eq!(
         (busy_job["state"].clone(), busy_job["attempts"].clone()),
