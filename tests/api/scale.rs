@@ -22,15 +22,24 @@ struct Cluster {
 impl Cluster {
     /// `n` instances sharing a fresh schema of the machine's PostgreSQL.
     fn start(n: usize, tail: &str) -> Cluster {
+        Self::start_each(&vec![tail; n])
+    }
+
+    /// One instance per `tails` entry, each with its own configuration of the demo bot
+    /// (as during a rolling deploy), all sharing a fresh schema.
+    fn start_each(tails: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let schema = format!("wrapup_scale_{}", uuid::Uuid::new_v4().simple());
         let url = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let store = format!("url = \"{url}\"\nschema = \"{schema}\"\npool_size = 8");
-        let config = write_config(dir.path(), &config_for_store(&store, "", tail));
         let mut children = Vec::new();
         let mut bases = Vec::new();
-        for _ in 0..n {
+        let mut config = PathBuf::new();
+        for (i, tail) in tails.iter().enumerate() {
+            let own = dir.path().join(format!("instance-{i}"));
+            std::fs::create_dir_all(&own).unwrap();
+            config = write_config(&own, &config_for_store(&store, "", tail));
             let (child, base) = serve(&config);
             children.push(Some(child));
             bases.push(base);
@@ -454,5 +463,49 @@ async fn postgres_down_during_load_gets_503_and_the_server_recovers_by_itself() 
     eprintln!(
         "{} acknowledged and all present; {refused} refused with 503 while PostgreSQL was down",
         acknowledged.len()
+    );
+}
+
+/// Issue 16, medium 5: a rolling deploy. One instance still runs the old configuration
+/// (webhook A), the other the new one (A and a new webhook B). The old instance never
+/// claims B's jobs — it cannot deliver them — so none dies there: every job is delivered,
+/// B's by the new instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_rolling_deploy_no_instance_takes_a_job_it_cannot_deliver() {
+    let (a, b) = (Receiver::start().await, Receiver::start().await);
+    let hook = |name: &str, url: &str| {
+        format!(
+            "[[bots.on_end]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretry = {{ max_attempts = 1 }}\n"
+        )
+    };
+    let old = hook("a", &a.url);
+    let new = format!("{old}{}", hook("b", &b.url));
+    let cluster = Cluster::start_each(&[&old, &new]);
+    let client = client();
+    let token = token();
+    let new_base = cluster.bases[1].clone();
+    for i in 0..100 {
+        let resp = client
+            .post(format!("{new_base}/agentai/api/v1/hooks/{BOT}"))
+            .header("token", &token)
+            .json(&seed_with(&format!("deploy-{i:03}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let jobs = cluster.wait_all_succeeded(&cluster.bases[0], 200).await;
+    assert!(jobs.iter().all(|j| j["state"] == "succeeded"));
+    let delivered = |r: &Receiver| {
+        r.deliveries()
+            .iter()
+            .map(|d| d.id())
+            .collect::<HashSet<_>>()
+    };
+    assert_eq!(delivered(&a).len(), 100);
+    assert_eq!(
+        delivered(&b).len(),
+        100,
+        "every job of the new action was delivered"
     );
 }
