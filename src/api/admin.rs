@@ -75,6 +75,8 @@ pub async fn list_jobs(
     let next_cursor = (jobs.len() == limit)
         .then(|| jobs.last().map(|j| j.cursor.to_string()))
         .flatten();
+    let now = state.clock.now();
+    let jobs = jobs.into_iter().map(|j| overdue(j, now)).collect();
     Ok(Json(JobPage { jobs, next_cursor }))
 }
 
@@ -98,7 +100,15 @@ pub async fn show_job(
         .job(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-    Ok(Json(job))
+    Ok(Json(overdue(job, state.clock.now())))
+}
+
+/// A pending job past its due time says how long it has waited.
+fn overdue(mut job: JobView, now: crate::domain::Timestamp) -> JobView {
+    if job.state == JobState::Pending && job.due_at < now {
+        job.overdue_ms = Some((now.millis() - job.due_at.millis()) as u64);
+    }
+    job
 }
 
 #[utoipa::path(

@@ -152,6 +152,10 @@ pub struct JobView {
     #[schema(value_type = String)]
     pub due_at: Timestamp,
     pub last_error: Option<String>,
+    /// For a pending job past its due time: how long it has waited for a worker (an
+    /// instance that knows its destination, say, during a rolling deploy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overdue_ms: Option<u64>,
     /// The job's attempts, oldest first (only when one job is shown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt_log: Option<Vec<AttemptRecord>>,

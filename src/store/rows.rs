@@ -87,6 +87,7 @@ impl JobView {
             last_error: c.11,
             state: JobState::from_column(&c.12)?,
             destination: c.13,
+            overdue_ms: None,
             attempt_log: None,
         })
     }

@@ -194,6 +194,16 @@ async fn a_job_reaches_only_its_own_destination_whatever_the_configuration_becom
         (b.deliveries().len() >= b_before + 2).then_some(())
     })
     .await;
+    // Meanwhile A's jobs wait, and say for how long.
+    let id = a_jobs[0]["id"].as_str().unwrap_or_default();
+    let (_, waiting) = app
+        .admin(reqwest::Method::GET, &format!("/jobs/{id}"))
+        .await;
+    assert_eq!(waiting["state"], "pending", "{waiting}");
+    assert!(
+        waiting["overdueMs"].as_u64().unwrap_or(0) >= 1000,
+        "{waiting}"
+    );
     app.advance(Duration::from_secs(601));
     for job in &a_jobs {
         let id = job["id"].as_str().unwrap_or_default();
