@@ -486,3 +486,44 @@ async fn a_record_over_the_nats_max_payload_is_dead_at_once() {
     );
     js.delete_stream(&stream_name).await.expect("cleanup");
 }
+
+/// Issue 16, low 8: a 200 whose body is cut off mid-way still counts (the receiver said
+/// 200), and the attempt record says the answer did not arrive whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_cut_off_mid_way_is_recorded_as_such() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let _ = socket.read(&mut buf).await;
+            // Promises 100 bytes, sends 5, hangs up.
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort")
+                .await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    let app = TestApp::spawn_with_actions(&format!(
+        "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"http://{addr}/hook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+    ))
+    .await;
+    let c = unique("cut");
+    assert_eq!(app.end(&c).await.0, 200);
+    let jobs = app.settled_jobs(&c, 1).await;
+    assert_eq!(jobs[0]["state"], "succeeded");
+    let id = jobs[0]["id"].as_str().unwrap_or_default();
+    let (_, job) = app
+        .admin(reqwest::Method::GET, &format!("/jobs/{id}"))
+        .await;
+    let response = job["attemptLog"][0]["response"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        response.starts_with("short") && response.contains("cut off"),
+        "{job}"
+    );
+}
