@@ -84,7 +84,7 @@ impl Runner {
             .flat_map(|b| {
                 b.on_end
                     .iter()
-                    .map(move |a| ((b.id.clone(), a.kind.destination()), a.clone()))
+                    .map(move |a| ((b.id.clone(), a.kind.destination(&b.id)), a.clone()))
             })
             .collect();
         let known = std::iter::once(String::new())
@@ -161,12 +161,13 @@ impl Runner {
 
 /// The references the store needs to schedule a bot's jobs.
 pub fn action_refs(bot: &BotSettings) -> Arc<[ActionRef]> {
+    let id = &bot.id;
     bot.on_end
         .iter()
         .map(|a| ActionRef {
             name: a.name.clone(),
             kind: a.kind.name(),
-            destination: a.kind.destination(),
+            destination: a.kind.destination(id),
             max_attempts: a.retry.max_attempts,
         })
         .collect()

@@ -193,7 +193,11 @@ async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, clock: &dyn Clock, 
             Some(a) if job.attempt < job.max_attempts => {
                 let delay = match result.next {
                     // The receiver said when; the action's longest wait still bounds it.
-                    super::Advice::After(wait) => wait.min(a.retry.max_delay),
+                    // (never sooner than the action's first delay: `Retry-After: 0` forever
+                    // would be a tight loop).
+                    super::Advice::After(wait) => {
+                        wait.clamp(a.retry.initial_delay, a.retry.max_delay)
+                    }
                     _ => a.retry.delay(job.attempt, fastrand::f64()),
                 };
                 NextStep::RetryAt(Timestamp::from_millis(

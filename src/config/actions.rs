@@ -125,6 +125,19 @@ pub(super) fn validate_action(
             }
         }
     };
+    // Two actions of one bot with one destination would be one identity for two settings
+    // (secret, headers, retry): refused.
+    if let Some(j) = earlier
+        .iter()
+        .position(|e| e.kind.destination("") == kind.destination(""))
+    {
+        return Err(cerr(
+            k("url"),
+            format!(
+                "is the same destination as on_end[{j}] (kind and target); two actions of one bot may not share one"
+            ),
+        ));
+    }
     let (name, timeout, retry) = a.common();
     let kind_name = a.kind();
     let name = match name {

@@ -187,18 +187,22 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
-    /// The destination's identity: its kind and target (URL, subject, key templates), hashed.
-    /// Jobs carry it, and a job runs only against the action with the same identity, so a
-    /// reorder, rename or removal in the configuration can never hand a job to another
-    /// destination. A secret or a header is not part of it: rotating one keeps the jobs.
-    pub fn destination(&self) -> String {
+    /// The identity of this action of `bot_id`: the bot, the kind and the target (URL
+    /// without its credentials, subject, key templates), hashed. Jobs carry it, and a job
+    /// runs only against the action with the same identity, so a reorder, rename or
+    /// removal in the configuration can never hand a job to another destination (or
+    /// another bot's). Secrets, headers and URL credentials are not part of it: rotating
+    /// one keeps the jobs.
+    pub fn destination(&self, bot_id: &str) -> String {
         use sha2::{Digest, Sha256};
         let target = match self {
-            ActionKind::Webhook { url, .. } => url.to_string(),
-            ActionKind::Nats { url, subject } => format!("{url}\n{subject}"),
-            ActionKind::RedisCleanup { url, keys } => format!("{url}\n{}", keys.join("\n")),
+            ActionKind::Webhook { url, .. } => without_credentials(url.as_str()),
+            ActionKind::Nats { url, subject } => format!("{}\n{subject}", without_credentials(url)),
+            ActionKind::RedisCleanup { url, keys } => {
+                format!("{}\n{}", without_credentials(url), keys.join("\n"))
+            }
         };
-        let digest = Sha256::digest(format!("{}\n{target}", self.name()).as_bytes());
+        let digest = Sha256::digest(format!("{bot_id}\n{}\n{target}", self.name()).as_bytes());
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
@@ -283,5 +287,18 @@ impl fmt::Debug for ActionKind {
                 .field("keys", keys)
                 .finish(),
         }
+    }
+}
+
+/// A URL as its destination is identified: parsed (so equal URLs compare equal), without
+/// user name or password.
+fn without_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => url.to_owned(),
     }
 }

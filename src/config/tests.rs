@@ -89,3 +89,22 @@ fn durations_are_typed_and_zero_is_refused_where_it_would_spin() {
         "workers.poll_interval: must be longer than 0s"
     );
 }
+
+#[test]
+fn two_actions_of_one_bot_may_not_share_a_destination() {
+    let hook = |secret: &str| {
+        format!(
+            "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"https://crm.example/hook\"\nsecret = \"{secret}\"\n"
+        )
+    };
+    let text = format!(
+        "{APP}\n[[bots]]\nid = \"st-1\"\napps = [\"cs-1\"]\n{}{}",
+        hook("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        hook("whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm")
+    );
+    let err = check(&text).err().unwrap();
+    assert!(
+        err.starts_with("bots[0].on_end[1].url: is the same destination as on_end[0]"),
+        "{err}"
+    );
+}

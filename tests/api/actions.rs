@@ -68,7 +68,8 @@ async fn duplicate_ends_never_create_a_second_set_of_jobs() {
     let tail = format!(
         "{}{}",
         webhook_action(&receiver.url, ""),
-        webhook_action(&receiver.url, "name = \"crm\"")
+        // The same receiver, another destination (two actions of a bot may not share one).
+        webhook_action(&format!("{}?to=crm", receiver.url), "name = \"crm\"")
     );
     let app = TestApp::spawn_with_actions(&tail).await;
     let c = unique("dupjobs");

@@ -97,7 +97,9 @@ fn two_webhooks(a: &Receiver, b: &Receiver, which: &[char]) -> String {
             "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n{retry}\n"
         ));
     }
-    tail + "[workers]\norphan_after = \"10m\"\n"
+    // Longer than the retry delay (48 to 60 min with jitter), so a waiting job is overdue
+    // by less than this when the hour has passed.
+    tail + "[workers]\norphan_after = \"2h\"\n"
 }
 
 /// Every job of `conversations` failed once and waits for its retry.
@@ -204,7 +206,7 @@ async fn a_job_reaches_only_its_own_destination_whatever_the_configuration_becom
         waiting["overdueMs"].as_u64().unwrap_or(0) >= 1000,
         "{waiting}"
     );
-    app.advance(Duration::from_secs(601));
+    app.advance(Duration::from_secs(2 * 3600 + 1));
     for job in &a_jobs {
         let id = job["id"].as_str().unwrap_or_default();
         let orphaned = eventually("A's job is orphaned", || async {

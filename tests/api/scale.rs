@@ -479,7 +479,13 @@ async fn during_a_rolling_deploy_no_instance_takes_a_job_it_cannot_deliver() {
         )
     };
     let old = hook("a", &a.url);
-    let new = format!("{old}{}", hook("b", &b.url));
+    // The new configuration also adds a bot whose webhook posts to A's receiver: the same
+    // URL, another bot, so another destination the old instance does not know.
+    let new = format!(
+        "{old}{}[[bots]]\nid = \"st-rolling-new\"\napps = [\"{HS256_APP}\"]\n{}",
+        hook("b", &b.url),
+        hook("a", &a.url)
+    );
     let cluster = Cluster::start_each(&[&old, &new]);
     let client = client();
     let token = token();
@@ -494,7 +500,19 @@ async fn during_a_rolling_deploy_no_instance_takes_a_job_it_cannot_deliver() {
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
-    let jobs = cluster.wait_all_succeeded(&cluster.bases[0], 200).await;
+    for i in 0..20 {
+        let mut body = seed_with(&format!("deploy-new-bot-{i:02}"));
+        body["botId"] = serde_json::json!("st-rolling-new");
+        let resp = client
+            .post(format!("{new_base}/agentai/api/v1/hooks/st-rolling-new"))
+            .header("token", &token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let jobs = cluster.wait_all_succeeded(&cluster.bases[0], 220).await;
     assert!(jobs.iter().all(|j| j["state"] == "succeeded"));
     let delivered = |r: &Receiver| {
         r.deliveries()
@@ -502,7 +520,7 @@ async fn during_a_rolling_deploy_no_instance_takes_a_job_it_cannot_deliver() {
             .map(|d| d.id())
             .collect::<HashSet<_>>()
     };
-    assert_eq!(delivered(&a).len(), 100);
+    assert_eq!(delivered(&a).len(), 120, "the new bot's jobs too");
     assert_eq!(
         delivered(&b).len(),
         100,
