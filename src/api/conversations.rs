@@ -111,6 +111,7 @@ pub async fn list_conversations(
 ) -> Result<Json<ConversationPage>, ApiError> {
     let Query(q) = query?;
     let filter = ConversationFilter {
+        tags: q.tags()?,
         status: q.status,
         from: q.from.map(millis),
         to: q.to.map(millis),
@@ -328,6 +329,51 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only conversations one of whose agents has this `identity`.
+    pub agent: Option<String>,
+    /// Only conversations one of whose agents has this `customFields.queueId` or
+    /// `customFields.queueName`.
+    pub queue: Option<String>,
+    /// Only conversations that ended with this `reason`.
+    pub reason: Option<String>,
+    /// Only conversations with this `experience`.
+    pub experience: Option<String>,
+    /// Only conversations with an anomaly of this code; `any` for any anomaly.
+    pub anomaly: Option<String>,
+}
+
+impl ListQuery {
+    /// The filters as tags, the most selective first (the store reads the first one's
+    /// index range and checks the others per row).
+    pub fn tags(&self) -> Result<Vec<String>, ApiError> {
+        use crate::domain::tags::{ANY_ANOMALY, MAX_VALUE_BYTES, TagKind, tag};
+        let mut tags = Vec::new();
+        let mut any_anomaly = false;
+        let given = [
+            ("anomaly", TagKind::Anomaly, &self.anomaly),
+            ("agent", TagKind::Agent, &self.agent),
+            ("queue", TagKind::Queue, &self.queue),
+            ("reason", TagKind::Reason, &self.reason),
+            ("experience", TagKind::Experience, &self.experience),
+        ];
+        for (name, kind, value) in given {
+            let Some(value) = value else { continue };
+            if value.is_empty() || value.len() > MAX_VALUE_BYTES {
+                return Err(ApiError::BadRequest(format!(
+                    "{name}: must be 1 to {MAX_VALUE_BYTES} bytes"
+                )));
+            }
+            if kind == TagKind::Anomaly && value == "any" {
+                any_anomaly = true;
+            } else {
+                tags.push(tag(kind, value));
+            }
+        }
+        if any_anomaly {
+            tags.push(ANY_ANOMALY.to_owned());
+        }
+        Ok(tags)
+    }
 }
 
 /// The event log's and the transcript's query.

@@ -57,6 +57,9 @@ pub struct Plan<'a> {
     /// `state` as stored (JSON), serialized once here, where its size is checked.
     pub state_json: String,
     pub appends: Vec<Append<'a>>,
+    /// What the conversation can be found by after this write (see [`super::tags`]); the
+    /// store replaces its tags with these.
+    pub tags: Vec<String>,
     /// Present only when this write ended the conversation and the bot has actions.
     pub jobs: Option<Jobs>,
     pub outcome: Accepted,
@@ -230,6 +233,7 @@ fn plan_events<'a>(
             duplicate_ends,
             ended,
         },
+        tags: conv.tags(),
         state: conv,
         state_json,
         appends,
@@ -281,6 +285,7 @@ pub fn plan_expiry(
     let jobs = jobs(target, &conv, on_end);
     Some(Plan {
         state_json: state_json(&conv),
+        tags: conv.tags(),
         state: conv,
         appends: vec![Append {
             seq,

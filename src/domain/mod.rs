@@ -11,6 +11,7 @@ pub mod payload;
 pub mod record;
 pub mod retry;
 pub mod strict_json;
+pub mod tags;
 pub mod time;
 
 pub use conversation::{Anomaly, Applied, Conversation, EndedAfter, Status};

@@ -211,6 +211,9 @@ pub enum RetryTarget {
 #[derive(Debug, Clone, Default)]
 pub struct ConversationFilter {
     pub status: Option<Status>,
+    /// Only conversations carrying every one of these tags ([`crate::domain::tags`]);
+    /// the first is read through its index, so the most selective should come first.
+    pub tags: Vec<String>,
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
     pub limit: usize,

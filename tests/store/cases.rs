@@ -919,3 +919,108 @@ pub async fn unknown_destinations_are_left_then_orphaned_and_decided(
         Some(false)
     );
 }
+
+/// The list's filters: by agent, queue, anomaly (code or any), reason and status, each
+/// alone and combined, newest first, paged, and kept current as a conversation changes.
+pub async fn lists_filter_by_agent_queue_anomaly_and_reason(store: &S, clock: &ManualClock) {
+    let entry_q = |agent: &str, queue: &str| {
+        json!({"name": "INTERNAL_TRANSFER_EVENT", "transfertype": "NA", "transition": "entry", "experience": "voice",
+               "participant": {"identity": agent, "name": agent, "type": "agent",
+                               "customFields": {"queueId": queue, "queueName": format!("name-{queue}")}}})
+    };
+    for i in 0..40 {
+        let c = format!("tag-{i:02}");
+        let mut evs = vec![entry_q(&format!("a{}", i % 4), &format!("q{}", i % 3))];
+        if i % 5 == 0 {
+            // A second NA entry: the anomaly `repeated_na_entry`.
+            evs.push(entry_q("x", "q9"));
+        }
+        if i % 2 == 0 {
+            evs.push(end());
+        }
+        store
+            .ingest(ingest(&c, events(&c, json!(evs)), actions(&[])))
+            .await
+            .unwrap();
+        clock.advance(Duration::from_millis(5));
+    }
+    let list = |tags: &[&str], status: Option<Status>, limit: usize| {
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        async move {
+            let mut seen = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store
+                    .list_conversations(
+                        BOT,
+                        ConversationFilter {
+                            tags: tags.clone(),
+                            status,
+                            limit,
+                            after: after.clone(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                let Some(last) = page.last() else { break };
+                after = Some((last.sort_at, last.conversation.conversation_id.clone()));
+                seen.extend(page.into_iter().map(|l| l.conversation.conversation_id));
+            }
+            seen
+        }
+    };
+    let expect = |keep: &dyn Fn(usize) -> bool| -> Vec<String> {
+        (0..40)
+            .rev()
+            .filter(|i| keep(*i))
+            .map(|i| format!("tag-{i:02}"))
+            .collect()
+    };
+    assert_eq!(list(&["agent:a1"], None, 3).await, expect(&|i| i % 4 == 1));
+    assert_eq!(list(&["queue:q2"], None, 50).await, expect(&|i| i % 3 == 2));
+    assert_eq!(
+        list(&["queue:name-q0"], None, 4).await,
+        expect(&|i| i % 3 == 0)
+    );
+    // An end with agents still active is an anomaly of its own.
+    assert_eq!(
+        list(&["anomaly"], None, 2).await,
+        expect(&|i| i % 5 == 0 || i % 2 == 0)
+    );
+    assert_eq!(
+        list(&["anomaly:repeated_na_entry"], None, 50).await,
+        expect(&|i| i % 5 == 0)
+    );
+    assert_eq!(list(&["agent:x"], None, 50).await, expect(&|i| i % 5 == 0));
+    assert_eq!(
+        list(&["reason:agent_initiated"], None, 50).await,
+        expect(&|i| i % 2 == 0)
+    );
+    assert_eq!(
+        list(
+            &["agent:a0", "anomaly:repeated_na_entry"],
+            Some(Status::Ended),
+            1
+        )
+        .await,
+        expect(&|i| i % 4 == 0 && i % 5 == 0)
+    );
+    assert_eq!(
+        list(&["agent:a3"], Some(Status::Active), 50).await,
+        expect(&|i| i % 4 == 3 && i % 2 == 1)
+    );
+    assert!(list(&["agent:nobody"], None, 50).await.is_empty());
+    // A later event moves the conversation to the top of its filters, and the end adds
+    // its reason.
+    let c = "tag-01";
+    store
+        .ingest(ingest(c, events(c, json!([end()])), actions(&[])))
+        .await
+        .unwrap();
+    assert_eq!(list(&["agent:a1"], None, 50).await[0], "tag-01");
+    assert_eq!(
+        list(&["reason:agent_initiated"], None, 50).await[0],
+        "tag-01"
+    );
+}

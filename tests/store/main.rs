@@ -124,4 +124,5 @@ both_stores!(
     expired_jtis_are_forgotten_and_live_ones_kept,
     pages_stop_at_their_byte_budget,
     unknown_destinations_are_left_then_orphaned_and_decided,
+    lists_filter_by_agent_queue_anomaly_and_reason,
 );

@@ -97,6 +97,7 @@ async fn write_plan(
     now: Timestamp,
 ) -> Result<(), StoreError> {
     save(conn, target, plan).await?;
+    write_tags(conn, target, plan).await?;
     for a in &plan.appends {
         sqlx::query(
             "INSERT INTO events (bot_id, conversation_id, seq, name, received_at, body) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -113,6 +114,36 @@ async fn write_plan(
     if let Some(j) = &plan.jobs {
         jobs::schedule(conn, target, j, now).await?;
     }
+    Ok(())
+}
+
+/// Replaces the conversation's tags with the plan's, at its new sort time, in one
+/// statement (the two parts touch different rows).
+async fn write_tags(
+    conn: &mut PgConnection,
+    target: Target<'_>,
+    plan: &Plan<'_>,
+) -> Result<(), StoreError> {
+    let sort_at = plan
+        .state
+        .ended_at
+        .unwrap_or(plan.state.last_event_at)
+        .millis();
+    sqlx::query(
+        "WITH gone AS (
+             DELETE FROM conversation_tags
+             WHERE bot_id = $1 AND conversation_id = $2 AND NOT (tag = ANY($3)))
+         INSERT INTO conversation_tags (bot_id, conversation_id, tag, sort_at)
+         SELECT $1, $2, t, $4 FROM unnest($3::text[]) t
+         ON CONFLICT (bot_id, conversation_id, tag) DO UPDATE SET sort_at = EXCLUDED.sort_at
+         WHERE conversation_tags.sort_at <> EXCLUDED.sort_at",
+    )
+    .bind(target.bot_id)
+    .bind(target.conversation_id)
+    .bind(&plan.tags)
+    .bind(sort_at)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -245,30 +276,61 @@ pub(super) async fn list(
              SELECT conversation_id, sort_at, state,
                     sum(octet_length(state)) OVER (ORDER BY sort_at DESC, conversation_id DESC)
                         - octet_length(state) AS before
-             FROM (SELECT conversation_id, sort_at, state FROM conversations WHERE bot_id = ",
+             FROM (",
     );
-    q.push_bind(bot_id);
+    // Unfiltered, the conversations' sort index; with tags, the first tag's index range
+    // (the API puts the most selective first) and a key lookup for each other tag.
+    let k = match f.tags.split_first() {
+        None => {
+            q.push("SELECT c.conversation_id, c.sort_at, c.state FROM conversations c WHERE c.bot_id = ")
+                .push_bind(bot_id);
+            "c"
+        }
+        Some((first, rest)) => {
+            q.push(
+                "SELECT t.conversation_id, t.sort_at, c.state FROM conversation_tags t
+                 JOIN conversations c ON c.bot_id = t.bot_id AND c.conversation_id = t.conversation_id
+                 WHERE t.bot_id = ",
+            )
+            .push_bind(bot_id)
+            .push(" AND t.tag = ")
+            .push_bind(first.clone());
+            for tag in rest {
+                q.push(
+                    " AND EXISTS (SELECT 1 FROM conversation_tags x
+                       WHERE x.bot_id = t.bot_id AND x.conversation_id = t.conversation_id AND x.tag = ",
+                )
+                .push_bind(tag.clone())
+                .push(")");
+            }
+            "t"
+        }
+    };
     if let Some(status) = f.status {
-        q.push(" AND status = ").push_bind(status.as_str());
+        q.push(" AND c.status = ").push_bind(status.as_str());
     }
     if let Some(from) = f.from {
-        q.push(" AND sort_at >= ").push_bind(from.millis());
+        q.push(format!(" AND {k}.sort_at >= "))
+            .push_bind(from.millis());
     }
     if let Some(to) = f.to {
-        q.push(" AND sort_at <= ").push_bind(to.millis());
+        q.push(format!(" AND {k}.sort_at <= "))
+            .push_bind(to.millis());
     }
     if let Some((at, id)) = &f.after {
-        q.push(" AND (sort_at, conversation_id) < (")
+        q.push(format!(" AND ({k}.sort_at, {k}.conversation_id) < ("))
             .push_bind(at.millis())
             .push(", ")
             .push_bind(id.clone())
             .push(")");
     }
-    q.push(" ORDER BY sort_at DESC, conversation_id DESC LIMIT ")
-        .push_bind(f.limit as i64)
-        .push(") page) counted WHERE before < ")
-        .push_bind(budget(f.max_bytes))
-        .push(" ORDER BY sort_at DESC, conversation_id DESC");
+    q.push(format!(
+        " ORDER BY {k}.sort_at DESC, {k}.conversation_id DESC LIMIT "
+    ))
+    .push_bind(f.limit as i64)
+    .push(") page) counted WHERE before < ")
+    .push_bind(budget(f.max_bytes))
+    .push(" ORDER BY sort_at DESC, conversation_id DESC");
     let rows = q.build().fetch_all(pool).await?;
     rows.iter()
         .map(|r| {

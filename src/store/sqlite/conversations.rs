@@ -110,7 +110,9 @@ fn write_plan(
     plan: &Plan<'_>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
+    let existed = id.is_some();
     let id = save(conn, id, target, plan)?;
+    write_tags(conn, (id, existed), target, plan)?;
     let mut append = conn.prepare_cached(
         "INSERT INTO events (conversation, seq, name, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
@@ -125,6 +127,37 @@ fn write_plan(
     }
     if let Some(j) = &plan.jobs {
         jobs::schedule(conn, target, j, now)?;
+    }
+    Ok(())
+}
+
+/// Replaces the conversation's tags with the plan's, at its new sort time.
+fn write_tags(
+    conn: &Connection,
+    (id, existed): (i64, bool),
+    target: Target<'_>,
+    plan: &Plan<'_>,
+) -> Result<(), StoreError> {
+    if existed {
+        conn.prepare_cached("DELETE FROM conversation_tags WHERE conversation = ?1")?
+            .execute([id])?;
+    }
+    let sort_at = plan
+        .state
+        .ended_at
+        .unwrap_or(plan.state.last_event_at)
+        .millis();
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO conversation_tags (conversation, tag, bot_id, sort_at, conversation_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for tag in &plan.tags {
+        insert.execute(params![
+            id,
+            tag,
+            target.bot_id,
+            sort_at,
+            target.conversation_id
+        ])?;
     }
     Ok(())
 }
@@ -270,32 +303,57 @@ pub(super) fn list(
     bot_id: &str,
     f: &ConversationFilter,
 ) -> Result<Vec<ListedConversation>, StoreError> {
-    let mut sql =
-        String::from("SELECT conversation_id, sort_at, state FROM conversations WHERE bot_id = ?1");
+    // Unfiltered, the conversations' sort index; with tags, the first tag's index range
+    // (the API puts the most selective first) and a key lookup for each other tag.
     let mut args: Vec<rusqlite::types::Value> = vec![bot_id.to_owned().into()];
+    let (mut sql, k) = match f.tags.split_first() {
+        None => (
+            String::from(
+                "SELECT c.conversation_id, c.sort_at, c.state FROM conversations c WHERE c.bot_id = ?1",
+            ),
+            "c",
+        ),
+        Some((first, rest)) => {
+            args.push(first.clone().into());
+            let mut sql = String::from(
+                "SELECT t.conversation_id, t.sort_at, c.state
+                 FROM conversation_tags t INDEXED BY conversation_tags_find
+                 JOIN conversations c ON c.id = t.conversation
+                 WHERE t.bot_id = ?1 AND t.tag = ?2",
+            );
+            for tag in rest {
+                args.push(tag.clone().into());
+                sql.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM conversation_tags x WHERE x.conversation = t.conversation AND x.tag = ?{})",
+                    args.len()
+                ));
+            }
+            (sql, "t")
+        }
+    };
     if let Some(status) = f.status {
         args.push(status.as_str().to_owned().into());
-        sql.push_str(&format!(" AND status = ?{}", args.len()));
+        sql.push_str(&format!(" AND c.status = ?{}", args.len()));
     }
     if let Some(from) = f.from {
         args.push(from.millis().into());
-        sql.push_str(&format!(" AND sort_at >= ?{}", args.len()));
+        sql.push_str(&format!(" AND {k}.sort_at >= ?{}", args.len()));
     }
     if let Some(to) = f.to {
         args.push(to.millis().into());
-        sql.push_str(&format!(" AND sort_at <= ?{}", args.len()));
+        sql.push_str(&format!(" AND {k}.sort_at <= ?{}", args.len()));
     }
     if let Some((at, id)) = &f.after {
         args.push(at.millis().into());
         args.push(id.clone().into());
         let (a, b) = (args.len() - 1, args.len());
         sql.push_str(&format!(
-            " AND (sort_at < ?{a} OR (sort_at = ?{a} AND conversation_id < ?{b}))"
+            " AND ({k}.sort_at < ?{a} OR ({k}.sort_at = ?{a} AND {k}.conversation_id < ?{b}))"
         ));
     }
     args.push((f.limit as i64).into());
     sql.push_str(&format!(
-        " ORDER BY sort_at DESC, conversation_id DESC LIMIT ?{}",
+        " ORDER BY {k}.sort_at DESC, {k}.conversation_id DESC LIMIT ?{}",
         args.len()
     ));
     let mut stmt = conn.prepare_cached(&sql)?;
