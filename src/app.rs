@@ -73,6 +73,7 @@ impl App {
             after: settings.workers.orphan_after,
         };
         let workers = Workers::start(store.clone(), runner, &settings.workers, clock.clone());
+        let traffic = Arc::new(crate::traffic::Traffic::default());
         let state = Arc::new(AppState {
             store: store.clone(),
             clock: clock.clone(),
@@ -99,6 +100,7 @@ impl App {
             limits,
             server: settings.server.clone(),
             metrics: crate::telemetry::metrics(),
+            traffic: traffic.clone(),
         });
         let cancel = CancellationToken::new();
         let sweeper = tokio::spawn(crate::sweeper::run(
@@ -106,6 +108,13 @@ impl App {
             settings.bots.clone(),
             orphans,
             workers.waker(),
+            traffic.clone(),
+            cancel.clone(),
+            clock.clone(),
+        ));
+        tokio::spawn(crate::traffic::run(
+            store.clone(),
+            traffic,
             cancel.clone(),
             clock,
         ));
@@ -255,6 +264,7 @@ async fn serve(
     let _ = sweeper.await;
     tracing::info!("stopping workers: letting running attempts finish");
     workers.shutdown().await;
+    state.traffic.flush(&*store).await;
     store.close().await;
     tracing::info!("stopped");
 }

@@ -40,6 +40,7 @@ pub mod redact;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
+pub mod traffic;
 
 pub use app::App;
 

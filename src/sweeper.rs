@@ -50,6 +50,7 @@ pub async fn run(
     bots: Vec<BotSettings>,
     orphans: Orphans,
     wake_workers: Arc<Notify>,
+    traffic: Arc<crate::traffic::Traffic>,
     cancel: CancellationToken,
     clock: SharedClock,
 ) {
@@ -66,7 +67,15 @@ pub async fn run(
         orphan(&*store, clock.now(), &orphans).await;
         for (bot, on_end) in bots.iter().zip(&on_end) {
             if let Some(timeout) = bot.inactivity_timeout {
-                expire(&*store, &*clock, bot, timeout, on_end, &wake_workers).await;
+                expire(
+                    &*store,
+                    &*clock,
+                    bot,
+                    timeout,
+                    on_end,
+                    (&wake_workers, &traffic),
+                )
+                .await;
             }
             if bot.retention != Default::default() {
                 purge(&*store, clock.now(), bot).await;
@@ -85,7 +94,7 @@ async fn expire(
     bot: &BotSettings,
     timeout: Duration,
     on_end: &Arc<[crate::store::ActionRef]>,
-    wake_workers: &Notify,
+    (wake_workers, traffic): (&Notify, &crate::traffic::Traffic),
 ) {
     loop {
         let idle_since = Timestamp::from_millis(clock.now().millis() - timeout.as_millis() as i64);
@@ -106,6 +115,8 @@ async fn expire(
                     metrics::counter!("wrapup_conversations_ended_total")
                         .increment(ended.len() as u64);
                     tracing::info!(bot_id = %bot.id, count = ended.len(), "ended conversations for inactivity");
+                    let n = ended.len() as u64;
+                    traffic.record(clock.now(), n, n, 0);
                     if !on_end.is_empty() {
                         wake_workers.notify_one();
                     }

@@ -21,6 +21,12 @@ pub struct JobsQuery {
     pub state: Option<JobState>,
     pub bot: Option<String>,
     pub conversation: Option<String>,
+    /// The action's name.
+    pub action: Option<String>,
+    /// RFC 3339: only jobs created at or after this instant.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>)]
+    pub since: Option<time::OffsetDateTime>,
     /// 1 to 1000, default 50.
     pub limit: Option<usize>,
     /// `nextCursor` of the previous page.
@@ -68,6 +74,8 @@ pub async fn list_jobs(
             state: q.state,
             bot_id: q.bot,
             conversation_id: q.conversation,
+            action: q.action,
+            since: q.since.map(crate::domain::Timestamp::from_offset),
             limit,
             before: q.cursor,
         })
@@ -130,6 +138,13 @@ pub async fn retry_job(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Retried>, ApiError> {
     let Path(id) = path?;
+    let retried = retry_one(&state, id).await?;
+    Ok(Json(Retried { retried }))
+}
+
+/// Retries one dead job (the admin API's and the console's button): a conflict names
+/// why a job cannot be retried.
+pub(crate) async fn retry_one(state: &AppState, id: String) -> Result<u64, ApiError> {
     // A dead job whose destination is gone would only die again (or wait, orphaned).
     if let Some(job) = state.store.job(&id).await?
         && job.state == JobState::Dead
@@ -158,7 +173,7 @@ pub async fn retry_job(
         };
     }
     state.wake.notify_one();
-    Ok(Json(Retried { retried }))
+    Ok(retried)
 }
 
 #[utoipa::path(
@@ -176,16 +191,7 @@ pub async fn retry_bot(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Retried>, ApiError> {
     let Path(bot) = path?;
-    // Only jobs whose destination is in the configuration: the others would die again.
-    let known = std::iter::once(String::new())
-        .chain(
-            state
-                .plans
-                .get(&bot)
-                .into_iter()
-                .flat_map(|b| b.on_end.iter().map(|a| a.destination.clone())),
-        )
-        .collect();
+    let known = known_of(&state, &bot);
     let retried = state
         .store
         .retry_dead(RetryTarget::DeadOfBot { bot, known })
@@ -300,4 +306,18 @@ async fn settle(
         )));
     }
     Ok(Json(job))
+}
+
+/// The destinations of a bot's actions (and `""`, the jobs from before destinations): only
+/// jobs for these are retried, the others would die again.
+pub(crate) fn known_of(state: &AppState, bot: &str) -> crate::store::Known {
+    std::iter::once(String::new())
+        .chain(
+            state
+                .plans
+                .get(bot)
+                .into_iter()
+                .flat_map(|b| b.on_end.iter().map(|a| a.destination.clone())),
+        )
+        .collect()
 }

@@ -69,7 +69,7 @@ pub const PAGE_BYTES: usize = 4 << 20;
 pub const EVENT_PAGE_BYTES: usize = 4 << 20;
 
 fn millis(t: OffsetDateTime) -> Timestamp {
-    Timestamp::from_millis((t.unix_timestamp_nanos() / 1_000_000) as i64)
+    Timestamp::from_offset(t)
 }
 
 fn encode_cursor(at: Timestamp, id: &str) -> String {

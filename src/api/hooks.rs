@@ -97,6 +97,12 @@ pub async fn hook(
             ended,
         } => {
             metrics::counter!("wrapup_events_stored_total").increment(stored as u64);
+            state.traffic.record(
+                state.clock.now(),
+                stored as u64,
+                ended as u64,
+                duplicate_ends as u64,
+            );
             if ended {
                 metrics::counter!("wrapup_conversations_ended_total").increment(1);
                 if schedules_jobs {

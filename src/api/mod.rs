@@ -6,6 +6,7 @@ pub mod auth;
 pub mod conversations;
 pub mod error;
 pub mod hooks;
+pub mod insight;
 pub mod openapi;
 pub mod ops;
 
@@ -50,6 +51,8 @@ pub struct AppState {
     pub limits: Limits,
     pub server: ServerSettings,
     pub metrics: PrometheusHandle,
+    /// This instance's traffic counts for the console's charts.
+    pub traffic: Arc<crate::traffic::Traffic>,
 }
 
 /// Every documented route: the OpenAPI document is built from these same registrations.
@@ -68,6 +71,10 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(admin::retry_bot))
         .routes(routes!(admin::discard_job))
         .routes(routes!(admin::repoint_job))
+        .routes(routes!(insight::find_conversation))
+        .routes(routes!(insight::bulk_retry))
+        .routes(routes!(insight::destinations))
+        .routes(routes!(insight::overview))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

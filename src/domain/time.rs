@@ -18,6 +18,11 @@ impl Timestamp {
         self.0
     }
 
+    /// The instant, to the millisecond.
+    pub fn from_offset(t: OffsetDateTime) -> Self {
+        Self((t.unix_timestamp_nanos() / 1_000_000) as i64)
+    }
+
     /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-26T14:08:06.123Z`.
     pub fn to_rfc3339(self) -> String {
         OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)

@@ -99,6 +99,33 @@ pub trait Store: Send + Sync + 'static {
 
     async fn job_stats(&self) -> Result<JobStats, StoreError>;
 
+    /// Up to `limit` conversations with this id, across bots, newest first.
+    async fn find_conversation(
+        &self,
+        conversation_id: &str,
+        limit: usize,
+    ) -> Result<Vec<FoundConversation>, StoreError>;
+
+    /// Job counts per bot, action and state, and up to `limit` attempts started since
+    /// `since`, newest first.
+    async fn destination_rows(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<DestinationRows, StoreError>;
+
+    /// Adds an instance's counts to the traffic buckets (summed with other instances').
+    async fn add_traffic(&self, buckets: Vec<TrafficBucket>) -> Result<(), StoreError>;
+
+    /// The traffic buckets since `since`, oldest first.
+    async fn traffic(&self, since: Timestamp) -> Result<Vec<TrafficBucket>, StoreError>;
+
+    /// How many conversations are active, across bots.
+    async fn count_active(&self) -> Result<u64, StoreError>;
+
+    /// Removes traffic buckets older than `before`; returns how many.
+    async fn purge_traffic(&self, before: Timestamp) -> Result<u64, StoreError>;
+
     /// Succeeds when the store can take writes and answer reads.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -174,6 +174,10 @@ pub struct JobFilter {
     pub state: Option<JobState>,
     pub bot_id: Option<String>,
     pub conversation_id: Option<String>,
+    /// The action's name.
+    pub action: Option<String>,
+    /// Only jobs created at or after this instant.
+    pub since: Option<Timestamp>,
     pub limit: usize,
     /// List jobs older than this cursor (newest first).
     pub before: Option<i64>,
@@ -204,6 +208,54 @@ pub enum RetryTarget {
         bot: String,
         known: Known,
     },
+    /// Every dead job of one action of a bot created at or after `since` (a destination
+    /// that failed for a while, fixed now), if its destination is one of `known`.
+    DeadOfAction {
+        bot: String,
+        action: String,
+        since: Timestamp,
+        known: Known,
+    },
+}
+
+/// Where a conversation id is found, across bots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundConversation {
+    pub bot_id: String,
+    pub conversation_id: String,
+    pub status: Status,
+    pub sort_at: Timestamp,
+}
+
+/// One destination's jobs: counts by state, and its attempts since a given instant
+/// (newest first, at most a bounded number).
+#[derive(Debug, Clone, Default)]
+pub struct DestinationRows {
+    /// `(bot, action, state, count)`.
+    pub counts: Vec<(String, String, JobState, u64)>,
+    pub attempts: Vec<RecentAttempt>,
+}
+
+/// An attempt as the destination statistics read it.
+#[derive(Debug, Clone)]
+pub struct RecentAttempt {
+    pub bot_id: String,
+    pub action: String,
+    pub started_at: Timestamp,
+    pub duration_ms: u64,
+    pub succeeded: bool,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// Traffic of one 10-second bucket, as counted by the instances (summed across them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficBucket {
+    /// Start of the bucket, in milliseconds since the epoch (a multiple of 10,000).
+    pub at_ms: i64,
+    pub events: u64,
+    pub ends: u64,
+    pub duplicate_ends: u64,
 }
 
 /// Which conversations of a bot to list, newest first by `endedAt` (or `lastEventAt`

@@ -174,3 +174,15 @@ pub(crate) const LOST_ATTEMPT: &str =
 /// The reason an orphaned job carries, as an SQL expression over its row (both stores).
 pub(crate) const ORPHANED: &str = "'the destination it was scheduled for (' || kind || ' action \"' || action || '\") \
     is not in the configuration (removed, or its kind or target changed); re-point it to an action or discard it'";
+
+/// A conversation's `status` column.
+pub(crate) fn parse_status(s: &str) -> Result<crate::domain::Status, StoreError> {
+    match s {
+        "active" => Ok(crate::domain::Status::Active),
+        "ended" => Ok(crate::domain::Status::Ended),
+        other => Err(StoreError::Corrupt {
+            what: format!("conversations.status has an unknown value {other:?}"),
+            source: None,
+        }),
+    }
+}

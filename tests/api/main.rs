@@ -14,6 +14,7 @@ mod destinations;
 mod errors;
 mod hooks;
 mod hostile;
+mod insight;
 mod lifecycle;
 mod openapi;
 mod ops;

@@ -169,6 +169,12 @@ pub(super) async fn list(pool: &PgPool, f: JobFilter) -> Result<Vec<JobView>, St
     if let Some(c) = &f.conversation_id {
         q.push(" AND conversation_id = ").push_bind(c.clone());
     }
+    if let Some(action) = &f.action {
+        q.push(" AND action = ").push_bind(action.clone());
+    }
+    if let Some(since) = f.since {
+        q.push(" AND created_at >= ").push_bind(since.millis());
+    }
     if let Some(before) = f.before {
         q.push(" AND seq < ").push_bind(before);
     }
@@ -204,11 +210,25 @@ pub(super) async fn retry_dead(
     target: RetryTarget,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    let (filter, value, known) = match &target {
-        RetryTarget::Job(id) => ("id = $2", id, None),
-        RetryTarget::DeadOfBot { bot, known } => {
-            ("bot_id = $2 AND destination = ANY($3)", bot, Some(known))
-        }
+    let (filter, value, known, action) = match &target {
+        RetryTarget::Job(id) => ("id = $2", id, None, None),
+        RetryTarget::DeadOfBot { bot, known } => (
+            "bot_id = $2 AND destination = ANY($3)",
+            bot,
+            Some(known),
+            None,
+        ),
+        RetryTarget::DeadOfAction {
+            bot,
+            action,
+            since,
+            known,
+        } => (
+            "bot_id = $2 AND destination = ANY($3) AND action = $4 AND created_at >= $5",
+            bot,
+            Some(known),
+            Some((action, since.millis())),
+        ),
     };
     let sql = format!(
         "UPDATE jobs SET state = 'pending', due_at = $1, updated_at = $1, max_attempts = attempts + budget
@@ -217,6 +237,10 @@ pub(super) async fn retry_dead(
     let query = sqlx::query(&sql).bind(now.millis()).bind(value);
     let query = match known {
         Some(known) => query.bind(&known[..]),
+        None => query,
+    };
+    let query = match action {
+        Some((action, since)) => query.bind(action).bind(since),
         None => query,
     };
     Ok(query.execute(pool).await?.rows_affected())

@@ -15,6 +15,7 @@
 mod conversations;
 mod jobs;
 mod schema;
+mod stats;
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use super::{
     IngestOutcome, JobFilter, JobStats, JobView, Known, ListedConversation, NextStep, Purge,
     RetryTarget, Store, StoreError, StoredConversation,
 };
+use super::{DestinationRows, FoundConversation, TrafficBucket};
 use crate::clock::SharedClock;
 use crate::config::StoreSettings;
 use crate::domain::{JtiUse, Timestamp};
@@ -165,6 +167,38 @@ impl Store for PostgresStore {
 
     async fn job_stats(&self) -> Result<JobStats, StoreError> {
         jobs::stats(&self.pool, self.now()).await
+    }
+
+    async fn find_conversation(
+        &self,
+        conversation_id: &str,
+        limit: usize,
+    ) -> Result<Vec<FoundConversation>, StoreError> {
+        stats::find_conversation(&self.pool, conversation_id, limit).await
+    }
+
+    async fn destination_rows(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<DestinationRows, StoreError> {
+        stats::destination_rows(&self.pool, since, limit).await
+    }
+
+    async fn add_traffic(&self, buckets: Vec<TrafficBucket>) -> Result<(), StoreError> {
+        stats::add_traffic(&self.pool, &buckets).await
+    }
+
+    async fn traffic(&self, since: Timestamp) -> Result<Vec<TrafficBucket>, StoreError> {
+        stats::traffic(&self.pool, since).await
+    }
+
+    async fn count_active(&self) -> Result<u64, StoreError> {
+        stats::count_active(&self.pool).await
+    }
+
+    async fn purge_traffic(&self, before: Timestamp) -> Result<u64, StoreError> {
+        stats::purge_traffic(&self.pool, before).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

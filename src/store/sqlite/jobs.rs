@@ -166,23 +166,38 @@ pub(super) fn retry_dead(
     target: &RetryTarget,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    let (filter, value, known) = match target {
-        RetryTarget::Job(id) => ("id = ?2", id, None),
-        RetryTarget::DeadOfBot { bot, known } => (
-            "bot_id = ?2 AND destination IN (SELECT value FROM json_each(?3))",
+    let mut args: Vec<rusqlite::types::Value> = vec![now.millis().into()];
+    let filter = match target {
+        RetryTarget::Job(id) => {
+            args.push(id.clone().into());
+            "id = ?2"
+        }
+        RetryTarget::DeadOfBot { bot, known } => {
+            args.extend([bot.clone().into(), known_json(known).into()]);
+            "bot_id = ?2 AND destination IN (SELECT value FROM json_each(?3))"
+        }
+        RetryTarget::DeadOfAction {
             bot,
-            Some(known_json(known)),
-        ),
+            action,
+            since,
+            known,
+        } => {
+            args.extend([
+                bot.clone().into(),
+                known_json(known).into(),
+                action.clone().into(),
+                since.millis().into(),
+            ]);
+            "bot_id = ?2 AND destination IN (SELECT value FROM json_each(?3)) AND action = ?4 AND created_at >= ?5"
+        }
     };
     let sql = format!(
         "UPDATE jobs SET state = 'pending', due_at = ?1, updated_at = ?1, max_attempts = attempts + budget
          WHERE state = 'dead' AND {filter}"
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let changed = match known {
-        Some(known) => stmt.execute(params![now.millis(), value, known])?,
-        None => stmt.execute(params![now.millis(), value])?,
-    };
+    let changed = conn
+        .prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(args))?;
     Ok(changed as u64)
 }
 
@@ -200,6 +215,14 @@ pub(super) fn list(conn: &Connection, f: &JobFilter) -> Result<Vec<JobView>, Sto
     if let Some(c) = &f.conversation_id {
         args.push(c.clone().into());
         sql.push_str(&format!(" AND conversation_id = ?{}", args.len()));
+    }
+    if let Some(action) = &f.action {
+        args.push(action.clone().into());
+        sql.push_str(&format!(" AND action = ?{}", args.len()));
+    }
+    if let Some(since) = f.since {
+        args.push(since.millis().into());
+        sql.push_str(&format!(" AND created_at >= ?{}", args.len()));
     }
     if let Some(before) = f.before {
         args.push(before.into());

@@ -11,6 +11,7 @@
 mod conversations;
 mod jobs;
 mod schema;
+mod stats;
 mod writer;
 
 use std::path::Path;
@@ -26,6 +27,7 @@ use super::{
     IngestOutcome, JobFilter, JobStats, JobView, Known, ListedConversation, NextStep, Purge,
     RetryTarget, Store, StoreError, StoredConversation,
 };
+use super::{DestinationRows, FoundConversation, TrafficBucket};
 use crate::clock::SharedClock;
 use crate::config::StoreSettings;
 use crate::domain::{JtiUse, Timestamp};
@@ -219,6 +221,42 @@ impl Store for SqliteStore {
     async fn job_stats(&self) -> Result<JobStats, StoreError> {
         let now = self.clock.now();
         self.read(move |conn| jobs::stats(conn, now)).await
+    }
+
+    async fn find_conversation(
+        &self,
+        conversation_id: &str,
+        limit: usize,
+    ) -> Result<Vec<FoundConversation>, StoreError> {
+        let id = conversation_id.to_owned();
+        self.read(move |conn| stats::find_conversation(conn, &id, limit))
+            .await
+    }
+
+    async fn destination_rows(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<DestinationRows, StoreError> {
+        self.read(move |conn| stats::destination_rows(conn, since, limit))
+            .await
+    }
+
+    async fn add_traffic(&self, buckets: Vec<TrafficBucket>) -> Result<(), StoreError> {
+        self.call(|reply| Command::Traffic(buckets, reply)).await
+    }
+
+    async fn traffic(&self, since: Timestamp) -> Result<Vec<TrafficBucket>, StoreError> {
+        self.read(move |conn| stats::traffic(conn, since)).await
+    }
+
+    async fn count_active(&self) -> Result<u64, StoreError> {
+        self.read(stats::count_active).await
+    }
+
+    async fn purge_traffic(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.call(|reply| Command::PurgeTraffic(before, reply))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -12,12 +12,12 @@ use std::time::Instant;
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{conversations, jobs};
+use super::{conversations, jobs, stats};
 use crate::clock::SharedClock;
 use crate::domain::{JtiUse, Timestamp};
 use crate::store::{
     AttemptRecord, ClaimedJob, Decision, Expiry, Ingest, IngestOutcome, Known, NextStep, Purge,
-    RetryTarget, StoreError,
+    RetryTarget, StoreError, TrafficBucket,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -34,6 +34,8 @@ pub(super) enum Command {
     Purge(String, Purge, usize, Reply<u64>),
     ConsumeJti(JtiUse, Reply<bool>),
     Ping(Reply<()>),
+    Traffic(Vec<TrafficBucket>, Reply<()>),
+    PurgeTraffic(Timestamp, Reply<u64>),
     Shutdown,
 }
 
@@ -176,6 +178,8 @@ fn execute(tx: &mut rusqlite::Transaction<'_>, cmd: Command, now: Timestamp) -> 
         Command::PurgeJti(before, limit, reply) => {
             pending(reply, conversations::purge_jti(tx, before, limit))
         }
+        Command::Traffic(buckets, reply) => pending(reply, stats::add_traffic(tx, &buckets)),
+        Command::PurgeTraffic(before, reply) => pending(reply, stats::purge_traffic(tx, before)),
         Command::Shutdown => return None,
     })
 }
@@ -193,7 +197,8 @@ fn refuse(cmd: Command, e: &StoreError) -> Option<Pending> {
         | Command::Purge(_, _, _, reply)
         | Command::PurgeJti(_, _, reply) => pending(reply, Err(e)),
         Command::Expire(_, reply) => pending(reply, Err(e)),
-        Command::Ping(reply) => pending(reply, Err(e)),
+        Command::Ping(reply) | Command::Traffic(_, reply) => pending(reply, Err(e)),
+        Command::PurgeTraffic(_, reply) => pending(reply, Err(e)),
         Command::Shutdown => return None,
     })
 }

@@ -35,3 +35,12 @@ SELECT DISTINCT bot_id, conversation_id, tag, sort_at FROM (
     SELECT bot_id, conversation_id, sort_at, 'experience:' || (state::jsonb ->> 'experience') FROM conversations
 ) t WHERE tag IS NOT NULL AND octet_length(tag) <= 268
     AND tag NOT IN ('agent:', 'queue:', 'anomaly:', 'reason:', 'experience:');
+-- The console's traffic charts: each instance adds its counts per 10-second bucket.
+CREATE TABLE traffic (
+    at_ms          BIGINT PRIMARY KEY,
+    events         BIGINT NOT NULL,
+    ends           BIGINT NOT NULL,
+    duplicate_ends BIGINT NOT NULL
+);
+-- Destination statistics read the attempts of the last day.
+CREATE INDEX attempts_by_start ON attempts (started_at);

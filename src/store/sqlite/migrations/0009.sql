@@ -35,3 +35,12 @@ SELECT id, tag, bot_id, sort_at, conversation_id FROM (
     SELECT id, bot_id, sort_at, conversation_id, 'experience:' || json_extract(state, '$.experience') FROM conversations
 ) WHERE tag IS NOT NULL AND length(CAST(tag AS BLOB)) <= 268
     AND tag NOT IN ('agent:', 'queue:', 'anomaly:', 'reason:', 'experience:');
+-- The console's traffic charts: each instance adds its counts per 10-second bucket.
+CREATE TABLE traffic (
+    at_ms          INTEGER PRIMARY KEY,
+    events         INTEGER NOT NULL,
+    ends           INTEGER NOT NULL,
+    duplicate_ends INTEGER NOT NULL
+);
+-- Destination statistics read the attempts of the last day.
+CREATE INDEX attempts_by_start ON attempts (started_at);
