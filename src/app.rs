@@ -101,6 +101,7 @@ impl App {
             server: settings.server.clone(),
             metrics: crate::telemetry::metrics(),
             traffic: traffic.clone(),
+            console_logins: Default::default(),
         });
         let cancel = CancellationToken::new();
         let sweeper = tokio::spawn(crate::sweeper::run(
@@ -187,7 +188,7 @@ async fn serve(
     let shed = Arc::new(Semaphore::new((server.max_connections / 2).max(128)));
     let graceful = GracefulShutdown::new();
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -208,7 +209,10 @@ async fn serve(
         match connections.clone().try_acquire_owned() {
             Ok(permit) => {
                 let router = router.clone();
-                let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                    // The client's address, for the console's per-address sign-in limit.
+                    req.extensions_mut()
+                        .insert(axum::Extension(axum::extract::ConnectInfo(peer)));
                     router.clone().oneshot(req)
                 });
                 let conn = graceful.watch(builder.serve_connection(io, service));

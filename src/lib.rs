@@ -35,6 +35,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod redact;
 pub mod store;

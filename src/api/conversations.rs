@@ -110,20 +110,21 @@ pub async fn list_conversations(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<ConversationPage>, ApiError> {
     let Query(q) = query?;
-    let filter = ConversationFilter {
-        tags: q.tags()?,
-        status: q.status,
-        from: q.from.map(millis),
-        to: q.to.map(millis),
-        limit: super::limit(q.limit, 50, 500)?,
-        after: q.cursor.as_deref().map(decode_cursor).transpose()?,
-        max_bytes: Some(PAGE_BYTES),
-    };
+    let filter = q.filter()?;
     // Only a request that is not refused uses its token's jti.
     let bot_id = caller.bot_id.clone();
     caller.use_jti(&state).await?;
+    Ok(Json(list_page(&state, &bot_id, filter).await?))
+}
+
+/// A page of a bot's conversations (the records API's and the console's).
+pub(crate) async fn list_page(
+    state: &AppState,
+    bot_id: &str,
+    filter: ConversationFilter,
+) -> Result<ConversationPage, ApiError> {
     let limit = filter.limit;
-    let page = state.store.list_conversations(&bot_id, filter).await?;
+    let page = state.store.list_conversations(bot_id, filter).await?;
     let bytes: usize = page.iter().map(|l| l.bytes).sum();
     let next = (page.len() == limit || bytes >= PAGE_BYTES)
         .then(|| {
@@ -134,17 +135,13 @@ pub async fn list_conversations(
     let records: Vec<ConversationRecord> = page
         .iter()
         .map(|l| {
-            ConversationRecord::new(
-                &bot_id,
-                &l.conversation.conversation_id,
-                &l.conversation.state,
-            )
+            ConversationRecord::new(bot_id, &l.conversation.conversation_id, &l.conversation.state)
         })
         .collect();
-    Ok(Json(ConversationPage {
+    Ok(ConversationPage {
         conversations: records,
         next_cursor: next,
-    }))
+    })
 }
 
 /// `GET .../conversations/{id}/events`: the event log in order.
@@ -233,21 +230,7 @@ pub async fn transcript(
     let messages: Vec<TranscriptMessage> = page
         .events
         .iter()
-        .map(|e| {
-            // Only the fields shown are read; the rest of the body is skipped, not built.
-            let m: StoredMessage<'_> = serde_json::from_str(&e.body).unwrap_or_default();
-            TranscriptMessage {
-                seq: e.seq,
-                author_type: m
-                    .author
-                    .and_then(|a| a.kind)
-                    .map(|k| k.to_ascii_uppercase()),
-                agent_id: m.agent_id.map(RawValue::to_owned),
-                source: m.source.map(RawValue::to_owned),
-                text: m.query.map(RawValue::to_owned),
-                at: e.received_at.to_rfc3339(),
-            }
-        })
+        .map(TranscriptMessage::of)
         .collect();
     let next = (messages.len() == limit)
         .then(|| page.events.last().map(|e| e.seq))
@@ -311,7 +294,7 @@ async fn event_page(
 }
 
 /// `GET …/conversations`'s query.
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize, IntoParams, Default)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `active` or `ended`.
@@ -343,6 +326,19 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
+    /// The store's filter, or a 400 naming the bad parameter.
+    pub fn filter(&self) -> Result<ConversationFilter, ApiError> {
+        Ok(ConversationFilter {
+            tags: self.tags()?,
+            status: self.status,
+            from: self.from.map(millis),
+            to: self.to.map(millis),
+            limit: super::limit(self.limit, 50, 500)?,
+            after: self.cursor.as_deref().map(decode_cursor).transpose()?,
+            max_bytes: Some(PAGE_BYTES),
+        })
+    }
+
     /// The filters as tags, the most selective first (the store reads the first one's
     /// index range and checks the others per row).
     pub fn tags(&self) -> Result<Vec<String>, ApiError> {
@@ -449,6 +445,25 @@ pub struct TranscriptMessage {
     #[schema(value_type = Option<String>)]
     pub text: Option<Box<RawValue>>,
     pub at: String,
+}
+
+impl TranscriptMessage {
+    /// The transcript's view of a logged `MESSAGE`.
+    pub(crate) fn of(e: &crate::store::StoredEvent) -> Self {
+        // Only the fields shown are read; the rest of the body is skipped, not built.
+        let m: StoredMessage<'_> = serde_json::from_str(&e.body).unwrap_or_default();
+        TranscriptMessage {
+            seq: e.seq,
+            author_type: m
+                .author
+                .and_then(|a| a.kind)
+                .map(|k| k.to_ascii_uppercase()),
+            agent_id: m.agent_id.map(RawValue::to_owned),
+            source: m.source.map(RawValue::to_owned),
+            text: m.query.map(RawValue::to_owned),
+            at: e.received_at.to_rfc3339(),
+        }
+    }
 }
 
 /// The fields of a stored message that the transcript shows.

@@ -53,6 +53,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// This instance's traffic counts for the console's charts.
     pub traffic: Arc<crate::traffic::Traffic>,
+    /// The console's sign-in attempts per client address.
+    pub console_logins: crate::console::LoginLimiter,
 }
 
 /// Every documented route: the OpenAPI document is built from these same registrations.
@@ -96,6 +98,7 @@ pub fn openapi_json() -> String {
 pub fn router(state: Arc<AppState>) -> Router {
     let (router, _) = api_router().split_for_parts();
     router
+        .merge(crate::console::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(record_request))

@@ -66,8 +66,12 @@ impl Default for WorkersFile {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
-    /// The environment variable holding the admin bearer token; unset: admin API off.
+    /// The environment variable holding the admin bearer token; unset (and no `token`):
+    /// admin API and console off.
     pub token_env: Option<String>,
+    /// The token itself, for demos (the example configuration's is published: never use
+    /// it in production).
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -187,9 +187,21 @@ pub fn validate(
         orphan_after: w.orphan_after,
         per_destination: w.per_destination,
     };
-    let admin_token = match &file.admin.token_env {
-        None => None,
-        Some(var) => {
+    let admin_token = match (&file.admin.token_env, &file.admin.token) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(cerr(
+                "admin",
+                "set token_env or token, not both".to_owned(),
+            ));
+        }
+        (None, Some(token)) => {
+            if token.len() < 16 {
+                return Err(cerr("admin.token", "the token is shorter than 16 characters".to_owned()));
+            }
+            Some(token.clone())
+        }
+        (Some(var), None) => {
             let token = env(var).ok_or_else(|| {
                 cerr(
                     "admin.token_env",

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-const EXPECTED: [(&str, &str); 17] = [
+const EXPECTED: [(&str, &str); 21] = [
     ("post", "/agentai/api/v1/hooks/{botId}"),
     ("post", "/agentassist/api/v1/hooks/{botId}"),
     ("post", "/api/v1/hooks/{botId}"),
@@ -24,6 +24,10 @@ const EXPECTED: [(&str, &str); 17] = [
     ("post", "/admin/v1/jobs/{id}/discard"),
     ("post", "/admin/v1/jobs/{id}/repoint"),
     ("post", "/admin/v1/bots/{botId}/jobs/retry"),
+    ("post", "/admin/v1/jobs/retry"),
+    ("get", "/admin/v1/conversations"),
+    ("get", "/admin/v1/destinations"),
+    ("get", "/admin/v1/overview"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),

@@ -1,0 +1,347 @@
+//! The conversations and jobs pages (filters in the URL, cursor paging), and the retry
+//! forms.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::pages::{ConsoleError, age, enc, page};
+use super::session::Operator;
+use crate::api::AppState;
+use crate::api::conversations::{ListQuery, list_page};
+use crate::api::insight::{BulkRetry, find, retry_many};
+use crate::domain::{Status, Timestamp};
+use crate::store::{JobFilter, JobState};
+
+/// A time from a form: RFC 3339, or a `datetime-local` value (read as UTC).
+fn when(field: &str, v: &Option<String>) -> Result<Option<OffsetDateTime>, ConsoleError> {
+    let Some(v) = v.as_deref().filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = OffsetDateTime::parse(v, &Rfc3339) {
+        return Ok(Some(t));
+    }
+    let local = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    let local_s = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    time::PrimitiveDateTime::parse(v, &local)
+        .or_else(|_| time::PrimitiveDateTime::parse(v, &local_s))
+        .map(|t| Some(t.assume_utc()))
+        .map_err(|_| {
+            ConsoleError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{field}: not a time (use YYYY-MM-DDTHH:MM, UTC)"),
+            )
+        })
+}
+
+fn some(v: &Option<String>) -> Option<String> {
+    v.clone().filter(|v| !v.is_empty())
+}
+
+/// The conversations page's query: every filter of the records API, the bot, and a search.
+#[derive(Deserialize, Default)]
+pub struct ConversationsQuery {
+    bot: Option<String>,
+    status: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    agent: Option<String>,
+    queue: Option<String>,
+    reason: Option<String>,
+    experience: Option<String>,
+    anomaly: Option<String>,
+    cursor: Option<String>,
+    /// A conversation id to find across bots.
+    q: Option<String>,
+}
+
+fn bots(state: &AppState) -> Vec<String> {
+    let mut bots: Vec<String> = state.bots.keys().cloned().collect();
+    bots.sort();
+    bots
+}
+
+fn text_input(label: &str, name: &str, value: &Option<String>, placeholder: &str) -> Markup {
+    html! {
+        label { span { (label) } input type="text" name=(name) value=[value.as_deref()] placeholder=(placeholder); }
+    }
+}
+
+pub async fn conversations(
+    State(state): State<Arc<AppState>>,
+    op: Operator,
+    query: Result<Query<ConversationsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ConsoleError> {
+    let Query(q) = query.map_err(|e| ConsoleError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let bots = bots(&state);
+    if let Some(id) = some(&q.q) {
+        let found = find(&state, &id).await?;
+        let body = html! {
+            h1 { "Conversations with id " code { (id) } }
+            @if found.conversations.is_empty() { p.empty { "No bot has a conversation with this id." } }
+            @else {
+                table.data { thead { tr { th { "Bot" } th { "Conversation" } th { "Status" } th { "Ended or last event" } } }
+                tbody { @for f in &found.conversations { tr {
+                    td { (f.bot_id) }
+                    td { a href=(detail_href(&f.bot_id, &f.conversation_id)) { (f.conversation_id) } }
+                    td { span class=(format!("badge {}", f.status)) { (f.status) } }
+                    td { time { (f.at) } }
+                } } } }
+            }
+            p { a href="/console/conversations" { "Back to the list" } }
+        };
+        return Ok(page("Search", &op, "conversations", body).into_response());
+    }
+    let bot = some(&q.bot).or_else(|| bots.first().cloned()).unwrap_or_default();
+    if !state.bots.contains_key(&bot) {
+        return Err(ConsoleError::new(StatusCode::BAD_REQUEST, format!("bot: {bot} is not configured")));
+    }
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some("active") => Some(Status::Active),
+        Some("ended") => Some(Status::Ended),
+        Some(_) => return Err(ConsoleError::new(StatusCode::BAD_REQUEST, "status: active or ended")),
+    };
+    let list = ListQuery {
+        status,
+        from: when("from", &q.from)?,
+        to: when("to", &q.to)?,
+        limit: Some(50),
+        cursor: some(&q.cursor),
+        agent: some(&q.agent),
+        queue: some(&q.queue),
+        reason: some(&q.reason),
+        experience: some(&q.experience),
+        anomaly: some(&q.anomaly),
+    };
+    let result = list_page(&state, &bot, list.filter()?).await?;
+    // The next page keeps every filter.
+    let mut next_query = url::form_urlencoded::Serializer::new(String::new());
+    next_query.append_pair("bot", &bot);
+    for (k, v) in [
+        ("status", &q.status), ("from", &q.from), ("to", &q.to), ("agent", &q.agent), ("queue", &q.queue),
+        ("reason", &q.reason), ("experience", &q.experience), ("anomaly", &q.anomaly),
+    ] {
+        if let Some(v) = some(v) {
+            next_query.append_pair(k, &v);
+        }
+    }
+    let base_query = next_query.finish();
+    let body = html! {
+        h1 { "Conversations" }
+        form.search method="get" action="/console/conversations" {
+            label { span { "Find a conversation id in every bot" } input type="search" name="q" placeholder="conversation id"; }
+            button type="submit" { "Find" }
+        }
+        form.filters method="get" action="/console/conversations" {
+            label { span { "Bot" } select name="bot" { @for b in &bots { option value=(b) selected[*b == bot] { (b) } } } }
+            label { span { "Status" } select name="status" {
+                option value="" { "any" }
+                option value="active" selected[q.status.as_deref() == Some("active")] { "active" }
+                option value="ended" selected[q.status.as_deref() == Some("ended")] { "ended" }
+            } }
+            label { span { "From (UTC)" } input type="datetime-local" name="from" value=[q.from.as_deref()]; }
+            label { span { "To (UTC)" } input type="datetime-local" name="to" value=[q.to.as_deref()]; }
+            (text_input("Agent", "agent", &q.agent, "identity"))
+            (text_input("Queue", "queue", &q.queue, "queueId or queueName"))
+            (text_input("End reason", "reason", &q.reason, "e.g. agent_initiated"))
+            (text_input("Experience", "experience", &q.experience, "voice, chat…"))
+            (text_input("Anomaly", "anomaly", &q.anomaly, "code, or any"))
+            button type="submit" { "Filter" }
+            a.reset href="/console/conversations" { "Clear" }
+        }
+        @if result.conversations.is_empty() { p.empty { "No conversation matches." } }
+        @else {
+            table.data #conversations {
+                thead { tr { th { "Conversation" } th { "Status" } th { "Last event" } th { "Ended" } th { "Reason" } th { "Agents" } th.num { "Events" } th.num { "Anomalies" } th.num { "Duplicate ends" } } }
+                tbody {
+                    @for c in &result.conversations {
+                        tr {
+                            td { a href=(detail_href(&c.bot_id, &c.conversation_id)) { (c.conversation_id) } }
+                            td { span class=(format!("badge {}", c.status)) { (c.status) } }
+                            td { time { (c.last_event_at) } }
+                            td { @if let Some(e) = &c.ended_at { time { (e) } } }
+                            td { (c.end_reason.as_deref().unwrap_or("")) }
+                            td { @for (i, a) in c.agents.iter().enumerate() { @if i > 0 { ", " } (a.identity) } }
+                            td.num { (c.event_count) }
+                            td.num { @if !c.anomalies.is_empty() { span.badge.warn { (c.anomalies.len() as u64 + c.anomalies_dropped) } } @else { "0" } }
+                            td.num { (c.duplicate_ends) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = &result.next_cursor {
+            p.pager { a href=(format!("/console/conversations?{base_query}&cursor={}", enc(next))) { "Older →" } }
+        }
+    };
+    Ok(page("Conversations", &op, "conversations", body).into_response())
+}
+
+pub fn detail_href(bot: &str, id: &str) -> String {
+    format!("/console/bots/{}/conversations/{}", path_enc(bot), path_enc(id))
+}
+
+/// A path segment, percent-encoded.
+pub fn path_enc(v: &str) -> String {
+    url::form_urlencoded::byte_serialize(v.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+#[derive(Deserialize, Default)]
+pub struct JobsQuery {
+    state: Option<String>,
+    bot: Option<String>,
+    action: Option<String>,
+    since: Option<String>,
+    cursor: Option<i64>,
+    notice: Option<String>,
+}
+
+pub async fn jobs(
+    State(state): State<Arc<AppState>>,
+    op: Operator,
+    query: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ConsoleError> {
+    let Query(q) = query.map_err(|e| ConsoleError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let job_state = match some(&q.state) {
+        None => None,
+        Some(s) => Some(JobState::parse(&s).ok_or_else(|| {
+            ConsoleError::new(StatusCode::BAD_REQUEST, "state: pending, running, succeeded, dead, orphaned or discarded")
+        })?),
+    };
+    let since = when("since", &q.since)?;
+    let jobs = state
+        .store
+        .list_jobs(JobFilter {
+            state: job_state,
+            bot_id: some(&q.bot),
+            conversation_id: None,
+            action: some(&q.action),
+            since: since.map(Timestamp::from_offset),
+            limit: 100,
+            before: q.cursor,
+        })
+        .await?;
+    let now = state.clock.now();
+    let bots = bots(&state);
+    let mut base = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [("state", &q.state), ("bot", &q.bot), ("action", &q.action), ("since", &q.since)] {
+        if let Some(v) = some(v) {
+            base.append_pair(k, &v);
+        }
+    }
+    let base = base.finish();
+    let back = format!("/console/jobs?{base}");
+    let body = html! {
+        h1 { "Jobs" }
+        @if let Some(n) = some(&q.notice) { p.notice role="status" { (n) } }
+        form.filters method="get" action="/console/jobs" {
+            label { span { "State" } select name="state" {
+                option value="" { "any" }
+                @for s in JobState::ALL { option value=(s.as_str()) selected[q.state.as_deref() == Some(s.as_str())] { (s.as_str()) } }
+            } }
+            label { span { "Bot" } select name="bot" {
+                option value="" { "any" }
+                @for b in &bots { option value=(b) selected[q.bot.as_deref() == Some(b.as_str())] { (b) } }
+            } }
+            (text_input("Action", "action", &q.action, "action name"))
+            label { span { "Created since (UTC)" } input type="datetime-local" name="since" value=[q.since.as_deref()]; }
+            button type="submit" { "Filter" }
+            a.reset href="/console/jobs" { "Clear" }
+        }
+        form.bulk method="post" action="/console/jobs/retry" {
+            input type="hidden" name="csrf" value=(op.csrf);
+            input type="hidden" name="back" value=(back);
+            input type="hidden" name="mode" value="bulk";
+            strong { "Retry every dead job of" }
+            label { span { "Bot" } select name="bot" { @for b in &bots { option value=(b) selected[q.bot.as_deref() == Some(b.as_str())] { (b) } } } }
+            label { span { "Action" } input type="text" name="action" required value=[q.action.as_deref()]; }
+            label { span { "Created since (UTC)" } input type="datetime-local" name="since" required value=[q.since.as_deref()]; }
+            button type="submit" { "Retry all" }
+        }
+        form #jobs-form method="post" action="/console/jobs/retry" {
+            input type="hidden" name="csrf" value=(op.csrf);
+            input type="hidden" name="back" value=(back);
+            input type="hidden" name="mode" value="selected";
+            @if jobs.is_empty() { p.empty { "No job matches." } }
+            @else {
+                table.data #jobs {
+                    thead { tr { th { input type="checkbox" #select-all aria-label="Select every dead job"; } th { "Job" } th { "State" } th { "Bot" } th { "Action" } th { "Conversation" } th.num { "Attempts" } th { "Created" } th { "Due" } th { "Last error" } } }
+                    tbody {
+                        @for j in &jobs {
+                            tr {
+                                td { @if j.state == JobState::Dead { input type="checkbox" name="ids" value=(j.id) aria-label="Select"; } }
+                                td { code { (j.id) } }
+                                td { span class=(format!("badge {}", j.state.as_str())) { (j.state.as_str()) } }
+                                td { (j.bot_id) }
+                                td { (j.action) }
+                                td { a href=(detail_href(&j.bot_id, &j.conversation_id)) { (j.conversation_id) } }
+                                td.num { (j.attempts) "/" (j.max_attempts) }
+                                td { time { (j.created_at.to_rfc3339()) } }
+                                td { @if j.state == JobState::Pending { @if j.due_at < now { "overdue " (age(Some((now.millis() - j.due_at.millis()) as u64))) } @else { time { (j.due_at.to_rfc3339()) } } } }
+                                td.error-cell { (j.last_error.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+                button type="submit" { "Retry selected" }
+            }
+        }
+        @if jobs.len() == 100 {
+            @if let Some(last) = jobs.last() {
+                p.pager { a href=(format!("/console/jobs?{base}&cursor={}", last.cursor)) { "Older →" } }
+            }
+        }
+    };
+    Ok(page("Jobs", &op, "jobs", body).into_response())
+}
+
+/// `POST /console/jobs/retry`: the selected jobs, or every dead job of an action since a
+/// time; answers with a redirect back, carrying what happened.
+pub async fn retry(
+    State(state): State<Arc<AppState>>,
+    op: Operator,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsoleError> {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    op.check_csrf(&get("csrf").unwrap_or_default())?;
+    let back = get("back")
+        .filter(|b| b.starts_with("/console") && b.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or_else(|| "/console/jobs".to_owned());
+    let req = match get("mode").as_deref() {
+        Some("bulk") => BulkRetry {
+            bot: get("bot"),
+            action: get("action"),
+            since: when("since", &get("since"))?,
+            ..Default::default()
+        },
+        _ => {
+            let ids: Vec<String> = pairs.iter().filter(|(n, _)| n == "ids").map(|(_, v)| v.clone()).collect();
+            if ids.is_empty() {
+                return Ok(redirect(&back, "Select at least one dead job."));
+            }
+            BulkRetry { ids: Some(ids), ..Default::default() }
+        }
+    };
+    let done = retry_many(&state, req).await?;
+    let mut notice = format!("Retried {} job{}.", done.retried, if done.retried == 1 { "" } else { "s" });
+    for n in done.not_retried.iter().take(3) {
+        notice.push_str(&format!(" Not {}: {}.", n.id, n.reason));
+    }
+    Ok(redirect(&back, &notice))
+}
+
+fn redirect(back: &str, notice: &str) -> Response {
+    let sep = if back.contains('?') { '&' } else { '?' };
+    let to = format!("{back}{sep}notice={}", enc(notice));
+    (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response()
+}

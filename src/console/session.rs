@@ -1,0 +1,221 @@
+//! Signing in to the console: the admin token buys a signed session cookie that carries
+//! its own expiry, so any instance of a deployment accepts it without shared session
+//! state; every form that changes something carries a token derived from the session.
+//!
+//! Both keys are derived from the admin token: changing the token signs everyone out.
+//! Signing out removes the cookie from the browser; a copy taken before stays valid until
+//! it expires (12 hours at most).
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use cookie::{Cookie, CookieJar, Key, SameSite};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256, Sha512};
+
+use super::pages::{ConsoleError, login_page};
+use crate::api::AppState;
+
+const COOKIE: &str = "wrapup_console";
+/// How long a sign-in lasts.
+pub const SESSION_SECS: i64 = 12 * 3600;
+/// Sign-in attempts per client address: a burst of 10, then one every 6 seconds.
+const LOGIN_BURST: u32 = 10;
+/// Addresses remembered by the sign-in limiter before the idle ones are forgotten.
+const LOGIN_ADDRESSES: usize = 10_000;
+
+/// Per-address limit on sign-in attempts.
+pub struct LoginLimiter(DefaultKeyedRateLimiter<IpAddr>);
+
+impl Default for LoginLimiter {
+    fn default() -> Self {
+        let burst = NonZeroU32::new(LOGIN_BURST).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_minute(burst).allow_burst(burst);
+        Self(RateLimiter::keyed(quota))
+    }
+}
+
+impl LoginLimiter {
+    fn allow(&self, addr: IpAddr) -> bool {
+        if self.0.len() >= LOGIN_ADDRESSES {
+            self.0.retain_recent();
+            // Still full (attempts from that many addresses within a minute): sign-in
+            // waits until their limits have run out, so the table stays bounded.
+            if self.0.len() >= LOGIN_ADDRESSES {
+                return false;
+            }
+        }
+        self.0.check_key(&addr).is_ok()
+    }
+}
+
+fn cookie_key(token: &str) -> Key {
+    let digest = Sha512::digest(format!("wrapup console session\n{token}").as_bytes());
+    Key::from(&digest[..])
+}
+
+fn csrf_mac(token: &str, nonce: &str) -> Hmac<Sha256> {
+    let key = Sha256::digest(format!("wrapup console csrf\n{token}").as_bytes());
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
+    mac.update(nonce.as_bytes());
+    mac
+}
+
+/// A signed-in operator. Pages that need one take it as an extractor: without a valid
+/// session the browser is sent to the sign-in page; without an admin token the console
+/// does not exist (404).
+pub struct Operator {
+    /// The token every state-changing form of this session carries.
+    pub csrf: String,
+}
+
+impl Operator {
+    /// Checks a form's CSRF token against this session's.
+    pub fn check_csrf(&self, given: &str) -> Result<(), ConsoleError> {
+        if given.len() == self.csrf.len() && Sha256::digest(given) == Sha256::digest(&self.csrf) {
+            Ok(())
+        } else {
+            Err(ConsoleError::new(
+                StatusCode::FORBIDDEN,
+                "This form is out of date or did not come from the console; reload the page and try again.",
+            ))
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Operator {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Response> {
+        let Some(token) = &state.admin_token else {
+            return Err(ConsoleError::off().into_response());
+        };
+        let mut jar = CookieJar::new();
+        for value in parts.headers.get_all(header::COOKIE) {
+            for c in value.to_str().unwrap_or("").split(';') {
+                if let Ok(c) = Cookie::parse(c.trim().to_owned()) {
+                    jar.add_original(c);
+                }
+            }
+        }
+        let now = state.clock.now().millis() / 1000;
+        let session = jar.signed(&cookie_key(token)).get(COOKIE).and_then(|c| {
+            let (exp, nonce) = c.value().split_once('.')?;
+            let exp: i64 = exp.parse().ok()?;
+            (exp > now).then(|| nonce.to_owned())
+        });
+        match session {
+            Some(nonce) => Ok(Operator {
+                csrf: hex(&csrf_mac(token, &nonce).finalize().into_bytes()),
+            }),
+            None => Err(Redirect::to("/console/login").into_response()),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The request came over TLS (directly, or through a proxy that says so).
+fn over_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+fn session_cookie(value: String, max_age: i64, secure: bool) -> String {
+    Cookie::build((COOKIE, value))
+        .path("/console")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .max_age(cookie::time::Duration::seconds(max_age))
+        .build()
+        .to_string()
+}
+
+pub async fn login_form(State(state): State<Arc<AppState>>) -> Response {
+    if state.admin_token.is_none() {
+        return ConsoleError::off().into_response();
+    }
+    login_page(StatusCode::OK, None).into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    token: String,
+}
+
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    form: Result<axum::Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Some(expected) = &state.admin_token else {
+        return ConsoleError::off().into_response();
+    };
+    let addr = connect.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.0.ip());
+    if !state.console_logins.allow(addr) {
+        tracing::warn!(%addr, "console sign-in attempts over the limit");
+        return login_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("Too many sign-in attempts from this address; wait a minute and try again."),
+        )
+        .into_response();
+    }
+    let given = form.map(|f| f.0.token).unwrap_or_default();
+    if Sha256::digest(given.trim().as_bytes()) != Sha256::digest(expected.as_bytes()) {
+        tracing::warn!(%addr, "console sign-in refused: wrong token");
+        return login_page(StatusCode::UNAUTHORIZED, Some("That token is not valid.")).into_response();
+    }
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let exp = state.clock.now().millis() / 1000 + SESSION_SECS;
+    let mut jar = CookieJar::new();
+    jar.signed_mut(&cookie_key(expected))
+        .add(Cookie::new(COOKIE, format!("{exp}.{nonce}")));
+    let signed = jar
+        .get(COOKIE)
+        .map(|c| c.value().to_owned())
+        .unwrap_or_default();
+    tracing::info!(%addr, "console sign-in");
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/console".to_owned()),
+            (header::SET_COOKIE, session_cookie(signed, SESSION_SECS, over_tls(&headers))),
+        ],
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+pub async fn logout(
+    operator: Operator,
+    headers: HeaderMap,
+    form: Result<axum::Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> Result<Response, ConsoleError> {
+    operator.check_csrf(&form.map(|f| f.0.csrf).unwrap_or_default())?;
+    Ok((
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/console/login".to_owned()),
+            (header::SET_COOKIE, session_cookie(String::new(), 0, over_tls(&headers))),
+        ],
+    )
+        .into_response())
+}
