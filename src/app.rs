@@ -209,12 +209,13 @@ async fn serve(
         match connections.clone().try_acquire_owned() {
             Ok(permit) => {
                 let router = router.clone();
-                let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                    // The client's address, for the console's per-address sign-in limit.
-                    req.extensions_mut()
-                        .insert(axum::Extension(axum::extract::ConnectInfo(peer)));
-                    router.clone().oneshot(req)
-                });
+                let service =
+                    hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                        // The client's address, for the console's per-address sign-in limit.
+                        req.extensions_mut()
+                            .insert(axum::Extension(axum::extract::ConnectInfo(peer)));
+                        router.clone().oneshot(req)
+                    });
                 let conn = graceful.watch(builder.serve_connection(io, service));
                 tokio::spawn(async move {
                     let _ = conn.await;

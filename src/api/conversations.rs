@@ -135,7 +135,11 @@ pub(crate) async fn list_page(
     let records: Vec<ConversationRecord> = page
         .iter()
         .map(|l| {
-            ConversationRecord::new(bot_id, &l.conversation.conversation_id, &l.conversation.state)
+            ConversationRecord::new(
+                bot_id,
+                &l.conversation.conversation_id,
+                &l.conversation.state,
+            )
         })
         .collect();
     Ok(ConversationPage {
@@ -227,11 +231,7 @@ pub async fn transcript(
 ) -> Result<Json<Transcript>, ApiError> {
     let (bot_id, conversation_id, page, limit) =
         event_page(&state, caller, path, query, Some("MESSAGE")).await?;
-    let messages: Vec<TranscriptMessage> = page
-        .events
-        .iter()
-        .map(TranscriptMessage::of)
-        .collect();
+    let messages: Vec<TranscriptMessage> = page.events.iter().map(TranscriptMessage::of).collect();
     let next = (messages.len() == limit)
         .then(|| page.events.last().map(|e| e.seq))
         .flatten();

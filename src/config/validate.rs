@@ -190,14 +190,14 @@ pub fn validate(
     let admin_token = match (&file.admin.token_env, &file.admin.token) {
         (None, None) => None,
         (Some(_), Some(_)) => {
-            return Err(cerr(
-                "admin",
-                "set token_env or token, not both".to_owned(),
-            ));
+            return Err(cerr("admin", "set token_env or token, not both".to_owned()));
         }
         (None, Some(token)) => {
             if token.len() < 16 {
-                return Err(cerr("admin.token", "the token is shorter than 16 characters".to_owned()));
+                return Err(cerr(
+                    "admin.token",
+                    "the token is shorter than 16 characters".to_owned(),
+                ));
             }
             Some(token.clone())
         }

@@ -42,11 +42,18 @@ fn transfer_name(t: TransferType) -> &'static str {
 /// One row per agent, each segment a bar on a shared time axis, coloured by transfer
 /// type; a transfer's start is marked.
 fn timeline(c: &Conversation) -> Markup {
-    let start = c.agents.iter().flat_map(|a| a.segments.iter().map(|s| s.started_at)).min().unwrap_or(c.created_at);
+    let start = c
+        .agents
+        .iter()
+        .flat_map(|a| a.segments.iter().map(|s| s.started_at))
+        .min()
+        .unwrap_or(c.created_at);
     let end = c.ended_at.unwrap_or(c.last_event_at).max(start);
     let span = (end.millis() - start.millis()).max(1) as f64;
     let (label_w, w, row_h) = (160.0, 640.0, 28.0);
-    let x = |t: Timestamp| label_w + ((t.millis() - start.millis()) as f64 / span) * (w - label_w - 8.0);
+    let x = |t: Timestamp| {
+        label_w + ((t.millis() - start.millis()) as f64 / span) * (w - label_w - 8.0)
+    };
     let h = row_h * c.agents.len() as f64 + 24.0;
     html! {
         @if c.agents.is_empty() { p.empty { "No agent entered this conversation." } }
@@ -77,7 +84,11 @@ fn timeline(c: &Conversation) -> Markup {
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n { s.to_owned() } else { format!("{}…", s.chars().take(n - 1).collect::<String>()) }
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
 }
 
 /// A JSON value as text: a string as itself, anything else as JSON.
@@ -116,27 +127,52 @@ pub async fn conversation(
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
     query: Result<Query<DetailQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ConsoleError> {
-    let Path((bot, id)) = path.map_err(|e| ConsoleError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Path((bot, id)) =
+        path.map_err(|e| ConsoleError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let notice = query.ok().and_then(|q| q.0.notice);
     let Some(stored) = state.store.conversation(&bot, &id).await? else {
-        return Err(ConsoleError::new(StatusCode::NOT_FOUND, format!("No conversation {id} for bot {bot}.")));
+        return Err(ConsoleError::new(
+            StatusCode::NOT_FOUND,
+            format!("No conversation {id} for bot {bot}."),
+        ));
     };
     let c = &stored.state;
     let record = ConversationRecord::new(&bot, &id, c);
     let log = state
         .store
-        .events(EventQuery { bot_id: &bot, conversation_id: &id, only: None, after: 0, limit: SHOWN_EVENTS, max_bytes: Some(EVENT_PAGE_BYTES) })
+        .events(EventQuery {
+            bot_id: &bot,
+            conversation_id: &id,
+            only: None,
+            after: 0,
+            limit: SHOWN_EVENTS,
+            max_bytes: Some(EVENT_PAGE_BYTES),
+        })
         .await?
-        .unwrap_or_else(|| crate::store::EventPage { events: Vec::new(), events_purged_at: None, transcript_purged_at: None });
+        .unwrap_or_else(|| crate::store::EventPage {
+            events: Vec::new(),
+            events_purged_at: None,
+            transcript_purged_at: None,
+        });
     let listed = state
         .store
-        .list_jobs(JobFilter { bot_id: Some(bot.clone()), conversation_id: Some(id.clone()), limit: SHOWN_JOBS, ..Default::default() })
+        .list_jobs(JobFilter {
+            bot_id: Some(bot.clone()),
+            conversation_id: Some(id.clone()),
+            limit: SHOWN_JOBS,
+            ..Default::default()
+        })
         .await?;
     let mut jobs = Vec::with_capacity(listed.len());
     for j in listed.iter().rev() {
         jobs.push(state.store.job(&j.id).await?.unwrap_or_else(|| j.clone()));
     }
-    let messages: Vec<TranscriptMessage> = log.events.iter().filter(|e| e.name == "MESSAGE").map(TranscriptMessage::of).collect();
+    let messages: Vec<TranscriptMessage> = log
+        .events
+        .iter()
+        .filter(|e| e.name == "MESSAGE")
+        .map(TranscriptMessage::of)
+        .collect();
     let back = detail_href(&bot, &id);
     let body = html! {
         p.crumbs { a href=(format!("/console/conversations?bot={}", super::pages::enc(&bot))) { "Conversations of " (bot) } }

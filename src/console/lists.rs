@@ -28,7 +28,8 @@ fn when(field: &str, v: &Option<String>) -> Result<Option<OffsetDateTime>, Conso
         return Ok(Some(t));
     }
     let local = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
-    let local_s = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let local_s =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
     time::PrimitiveDateTime::parse(v, &local)
         .or_else(|_| time::PrimitiveDateTime::parse(v, &local_s))
         .map(|t| Some(t.assume_utc()))
@@ -98,15 +99,25 @@ pub async fn conversations(
         };
         return Ok(page("Search", &op, "conversations", body).into_response());
     }
-    let bot = some(&q.bot).or_else(|| bots.first().cloned()).unwrap_or_default();
+    let bot = some(&q.bot)
+        .or_else(|| bots.first().cloned())
+        .unwrap_or_default();
     if !state.bots.contains_key(&bot) {
-        return Err(ConsoleError::new(StatusCode::BAD_REQUEST, format!("bot: {bot} is not configured")));
+        return Err(ConsoleError::new(
+            StatusCode::BAD_REQUEST,
+            format!("bot: {bot} is not configured"),
+        ));
     }
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some("active") => Some(Status::Active),
         Some("ended") => Some(Status::Ended),
-        Some(_) => return Err(ConsoleError::new(StatusCode::BAD_REQUEST, "status: active or ended")),
+        Some(_) => {
+            return Err(ConsoleError::new(
+                StatusCode::BAD_REQUEST,
+                "status: active or ended",
+            ));
+        }
     };
     let list = ListQuery {
         status,
@@ -125,8 +136,14 @@ pub async fn conversations(
     let mut next_query = url::form_urlencoded::Serializer::new(String::new());
     next_query.append_pair("bot", &bot);
     for (k, v) in [
-        ("status", &q.status), ("from", &q.from), ("to", &q.to), ("agent", &q.agent), ("queue", &q.queue),
-        ("reason", &q.reason), ("experience", &q.experience), ("anomaly", &q.anomaly),
+        ("status", &q.status),
+        ("from", &q.from),
+        ("to", &q.to),
+        ("agent", &q.agent),
+        ("queue", &q.queue),
+        ("reason", &q.reason),
+        ("experience", &q.experience),
+        ("anomaly", &q.anomaly),
     ] {
         if let Some(v) = some(v) {
             next_query.append_pair(k, &v);
@@ -185,7 +202,11 @@ pub async fn conversations(
 }
 
 pub fn detail_href(bot: &str, id: &str) -> String {
-    format!("/console/bots/{}/conversations/{}", path_enc(bot), path_enc(id))
+    format!(
+        "/console/bots/{}/conversations/{}",
+        path_enc(bot),
+        path_enc(id)
+    )
 }
 
 /// A path segment, percent-encoded.
@@ -214,7 +235,10 @@ pub async fn jobs(
     let job_state = match some(&q.state) {
         None => None,
         Some(s) => Some(JobState::parse(&s).ok_or_else(|| {
-            ConsoleError::new(StatusCode::BAD_REQUEST, "state: pending, running, succeeded, dead, orphaned or discarded")
+            ConsoleError::new(
+                StatusCode::BAD_REQUEST,
+                "state: pending, running, succeeded, dead, orphaned or discarded",
+            )
         })?),
     };
     let since = when("since", &q.since)?;
@@ -233,7 +257,12 @@ pub async fn jobs(
     let now = state.clock.now();
     let bots = bots(&state);
     let mut base = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in [("state", &q.state), ("bot", &q.bot), ("action", &q.action), ("since", &q.since)] {
+    for (k, v) in [
+        ("state", &q.state),
+        ("bot", &q.bot),
+        ("action", &q.action),
+        ("since", &q.since),
+    ] {
         if let Some(v) = some(v) {
             base.append_pair(k, &v);
         }
@@ -325,15 +354,26 @@ pub async fn retry(
             ..Default::default()
         },
         _ => {
-            let ids: Vec<String> = pairs.iter().filter(|(n, _)| n == "ids").map(|(_, v)| v.clone()).collect();
+            let ids: Vec<String> = pairs
+                .iter()
+                .filter(|(n, _)| n == "ids")
+                .map(|(_, v)| v.clone())
+                .collect();
             if ids.is_empty() {
                 return Ok(redirect(&back, "Select at least one dead job."));
             }
-            BulkRetry { ids: Some(ids), ..Default::default() }
+            BulkRetry {
+                ids: Some(ids),
+                ..Default::default()
+            }
         }
     };
     let done = retry_many(&state, req).await?;
-    let mut notice = format!("Retried {} job{}.", done.retried, if done.retried == 1 { "" } else { "s" });
+    let mut notice = format!(
+        "Retried {} job{}.",
+        done.retried,
+        if done.retried == 1 { "" } else { "s" }
+    );
     for n in done.not_retried.iter().take(3) {
         notice.push_str(&format!(" Not {}: {}.", n.id, n.reason));
     }

@@ -39,17 +39,49 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/console", get(pages::overview))
         .route("/console/", get(pages::overview))
-        .route("/console/login", get(session::login_form).post(session::login))
+        .route(
+            "/console/login",
+            get(session::login_form).post(session::login),
+        )
         .route("/console/logout", post(session::logout))
         .route("/console/conversations", get(lists::conversations))
-        .route("/console/bots/{bot}/conversations/{id}", get(detail::conversation))
+        .route(
+            "/console/bots/{bot}/conversations/{id}",
+            get(detail::conversation),
+        )
         .route("/console/jobs", get(lists::jobs))
         .route("/console/jobs/retry", post(lists::retry))
         .route("/console/destinations", get(pages::destinations))
-        .route("/console/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response() }))
-        .route("/console/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT).into_response() }))
-        .layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)))
-        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
-        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
-        .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .route(
+            "/console/style.css",
+            get(|| async {
+                ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+            }),
+        )
+        .route(
+            "/console/app.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    SCRIPT,
+                )
+                    .into_response()
+            }),
+        )
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
 }

@@ -63,12 +63,22 @@ impl IntoResponse for ConsoleError {
             p.error { (self.message) }
             p { a href="/console" { "Back to the overview" } }
         };
-        (self.status, Html(layout(title, None, "", false, body).into_string())).into_response()
+        (
+            self.status,
+            Html(layout(title, None, "", false, body).into_string()),
+        )
+            .into_response()
     }
 }
 
 /// The frame of every page: the navigation, and the sign-out form when signed in.
-pub fn layout(title: &str, op: Option<&Operator>, active: &str, refresh: bool, body: Markup) -> Markup {
+pub fn layout(
+    title: &str,
+    op: Option<&Operator>,
+    active: &str,
+    refresh: bool,
+    body: Markup,
+) -> Markup {
     let nav = [
         ("overview", "/console", "Overview"),
         ("conversations", "/console/conversations", "Conversations"),
@@ -83,6 +93,7 @@ pub fn layout(title: &str, op: Option<&Operator>, active: &str, refresh: bool, b
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 @if refresh { meta http-equiv="refresh" content="5"; }
                 title { (title) " · wrapup" }
+                link rel="icon" href="data:,";
                 link rel="stylesheet" href="/console/style.css";
                 script src="/console/app.js" defer {}
             }
@@ -124,7 +135,10 @@ pub fn login_page(status: StatusCode, message: Option<&str>) -> impl IntoRespons
             p.hint { "The token is the value of the environment variable named by " code { "[admin] token_env" } "." }
         }
     };
-    (status, Html(layout("Sign in", None, "", false, body).into_string()))
+    (
+        status,
+        Html(layout("Sign in", None, "", false, body).into_string()),
+    )
 }
 
 fn percent(rate: Option<f64>) -> String {
@@ -167,7 +181,9 @@ fn chart(title: &str, unit: &str, points: &[f64]) -> Markup {
 
 fn destinations_table(rows: &[DestinationStats]) -> Markup {
     html! {
-        table.data {
+        @if rows.is_empty() { p.empty { "No bot has an on_end action, and no job was ever scheduled." } }
+        @else {
+        table.data #destinations {
             thead { tr {
                 th { "Bot" } th { "Action" } th { "Kind" } th.num { "Pending" } th.num { "Running" }
                 th.num { "Succeeded" } th.num { "Dead" } th.num { "Orphaned" } th.num { "Success 1 h" }
@@ -193,6 +209,7 @@ fn destinations_table(rows: &[DestinationStats]) -> Markup {
                 }
             }
         }
+        }
     }
 }
 
@@ -201,9 +218,13 @@ pub fn enc(v: &str) -> String {
     url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
 }
 
-pub async fn overview(State(state): State<Arc<AppState>>, op: Operator) -> Result<Response, ConsoleError> {
+pub async fn overview(
+    State(state): State<Arc<AppState>>,
+    op: Operator,
+) -> Result<Response, ConsoleError> {
     let o = overview_of(&state).await?;
-    let series = |f: &dyn Fn(&TrafficPoint) -> f64| -> Vec<f64> { o.traffic.iter().map(f).collect() };
+    let series =
+        |f: &dyn Fn(&TrafficPoint) -> f64| -> Vec<f64> { o.traffic.iter().map(f).collect() };
     let body = html! {
         h1 { "Overview" }
         p.hint { "Figures of the whole deployment, as of " time { (o.at) } "; this page refreshes every 5 seconds." }
@@ -227,7 +248,10 @@ pub async fn overview(State(state): State<Arc<AppState>>, op: Operator) -> Resul
     Ok(Html(layout("Overview", Some(&op), "overview", true, body).into_string()).into_response())
 }
 
-pub async fn destinations(State(state): State<Arc<AppState>>, op: Operator) -> Result<Response, ConsoleError> {
+pub async fn destinations(
+    State(state): State<Arc<AppState>>,
+    op: Operator,
+) -> Result<Response, ConsoleError> {
     let d = destination_stats(&state).await?;
     let body = html! {
         h1 { "Destinations" }

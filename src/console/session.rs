@@ -62,7 +62,8 @@ fn cookie_key(token: &str) -> Key {
 
 fn csrf_mac(token: &str, nonce: &str) -> Hmac<Sha256> {
     let key = Sha256::digest(format!("wrapup console csrf\n{token}").as_bytes());
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&key).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
     mac.update(nonce.as_bytes());
     mac
 }
@@ -92,7 +93,10 @@ impl Operator {
 impl FromRequestParts<Arc<AppState>> for Operator {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Response> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Response> {
         let Some(token) = &state.admin_token else {
             return Err(ConsoleError::off().into_response());
         };
@@ -176,7 +180,8 @@ pub async fn login(
     let given = form.map(|f| f.0.token).unwrap_or_default();
     if Sha256::digest(given.trim().as_bytes()) != Sha256::digest(expected.as_bytes()) {
         tracing::warn!(%addr, "console sign-in refused: wrong token");
-        return login_page(StatusCode::UNAUTHORIZED, Some("That token is not valid.")).into_response();
+        return login_page(StatusCode::UNAUTHORIZED, Some("That token is not valid."))
+            .into_response();
     }
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let exp = state.clock.now().millis() / 1000 + SESSION_SECS;
@@ -192,7 +197,10 @@ pub async fn login(
         StatusCode::SEE_OTHER,
         [
             (header::LOCATION, "/console".to_owned()),
-            (header::SET_COOKIE, session_cookie(signed, SESSION_SECS, over_tls(&headers))),
+            (
+                header::SET_COOKIE,
+                session_cookie(signed, SESSION_SECS, over_tls(&headers)),
+            ),
         ],
     )
         .into_response()
@@ -214,7 +222,10 @@ pub async fn logout(
         StatusCode::SEE_OTHER,
         [
             (header::LOCATION, "/console/login".to_owned()),
-            (header::SET_COOKIE, session_cookie(String::new(), 0, over_tls(&headers))),
+            (
+                header::SET_COOKIE,
+                session_cookie(String::new(), 0, over_tls(&headers)),
+            ),
         ],
     )
         .into_response())

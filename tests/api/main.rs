@@ -9,6 +9,7 @@ mod auth;
 mod bounds;
 mod caps;
 mod cli;
+mod console;
 mod crash;
 mod destinations;
 mod errors;
