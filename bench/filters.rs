@@ -25,7 +25,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const BOT: &str = "st-bench";
 const AGENTS: usize = 200;
 const QUEUES: usize = 20;
-const REASONS: [&str; 4] = ["agent_initiated", "customer_hangup", "transfer_failed", "timeout"];
+const REASONS: [&str; 4] = [
+    "agent_initiated",
+    "customer_hangup",
+    "transfer_failed",
+    "timeout",
+];
 
 fn transfer(kind: &str, transition: &str, agent: &str, queue: usize) -> Value {
     json!({"name": "INTERNAL_TRANSFER_EVENT", "transfertype": kind, "transition": transition,
@@ -41,12 +46,22 @@ fn body(i: usize) -> Value {
     let agent = format!("agent-{:03}", i % AGENTS);
     let queue = (i / 7) % QUEUES;
     let mut events = vec![transfer("NA", "entry", &agent, queue)];
-    if i % 20 == 0 {
-        events.push(transfer("NA", "entry", &format!("agent-{:03}", (i + 1) % AGENTS), queue));
-        events.push(transfer("NA", "exit", &format!("agent-{:03}", (i + 1) % AGENTS), queue));
+    if i.is_multiple_of(20) {
+        events.push(transfer(
+            "NA",
+            "entry",
+            &format!("agent-{:03}", (i + 1) % AGENTS),
+            queue,
+        ));
+        events.push(transfer(
+            "NA",
+            "exit",
+            &format!("agent-{:03}", (i + 1) % AGENTS),
+            queue,
+        ));
     }
     events.push(transfer("NA", "exit", &agent, queue));
-    if i % 10 != 0 {
+    if !i.is_multiple_of(10) {
         events.push(json!({"name": "END_OF_CONVERSATION", "reason": REASONS[(i / 3) % 4], "language": "en",
                            "experience": "voice", "participant": {"identity": agent, "name": agent, "type": "agent"}}));
     }
@@ -67,6 +82,9 @@ fn ingest(i: usize) -> Ingest {
     }
 }
 
+/// A filter, given the query's number (to vary its values).
+type Case = Box<dyn Fn(usize) -> ConversationFilter>;
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
     sorted[i - 1].as_secs_f64() * 1000.0
@@ -75,14 +93,22 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let kind = args.get(1).map(String::as_str).unwrap_or("sqlite").to_owned();
-    let total: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let kind = args
+        .get(1)
+        .map(String::as_str)
+        .unwrap_or("sqlite")
+        .to_owned();
+    let total: usize = args
+        .get(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let queries: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(300);
     let dir = tempfile::tempdir().expect("tempdir");
     let schema = format!("bench_filters_{}", std::process::id());
     let url = match kind.as_str() {
         "postgres" => StoreUrl::Postgres(
-            std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+            std::env::var("DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
         ),
         _ => StoreUrl::Sqlite(dir.path().join("filters.db")),
     };
@@ -95,9 +121,10 @@ async fn main() {
         statement_timeout: Duration::from_secs(30),
         schema: schema.clone(),
     };
-    let store: Arc<dyn Store> = wrapup::store::open(&settings, Arc::new(wrapup::clock::SystemClock))
-        .await
-        .expect("store");
+    let store: Arc<dyn Store> =
+        wrapup::store::open(&settings, Arc::new(wrapup::clock::SystemClock))
+            .await
+            .expect("store");
 
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -121,17 +148,70 @@ async fn main() {
         t.await.expect("filler");
     }
     let fill = started.elapsed();
-    eprintln!("stored {total} conversations in {:.0} s", fill.as_secs_f64());
+    eprintln!(
+        "stored {total} conversations in {:.0} s",
+        fill.as_secs_f64()
+    );
 
-    let cases: Vec<(&str, Box<dyn Fn(usize) -> ConversationFilter>)> = vec![
+    let cases: Vec<(&str, Case)> = vec![
         ("unfiltered", Box::new(|_| ConversationFilter::default())),
-        ("agent", Box::new(|i| ConversationFilter { tags: vec![tag(TagKind::Agent, &format!("agent-{:03}", i % AGENTS))], ..Default::default() })),
-        ("queue", Box::new(|i| ConversationFilter { tags: vec![tag(TagKind::Queue, &format!("queue{}", i % QUEUES))], ..Default::default() })),
-        ("any anomaly", Box::new(|_| ConversationFilter { tags: vec![ANY_ANOMALY.into()], ..Default::default() })),
-        ("anomaly code", Box::new(|_| ConversationFilter { tags: vec![tag(TagKind::Anomaly, "repeated_na_entry")], ..Default::default() })),
-        ("reason + ended", Box::new(|i| ConversationFilter { tags: vec![tag(TagKind::Reason, REASONS[i % 4])], status: Some(wrapup::domain::Status::Ended), ..Default::default() })),
-        ("agent + any anomaly", Box::new(|i| ConversationFilter { tags: vec![tag(TagKind::Agent, &format!("agent-{:03}", i % AGENTS)), ANY_ANOMALY.into()], ..Default::default() })),
-        ("agent + queue + active", Box::new(|i| ConversationFilter { tags: vec![tag(TagKind::Agent, &format!("agent-{:03}", i % AGENTS)), tag(TagKind::Queue, &format!("queue{}", i % QUEUES))], status: Some(wrapup::domain::Status::Active), ..Default::default() })),
+        (
+            "agent",
+            Box::new(|i| ConversationFilter {
+                tags: vec![tag(TagKind::Agent, &format!("agent-{:03}", i % AGENTS))],
+                ..Default::default()
+            }),
+        ),
+        (
+            "queue",
+            Box::new(|i| ConversationFilter {
+                tags: vec![tag(TagKind::Queue, &format!("queue{}", i % QUEUES))],
+                ..Default::default()
+            }),
+        ),
+        (
+            "any anomaly",
+            Box::new(|_| ConversationFilter {
+                tags: vec![ANY_ANOMALY.into()],
+                ..Default::default()
+            }),
+        ),
+        (
+            "anomaly code",
+            Box::new(|_| ConversationFilter {
+                tags: vec![tag(TagKind::Anomaly, "repeated_na_entry")],
+                ..Default::default()
+            }),
+        ),
+        (
+            "reason + ended",
+            Box::new(|i| ConversationFilter {
+                tags: vec![tag(TagKind::Reason, REASONS[i % 4])],
+                status: Some(wrapup::domain::Status::Ended),
+                ..Default::default()
+            }),
+        ),
+        (
+            "agent + any anomaly",
+            Box::new(|i| ConversationFilter {
+                tags: vec![
+                    tag(TagKind::Agent, &format!("agent-{:03}", i % AGENTS)),
+                    ANY_ANOMALY.into(),
+                ],
+                ..Default::default()
+            }),
+        ),
+        (
+            "agent + queue + active",
+            Box::new(|i| ConversationFilter {
+                tags: vec![
+                    tag(TagKind::Agent, &format!("agent-{:03}", i % AGENTS)),
+                    tag(TagKind::Queue, &format!("queue{}", i % QUEUES)),
+                ],
+                status: Some(wrapup::domain::Status::Active),
+                ..Default::default()
+            }),
+        ),
     ];
     println!("| filter ({kind}, {total} conversations) | rows | p50 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|---:|");
@@ -146,7 +226,13 @@ async fn main() {
             let page = store.list_conversations(BOT, filter).await.expect("list");
             let records: Vec<ConversationRecord> = page
                 .iter()
-                .map(|l| ConversationRecord::new(BOT, &l.conversation.conversation_id, &l.conversation.state))
+                .map(|l| {
+                    ConversationRecord::new(
+                        BOT,
+                        &l.conversation.conversation_id,
+                        &l.conversation.state,
+                    )
+                })
                 .collect();
             let json = serde_json::to_vec(&records).expect("json");
             times.push(t.elapsed());

@@ -134,19 +134,43 @@ fn demo_variants(bot: &str, c: &str) -> Vec<Vec<Vec<u8>>> {
     vec![
         vec![
             events(vec![t("NA", "entry", "ana")]),
-            say("USER", "ana", "Hi, I was charged twice for order 55120 this month."),
-            say("AGENT", "ana", "I'm sorry about that. I can see both charges; I'm refunding the second one now."),
+            say(
+                "USER",
+                "ana",
+                "Hi, I was charged twice for order 55120 this month.",
+            ),
+            say(
+                "AGENT",
+                "ana",
+                "I'm sorry about that. I can see both charges; I'm refunding the second one now.",
+            ),
             say("USER", "ana", "Thanks, how long will it take?"),
-            say("AGENT", "ana", "Three to five business days. Anything else?"),
+            say(
+                "AGENT",
+                "ana",
+                "Three to five business days. Anything else?",
+            ),
             events(vec![t("NA", "exit", "ana"), summary.clone()]),
             events(vec![end("agent_initiated", "ana")]),
         ],
         vec![
             events(vec![t("NA", "entry", "ben")]),
-            say("USER", "ben", "My router keeps dropping the connection since yesterday."),
-            say("AGENT", "ben", "Let me put you through to technical support."),
+            say(
+                "USER",
+                "ben",
+                "My router keeps dropping the connection since yesterday.",
+            ),
+            say(
+                "AGENT",
+                "ben",
+                "Let me put you through to technical support.",
+            ),
             events(vec![t("COLD", "exit", "ben"), t("COLD", "entry", "fay")]),
-            say("AGENT", "fay", "Hello, I'm resetting the line from our side now."),
+            say(
+                "AGENT",
+                "fay",
+                "Hello, I'm resetting the line from our side now.",
+            ),
             say("USER", "fay", "It's back, thank you!"),
             events(vec![t("NA", "exit", "fay")]),
             events(vec![end("agent_initiated", "fay")]),
@@ -155,7 +179,11 @@ fn demo_variants(bot: &str, c: &str) -> Vec<Vec<Vec<u8>>> {
             events(vec![t("NA", "entry", "dee")]),
             say("USER", "dee", "I'm moving to 12 Harbour Street next week."),
             events(vec![t("WARM", "entry", "eli")]),
-            say("AGENT", "eli", "I've scheduled the transfer of your service for the 4th."),
+            say(
+                "AGENT",
+                "eli",
+                "I've scheduled the transfer of your service for the 4th.",
+            ),
             events(vec![t("WARM", "exit", "eli"), t("NA", "exit", "dee")]),
             events(vec![end("customer_hangup", "dee")]),
         ],
@@ -164,7 +192,11 @@ fn demo_variants(bot: &str, c: &str) -> Vec<Vec<Vec<u8>>> {
             say("USER", "cy", "I want to cancel my subscr"),
             events(vec![t("NA", "exit", "cy")]),
             events(vec![t("redial", "entry", "cy")]),
-            say("AGENT", "cy", "Sorry, we were cut off. You wanted to cancel?"),
+            say(
+                "AGENT",
+                "cy",
+                "Sorry, we were cut off. You wanted to cancel?",
+            ),
             events(vec![t("NA", "exit", "cy")]),
             events(vec![end("agent_initiated", "cy")]),
         ],
@@ -376,8 +408,15 @@ async fn receive(addr: &str, shared: Arc<Shared>) -> anyhow::Result<()> {
         let shared = shared.clone();
         let n = posts.fetch_add(1, Ordering::Relaxed) + 1;
         async move {
-            if shared.args.fail_every.is_some_and(|every| every > 0 && n % every == 0) {
-                return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "failing on purpose");
+            if shared
+                .args
+                .fail_every
+                .is_some_and(|every| every > 0 && n % every == 0)
+            {
+                return (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "failing on purpose",
+                );
             }
             if let Ok(v) = serde_json::from_slice::<Value>(&body)
                 && let Some(c) = v["data"]["conversationId"].as_str()

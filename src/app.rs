@@ -102,6 +102,7 @@ impl App {
             metrics: crate::telemetry::metrics(),
             traffic: traffic.clone(),
             console_logins: Default::default(),
+            stats_cache: Default::default(),
         });
         let cancel = CancellationToken::new();
         let sweeper = tokio::spawn(crate::sweeper::run(

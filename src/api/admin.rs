@@ -173,6 +173,7 @@ pub(crate) async fn retry_one(state: &AppState, id: String) -> Result<u64, ApiEr
         };
     }
     state.wake.notify_one();
+    state.forget_stats();
     Ok(retried)
 }
 

@@ -354,9 +354,9 @@ impl ListQuery {
         ];
         for (name, kind, value) in given {
             let Some(value) = value else { continue };
-            if value.is_empty() || value.len() > MAX_VALUE_BYTES {
+            if value.is_empty() || value.len() > MAX_VALUE_BYTES || value.contains('\0') {
                 return Err(ApiError::BadRequest(format!(
-                    "{name}: must be 1 to {MAX_VALUE_BYTES} bytes"
+                    "{name}: must be 1 to {MAX_VALUE_BYTES} bytes, without NUL"
                 )));
             }
             if kind == TagKind::Anomaly && value == "any" {

@@ -20,7 +20,10 @@ use crate::store::{JobState, RecentAttempt, RetryTarget};
 use crate::traffic::BUCKET_MS;
 
 /// At most this many attempts of the last day are read for the statistics (the newest).
-pub const ATTEMPT_SAMPLE: usize = 100_000;
+pub const ATTEMPT_SAMPLE: usize = 50_000;
+/// Destination statistics are computed at most this often; pages and API calls in
+/// between get the last ones.
+const STATS_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 const HOUR_MS: i64 = 3_600_000;
 
 /// `GET /admin/v1/conversations`'s query.
@@ -72,8 +75,10 @@ pub async fn find_conversation(
 }
 
 pub(crate) async fn find(state: &AppState, id: &str) -> Result<FoundList, ApiError> {
-    if id.is_empty() || id.len() > 256 {
-        return Err(ApiError::BadRequest("id: must be 1 to 256 bytes".into()));
+    if id.is_empty() || id.len() > 256 || id.contains('\0') {
+        return Err(ApiError::BadRequest(
+            "id: must be 1 to 256 bytes, without NUL".into(),
+        ));
     }
     let found = state.store.find_conversation(id, 50).await?;
     Ok(FoundList {
@@ -196,6 +201,7 @@ pub(crate) async fn retry_many(state: &AppState, req: BulkRetry) -> Result<BulkR
                 })
                 .await?;
             state.wake.notify_one();
+            state.forget_stats();
             Ok(BulkRetried {
                 retried,
                 not_retried: Vec::new(),
@@ -242,7 +248,7 @@ pub struct LastError {
 }
 
 /// One bot's action: what its jobs are, and how its attempts of the last hour and day went.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct DestinationStats {
     pub bot_id: String,
@@ -289,6 +295,22 @@ pub async fn destinations(
 }
 
 pub(crate) async fn destination_stats(state: &AppState) -> Result<Destinations, ApiError> {
+    let cached = state.stats_cache.lock().ok().and_then(|c| {
+        c.as_ref()
+            .filter(|(at, _)| at.elapsed() < STATS_TTL)
+            .map(|(_, d)| d.clone())
+    });
+    if let Some(destinations) = cached {
+        return Ok(Destinations { destinations });
+    }
+    let fresh = compute_destination_stats(state).await?;
+    if let Ok(mut c) = state.stats_cache.lock() {
+        *c = Some((std::time::Instant::now(), fresh.destinations.clone()));
+    }
+    Ok(fresh)
+}
+
+async fn compute_destination_stats(state: &AppState) -> Result<Destinations, ApiError> {
     let now = state.clock.now();
     let rows = state
         .store
@@ -338,11 +360,15 @@ pub(crate) async fn destination_stats(state: &AppState) -> Result<Destinations, 
                     durations[i - 1]
                 })
             };
-            let last_error = attempts.iter().find(|a| !a.succeeded).map(|a| LastError {
-                at: a.started_at.to_rfc3339(),
-                status_code: a.status_code,
-                error: a.error.clone().unwrap_or_default(),
-            });
+            let last_error = rows
+                .failures
+                .iter()
+                .find(|a| a.bot_id == bot_id && a.action == action)
+                .map(|a| LastError {
+                    at: a.started_at.to_rfc3339(),
+                    status_code: a.status_code,
+                    error: a.error.clone().unwrap_or_default(),
+                });
             DestinationStats {
                 configured: kind.is_some(),
                 kind: kind.unwrap_or_default(),

@@ -55,6 +55,18 @@ pub struct AppState {
     pub traffic: Arc<crate::traffic::Traffic>,
     /// The console's sign-in attempts per client address.
     pub console_logins: crate::console::LoginLimiter,
+    /// The destination statistics last computed, and when (see `insight`).
+    pub stats_cache: std::sync::Mutex<Option<(std::time::Instant, Vec<insight::DestinationStats>)>>,
+}
+
+impl AppState {
+    /// Drops the cached destination statistics (after an operator's retry, so the next
+    /// page shows its effect).
+    pub fn forget_stats(&self) {
+        if let Ok(mut c) = self.stats_cache.lock() {
+            *c = None;
+        }
+    }
 }
 
 /// Every documented route: the OpenAPI document is built from these same registrations.

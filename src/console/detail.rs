@@ -25,10 +25,8 @@ const SHOWN_EVENTS: usize = 1000;
 /// At most this many jobs are shown.
 const SHOWN_JOBS: usize = 50;
 
-#[derive(serde::Deserialize, Default)]
-pub struct DetailQuery {
-    notice: Option<String>,
-}
+/// At most this many attempts of a job are shown (the newest).
+const SHOWN_ATTEMPTS: usize = 50;
 
 fn transfer_name(t: TransferType) -> &'static str {
     match t {
@@ -106,7 +104,7 @@ fn attempts(j: &JobView) -> Markup {
             @if !log.is_empty() {
                 table.data.attempts {
                     thead { tr { th.num { "#" } th { "Started" } th.num { "Duration" } th { "Outcome" } th.num { "Status" } th { "Error" } th { "Response" } } }
-                    tbody { @for a in log { tr {
+                    tbody { @for a in log.iter().skip(log.len().saturating_sub(SHOWN_ATTEMPTS)) { tr {
                         td.num { (a.attempt) }
                         td { time { (a.started_at.to_rfc3339()) } }
                         td.num { (a.duration_ms) " ms" }
@@ -125,11 +123,11 @@ pub async fn conversation(
     State(state): State<Arc<AppState>>,
     op: Operator,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
-    query: Result<Query<DetailQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<super::pages::Outcome>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ConsoleError> {
     let Path((bot, id)) =
         path.map_err(|e| ConsoleError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let notice = query.ok().and_then(|q| q.0.notice);
+    let outcome = query.ok().and_then(|q| q.0.render());
     let Some(stored) = state.store.conversation(&bot, &id).await? else {
         return Err(ConsoleError::new(
             StatusCode::NOT_FOUND,
@@ -177,7 +175,7 @@ pub async fn conversation(
     let body = html! {
         p.crumbs { a href=(format!("/console/conversations?bot={}", super::pages::enc(&bot))) { "Conversations of " (bot) } }
         h1 { "Conversation " code #conversation-id { (id) } }
-        @if let Some(n) = notice.filter(|n| !n.is_empty()) { p.notice role="status" { (n) } }
+        @if let Some(n) = outcome { (n) }
         dl.header {
             dt { "Status" } dd { span class=(format!("badge {}", record.status)) { (record.status) } }
             dt { "Reason" } dd { (record.end_reason.as_deref().unwrap_or("–")) }
@@ -234,7 +232,7 @@ pub async fn conversation(
             }
         }
         details.log #event-log {
-            summary { "Event log (" (log.events.len()) " entries" @if log.events.len() == SHOWN_EVENTS { ", the first " (SHOWN_EVENTS) } ")" }
+            summary { "Event log (" @if (log.events.len() as u64) < record.event_count { "the first " (log.events.len()) " of " } (record.event_count) " entries)" }
             @if let Some(at) = log.events_purged_at { p.empty { "Removed by retention at " (at.to_rfc3339()) "." } }
             ol.events { @for e in &log.events {
                 li id=(format!("event-{}", e.seq)) {

@@ -223,14 +223,15 @@ pub struct JobsQuery {
     action: Option<String>,
     since: Option<String>,
     cursor: Option<i64>,
-    notice: Option<String>,
 }
 
 pub async fn jobs(
     State(state): State<Arc<AppState>>,
     op: Operator,
     query: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
+    outcome: Result<Query<super::pages::Outcome>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ConsoleError> {
+    let outcome = outcome.ok().and_then(|o| o.0.render());
     let Query(q) = query.map_err(|e| ConsoleError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let job_state = match some(&q.state) {
         None => None,
@@ -271,7 +272,7 @@ pub async fn jobs(
     let back = format!("/console/jobs?{base}");
     let body = html! {
         h1 { "Jobs" }
-        @if let Some(n) = some(&q.notice) { p.notice role="status" { (n) } }
+        @if let Some(n) = outcome { (n) }
         form.filters method="get" action="/console/jobs" {
             label { span { "State" } select name="state" {
                 option value="" { "any" }
@@ -360,7 +361,7 @@ pub async fn retry(
                 .map(|(_, v)| v.clone())
                 .collect();
             if ids.is_empty() {
-                return Ok(redirect(&back, "Select at least one dead job."));
+                return Ok(redirect(&back, "empty=1"));
             }
             BulkRetry {
                 ids: Some(ids),
@@ -369,19 +370,18 @@ pub async fn retry(
         }
     };
     let done = retry_many(&state, req).await?;
-    let mut notice = format!(
-        "Retried {} job{}.",
+    let outcome = format!(
+        "retried={}&skipped={}",
         done.retried,
-        if done.retried == 1 { "" } else { "s" }
+        done.not_retried.len()
     );
-    for n in done.not_retried.iter().take(3) {
-        notice.push_str(&format!(" Not {}: {}.", n.id, n.reason));
-    }
-    Ok(redirect(&back, &notice))
+    Ok(redirect(&back, &outcome))
 }
 
-fn redirect(back: &str, notice: &str) -> Response {
+/// Back to the page the form was on, with what happened (numbers only).
+fn redirect(back: &str, outcome: &str) -> Response {
+    let back = back.split('#').next().unwrap_or(back);
     let sep = if back.contains('?') { '&' } else { '?' };
-    let to = format!("{back}{sep}notice={}", enc(notice));
+    let to = format!("{back}{sep}{outcome}");
     (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response()
 }

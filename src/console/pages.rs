@@ -255,8 +255,35 @@ pub async fn destinations(
     let d = destination_stats(&state).await?;
     let body = html! {
         h1 { "Destinations" }
-        p.hint { "Every bot's on_end action. Success rates count attempts; latency is the attempts' duration over the last 24 hours (the newest 100,000 attempts)." }
+        p.hint { "Every bot's on_end action. Success rates count attempts; latency is the attempts' duration over the last 24 hours (the newest 50,000 attempts)." }
         (destinations_table(&d.destinations))
     };
     Ok(page("Destinations", &op, "destinations", body).into_response())
+}
+
+/// What a retry form did, from the redirect's query: numbers only, so a crafted link
+/// cannot put words in the console's mouth.
+#[derive(serde::Deserialize, Default)]
+pub struct Outcome {
+    retried: Option<u64>,
+    skipped: Option<u64>,
+    empty: Option<u8>,
+}
+
+impl Outcome {
+    pub fn render(&self) -> Option<Markup> {
+        let text = if self.empty.is_some() {
+            "Select at least one dead job.".to_owned()
+        } else {
+            let n = self.retried?;
+            let mut t = format!("Retried {n} job{}.", if n == 1 { "" } else { "s" });
+            if let Some(s) = self.skipped.filter(|s| *s > 0) {
+                t.push_str(&format!(
+                    " {s} not retried: not dead any more, unknown, or their destination is not in the configuration."
+                ));
+            }
+            t
+        };
+        Some(html! { p.notice role="status" { (text) } })
+    }
 }

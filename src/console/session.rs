@@ -30,28 +30,42 @@ const LOGIN_BURST: u32 = 10;
 /// Addresses remembered by the sign-in limiter before the idle ones are forgotten.
 const LOGIN_ADDRESSES: usize = 10_000;
 
-/// Per-address limit on sign-in attempts.
-pub struct LoginLimiter(DefaultKeyedRateLimiter<IpAddr>);
+/// Per-address limit on sign-in attempts (an IPv6 address counts by its /64). Past
+/// [`LOGIN_ADDRESSES`] addresses within a minute, new addresses share one limit of
+/// their own, so the table stays bounded and nobody is locked out by it.
+pub struct LoginLimiter {
+    by_address: DefaultKeyedRateLimiter<IpAddr>,
+    overflow: governor::DefaultDirectRateLimiter,
+}
 
 impl Default for LoginLimiter {
     fn default() -> Self {
         let burst = NonZeroU32::new(LOGIN_BURST).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_minute(burst).allow_burst(burst);
-        Self(RateLimiter::keyed(quota))
+        Self {
+            by_address: RateLimiter::keyed(quota),
+            overflow: RateLimiter::direct(quota),
+        }
     }
 }
 
 impl LoginLimiter {
     fn allow(&self, addr: IpAddr) -> bool {
-        if self.0.len() >= LOGIN_ADDRESSES {
-            self.0.retain_recent();
-            // Still full (attempts from that many addresses within a minute): sign-in
-            // waits until their limits have run out, so the table stays bounded.
-            if self.0.len() >= LOGIN_ADDRESSES {
-                return false;
+        let key = match addr {
+            IpAddr::V6(v6) => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::from(o)
+            }
+            v4 => v4,
+        };
+        if self.by_address.len() >= LOGIN_ADDRESSES {
+            self.by_address.retain_recent();
+            if self.by_address.len() >= LOGIN_ADDRESSES {
+                return self.overflow.check().is_ok();
             }
         }
-        self.0.check_key(&addr).is_ok()
+        self.by_address.check_key(&key).is_ok()
     }
 }
 

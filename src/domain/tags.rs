@@ -11,9 +11,10 @@ use serde_json::Value;
 
 use super::Conversation;
 
-/// A conversation is indexed by at most this many tags (agents and anomalies beyond
-/// are still in the record, but not findable by filter).
-pub const MAX_TAGS: usize = 64;
+/// A conversation is indexed by at most this many agents, queues and anomaly codes each
+/// (those beyond are still in the record, but not findable by filter); its reason, its
+/// experience and "any anomaly" always are.
+pub const MAX_PER_KIND: usize = 32;
 /// A value longer than this many bytes is not indexed.
 pub const MAX_VALUE_BYTES: usize = 256;
 
@@ -53,12 +54,25 @@ pub fn tag(kind: TagKind, value: &str) -> String {
 pub const ANY_ANOMALY: &str = "anomaly";
 
 impl Conversation {
-    /// The conversation's tags, sorted, without repeats, at most [`MAX_TAGS`].
+    /// The conversation's tags, sorted, without repeats: at most [`MAX_PER_KIND`] agents,
+    /// queues and anomaly codes each (the first ones), its reason, its experience, and
+    /// "any anomaly". A value that is empty, longer than [`MAX_VALUE_BYTES`] or holds a
+    /// NUL (which PostgreSQL's text cannot store) is not indexed.
     pub fn tags(&self) -> Vec<String> {
         let mut set = BTreeSet::new();
+        let mut counts = [0usize; 5];
         let mut add = |kind: TagKind, value: &str| {
-            if !value.is_empty() && value.len() <= MAX_VALUE_BYTES {
-                set.insert(tag(kind, value));
+            let slot = &mut counts[kind as usize];
+            let limited = matches!(kind, TagKind::Agent | TagKind::Queue | TagKind::Anomaly);
+            if value.is_empty()
+                || value.len() > MAX_VALUE_BYTES
+                || value.contains('\0')
+                || (limited && *slot >= MAX_PER_KIND)
+            {
+                return;
+            }
+            if set.insert(tag(kind, value)) {
+                *slot += 1;
             }
         };
         for a in &self.agents {
@@ -90,7 +104,72 @@ impl Conversation {
         if !self.anomalies.is_empty() || self.anomalies_dropped > 0 {
             set.insert(ANY_ANOMALY.to_owned());
         }
-        // The "any anomaly" tag sorts first ("anomaly" < "anomaly:…"), so it survives the cap.
-        set.into_iter().take(MAX_TAGS).collect()
+        set.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::conversation::{Agent, Anomaly, Status};
+
+    fn conversation() -> Conversation {
+        serde_json::from_value(serde_json::json!({
+            "status": "ended", "created_at": 0, "last_event_at": 0, "event_count": 1
+        }))
+        .expect("a minimal state")
+    }
+
+    #[test]
+    fn many_agents_never_push_out_the_reason_or_the_anomalies() {
+        let mut c = conversation();
+        c.status = Status::Ended;
+        c.end_reason = Some("rare_reason".into());
+        c.experience = Some("chat".into());
+        for i in 0..100 {
+            c.agents.push(Agent {
+                identity: format!("agent-{i:03}"),
+                name: String::new(),
+                custom_fields: crate::domain::conversation::Fields::from_map(
+                    &serde_json::json!({"queueId": i, "queueName": format!("q{i}")})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
+                segments: Vec::new(),
+            });
+            c.anomalies.push(Anomaly {
+                code: format!("code_{i}"),
+                message: String::new(),
+                event_seq: i,
+            });
+        }
+        let tags = c.tags();
+        let count = |p: &str| tags.iter().filter(|t| t.starts_with(p)).count();
+        assert_eq!(count("agent:"), MAX_PER_KIND);
+        assert_eq!(count("queue:"), MAX_PER_KIND);
+        assert_eq!(count("anomaly:"), MAX_PER_KIND);
+        for t in [
+            "reason:rare_reason",
+            "experience:chat",
+            ANY_ANOMALY,
+            "agent:agent-000",
+        ] {
+            assert!(tags.contains(&t.to_owned()), "{t} in {tags:?}");
+        }
+    }
+
+    #[test]
+    fn empty_long_and_nul_values_are_not_indexed() {
+        let mut c = conversation();
+        for id in ["", "a\0b", &"x".repeat(MAX_VALUE_BYTES + 1), "ok"] {
+            c.agents.push(Agent {
+                identity: id.to_owned(),
+                name: String::new(),
+                custom_fields: Default::default(),
+                segments: Vec::new(),
+            });
+        }
+        assert_eq!(c.tags(), vec!["agent:ok".to_owned()]);
     }
 }

@@ -233,7 +233,10 @@ pub struct FoundConversation {
 pub struct DestinationRows {
     /// `(bot, action, state, count)`.
     pub counts: Vec<(String, String, JobState, u64)>,
+    /// Newest first, without their error text.
     pub attempts: Vec<RecentAttempt>,
+    /// The newest failed attempts (at most 500), with their error text.
+    pub failures: Vec<RecentAttempt>,
 }
 
 /// An attempt as the destination statistics read it.

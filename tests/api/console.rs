@@ -300,7 +300,7 @@ async fn the_list_filtered_by_agent_and_by_anomaly_shows_exactly_the_matching_co
     form.set_by_name("anomaly", "repeated_na_entry")
         .await
         .unwrap();
-    form.submit().await.unwrap();
+    b.click_and_wait("form.filters button[type=submit]").await;
     assert_eq!(
         b.texts("#conversations tbody td:first-child a").await,
         [c[2].clone()]
@@ -309,7 +309,7 @@ async fn the_list_filtered_by_agent_and_by_anomaly_shows_exactly_the_matching_co
     b.go("/console/conversations").await;
     let search = b.client.form(Locator::Css("form.search")).await.unwrap();
     search.set_by_name("q", &c[3]).await.unwrap();
-    search.submit().await.unwrap();
+    b.click_and_wait("form.search button[type=submit]").await;
     assert_eq!(
         b.texts("table.data tbody td:nth-child(2) a").await,
         [c[3].clone()]

@@ -1024,3 +1024,42 @@ pub async fn lists_filter_by_agent_queue_anomaly_and_reason(store: &S, clock: &M
         "tag-01"
     );
 }
+
+/// Conversations with every kind of tag: agents with queue ids as strings and numbers,
+/// queue names, anomalies (and one past the anomaly cap), reasons, experiences, an agent
+/// and a queue name too long to index.
+pub async fn fill_for_backfill(store: &S) {
+    let agent = |id: &str, fields: serde_json::Value| {
+        json!({"name": "INTERNAL_TRANSFER_EVENT", "transfertype": "NA", "transition": "entry", "experience": "chat",
+               "participant": {"identity": id, "name": "n", "type": "agent", "customFields": fields}})
+    };
+    let long = "l".repeat(300);
+    let flows = vec![
+        json!([
+            agent("a1", json!({"queueId": "17", "queueName": "Billing"})),
+            end()
+        ]),
+        json!([
+            agent("a2", json!({"queueId": 42})),
+            agent("a3", json!({"queueName": ""}))
+        ]),
+        json!([
+            agent("a0", json!({})),
+            agent("a9", json!({"queueId": "9", "queueName": long}))
+        ]),
+        json!([end()]),
+        json!([
+            agent("a1", json!({"agentEmail": "x@y"})),
+            agent("a4", json!({"queueId": true}))
+        ]),
+        // A NUL in a field (PostgreSQL's jsonb refuses it; the text state keeps it).
+        json!([agent("a5", json!({"note": "\0", "queueName": "q\0"}))]),
+    ];
+    for (i, f) in flows.into_iter().enumerate() {
+        let c = format!("backfill-{i}");
+        store
+            .ingest(ingest(&c, events(&c, f), actions(&[])))
+            .await
+            .unwrap();
+    }
+}

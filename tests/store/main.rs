@@ -70,6 +70,15 @@ impl Fixture {
         }
     }
 
+    /// The SQLite database's file.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        self._dir.as_ref().map(|d| d.path().join("wrapup.db"))
+    }
+
+    pub fn schema_name(&self) -> Option<String> {
+        self.schema.clone()
+    }
+
     /// Closes the store and drops a PostgreSQL test schema.
     pub async fn done(self) {
         self.store.close().await;
@@ -126,3 +135,92 @@ both_stores!(
     unknown_destinations_are_left_then_orphaned_and_decided,
     lists_filter_by_agent_queue_anomaly_and_reason,
 );
+
+/// Upgrading a database from before the tag index: the migration derives every stored
+/// conversation's tags in SQL, and they must be exactly the ones the server writes.
+mod upgrade {
+    use std::collections::BTreeSet;
+
+    type Tags = BTreeSet<(String, String)>;
+
+    async fn sqlite_tags(path: &std::path::Path) -> Tags {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT conversation_id, tag FROM conversation_tags")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn sqlite_backfills_the_same_tags_the_server_writes() {
+        let f = crate::Fixture::sqlite().await;
+        crate::cases::fill_for_backfill(&f.store).await;
+        let path = f.sqlite_path().unwrap();
+        f.store.close().await;
+        let written = sqlite_tags(&path).await;
+        assert!(written.len() >= 12, "{written:?}");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "DROP TABLE conversation_tags; DROP TABLE traffic; DROP TABLE pending_backfill;
+                 DROP INDEX conversations_by_id; DROP INDEX attempts_by_start; PRAGMA user_version = 8;",
+            )
+            .unwrap();
+        }
+        let clock = std::sync::Arc::new(wrapup::clock::ManualClock::default());
+        let store = wrapup::store::open(
+            &crate::settings(wrapup::config::StoreUrl::Sqlite(path.clone()), "public"),
+            clock,
+        )
+        .await
+        .expect("the migration runs");
+        store.close().await;
+        assert_eq!(sqlite_tags(&path).await, written);
+        f.done().await;
+    }
+
+    #[tokio::test]
+    async fn postgres_backfills_the_same_tags_the_server_writes() {
+        let f = crate::Fixture::postgres().await;
+        crate::cases::fill_for_backfill(&f.store).await;
+        let schema = f.schema_name().unwrap();
+        let pool = sqlx::PgPool::connect(&crate::database_url()).await.unwrap();
+        let read = |pool: sqlx::PgPool, schema: String| async move {
+            let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+                "SELECT conversation_id, tag FROM {schema}.conversation_tags"
+            ))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            rows.into_iter().collect::<Tags>()
+        };
+        let written = read(pool.clone(), schema.clone()).await;
+        assert!(written.len() >= 12, "{written:?}");
+        sqlx::raw_sql(&format!(
+            "DROP TABLE {schema}.conversation_tags; DROP TABLE {schema}.traffic;
+             DROP TABLE {schema}.pending_backfill;
+             DROP INDEX {schema}.conversations_by_id; DROP INDEX {schema}.attempts_by_start;
+             DELETE FROM {schema}.wrapup_schema WHERE version = 4;"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        let clock = std::sync::Arc::new(wrapup::clock::ManualClock::default());
+        let store = wrapup::store::open(
+            &crate::settings(
+                wrapup::config::StoreUrl::Postgres(crate::database_url()),
+                &schema,
+            ),
+            clock,
+        )
+        .await
+        .expect("the migration runs");
+        store.close().await;
+        assert_eq!(read(pool.clone(), schema.clone()).await, written);
+        pool.close().await;
+        f.done().await;
+    }
+}

@@ -117,8 +117,7 @@ async fn write_plan(
     Ok(())
 }
 
-/// Replaces the conversation's tags with the plan's, at its new sort time, in one
-/// statement (the two parts touch different rows).
+/// Replaces the conversation's tags with the plan's, at its new sort time and status.
 async fn write_tags(
     conn: &mut PgConnection,
     target: Target<'_>,
@@ -129,19 +128,36 @@ async fn write_tags(
         .ended_at
         .unwrap_or(plan.state.last_event_at)
         .millis();
+    replace_tags(
+        conn,
+        target,
+        (&plan.tags, sort_at, plan.state.status.as_str()),
+    )
+    .await
+}
+
+/// Replaces a conversation's tags in one statement (the two parts touch different rows).
+pub(super) async fn replace_tags(
+    conn: &mut PgConnection,
+    target: Target<'_>,
+    (tags, sort_at, status): (&[String], i64, &str),
+) -> Result<(), StoreError> {
     sqlx::query(
         "WITH gone AS (
              DELETE FROM conversation_tags
              WHERE bot_id = $1 AND conversation_id = $2 AND NOT (tag = ANY($3)))
-         INSERT INTO conversation_tags (bot_id, conversation_id, tag, sort_at)
-         SELECT $1, $2, t, $4 FROM unnest($3::text[]) t
-         ON CONFLICT (bot_id, conversation_id, tag) DO UPDATE SET sort_at = EXCLUDED.sort_at
-         WHERE conversation_tags.sort_at <> EXCLUDED.sort_at",
+         INSERT INTO conversation_tags (bot_id, conversation_id, tag, sort_at, status)
+         SELECT $1, $2, t, $4, $5 FROM unnest($3::text[]) t
+         ON CONFLICT (bot_id, conversation_id, tag)
+         DO UPDATE SET sort_at = EXCLUDED.sort_at, status = EXCLUDED.status
+         WHERE conversation_tags.sort_at <> EXCLUDED.sort_at
+            OR conversation_tags.status <> EXCLUDED.status",
     )
     .bind(target.bot_id)
     .bind(target.conversation_id)
-    .bind(&plan.tags)
+    .bind(tags)
     .bind(sort_at)
+    .bind(status)
     .execute(conn)
     .await?;
     Ok(())
@@ -287,9 +303,11 @@ pub(super) async fn list(
             "c"
         }
         Some((first, rest)) => {
+            // The page is picked from the tags' index alone; the outer query reads the
+            // page's own conversations.
             q.push(
-                "SELECT t.conversation_id, t.sort_at, c.state FROM conversation_tags t
-                 JOIN conversations c ON c.bot_id = t.bot_id AND c.conversation_id = t.conversation_id
+                "SELECT t.conversation_id, t.sort_at, c.state FROM (
+                 SELECT t.bot_id, t.conversation_id, t.sort_at FROM conversation_tags t
                  WHERE t.bot_id = ",
             )
             .push_bind(bot_id)
@@ -307,7 +325,8 @@ pub(super) async fn list(
         }
     };
     if let Some(status) = f.status {
-        q.push(" AND c.status = ").push_bind(status.as_str());
+        q.push(format!(" AND {k}.status = "))
+            .push_bind(status.as_str());
     }
     if let Some(from) = f.from {
         q.push(format!(" AND {k}.sort_at >= "))
@@ -327,10 +346,17 @@ pub(super) async fn list(
     q.push(format!(
         " ORDER BY {k}.sort_at DESC, {k}.conversation_id DESC LIMIT "
     ))
-    .push_bind(f.limit as i64)
-    .push(") page) counted WHERE before < ")
-    .push_bind(budget(f.max_bytes))
-    .push(" ORDER BY sort_at DESC, conversation_id DESC");
+    .push_bind(f.limit as i64);
+    if k == "t" {
+        // The page's own conversations, in the page's order.
+        q.push(
+            ") t JOIN conversations c ON c.bot_id = t.bot_id AND c.conversation_id = t.conversation_id
+             ORDER BY t.sort_at DESC, t.conversation_id DESC",
+        );
+    }
+    q.push(") page) counted WHERE before < ")
+        .push_bind(budget(f.max_bytes))
+        .push(" ORDER BY sort_at DESC, conversation_id DESC");
     let rows = q.build().fetch_all(pool).await?;
     rows.iter()
         .map(|r| {

@@ -70,10 +70,16 @@ async fn migrate(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
         Ok::<usize, sqlx::Error>(version)
     }
     .await;
+    // Still under the lock: one instance backfills, the others then find nothing to do.
+    let backfilled = match &result {
+        Ok(_) => backfill_tags(&mut conn).await,
+        Err(_) => Ok(()),
+    };
     let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('wrapup-migrate'))")
         .execute(&mut *conn)
         .await;
     let version = result.map_err(|e| StoreError::unavailable("migrating the schema failed", e))?;
+    backfilled?;
     if version > MIGRATIONS.len() {
         return Err(StoreError::down(format!(
             "the database is at schema version {version}, newer than this wrapup knows ({})",
@@ -81,4 +87,61 @@ async fn migrate(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
         )));
     }
     Ok(())
+}
+
+/// Conversations stored before the tag index get their tags, derived by the domain from
+/// their state, 1,000 per transaction; a restart midway starts over (writing a
+/// conversation's tags replaces them).
+async fn backfill_tags(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pending_backfill WHERE name = 'conversation_tags'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if pending == 0 {
+        return Ok(());
+    }
+    let mut after = (String::new(), String::new());
+    let mut done = 0u64;
+    loop {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let rows: Vec<(String, String, String, i64, String)> = sqlx::query_as(
+            "SELECT bot_id, conversation_id, status, sort_at, state FROM conversations
+             WHERE (bot_id, conversation_id) > ($1, $2) ORDER BY bot_id, conversation_id LIMIT 1000",
+        )
+        .bind(&after.0)
+        .bind(&after.1)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = rows.last() else {
+            sqlx::query("DELETE FROM pending_backfill WHERE name = 'conversation_tags'")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(conversations = done, "conversation tags backfilled");
+            return Ok(());
+        };
+        after = (last.0.clone(), last.1.clone());
+        for (bot_id, conversation_id, status, sort_at, state) in &rows {
+            let Ok(conversation) = crate::store::parse_state(state) else {
+                tracing::warn!(%bot_id, %conversation_id, "state unreadable; not indexed by tags");
+                continue;
+            };
+            let target = crate::domain::ingest::Target {
+                bot_id,
+                conversation_id,
+            };
+            super::conversations::replace_tags(
+                &mut tx,
+                target,
+                (&conversation.tags(), *sort_at, status),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        done += rows.len() as u64;
+        if done % 100_000 < 1000 {
+            tracing::info!(conversations = done, "backfilling conversation tags");
+        }
+    }
 }

@@ -60,16 +60,40 @@ pub(super) async fn destination_rows(
             Ok((bot, action, JobState::from_column(&state)?, n.max(0) as u64))
         })
         .collect::<Result<_, StoreError>>()?;
-    let rows: Vec<AttemptRow> = sqlx::query_as(
-        "SELECT j.bot_id, j.action, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error
+    let attempts = recent(
+        pool,
+        "SELECT j.bot_id, j.action, a.started_at, a.duration_ms, a.outcome, a.status_code, NULL::text
          FROM attempts a JOIN jobs j ON j.id = a.job_id
          WHERE a.started_at >= $1 ORDER BY a.started_at DESC LIMIT $2",
+        (since, limit),
     )
-    .bind(since.millis())
-    .bind(limit as i64)
-    .fetch_all(pool)
     .await?;
-    let attempts = rows
+    let failures = recent(
+        pool,
+        "SELECT j.bot_id, j.action, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error
+         FROM attempts a JOIN jobs j ON j.id = a.job_id
+         WHERE a.started_at >= $1 AND a.outcome <> 'succeeded' ORDER BY a.started_at DESC LIMIT $2",
+        (since, 500),
+    )
+    .await?;
+    Ok(DestinationRows {
+        counts,
+        attempts,
+        failures,
+    })
+}
+
+async fn recent(
+    pool: &PgPool,
+    sql: &str,
+    (since, limit): (Timestamp, usize),
+) -> Result<Vec<RecentAttempt>, StoreError> {
+    let rows: Vec<AttemptRow> = sqlx::query_as(sql)
+        .bind(since.millis())
+        .bind(limit as i64)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
         .into_iter()
         .map(
             |(bot_id, action, started_at, duration_ms, outcome, status_code, error)| {
@@ -84,8 +108,7 @@ pub(super) async fn destination_rows(
                 }
             },
         )
-        .collect();
-    Ok(DestinationRows { counts, attempts })
+        .collect())
 }
 
 pub(super) async fn add_traffic(

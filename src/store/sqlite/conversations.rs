@@ -131,32 +131,49 @@ fn write_plan(
     Ok(())
 }
 
-/// Replaces the conversation's tags with the plan's, at its new sort time.
+/// Replaces the conversation's tags with the plan's, at its new sort time and status.
 fn write_tags(
     conn: &Connection,
     (id, existed): (i64, bool),
     target: Target<'_>,
     plan: &Plan<'_>,
 ) -> Result<(), StoreError> {
-    if existed {
-        conn.prepare_cached("DELETE FROM conversation_tags WHERE conversation = ?1")?
-            .execute([id])?;
-    }
     let sort_at = plan
         .state
         .ended_at
         .unwrap_or(plan.state.last_event_at)
         .millis();
+    replace_tags(
+        conn,
+        (id, existed),
+        target,
+        (&plan.tags, sort_at, plan.state.status.as_str()),
+    )
+}
+
+/// Replaces the tags of conversation `id` (whose rows exist when `existed`).
+pub(super) fn replace_tags(
+    conn: &Connection,
+    (id, existed): (i64, bool),
+    target: Target<'_>,
+    (tags, sort_at, status): (&[String], i64, &str),
+) -> Result<(), StoreError> {
+    if existed {
+        conn.prepare_cached("DELETE FROM conversation_tags WHERE conversation = ?1")?
+            .execute([id])?;
+    }
     let mut insert = conn.prepare_cached(
-        "INSERT INTO conversation_tags (conversation, tag, bot_id, sort_at, conversation_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO conversation_tags (conversation, tag, bot_id, sort_at, conversation_id, status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    for tag in &plan.tags {
+    for tag in tags {
         insert.execute(params![
             id,
             tag,
             target.bot_id,
             sort_at,
-            target.conversation_id
+            target.conversation_id,
+            status
         ])?;
     }
     Ok(())
@@ -315,10 +332,12 @@ pub(super) fn list(
         ),
         Some((first, rest)) => {
             args.push(first.clone().into());
+            // The page is picked from the tags' covering index alone; the outer query
+            // reads the page's own conversations.
             let mut sql = String::from(
-                "SELECT t.conversation_id, t.sort_at, c.state
+                "SELECT t.conversation_id, t.sort_at, c.state FROM (
+                 SELECT t.conversation, t.conversation_id, t.sort_at
                  FROM conversation_tags t INDEXED BY conversation_tags_find
-                 JOIN conversations c ON c.id = t.conversation
                  WHERE t.bot_id = ?1 AND t.tag = ?2",
             );
             for tag in rest {
@@ -333,7 +352,7 @@ pub(super) fn list(
     };
     if let Some(status) = f.status {
         args.push(status.as_str().to_owned().into());
-        sql.push_str(&format!(" AND c.status = ?{}", args.len()));
+        sql.push_str(&format!(" AND {k}.status = ?{}", args.len()));
     }
     if let Some(from) = f.from {
         args.push(from.millis().into());
@@ -356,6 +375,11 @@ pub(super) fn list(
         " ORDER BY {k}.sort_at DESC, {k}.conversation_id DESC LIMIT ?{}",
         args.len()
     ));
+    if k == "t" {
+        sql.push_str(
+            ") t JOIN conversations c ON c.id = t.conversation ORDER BY t.sort_at DESC, t.conversation_id DESC",
+        );
+    }
     let mut stmt = conn.prepare_cached(&sql)?;
     // Rows are read one at a time, so a page past its byte budget stops reading.
     let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {

@@ -70,5 +70,70 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.pragma_update(None, "user_version", i + 1)?;
         tx.commit()?;
     }
-    Ok(())
+    backfill_tags(conn)
+}
+
+/// Conversations stored before the tag index get their tags, derived by the domain from
+/// their state, 1,000 per transaction; a restart midway starts over (writing a
+/// conversation's tags replaces them).
+fn backfill_tags(conn: &mut Connection) -> Result<(), StoreError> {
+    let pending: i64 = conn.query_row(
+        "SELECT count(*) FROM pending_backfill WHERE name = 'conversation_tags'",
+        [],
+        |r| r.get(0),
+    )?;
+    if pending == 0 {
+        return Ok(());
+    }
+    let (mut after, mut done) = (0i64, 0u64);
+    loop {
+        let tx = conn.transaction()?;
+        let rows: Vec<(i64, String, String, String, i64, String)> = tx
+            .prepare(
+                "SELECT id, bot_id, conversation_id, status, sort_at, state FROM conversations
+                 WHERE id > ?1 ORDER BY id LIMIT 1000",
+            )?
+            .query_map([after], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(last) = rows.last() else {
+            tx.execute(
+                "DELETE FROM pending_backfill WHERE name = 'conversation_tags'",
+                [],
+            )?;
+            tx.commit()?;
+            tracing::info!(conversations = done, "conversation tags backfilled");
+            return Ok(());
+        };
+        after = last.0;
+        for (id, bot_id, conversation_id, status, sort_at, state) in &rows {
+            let Ok(conversation) = crate::store::parse_state(state) else {
+                tracing::warn!(%bot_id, %conversation_id, "state unreadable; not indexed by tags");
+                continue;
+            };
+            let target = crate::domain::ingest::Target {
+                bot_id,
+                conversation_id,
+            };
+            super::conversations::replace_tags(
+                &tx,
+                (*id, true),
+                target,
+                (&conversation.tags(), *sort_at, status),
+            )?;
+        }
+        tx.commit()?;
+        done += rows.len() as u64;
+        if done % 100_000 < 1000 {
+            tracing::info!(conversations = done, "backfilling conversation tags");
+        }
+    }
 }

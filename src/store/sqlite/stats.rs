@@ -63,25 +63,41 @@ pub(super) fn destination_rows(
             Ok((bot, action, JobState::from_column(&state)?, n.max(0) as u64))
         })
         .collect::<Result<_, StoreError>>()?;
-    let attempts = conn
-        .prepare_cached(
-            "SELECT j.bot_id, j.action, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error
-             FROM attempts a INDEXED BY attempts_by_start JOIN jobs j ON j.id = a.job_id
-             WHERE a.started_at >= ?1 ORDER BY a.started_at DESC LIMIT ?2",
-        )?
-        .query_map(params![since.millis(), limit as i64], |r| {
-            Ok(RecentAttempt {
-                bot_id: r.get(0)?,
-                action: r.get(1)?,
-                started_at: Timestamp::from_millis(r.get(2)?),
-                duration_ms: r.get::<_, i64>(3)?.max(0) as u64,
-                succeeded: r.get::<_, String>(4)? == "succeeded",
-                status_code: r.get::<_, Option<i64>>(5)?.and_then(|c| u16::try_from(c).ok()),
-                error: r.get(6)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(DestinationRows { counts, attempts })
+    let read = |sql: &str, limit: usize| -> Result<Vec<RecentAttempt>, StoreError> {
+        Ok(conn
+            .prepare_cached(sql)?
+            .query_map(params![since.millis(), limit as i64], |r| {
+                Ok(RecentAttempt {
+                    bot_id: r.get(0)?,
+                    action: r.get(1)?,
+                    started_at: Timestamp::from_millis(r.get(2)?),
+                    duration_ms: r.get::<_, i64>(3)?.max(0) as u64,
+                    succeeded: r.get::<_, String>(4)? == "succeeded",
+                    status_code: r
+                        .get::<_, Option<i64>>(5)?
+                        .and_then(|c| u16::try_from(c).ok()),
+                    error: r.get(6)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+    };
+    let attempts = read(
+        "SELECT j.bot_id, j.action, a.started_at, a.duration_ms, a.outcome, a.status_code, NULL
+         FROM attempts a INDEXED BY attempts_by_start JOIN jobs j ON j.id = a.job_id
+         WHERE a.started_at >= ?1 ORDER BY a.started_at DESC LIMIT ?2",
+        limit,
+    )?;
+    let failures = read(
+        "SELECT j.bot_id, j.action, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error
+         FROM attempts a INDEXED BY attempts_by_start JOIN jobs j ON j.id = a.job_id
+         WHERE a.started_at >= ?1 AND a.outcome <> 'succeeded' ORDER BY a.started_at DESC LIMIT ?2",
+        500,
+    )?;
+    Ok(DestinationRows {
+        counts,
+        attempts,
+        failures,
+    })
 }
 
 pub(super) fn add_traffic(conn: &Connection, buckets: &[TrafficBucket]) -> Result<(), StoreError> {
