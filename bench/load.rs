@@ -411,7 +411,7 @@ async fn receive(addr: &str, shared: Arc<Shared>) -> anyhow::Result<()> {
             if shared
                 .args
                 .fail_every
-                .is_some_and(|every| every > 0 && n % every == 0)
+                .is_some_and(|every| every > 0 && n.is_multiple_of(every))
             {
                 return (
                     axum::http::StatusCode::INTERNAL_SERVER_ERROR,
