@@ -6,6 +6,10 @@
 //! read and the page's JSON), without the HTTP round trip.
 //!
 //! cargo run --release -p wrapup-bench --bin bench-filters -- sqlite|postgres [conversations] [queries]
+//!
+//! On PostgreSQL, `BENCH_SCHEMA=<schema>` queries a schema filled by an earlier run
+//! instead of filling a new one (run `ANALYZE` on it first: right after a bulk fill the
+//! planner's statistics are those of an empty table until autovacuum analyzes it).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,7 +108,10 @@ async fn main() {
         .unwrap_or(1_000_000);
     let queries: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(300);
     let dir = tempfile::tempdir().expect("tempdir");
-    let schema = format!("bench_filters_{}", std::process::id());
+    let reuse = std::env::var("BENCH_SCHEMA").ok();
+    let schema = reuse
+        .clone()
+        .unwrap_or_else(|| format!("bench_filters_{}", std::process::id()));
     let url = match kind.as_str() {
         "postgres" => StoreUrl::Postgres(
             std::env::var("DATABASE_URL")
@@ -129,7 +136,7 @@ async fn main() {
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..256 {
+    for _ in 0..if reuse.is_some() { 0 } else { 256 } {
         let (store, next) = (store.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             loop {
