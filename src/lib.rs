@@ -11,12 +11,15 @@
 //!
 //! ```text
 //! app     binds, bounds connections, graceful shutdown
+//!  ├ console  server-rendered pages under /console (maud), signed session cookie, CSRF;
+//!  │          renders what the admin API answers (api::insight, api::admin)
 //!  └ api      HTTP only: routes, auth (JWT, per-app rate), one ApiError -> {"code","message"},
-//!     │       typed answers that are also the OpenAPI schemas
+//!     │       typed answers that are also the OpenAPI schemas; insight: the console's views
 //!     ├ auth      JWT apps, algorithm pinning, time claims (s or ms), crit, jti
 //!     ├ domain    pure: payload parsing, the lifecycle (Conversation::apply), caps, and
 //!     │           ingest::plan / plan_expiry: (state, events, bot, now) -> the whole write
-//!     │           (new state, log entries, jobs with their payload, outcome or refusal)
+//!     │           (new state, log entries, jobs with their payload, tags, outcome or
+//!     │           refusal); tags: what a conversation is found by in a filtered list
 //!     └ store     Store trait; loads state, writes the domain's plan, answers queries
 //!         ├ sqlite     schema (+ migrations/*.sql), writer (group commit), conversations, jobs
 //!         └ postgres   the same split; rows locked FOR UPDATE, claims SKIP LOCKED
@@ -27,6 +30,7 @@
 //! config   TOML + WRAPUP_* env, typed by serde (file), validated into Settings (validate,
 //!          actions); one-line errors naming the key
 //! telemetry   JSON logs, Prometheus metrics
+//! traffic     per-instance counts of events and ends per 10 s, added to the store every 2 s
 //! ```
 
 pub mod actions;
