@@ -31,7 +31,7 @@ const LOGIN_BURST: u32 = 10;
 const LOGIN_ADDRESSES: usize = 10_000;
 
 /// Per-address limit on sign-in attempts (an IPv6 address counts by its /64). Past
-/// [`LOGIN_ADDRESSES`] addresses within a minute, new addresses share one limit of
+/// `LOGIN_ADDRESSES` addresses within a minute, new addresses share one limit of
 /// their own, so the table stays bounded and nobody is locked out by it.
 pub struct LoginLimiter {
     by_address: DefaultKeyedRateLimiter<IpAddr>,
