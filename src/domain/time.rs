@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -23,11 +22,15 @@ impl Timestamp {
         Self((t.unix_timestamp_nanos() / 1_000_000) as i64)
     }
 
-    /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-26T14:08:06.123Z`.
+    /// RFC 3339 in UTC with exactly three fractional digits, e.g.
+    /// `2026-11-26T14:08:06.120Z`, the same from both stores.
     pub fn to_rfc3339(self) -> String {
+        const MILLIS: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
         OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
             .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
+            .and_then(|t| t.format(MILLIS).ok())
             .unwrap_or_else(|| self.0.to_string())
     }
 }
@@ -41,6 +44,18 @@ mod tests {
         assert_eq!(
             Timestamp::from_millis(1_764_165_686_123).to_rfc3339(),
             "2025-11-26T14:01:26.123Z"
+        );
+    }
+
+    #[test]
+    fn always_has_three_fractional_digits() {
+        assert_eq!(
+            Timestamp::from_millis(1_764_165_686_120).to_rfc3339(),
+            "2025-11-26T14:01:26.120Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(1_764_165_686_000).to_rfc3339(),
+            "2025-11-26T14:01:26.000Z"
         );
     }
 }
