@@ -48,7 +48,7 @@ pub struct Found {
 
 #[derive(Serialize, ToSchema)]
 pub struct FoundList {
-    /// Newest first, at most 50.
+    /// Newest first; among the bots of the configuration.
     pub conversations: Vec<Found>,
 }
 
@@ -58,7 +58,7 @@ pub struct FoundList {
     tag = "admin",
     params(FindQuery),
     responses(
-        (status = 200, description = "The bots that have a conversation with this id", body = FoundList),
+        (status = 200, description = "The configured bots that have a conversation with this id", body = FoundList),
         (status = 400, description = "No id, or one over 256 bytes", body = super::openapi::ErrorBody),
         (status = 401, description = "No admin token", body = super::openapi::ErrorBody),
         (status = 404, description = "Admin API off", body = super::openapi::ErrorBody),
@@ -80,7 +80,8 @@ pub(crate) async fn find(state: &AppState, id: &str) -> Result<FoundList, ApiErr
             "id: must be 1 to 256 bytes, without NUL".into(),
         ));
     }
-    let found = state.store.find_conversation(id, 50).await?;
+    let bots: Vec<String> = state.bots.keys().cloned().collect();
+    let found = state.store.find_conversation(bots, id).await?;
     Ok(FoundList {
         conversations: found
             .into_iter()

@@ -19,6 +19,7 @@ use super::caps::{Cap, Caps, OverCap};
 use super::conversation::{Conversation, EndedAfter, INACTIVITY_REASON};
 use super::payload::Event;
 use super::record::ConversationRecord;
+use super::tags::TagRows;
 use super::time::Timestamp;
 use super::{Applied, EventKind};
 
@@ -57,9 +58,11 @@ pub struct Plan<'a> {
     /// `state` as stored (JSON), serialized once here, where its size is checked.
     pub state_json: String,
     pub appends: Vec<Append<'a>>,
-    /// What the conversation can be found by after this write (see [`super::tags`]); the
-    /// store replaces its tags with these.
-    pub tags: Vec<String>,
+    /// What the conversation can be found by after this write (see [`super::tags`]).
+    pub tags: TagRows,
+    /// Its rows before this write (none for a new conversation): the store replaces
+    /// these with `tags`.
+    pub tags_before: Option<TagRows>,
     /// Present only when this write ended the conversation and the bot has actions.
     pub jobs: Option<Jobs>,
     pub outcome: Accepted,
@@ -173,6 +176,7 @@ fn plan_events<'a>(
     bot: &Bot,
     now: Timestamp,
 ) -> Result<Plan<'a>, Refusal> {
+    let tags_before = state.as_ref().map(Conversation::tag_rows);
     let mut conv = state.unwrap_or_else(|| Conversation::new(now));
     let was_ended = conv.is_ended();
     let mut appends = Vec::new();
@@ -233,7 +237,8 @@ fn plan_events<'a>(
             duplicate_ends,
             ended,
         },
-        tags: conv.tags(),
+        tags: conv.tag_rows(),
+        tags_before,
         state: conv,
         state_json,
         appends,
@@ -273,6 +278,7 @@ pub fn plan_expiry(
     now: Timestamp,
 ) -> Option<Plan<'static>> {
     let idle_since = conv.last_event_at;
+    let tags_before = Some(conv.tag_rows());
     let seq = conv.expire(now, timeout_ms)?;
     let body = json!({
         "name": "INACTIVITY_TIMEOUT",
@@ -285,7 +291,8 @@ pub fn plan_expiry(
     let jobs = jobs(target, &conv, on_end);
     Some(Plan {
         state_json: state_json(&conv),
-        tags: conv.tags(),
+        tags: conv.tag_rows(),
+        tags_before,
         state: conv,
         appends: vec![Append {
             seq,

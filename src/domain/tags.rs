@@ -3,13 +3,52 @@
 //! conversation's sort time, so a filtered list reads one index range newest first.
 //!
 //! The tags are derived from the state here, once, and both stores write what this
-//! returns: a write replaces the conversation's tags with the new state's.
+//! returns. A write replaces the rows of the state before ([`Plan::tags_before`], keyed by
+//! tag and sort time, so each row is one entry of one index) with the new state's.
+//! Changing what [`Conversation::tags`] returns therefore needs a migration that rebuilds
+//! the rows (as the first one did): rows written by other rules would not be found to be
+//! replaced.
+//!
+//! [`Plan::tags_before`]: super::ingest::Plan::tags_before
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::Conversation;
+use super::{Conversation, Status, Timestamp};
+
+/// A conversation's rows in the tag index: each tag at its sort time, with its status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TagRows {
+    pub tags: Vec<String>,
+    pub sort_at: Timestamp,
+    pub status: Status,
+}
+
+impl TagRows {
+    /// The rows of `self` that `next` does not have with the same key (tag and sort
+    /// time): what a write replacing `self` by `next` deletes.
+    pub fn gone_in(&self, next: &TagRows) -> Vec<&str> {
+        self.tags
+            .iter()
+            .filter(|t| self.sort_at != next.sort_at || !next.tags.contains(t))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// The rows of `next` a write must insert or update (all but those unchanged).
+    pub fn changed_in<'n>(before: Option<&TagRows>, next: &'n TagRows) -> Vec<&'n str> {
+        next.tags
+            .iter()
+            .filter(|t| {
+                before.is_none_or(|b| {
+                    b.sort_at != next.sort_at || b.status != next.status || !b.tags.contains(t)
+                })
+            })
+            .map(String::as_str)
+            .collect()
+    }
+}
 
 /// A conversation is indexed by at most this many agents, queues and anomaly codes each
 /// (those beyond are still in the record, but not findable by filter); its reason, its
@@ -54,6 +93,20 @@ pub fn tag(kind: TagKind, value: &str) -> String {
 pub const ANY_ANOMALY: &str = "anomaly";
 
 impl Conversation {
+    /// Where the conversation sorts in lists: its end, or its last event while active.
+    pub fn sort_at(&self) -> Timestamp {
+        self.ended_at.unwrap_or(self.last_event_at)
+    }
+
+    /// Its rows in the tag index.
+    pub fn tag_rows(&self) -> TagRows {
+        TagRows {
+            tags: self.tags(),
+            sort_at: self.sort_at(),
+            status: self.status,
+        }
+    }
+
     /// The conversation's tags, sorted, without repeats: at most [`MAX_PER_KIND`] agents,
     /// queues and anomaly codes each (the first ones), its reason, its experience, and
     /// "any anomaly". A value that is empty, longer than [`MAX_VALUE_BYTES`] or holds a
@@ -111,7 +164,7 @@ impl Conversation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::conversation::{Agent, Anomaly, Status};
+    use crate::domain::conversation::{Agent, Anomaly};
 
     fn conversation() -> Conversation {
         serde_json::from_value(serde_json::json!({
@@ -157,6 +210,30 @@ mod tests {
         ] {
             assert!(tags.contains(&t.to_owned()), "{t} in {tags:?}");
         }
+    }
+
+    #[test]
+    fn a_write_deletes_only_the_rows_it_does_not_keep_and_writes_only_changed_ones() {
+        let rows = |tags: &[&str], at: i64, status: Status| TagRows {
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            sort_at: Timestamp::from_millis(at),
+            status,
+        };
+        let before = rows(&["agent:a", "queue:q"], 10, Status::Active);
+        // Same time: the dropped tag goes, the new one comes, the kept one stays.
+        let next = rows(&["agent:a", "agent:b"], 10, Status::Active);
+        assert_eq!(before.gone_in(&next), ["queue:q"]);
+        assert_eq!(TagRows::changed_in(Some(&before), &next), ["agent:b"]);
+        // A new time moves every row.
+        let later = rows(&["agent:a"], 11, Status::Active);
+        assert_eq!(before.gone_in(&later), ["agent:a", "queue:q"]);
+        assert_eq!(TagRows::changed_in(Some(&before), &later), ["agent:a"]);
+        // Same time and tags, new status: rewritten in place, nothing deleted.
+        let ended = rows(&["agent:a", "queue:q"], 10, Status::Ended);
+        assert!(before.gone_in(&ended).is_empty());
+        assert_eq!(TagRows::changed_in(Some(&before), &ended).len(), 2);
+        assert_eq!(TagRows::changed_in(None, &ended).len(), 2);
+        assert!(TagRows::changed_in(Some(&before), &before).is_empty());
     }
 
     #[test]

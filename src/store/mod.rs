@@ -99,11 +99,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn job_stats(&self) -> Result<JobStats, StoreError>;
 
-    /// Up to `limit` conversations with this id, across bots, newest first.
+    /// The conversations with this id among `bots`' (one key lookup per bot: no index
+    /// by conversation id alone, which would cost every new conversation a random page
+    /// write), newest first.
     async fn find_conversation(
         &self,
+        bots: Vec<String>,
         conversation_id: &str,
-        limit: usize,
     ) -> Result<Vec<FoundConversation>, StoreError>;
 
     /// Job counts per bot, action and state, and up to `limit` attempts started since

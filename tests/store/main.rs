@@ -143,10 +143,14 @@ mod upgrade {
 
     type Tags = BTreeSet<(String, String)>;
 
+    /// Every row of the SQLite tag index: conversation, tag key, sort time, ended.
     async fn sqlite_tags(path: &std::path::Path) -> Tags {
         let conn = rusqlite::Connection::open(path).unwrap();
         let mut stmt = conn
-            .prepare("SELECT conversation_id, tag FROM conversation_tags")
+            .prepare(
+                "SELECT c.conversation_id, t.tag_key || ' ' || t.sort_at || ' ' || t.ended
+                 FROM conversation_tags t JOIN conversations c ON c.id = t.conversation",
+            )
             .unwrap();
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
@@ -166,7 +170,7 @@ mod upgrade {
             let conn = rusqlite::Connection::open(&path).unwrap();
             conn.execute_batch(
                 "DROP TABLE conversation_tags; DROP TABLE traffic; DROP TABLE pending_backfill;
-                 DROP INDEX conversations_by_id; DROP INDEX attempts_by_start; PRAGMA user_version = 8;",
+                 DROP INDEX attempts_by_start; PRAGMA user_version = 8;",
             )
             .unwrap();
         }
@@ -190,7 +194,8 @@ mod upgrade {
         let pool = sqlx::PgPool::connect(&crate::database_url()).await.unwrap();
         let read = |pool: sqlx::PgPool, schema: String| async move {
             let rows: Vec<(String, String)> = sqlx::query_as(&format!(
-                "SELECT conversation_id, tag FROM {schema}.conversation_tags"
+                "SELECT conversation_id, tag || ' ' || sort_at || ' ' || status
+                 FROM {schema}.conversation_tags"
             ))
             .fetch_all(&pool)
             .await
@@ -202,7 +207,7 @@ mod upgrade {
         sqlx::raw_sql(&format!(
             "DROP TABLE {schema}.conversation_tags; DROP TABLE {schema}.traffic;
              DROP TABLE {schema}.pending_backfill;
-             DROP INDEX {schema}.conversations_by_id; DROP INDEX {schema}.attempts_by_start;
+             DROP INDEX {schema}.attempts_by_start;
              DELETE FROM {schema}.wrapup_schema WHERE version = 4;"
         ))
         .execute(&pool)

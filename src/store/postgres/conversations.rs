@@ -6,6 +6,7 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use super::jobs;
 use crate::domain::ingest::{self, Plan, Target};
+use crate::domain::tags::TagRows;
 use crate::domain::{Conversation, JtiUse, Timestamp};
 use crate::store::{
     ConversationFilter, EventPage, EventQuery, Expiry, Ingest, IngestOutcome, ListedConversation,
@@ -97,7 +98,7 @@ async fn write_plan(
     now: Timestamp,
 ) -> Result<(), StoreError> {
     save(conn, target, plan).await?;
-    write_tags(conn, target, plan).await?;
+    replace_tags(conn, target, plan.tags_before.as_ref(), &plan.tags).await?;
     for a in &plan.appends {
         sqlx::query(
             "INSERT INTO events (bot_id, conversation_id, seq, name, received_at, body) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -117,47 +118,34 @@ async fn write_plan(
     Ok(())
 }
 
-/// Replaces the conversation's tags with the plan's, at its new sort time and status.
-async fn write_tags(
-    conn: &mut PgConnection,
-    target: Target<'_>,
-    plan: &Plan<'_>,
-) -> Result<(), StoreError> {
-    let sort_at = plan
-        .state
-        .ended_at
-        .unwrap_or(plan.state.last_event_at)
-        .millis();
-    replace_tags(
-        conn,
-        target,
-        (&plan.tags, sort_at, plan.state.status.as_str()),
-    )
-    .await
-}
-
-/// Replaces a conversation's tags in one statement (the two parts touch different rows).
+/// Deletes the rows of the state before that the plan's state does not keep, and writes
+/// its new or changed rows, in one statement (the two parts touch different keys).
 pub(super) async fn replace_tags(
     conn: &mut PgConnection,
     target: Target<'_>,
-    (tags, sort_at, status): (&[String], i64, &str),
+    before: Option<&TagRows>,
+    next: &TagRows,
 ) -> Result<(), StoreError> {
+    let gone = before.map(|b| b.gone_in(next)).unwrap_or_default();
+    let changed = TagRows::changed_in(before, next);
+    if gone.is_empty() && changed.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "WITH gone AS (
              DELETE FROM conversation_tags
-             WHERE bot_id = $1 AND conversation_id = $2 AND NOT (tag = ANY($3)))
-         INSERT INTO conversation_tags (bot_id, conversation_id, tag, sort_at, status)
-         SELECT $1, $2, t, $4, $5 FROM unnest($3::text[]) t
-         ON CONFLICT (bot_id, conversation_id, tag)
-         DO UPDATE SET sort_at = EXCLUDED.sort_at, status = EXCLUDED.status
-         WHERE conversation_tags.sort_at <> EXCLUDED.sort_at
-            OR conversation_tags.status <> EXCLUDED.status",
+             WHERE bot_id = $1 AND tag = ANY($3) AND sort_at = $4 AND conversation_id = $2)
+         INSERT INTO conversation_tags (bot_id, tag, sort_at, conversation_id, status)
+         SELECT $1, t, $6, $2, $7 FROM unnest($5::text[]) t
+         ON CONFLICT (bot_id, tag, sort_at, conversation_id) DO UPDATE SET status = EXCLUDED.status",
     )
     .bind(target.bot_id)
     .bind(target.conversation_id)
-    .bind(tags)
-    .bind(sort_at)
-    .bind(status)
+    .bind(&gone)
+    .bind(before.map_or(0, |b| b.sort_at.millis()))
+    .bind(&changed)
+    .bind(next.sort_at.millis())
+    .bind(next.status.as_str())
     .execute(conn)
     .await?;
     Ok(())
@@ -316,7 +304,8 @@ pub(super) async fn list(
             for tag in rest {
                 q.push(
                     " AND EXISTS (SELECT 1 FROM conversation_tags x
-                       WHERE x.bot_id = t.bot_id AND x.conversation_id = t.conversation_id AND x.tag = ",
+                       WHERE x.bot_id = t.bot_id AND x.sort_at = t.sort_at
+                         AND x.conversation_id = t.conversation_id AND x.tag = ",
                 )
                 .push_bind(tag.clone())
                 .push(")");

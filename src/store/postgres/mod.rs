@@ -171,10 +171,10 @@ impl Store for PostgresStore {
 
     async fn find_conversation(
         &self,
+        bots: Vec<String>,
         conversation_id: &str,
-        limit: usize,
     ) -> Result<Vec<FoundConversation>, StoreError> {
-        stats::find_conversation(&self.pool, conversation_id, limit).await
+        stats::find_conversation(&self.pool, &bots, conversation_id).await
     }
 
     async fn destination_rows(

@@ -105,8 +105,8 @@ async fn backfill_tags(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> 
     let mut done = 0u64;
     loop {
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let rows: Vec<(String, String, String, i64, String)> = sqlx::query_as(
-            "SELECT bot_id, conversation_id, status, sort_at, state FROM conversations
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT bot_id, conversation_id, state FROM conversations
              WHERE (bot_id, conversation_id) > ($1, $2) ORDER BY bot_id, conversation_id LIMIT 1000",
         )
         .bind(&after.0)
@@ -122,7 +122,7 @@ async fn backfill_tags(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> 
             return Ok(());
         };
         after = (last.0.clone(), last.1.clone());
-        for (bot_id, conversation_id, status, sort_at, state) in &rows {
+        for (bot_id, conversation_id, state) in &rows {
             let Ok(conversation) = crate::store::parse_state(state) else {
                 tracing::warn!(%bot_id, %conversation_id, "state unreadable; not indexed by tags");
                 continue;
@@ -131,12 +131,8 @@ async fn backfill_tags(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> 
                 bot_id,
                 conversation_id,
             };
-            super::conversations::replace_tags(
-                &mut tx,
-                target,
-                (&conversation.tags(), *sort_at, status),
-            )
-            .await?;
+            super::conversations::replace_tags(&mut tx, target, None, &conversation.tag_rows())
+                .await?;
         }
         tx.commit().await?;
         done += rows.len() as u64;

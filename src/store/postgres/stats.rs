@@ -11,15 +11,15 @@ use crate::store::{
 
 pub(super) async fn find_conversation(
     pool: &PgPool,
+    bots: &[String],
     conversation_id: &str,
-    limit: usize,
 ) -> Result<Vec<FoundConversation>, StoreError> {
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT bot_id, status, sort_at FROM conversations
-         WHERE conversation_id = $1 ORDER BY sort_at DESC LIMIT $2",
+         WHERE bot_id = ANY($1) AND conversation_id = $2 ORDER BY sort_at DESC",
     )
+    .bind(bots)
     .bind(conversation_id)
-    .bind(limit as i64)
     .fetch_all(pool)
     .await?;
     rows.into_iter()

@@ -5,6 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::jobs;
 use crate::domain::ingest::{self, Plan, Target};
+use crate::domain::tags::TagRows;
 use crate::domain::{Conversation, JtiUse, Timestamp};
 use crate::store::{
     ConversationFilter, EventPage, EventQuery, Expiry, Ingest, IngestOutcome, ListedConversation,
@@ -110,9 +111,8 @@ fn write_plan(
     plan: &Plan<'_>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let existed = id.is_some();
     let id = save(conn, id, target, plan)?;
-    write_tags(conn, (id, existed), target, plan)?;
+    write_tags(conn, id, target, plan)?;
     let mut append = conn.prepare_cached(
         "INSERT INTO events (conversation, seq, name, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
@@ -131,50 +131,51 @@ fn write_plan(
     Ok(())
 }
 
-/// Replaces the conversation's tags with the plan's, at its new sort time and status.
+/// Replaces the conversation's tag rows of the state before with the plan's.
 fn write_tags(
     conn: &Connection,
-    (id, existed): (i64, bool),
+    id: i64,
     target: Target<'_>,
     plan: &Plan<'_>,
 ) -> Result<(), StoreError> {
-    let sort_at = plan
-        .state
-        .ended_at
-        .unwrap_or(plan.state.last_event_at)
-        .millis();
-    replace_tags(
-        conn,
-        (id, existed),
-        target,
-        (&plan.tags, sort_at, plan.state.status.as_str()),
-    )
+    replace_tags(conn, id, target, plan.tags_before.as_ref(), &plan.tags)
 }
 
-/// Replaces the tags of conversation `id` (whose rows exist when `existed`).
+/// A tag's key in the index: bot and tag hashed to 64 bits (XXH3, fixed by its spec, so
+/// stable across versions).
+pub(super) fn tag_key(bot_id: &str, tag: &str) -> i64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(bot_id.as_bytes());
+    h.update(b"\n");
+    h.update(tag.as_bytes());
+    h.digest() as i64
+}
+
+/// Deletes the rows of `before` that `next` does not keep, and writes `next`'s new or
+/// changed rows (a row whose status changed is deleted and written again).
 pub(super) fn replace_tags(
     conn: &Connection,
-    (id, existed): (i64, bool),
+    id: i64,
     target: Target<'_>,
-    (tags, sort_at, status): (&[String], i64, &str),
+    before: Option<&TagRows>,
+    next: &TagRows,
 ) -> Result<(), StoreError> {
-    if existed {
-        conn.prepare_cached("DELETE FROM conversation_tags WHERE conversation = ?1")?
-            .execute([id])?;
+    let changed = TagRows::changed_in(before, next);
+    if let Some(b) = before {
+        let mut delete = conn.prepare_cached(
+            "DELETE FROM conversation_tags WHERE tag_key = ?1 AND sort_at = ?2 AND conversation = ?3",
+        )?;
+        let restated = changed.iter().filter(|t| b.sort_at == next.sort_at && b.tags.iter().any(|o| o == *t));
+        for tag in b.gone_in(next).into_iter().chain(restated.copied()) {
+            delete.execute(params![tag_key(target.bot_id, tag), b.sort_at.millis(), id])?;
+        }
     }
     let mut insert = conn.prepare_cached(
-        "INSERT INTO conversation_tags (conversation, tag, bot_id, sort_at, conversation_id, status)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO conversation_tags (tag_key, sort_at, conversation, ended) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    for tag in tags {
-        insert.execute(params![
-            id,
-            tag,
-            target.bot_id,
-            sort_at,
-            target.conversation_id,
-            status
-        ])?;
+    let ended = next.status == crate::domain::Status::Ended;
+    for tag in changed {
+        insert.execute(params![tag_key(target.bot_id, tag), next.sort_at.millis(), id, ended])?;
     }
     Ok(())
 }
@@ -315,71 +316,112 @@ pub(super) fn conversation(
         .transpose()
 }
 
-pub(super) fn list(
-    conn: &Connection,
-    bot_id: &str,
-    f: &ConversationFilter,
-) -> Result<Vec<ListedConversation>, StoreError> {
-    // Unfiltered, the conversations' sort index; with tags, the first tag's index range
-    // (the API puts the most selective first) and a key lookup for each other tag.
+type Sql = (String, Vec<rusqlite::types::Value>);
+
+/// The conversations' sort index, newest first.
+fn unfiltered_sql(bot_id: &str, f: &ConversationFilter) -> Sql {
     let mut args: Vec<rusqlite::types::Value> = vec![bot_id.to_owned().into()];
-    let (mut sql, k) = match f.tags.split_first() {
-        None => (
-            String::from(
-                "SELECT c.conversation_id, c.sort_at, c.state FROM conversations c WHERE c.bot_id = ?1",
-            ),
-            "c",
-        ),
-        Some((first, rest)) => {
-            args.push(first.clone().into());
-            // The page is picked from the tags' covering index alone; the outer query
-            // reads the page's own conversations.
-            let mut sql = String::from(
-                "SELECT t.conversation_id, t.sort_at, c.state FROM (
-                 SELECT t.conversation, t.conversation_id, t.sort_at
-                 FROM conversation_tags t INDEXED BY conversation_tags_find
-                 WHERE t.bot_id = ?1 AND t.tag = ?2",
-            );
-            for tag in rest {
-                args.push(tag.clone().into());
-                sql.push_str(&format!(
-                    " AND EXISTS (SELECT 1 FROM conversation_tags x WHERE x.conversation = t.conversation AND x.tag = ?{})",
-                    args.len()
-                ));
-            }
-            (sql, "t")
-        }
-    };
+    let mut sql = String::from(
+        "SELECT conversation_id, sort_at, state FROM conversations WHERE bot_id = ?1",
+    );
     if let Some(status) = f.status {
         args.push(status.as_str().to_owned().into());
-        sql.push_str(&format!(" AND {k}.status = ?{}", args.len()));
+        sql.push_str(&format!(" AND status = ?{}", args.len()));
     }
     if let Some(from) = f.from {
         args.push(from.millis().into());
-        sql.push_str(&format!(" AND {k}.sort_at >= ?{}", args.len()));
+        sql.push_str(&format!(" AND sort_at >= ?{}", args.len()));
     }
     if let Some(to) = f.to {
         args.push(to.millis().into());
-        sql.push_str(&format!(" AND {k}.sort_at <= ?{}", args.len()));
+        sql.push_str(&format!(" AND sort_at <= ?{}", args.len()));
     }
     if let Some((at, id)) = &f.after {
         args.push(at.millis().into());
         args.push(id.clone().into());
         let (a, b) = (args.len() - 1, args.len());
         sql.push_str(&format!(
-            " AND ({k}.sort_at < ?{a} OR ({k}.sort_at = ?{a} AND {k}.conversation_id < ?{b}))"
+            " AND (sort_at < ?{a} OR (sort_at = ?{a} AND conversation_id < ?{b}))"
         ));
     }
     args.push((f.limit as i64).into());
     sql.push_str(&format!(
-        " ORDER BY {k}.sort_at DESC, {k}.conversation_id DESC LIMIT ?{}",
+        " ORDER BY sort_at DESC, conversation_id DESC LIMIT ?{}",
         args.len()
     ));
-    if k == "t" {
-        sql.push_str(
-            ") t JOIN conversations c ON c.id = t.conversation ORDER BY t.sort_at DESC, t.conversation_id DESC",
-        );
+    (sql, args)
+}
+
+/// The first tag's range of the tag index, newest first (ties by the conversation's
+/// integer id), with a key lookup for each other tag; the page is picked from the index
+/// alone and only its own conversations are read.
+fn filtered_sql(
+    conn: &Connection,
+    bot_id: &str,
+    (first, rest): (&String, &[String]),
+    f: &ConversationFilter,
+) -> Result<Sql, StoreError> {
+    let mut args: Vec<rusqlite::types::Value> = vec![
+        bot_id.to_owned().into(),
+        tag_key(bot_id, first).into(),
+    ];
+    let mut sql = String::from(
+        "SELECT c.conversation_id, t.sort_at, c.state FROM (
+         SELECT t.conversation, t.sort_at FROM conversation_tags t
+         WHERE t.tag_key = ?2",
+    );
+    for tag in rest {
+        args.push(tag_key(bot_id, tag).into());
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM conversation_tags x WHERE x.tag_key = ?{}
+               AND x.sort_at = t.sort_at AND x.conversation = t.conversation)",
+            args.len()
+        ));
     }
+    if let Some(status) = f.status {
+        args.push((status == crate::domain::Status::Ended).into());
+        sql.push_str(&format!(" AND t.ended = ?{}", args.len()));
+    }
+    if let Some(from) = f.from {
+        args.push(from.millis().into());
+        sql.push_str(&format!(" AND t.sort_at >= ?{}", args.len()));
+    }
+    if let Some(to) = f.to {
+        args.push(to.millis().into());
+        sql.push_str(&format!(" AND t.sort_at <= ?{}", args.len()));
+    }
+    if let Some((at, id)) = &f.after {
+        // The cursor names the last conversation seen; the index orders ties by its id.
+        let row: Option<i64> = conn
+            .prepare_cached("SELECT id FROM conversations WHERE bot_id = ?1 AND conversation_id = ?2")?
+            .query_row(params![bot_id, id], |r| r.get(0))
+            .optional()?;
+        args.push(at.millis().into());
+        args.push(row.unwrap_or(i64::MAX).into());
+        let (a, b) = (args.len() - 1, args.len());
+        sql.push_str(&format!(
+            " AND (t.sort_at < ?{a} OR (t.sort_at = ?{a} AND t.conversation < ?{b}))"
+        ));
+    }
+    args.push((f.limit as i64).into());
+    sql.push_str(&format!(
+        " ORDER BY t.sort_at DESC, t.conversation DESC LIMIT ?{}) t
+         JOIN conversations c ON c.id = t.conversation AND c.bot_id = ?1
+         ORDER BY t.sort_at DESC, t.conversation DESC",
+        args.len()
+    ));
+    Ok((sql, args))
+}
+
+pub(super) fn list(
+    conn: &Connection,
+    bot_id: &str,
+    f: &ConversationFilter,
+) -> Result<Vec<ListedConversation>, StoreError> {
+    let (sql, args) = match f.tags.split_first() {
+        None => unfiltered_sql(bot_id, f),
+        Some((first, rest)) => filtered_sql(conn, bot_id, (first, rest), f)?,
+    };
     let mut stmt = conn.prepare_cached(&sql)?;
     // Rows are read one at a time, so a page past its byte budget stops reading.
     let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
@@ -394,7 +436,8 @@ pub(super) fn list(
         f.max_bytes,
         |r| r.2.len(),
     )?;
-    rows.into_iter()
+    let mut listed = rows
+        .into_iter()
         .map(|(conversation_id, sort_at, state)| {
             Ok(ListedConversation {
                 bytes: state.len(),
@@ -406,7 +449,16 @@ pub(super) fn list(
                 sort_at: Timestamp::from_millis(sort_at),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    if !f.tags.is_empty() {
+        // The index keys tags by a 64-bit hash: a conversation that matched only by a
+        // collision is dropped here (its page is then one shorter).
+        listed.retain(|l| {
+            let tags = l.conversation.state.tags();
+            f.tags.iter().all(|t| tags.contains(t))
+        });
+    }
+    Ok(listed)
 }
 
 pub(super) fn event_page(

@@ -225,11 +225,11 @@ impl Store for SqliteStore {
 
     async fn find_conversation(
         &self,
+        bots: Vec<String>,
         conversation_id: &str,
-        limit: usize,
     ) -> Result<Vec<FoundConversation>, StoreError> {
         let id = conversation_id.to_owned();
-        self.read(move |conn| stats::find_conversation(conn, &id, limit))
+        self.read(move |conn| stats::find_conversation(conn, &bots, &id))
             .await
     }
 

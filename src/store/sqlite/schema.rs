@@ -88,21 +88,12 @@ fn backfill_tags(conn: &mut Connection) -> Result<(), StoreError> {
     let (mut after, mut done) = (0i64, 0u64);
     loop {
         let tx = conn.transaction()?;
-        let rows: Vec<(i64, String, String, String, i64, String)> = tx
+        let rows: Vec<(i64, String, String, String)> = tx
             .prepare(
-                "SELECT id, bot_id, conversation_id, status, sort_at, state FROM conversations
+                "SELECT id, bot_id, conversation_id, state FROM conversations
                  WHERE id > ?1 ORDER BY id LIMIT 1000",
             )?
-            .query_map([after], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })?
+            .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<rusqlite::Result<_>>()?;
         let Some(last) = rows.last() else {
             tx.execute(
@@ -114,7 +105,7 @@ fn backfill_tags(conn: &mut Connection) -> Result<(), StoreError> {
             return Ok(());
         };
         after = last.0;
-        for (id, bot_id, conversation_id, status, sort_at, state) in &rows {
+        for (id, bot_id, conversation_id, state) in &rows {
             let Ok(conversation) = crate::store::parse_state(state) else {
                 tracing::warn!(%bot_id, %conversation_id, "state unreadable; not indexed by tags");
                 continue;
@@ -123,12 +114,7 @@ fn backfill_tags(conn: &mut Connection) -> Result<(), StoreError> {
                 bot_id,
                 conversation_id,
             };
-            super::conversations::replace_tags(
-                &tx,
-                (*id, true),
-                target,
-                (&conversation.tags(), *sort_at, status),
-            )?;
+            super::conversations::replace_tags(&tx, *id, target, None, &conversation.tag_rows())?;
         }
         tx.commit()?;
         done += rows.len() as u64;

@@ -1,7 +1,7 @@
 //! What the console reads beside the records: a conversation id across bots, the
 //! destinations' counts and recent attempts, and the traffic buckets.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::Timestamp;
 use crate::store::{
@@ -11,32 +11,28 @@ use crate::store::{
 
 pub(super) fn find_conversation(
     conn: &Connection,
+    bots: &[String],
     conversation_id: &str,
-    limit: usize,
 ) -> Result<Vec<FoundConversation>, StoreError> {
-    let rows = conn
-        .prepare_cached(
-            "SELECT bot_id, status, sort_at FROM conversations INDEXED BY conversations_by_id
-             WHERE conversation_id = ?1 ORDER BY sort_at DESC LIMIT ?2",
-        )?
-        .query_map(params![conversation_id, limit as i64], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    rows.into_iter()
-        .map(|(bot_id, status, sort_at)| {
-            Ok(FoundConversation {
-                bot_id,
+    let mut stmt = conn.prepare_cached(
+        "SELECT status, sort_at FROM conversations WHERE bot_id = ?1 AND conversation_id = ?2",
+    )?;
+    let mut found = Vec::new();
+    for bot_id in bots {
+        let row: Option<(String, i64)> = stmt
+            .query_row(params![bot_id, conversation_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((status, sort_at)) = row {
+            found.push(FoundConversation {
+                bot_id: bot_id.clone(),
                 conversation_id: conversation_id.to_owned(),
                 status: parse_status(&status)?,
                 sort_at: Timestamp::from_millis(sort_at),
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    found.sort_by(|a, b| b.sort_at.cmp(&a.sort_at));
+    Ok(found)
 }
 
 pub(super) fn destination_rows(

@@ -1,19 +1,15 @@
--- What a conversation can be found by (domain::tags): one row per tag with the
--- conversation's sort time, so a filtered list reads one index range newest first.
--- A write replaces the conversation's rows.
+-- What a conversation can be found by (domain::tags): one row per tag, keyed by what a
+-- filtered list reads (bot, tag, then newest first), the status carried in the key's
+-- index, so a page is one range of one index. A write deletes the rows of the state
+-- before (their keys are known from it) and inserts the new state's.
 CREATE TABLE conversation_tags (
     bot_id          TEXT   NOT NULL,
-    conversation_id TEXT   NOT NULL,
     tag             TEXT   NOT NULL,
     sort_at         BIGINT NOT NULL,
+    conversation_id TEXT   NOT NULL,
     status          TEXT   NOT NULL,
-    PRIMARY KEY (bot_id, conversation_id, tag)
+    PRIMARY KEY (bot_id, tag, sort_at, conversation_id) INCLUDE (status)
 );
--- A filtered page (status included) is read from this index newest first; the
--- conversations' rows are read only for the page's own.
-CREATE INDEX conversation_tags_find ON conversation_tags (bot_id, tag, sort_at, conversation_id) INCLUDE (status);
--- The console's search for a conversation id across bots.
-CREATE INDEX conversations_by_id ON conversations (conversation_id);
 -- The conversations stored before get their tags from the server itself after this
 -- migration (the tags are the domain's, derived from the state in Rust): this row asks
 -- for it, and goes once every conversation has them.

@@ -1,20 +1,18 @@
--- What a conversation can be found by (domain::tags): one row per tag with the
--- conversation's sort time, so a filtered list reads one index range newest first.
--- A write replaces the conversation's rows.
+-- What a conversation can be found by (domain::tags): one row per tag, keyed by what a
+-- filtered list reads (the tag, then newest first), so each row is one B-tree entry and
+-- a page is one range of it. Rows are integers only (~20 bytes): the tag as a 64-bit
+-- hash of bot and tag, the conversation's integer id, and its status (1 ended); with text
+-- keys each row cost the writer several times as many instructions (BENCHMARKS.md). A
+-- listed page is checked against its conversations' own tags, so a hash collision could
+-- only shorten a page, never add a wrong row. A write deletes the rows of the state
+-- before (their keys are known from it) and inserts the new state's.
 CREATE TABLE conversation_tags (
-    conversation    INTEGER NOT NULL,
-    tag             TEXT    NOT NULL,
-    bot_id          TEXT    NOT NULL,
-    sort_at         INTEGER NOT NULL,
-    conversation_id TEXT    NOT NULL,
-    status          TEXT    NOT NULL,
-    PRIMARY KEY (conversation, tag)
+    tag_key      INTEGER NOT NULL,
+    sort_at      INTEGER NOT NULL,
+    conversation INTEGER NOT NULL,
+    ended        INTEGER NOT NULL,
+    PRIMARY KEY (tag_key, sort_at, conversation)
 ) WITHOUT ROWID;
--- Covering: a filtered page (status included) is read from this index alone, newest
--- first; the conversations' rows are read only for the page's own.
-CREATE INDEX conversation_tags_find ON conversation_tags (bot_id, tag, sort_at, conversation_id, status);
--- The console's search for a conversation id across bots.
-CREATE INDEX conversations_by_id ON conversations (conversation_id);
 -- The conversations stored before get their tags from the server itself after this
 -- migration (the tags are the domain's, derived from the state in Rust): this row asks
 -- for it, and goes once every conversation has them.
