@@ -118,32 +118,33 @@ async fn write_plan(
     Ok(())
 }
 
-/// Deletes the rows of the state before that the plan's state does not keep, and writes
-/// its new or changed rows, in one statement (the two parts touch different keys).
+/// Replaces a conversation's tag rows with `next`'s in one statement (the two parts
+/// touch different rows): rows of tags it no longer has go, the others are written when
+/// new or when their sort time or status changed. Keyed by the conversation, so the
+/// statement reads only its rows whatever the planner's statistics say.
 pub(super) async fn replace_tags(
     conn: &mut PgConnection,
     target: Target<'_>,
     before: Option<&TagRows>,
     next: &TagRows,
 ) -> Result<(), StoreError> {
-    let gone = before.map(|b| b.gone_in(next)).unwrap_or_default();
-    let changed = TagRows::changed_in(before, next);
-    if gone.is_empty() && changed.is_empty() {
+    if before == Some(next) {
         return Ok(());
     }
     sqlx::query(
         "WITH gone AS (
              DELETE FROM conversation_tags
-             WHERE bot_id = $1 AND tag = ANY($3) AND sort_at = $4 AND conversation_id = $2)
-         INSERT INTO conversation_tags (bot_id, tag, sort_at, conversation_id, status)
-         SELECT $1, t, $6, $2, $7 FROM unnest($5::text[]) t
-         ON CONFLICT (bot_id, tag, sort_at, conversation_id) DO UPDATE SET status = EXCLUDED.status",
+             WHERE bot_id = $1 AND conversation_id = $2 AND NOT (tag = ANY($3)))
+         INSERT INTO conversation_tags (bot_id, conversation_id, tag, sort_at, status)
+         SELECT $1, $2, t, $4, $5 FROM unnest($3::text[]) t
+         ON CONFLICT (bot_id, conversation_id, tag)
+         DO UPDATE SET sort_at = EXCLUDED.sort_at, status = EXCLUDED.status
+         WHERE conversation_tags.sort_at <> EXCLUDED.sort_at
+            OR conversation_tags.status <> EXCLUDED.status",
     )
     .bind(target.bot_id)
     .bind(target.conversation_id)
-    .bind(&gone)
-    .bind(before.map_or(0, |b| b.sort_at.millis()))
-    .bind(&changed)
+    .bind(&next.tags)
     .bind(next.sort_at.millis())
     .bind(next.status.as_str())
     .execute(conn)
@@ -302,13 +303,15 @@ pub(super) async fn list(
             .push(" AND t.tag = ")
             .push_bind(first.clone());
             for tag in rest {
-                q.push(
-                    " AND EXISTS (SELECT 1 FROM conversation_tags x
-                       WHERE x.bot_id = t.bot_id AND x.sort_at = t.sort_at
-                         AND x.conversation_id = t.conversation_id AND x.tag = ",
-                )
-                .push_bind(tag.clone())
-                .push(")");
+                // A correlated ANY stays a per-row lookup by the key (conversation, tag);
+                // an EXISTS could be planned as a join over the other tag's whole range
+                // when the table has no statistics yet.
+                q.push(" AND ")
+                    .push_bind(tag.clone())
+                    .push(
+                        " = ANY (SELECT x.tag FROM conversation_tags x
+                           WHERE x.bot_id = t.bot_id AND x.conversation_id = t.conversation_id)",
+                    );
             }
             "t"
         }
