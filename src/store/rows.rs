@@ -186,3 +186,26 @@ pub(crate) fn parse_status(s: &str) -> Result<crate::domain::Status, StoreError>
         }),
     }
 }
+
+/// A stored conversation's tag rows for the backfill, or `None` (logged) when its state
+/// cannot be read: it is then not found by filters, and everything else still works.
+pub(crate) fn backfill_rows(
+    bot_id: &str,
+    conversation_id: &str,
+    state: &str,
+) -> Option<crate::domain::tags::TagRows> {
+    match parse_state(state) {
+        Ok(conversation) => Some(conversation.tag_rows()),
+        Err(_) => {
+            tracing::warn!(%bot_id, %conversation_id, "state unreadable; not indexed by tags");
+            None
+        }
+    }
+}
+
+/// Logs the backfill's progress every 100,000 conversations.
+pub(crate) fn backfill_progress(done: u64, batch: usize) {
+    if done % 100_000 < batch as u64 {
+        tracing::info!(conversations = done, "backfilling conversation tags");
+    }
+}

@@ -306,12 +306,10 @@ pub(super) async fn list(
                 // A correlated ANY stays a per-row lookup by the key (conversation, tag);
                 // an EXISTS could be planned as a join over the other tag's whole range
                 // when the table has no statistics yet.
-                q.push(" AND ")
-                    .push_bind(tag.clone())
-                    .push(
-                        " = ANY (SELECT x.tag FROM conversation_tags x
+                q.push(" AND ").push_bind(tag.clone()).push(
+                    " = ANY (SELECT x.tag FROM conversation_tags x
                            WHERE x.bot_id = t.bot_id AND x.conversation_id = t.conversation_id)",
-                    );
+                );
             }
             "t"
         }

@@ -123,21 +123,16 @@ async fn backfill_tags(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> 
         };
         after = (last.0.clone(), last.1.clone());
         for (bot_id, conversation_id, state) in &rows {
-            let Ok(conversation) = crate::store::parse_state(state) else {
-                tracing::warn!(%bot_id, %conversation_id, "state unreadable; not indexed by tags");
-                continue;
-            };
-            let target = crate::domain::ingest::Target {
-                bot_id,
-                conversation_id,
-            };
-            super::conversations::replace_tags(&mut tx, target, None, &conversation.tag_rows())
-                .await?;
+            if let Some(next) = crate::store::backfill_rows(bot_id, conversation_id, state) {
+                let target = crate::domain::ingest::Target {
+                    bot_id,
+                    conversation_id,
+                };
+                super::conversations::replace_tags(&mut tx, target, None, &next).await?;
+            }
         }
         tx.commit().await?;
         done += rows.len() as u64;
-        if done % 100_000 < 1000 {
-            tracing::info!(conversations = done, "backfilling conversation tags");
-        }
+        crate::store::backfill_progress(done, rows.len());
     }
 }

@@ -165,7 +165,9 @@ pub(super) fn replace_tags(
         let mut delete = conn.prepare_cached(
             "DELETE FROM conversation_tags WHERE tag_key = ?1 AND sort_at = ?2 AND conversation = ?3",
         )?;
-        let restated = changed.iter().filter(|t| b.sort_at == next.sort_at && b.tags.iter().any(|o| o == *t));
+        let restated = changed
+            .iter()
+            .filter(|t| b.sort_at == next.sort_at && b.tags.iter().any(|o| o == *t));
         for tag in b.gone_in(next).into_iter().chain(restated.copied()) {
             delete.execute(params![tag_key(target.bot_id, tag), b.sort_at.millis(), id])?;
         }
@@ -175,7 +177,12 @@ pub(super) fn replace_tags(
     )?;
     let ended = next.status == crate::domain::Status::Ended;
     for tag in changed {
-        insert.execute(params![tag_key(target.bot_id, tag), next.sort_at.millis(), id, ended])?;
+        insert.execute(params![
+            tag_key(target.bot_id, tag),
+            next.sort_at.millis(),
+            id,
+            ended
+        ])?;
     }
     Ok(())
 }
@@ -321,9 +328,8 @@ type Sql = (String, Vec<rusqlite::types::Value>);
 /// The conversations' sort index, newest first.
 fn unfiltered_sql(bot_id: &str, f: &ConversationFilter) -> Sql {
     let mut args: Vec<rusqlite::types::Value> = vec![bot_id.to_owned().into()];
-    let mut sql = String::from(
-        "SELECT conversation_id, sort_at, state FROM conversations WHERE bot_id = ?1",
-    );
+    let mut sql =
+        String::from("SELECT conversation_id, sort_at, state FROM conversations WHERE bot_id = ?1");
     if let Some(status) = f.status {
         args.push(status.as_str().to_owned().into());
         sql.push_str(&format!(" AND status = ?{}", args.len()));
@@ -361,10 +367,8 @@ fn filtered_sql(
     (first, rest): (&String, &[String]),
     f: &ConversationFilter,
 ) -> Result<Sql, StoreError> {
-    let mut args: Vec<rusqlite::types::Value> = vec![
-        bot_id.to_owned().into(),
-        tag_key(bot_id, first).into(),
-    ];
+    let mut args: Vec<rusqlite::types::Value> =
+        vec![bot_id.to_owned().into(), tag_key(bot_id, first).into()];
     let mut sql = String::from(
         "SELECT c.conversation_id, t.sort_at, c.state FROM (
          SELECT t.conversation, t.sort_at FROM conversation_tags t
@@ -393,7 +397,9 @@ fn filtered_sql(
     if let Some((at, id)) = &f.after {
         // The cursor names the last conversation seen; the index orders ties by its id.
         let row: Option<i64> = conn
-            .prepare_cached("SELECT id FROM conversations WHERE bot_id = ?1 AND conversation_id = ?2")?
+            .prepare_cached(
+                "SELECT id FROM conversations WHERE bot_id = ?1 AND conversation_id = ?2",
+            )?
             .query_row(params![bot_id, id], |r| r.get(0))
             .optional()?;
         args.push(at.millis().into());

@@ -93,7 +93,9 @@ fn backfill_tags(conn: &mut Connection) -> Result<(), StoreError> {
                 "SELECT id, bot_id, conversation_id, state FROM conversations
                  WHERE id > ?1 ORDER BY id LIMIT 1000",
             )?
-            .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .query_map([after], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
             .collect::<rusqlite::Result<_>>()?;
         let Some(last) = rows.last() else {
             tx.execute(
@@ -106,20 +108,16 @@ fn backfill_tags(conn: &mut Connection) -> Result<(), StoreError> {
         };
         after = last.0;
         for (id, bot_id, conversation_id, state) in &rows {
-            let Ok(conversation) = crate::store::parse_state(state) else {
-                tracing::warn!(%bot_id, %conversation_id, "state unreadable; not indexed by tags");
-                continue;
-            };
-            let target = crate::domain::ingest::Target {
-                bot_id,
-                conversation_id,
-            };
-            super::conversations::replace_tags(&tx, *id, target, None, &conversation.tag_rows())?;
+            if let Some(next) = crate::store::backfill_rows(bot_id, conversation_id, state) {
+                let target = crate::domain::ingest::Target {
+                    bot_id,
+                    conversation_id,
+                };
+                super::conversations::replace_tags(&tx, *id, target, None, &next)?;
+            }
         }
         tx.commit()?;
         done += rows.len() as u64;
-        if done % 100_000 < 1000 {
-            tracing::info!(conversations = done, "backfilling conversation tags");
-        }
+        crate::store::backfill_progress(done, rows.len());
     }
 }

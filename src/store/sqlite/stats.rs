@@ -20,7 +20,9 @@ pub(super) fn find_conversation(
     let mut found = Vec::new();
     for bot_id in bots {
         let row: Option<(String, i64)> = stmt
-            .query_row(params![bot_id, conversation_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![bot_id, conversation_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
         if let Some((status, sort_at)) = row {
             found.push(FoundConversation {
