@@ -33,7 +33,7 @@ pub(super) fn find_conversation(
             });
         }
     }
-    found.sort_by(|a, b| b.sort_at.cmp(&a.sort_at));
+    found.sort_by_key(|f| std::cmp::Reverse(f.sort_at));
     Ok(found)
 }
 
