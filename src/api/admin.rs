@@ -198,6 +198,7 @@ pub async fn retry_bot(
         .retry_dead(RetryTarget::DeadOfBot { bot, known })
         .await?;
     state.wake.notify_one();
+    state.forget_stats();
     Ok(Json(Retried { retried }))
 }
 
@@ -285,6 +286,7 @@ pub async fn repoint_job(
     )
     .await?;
     state.wake.notify_one();
+    state.forget_stats();
     Ok(answer)
 }
 

@@ -327,13 +327,13 @@ async fn compute_destination_stats(state: &AppState) -> Result<Destinations, Api
         }
     }
     for (bot, action, st, n) in &rows.counts {
-        by.entry((bot.clone(), action.clone()))
+        by.entry((bot.clone(), base_action(action)))
             .or_default()
             .0
             .add(*st, *n);
     }
     for a in &rows.attempts {
-        by.entry((a.bot_id.clone(), a.action.clone()))
+        by.entry((a.bot_id.clone(), base_action(&a.action)))
             .or_default()
             .1
             .push(a);
@@ -364,7 +364,7 @@ async fn compute_destination_stats(state: &AppState) -> Result<Destinations, Api
             let last_error = rows
                 .failures
                 .iter()
-                .find(|a| a.bot_id == bot_id && a.action == action)
+                .find(|a| a.bot_id == bot_id && base_action(&a.action) == action)
                 .map(|a| LastError {
                     at: a.started_at.to_rfc3339(),
                     status_code: a.status_code,
@@ -393,6 +393,16 @@ async fn compute_destination_stats(state: &AppState) -> Result<Destinations, Api
         })
         .collect();
     Ok(Destinations { destinations })
+}
+
+/// The action a job runs for: a re-pointed job (`crm (re-pointed from webhook)`) counts
+/// as its new action's.
+fn base_action(action: &str) -> String {
+    action
+        .split(" (re-pointed from ")
+        .next()
+        .unwrap_or(action)
+        .to_owned()
 }
 
 /// Counts of one 10-second bucket.

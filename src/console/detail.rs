@@ -232,7 +232,7 @@ pub async fn conversation(
             }
         }
         details.log #event-log {
-            summary { "Event log (" @if (log.events.len() as u64) < record.event_count { "the first " (log.events.len()) " of " } (record.event_count) " entries)" }
+            summary { "Event log (" @if (log.events.len() as u64) < record.event_count { "the first " (log.events.len()) " of " } (record.event_count) @if record.event_count == 1 { " entry)" } @else { " entries)" } }
             @if let Some(at) = log.events_purged_at { p.empty { "Removed by retention at " (at.to_rfc3339()) "." } }
             ol.events { @for e in &log.events {
                 li id=(format!("event-{}", e.seq)) {

@@ -132,7 +132,7 @@ pub fn login_page(status: StatusCode, message: Option<&str>) -> impl IntoRespons
                 input #token type="password" name="token" autocomplete="current-password" required autofocus;
                 button type="submit" { "Sign in" }
             }
-            p.hint { "The token is the value of the environment variable named by " code { "[admin] token_env" } "." }
+            p.hint { "The admin token: the value of the environment variable named by " code { "[admin] token_env" } ", or " code { "[admin] token" } " in a demo configuration." }
         }
     };
     (

@@ -265,6 +265,23 @@ async fn a_job_reaches_only_its_own_destination_whatever_the_configuration_becom
             .then_some(())
     })
     .await;
+    // A re-pointed job counts as its new action's: in the action filter, and in the
+    // destination statistics (no row for a name no configuration has).
+    let (_, listed) = app
+        .admin(reqwest::Method::GET, "/jobs?action=webhook&limit=1000")
+        .await;
+    assert!(
+        listed["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == first_id),
+        "{listed}"
+    );
+    let (_, stats) = app.admin(reqwest::Method::GET, "/destinations").await;
+    for d in stats["destinations"].as_array().unwrap() {
+        assert!(!d["action"].as_str().unwrap().contains("re-pointed"), "{d}");
+    }
     let (status, body) = app
         .admin(reqwest::Method::POST, &format!("/jobs/{second_id}/discard"))
         .await;

@@ -170,7 +170,12 @@ pub(super) async fn list(pool: &PgPool, f: JobFilter) -> Result<Vec<JobView>, St
         q.push(" AND conversation_id = ").push_bind(c.clone());
     }
     if let Some(action) = &f.action {
-        q.push(" AND action = ").push_bind(action.clone());
+        // Jobs re-pointed to the action count as its own.
+        q.push(" AND (action = ")
+            .push_bind(action.clone())
+            .push(" OR starts_with(action, ")
+            .push_bind(action.clone())
+            .push(" || ' (re-pointed from '))");
     }
     if let Some(since) = f.since {
         q.push(" AND created_at >= ").push_bind(since.millis());
@@ -224,7 +229,8 @@ pub(super) async fn retry_dead(
             since,
             known,
         } => (
-            "bot_id = $2 AND destination = ANY($3) AND action = $4 AND created_at >= $5",
+            "bot_id = $2 AND destination = ANY($3) AND created_at >= $5
+             AND (action = $4 OR starts_with(action, $4 || ' (re-pointed from '))",
             bot,
             Some(known),
             Some((action, since.millis())),

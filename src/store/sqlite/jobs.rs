@@ -188,7 +188,8 @@ pub(super) fn retry_dead(
                 action.clone().into(),
                 since.millis().into(),
             ]);
-            "bot_id = ?2 AND destination IN (SELECT value FROM json_each(?3)) AND action = ?4 AND created_at >= ?5"
+            "bot_id = ?2 AND destination IN (SELECT value FROM json_each(?3)) AND created_at >= ?5
+             AND (action = ?4 OR substr(action, 1, length(?4 || ' (re-pointed from ')) = ?4 || ' (re-pointed from ')"
         }
     };
     let sql = format!(
@@ -217,8 +218,12 @@ pub(super) fn list(conn: &Connection, f: &JobFilter) -> Result<Vec<JobView>, Sto
         sql.push_str(&format!(" AND conversation_id = ?{}", args.len()));
     }
     if let Some(action) = &f.action {
+        // Jobs re-pointed to the action count as its own.
         args.push(action.clone().into());
-        sql.push_str(&format!(" AND action = ?{}", args.len()));
+        let n = args.len();
+        sql.push_str(&format!(
+            " AND (action = ?{n} OR substr(action, 1, length(?{n} || ' (re-pointed from ')) = ?{n} || ' (re-pointed from ')"
+        ));
     }
     if let Some(since) = f.since {
         args.push(since.millis().into());
