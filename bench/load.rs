@@ -41,9 +41,12 @@ struct Args {
         default_value = "cs-6363fcbb-310e-5b07-91a9-c614cd3cbf6e"
     )]
     client_id: String,
+    /// The app's HS256 secret (the example's demo value by default; never printed).
     #[arg(
         long,
         env = "WRAPUP_CLIENT_SECRET",
+        hide_env_values = true,
+        hide_default_value = true,
         default_value = "demo-secret-DO-NOT-USE-IN-PRODUCTION-0001"
     )]
     secret: String,
@@ -67,6 +70,9 @@ struct Args {
     /// noisy tenant hammering one conversation, e.g. one grown to its caps).
     #[arg(long)]
     conversation: Option<String>,
+    /// Exit 0 even when requests failed (for runs that expect 503s or 429s).
+    #[arg(long)]
+    allow_errors: bool,
     /// A label for the JSON result line.
     #[arg(long, default_value = "wrapup")]
     label: String,
@@ -331,12 +337,26 @@ struct Shared {
     sent: AtomicU64,
     ok: AtomicU64,
     errors: AtomicU64,
+    /// Answers by status code ("connection" for a request that got none).
+    by_status: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// Of the errors: answered 503 (load shed by the server).
     shed: AtomicU64,
     /// Of the errors: answered 429 (the app is over its rate_limit; not backed off).
     limited: AtomicU64,
     next_conversation: AtomicU64,
     deliveries: Deliveries,
+}
+
+impl Shared {
+    fn count_status(&self, status: &str) {
+        let mut by = self.by_status.lock().unwrap_or_else(|e| e.into_inner());
+        match by.get_mut(status) {
+            Some(n) => *n += 1,
+            None => {
+                by.insert(status.to_owned(), 1);
+            }
+        }
+    }
 }
 
 /// Webhook deliveries seen by `--receiver`, matched with the acknowledgements of the ends.
@@ -477,6 +497,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sent: AtomicU64::new(0),
         ok: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        by_status: Default::default(),
         shed: AtomicU64::new(0),
         limited: AtomicU64::new(0),
         next_conversation: AtomicU64::new(0),
@@ -546,6 +567,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "errors": shared.errors.load(Ordering::Relaxed),
         "shed_503": shared.shed.load(Ordering::Relaxed),
         "limited_429": shared.limited.load(Ordering::Relaxed),
+        "by_status": *shared.by_status.lock().unwrap_or_else(|e| e.into_inner()),
         "p50_ms": q(0.50), "p90_ms": q(0.90), "p99_ms": q(0.99), "p999_ms": q(0.999),
         "max_ms": hist.max() as f64 / 1000.0,
     });
@@ -594,6 +616,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         result["verified_ends"] = json!(checked);
     }
     println!("{result}");
+    let errors = shared.errors.load(Ordering::Relaxed);
+    if errors > 0 && !args.allow_errors {
+        bail!(
+            "{errors} requests failed (answers by status: {})",
+            result["by_status"]
+        );
+    }
     Ok(())
 }
 
@@ -663,6 +692,7 @@ async fn worker(s: Arc<Shared>, w: usize) -> anyhow::Result<Tally> {
                         .get(hyper::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                     let _ = resp.into_body().collect().await;
+                    s.count_status(status.as_str());
                     if status == hyper::StatusCode::TOO_MANY_REQUESTS {
                         s.limited.fetch_add(1, Ordering::Relaxed);
                     }
@@ -674,6 +704,7 @@ async fn worker(s: Arc<Shared>, w: usize) -> anyhow::Result<Tally> {
                     status.is_success()
                 }
                 Err(_) => {
+                    s.count_status("connection");
                     sender = connect(&s).await?;
                     false
                 }

@@ -67,7 +67,7 @@ quiet() {
 flood() {
   WRAPUP_CLIENT_ID=$NOISY_APP WRAPUP_CLIENT_SECRET=$NOISY_SECRET target/release/wrapup-load \
     --url "$BASE" --bot "$NOISY_BOT" --workload message --conversation at-caps --connections 16 \
-    --duration "$DURATION" --warmup 0s --quiet --label "$1"
+    --duration "$DURATION" --warmup 0s --quiet --allow-errors --label "$1"
 }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 

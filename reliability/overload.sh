@@ -64,7 +64,7 @@ PY
 SLOW=$!
 
 target/release/wrapup-load --url "http://127.0.0.1:$PORT" --connections "$LOAD_CONNECTIONS" \
-  --duration "$DURATION" --warmup 1s --quiet --verify --label overload > "$WORK/overload.json"
+  --duration "$DURATION" --warmup 1s --quiet --verify --allow-errors --label overload > "$WORK/overload.json"
 wait "$SLOW"
 kill "$POLLER" "$POLLER2"; wait "$POLLER" "$POLLER2" 2>/dev/null || true
 PEAK_RSS=$(kib VmHWM)

@@ -75,3 +75,21 @@ async fn shutdown_answers_requests_already_in_flight() {
         }
     }
 }
+
+/// Issue 17, item 2: the database files hold transcripts; they are created for their owner
+/// only, whatever the umask.
+#[tokio::test]
+async fn the_database_files_are_created_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let app = TestApp::spawn_in(dir, "").await;
+    assert_eq!(app.end(&unique("private")).await.0, 200);
+    for name in ["wrapup.db", "wrapup.db-wal", "wrapup.db-shm"] {
+        let mode = std::fs::metadata(path.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+    }
+}

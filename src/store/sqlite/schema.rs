@@ -35,9 +35,30 @@ pub(super) fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connectio
     Ok(conn)
 }
 
+/// Creates the database file readable by its owner only (0600) when it does not exist:
+/// it holds transcripts. SQLite gives its `-wal` and `-shm` files the database file's
+/// permissions. An existing file keeps the permissions it has.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::unavailable(
+            format!("cannot create {}", path.display()),
+            e,
+        )),
+    }
+}
+
 /// Opens the writer's connection: WAL, `synchronous=FULL` (a commit is fsync'd before it
 /// returns), a large page cache, and the schema migrated.
 pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    create_private(path)?;
     let mut conn = open_connection(path, OpenFlags::default())?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
