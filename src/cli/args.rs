@@ -19,22 +19,26 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve {
+        /// The configuration file.
         #[arg(long, short, env = "WRAPUP_CONFIG", default_value = "wrapup.toml")]
         config: PathBuf,
     },
     /// Create or upgrade the store's schema and exit (serve does this at start too).
     Migrate {
+        /// The configuration file.
         #[arg(long, short, env = "WRAPUP_CONFIG", default_value = "wrapup.toml")]
         config: PathBuf,
     },
     /// Validate a configuration file and exit.
     CheckConfig {
+        /// The configuration file.
         #[arg(long, short, env = "WRAPUP_CONFIG", default_value = "wrapup.toml")]
         config: PathBuf,
     },
     /// Print a JWT like the vendor's JWT tool makes (payload: sub, appId).
     Token(TokenArgs),
-    /// Post a request to a running server with a freshly minted token; prints status and body.
+    /// Post a request to a running server with a freshly minted token; prints the answer
+    /// (the HTTP status goes to standard error).
     Send {
         #[command(flatten)]
         target: Target,
@@ -51,7 +55,7 @@ pub enum Command {
             global = true
         )]
         url: String,
-        /// The admin token (the value of the variable named by [admin] token_env).
+        /// The admin token (the value of the variable named by [admin] token_env, or [admin] token).
         #[arg(
             long,
             env = "WRAPUP_ADMIN_TOKEN",
@@ -87,6 +91,7 @@ pub struct TokenArgs {
     /// An RSA private key in PEM (RS algorithms).
     #[arg(long, global = true)]
     pub private_key: Option<PathBuf>,
+    /// The signing algorithm: HS256, HS384, HS512, RS256, RS384 or RS512.
     #[arg(long, default_value = "HS256", global = true)]
     pub alg: String,
     /// Add an exp claim this far ahead, e.g. 1h.
@@ -95,6 +100,7 @@ pub struct TokenArgs {
     /// Add a random jti claim (for apps with enforce_jti).
     #[arg(long, global = true)]
     pub jti: bool,
+    /// The sub claim.
     #[arg(long, default_value = "1234567890", global = true)]
     pub sub: String,
 }
@@ -112,6 +118,7 @@ pub struct Target {
     /// The bot (stream) id, st-...
     #[arg(
         long,
+        env = "WRAPUP_BOT",
         global = true,
         default_value = "st-56fbfece-0293-55a3-9154-7e3e19xxxxxx"
     )]
@@ -134,8 +141,10 @@ pub enum TokenHeader {
 pub enum SendWhat {
     /// END_OF_CONVERSATION
     End {
+        /// The conversation id.
         #[arg(long)]
         conversation: String,
+        /// The end's reason.
         #[arg(long, default_value = "agent_initiated")]
         reason: String,
         #[command(flatten)]
@@ -143,6 +152,7 @@ pub enum SendWhat {
     },
     /// INTERNAL_TRANSFER_EVENT
     Transfer {
+        /// The conversation id.
         #[arg(long)]
         conversation: String,
         /// NA, COLD, WARM or redial.
@@ -151,6 +161,7 @@ pub enum SendWhat {
         /// entry or exit.
         #[arg(long)]
         transition: String,
+        /// The isExtAD field (true or false); left out when not given.
         #[arg(long)]
         is_ext_ad: Option<bool>,
         #[command(flatten)]
@@ -158,35 +169,46 @@ pub enum SendWhat {
     },
     /// TRIGGER_SUMMARY_EVENT
     Summary {
+        /// The conversation id.
         #[arg(long)]
         conversation: String,
+        /// data.language.
         #[arg(long, default_value = "English")]
         language: String,
+        /// data.locale.
         #[arg(long, default_value = "en")]
         locale: String,
+        /// data.type.
         #[arg(long = "type", default_value = "post")]
         summary_type: String,
     },
     /// A message-propagation request.
     Message {
+        /// The conversation id.
         #[arg(long)]
         conversation: String,
+        /// The message's text.
         #[arg(long)]
         query: String,
         /// USER or AGENT.
         #[arg(long, default_value = "USER")]
         author: String,
+        /// agentId.
         #[arg(long, default_value = "agent1")]
         agent_id: String,
+        /// source.
         #[arg(long, default_value = "wrapup-cli")]
         source: String,
+        /// experience.
         #[arg(long, default_value = "chat")]
         experience: String,
+        /// language.
         #[arg(long, default_value = "en")]
         language: String,
     },
     /// A body from a file (or - for standard input), sent as it is.
     Raw {
+        /// The file; - for standard input.
         #[arg(long)]
         file: PathBuf,
     },
@@ -194,14 +216,19 @@ pub enum SendWhat {
 
 #[derive(Args)]
 pub struct EventCommon {
+    /// The event's language.
     #[arg(long, default_value = "en")]
     pub language: String,
+    /// The event's experience.
     #[arg(long, default_value = "voice")]
     pub experience: String,
+    /// participant.identity.
     #[arg(long, default_value = "agent1")]
     pub participant_identity: String,
+    /// participant.name.
     #[arg(long, default_value = "Agent AI")]
     pub participant_name: String,
+    /// participant.type.
     #[arg(long, default_value = "agent")]
     pub participant_type: String,
     /// customFields entries as KEY=VALUE; repeatable.
@@ -216,10 +243,13 @@ pub enum JobsWhat {
         /// pending, running, succeeded, dead, orphaned or discarded.
         #[arg(long)]
         state: Option<String>,
+        /// Only this bot's jobs.
         #[arg(long)]
         bot: Option<String>,
+        /// Only this conversation's jobs.
         #[arg(long)]
         conversation: Option<String>,
+        /// 1 to 1000.
         #[arg(long, default_value_t = 50)]
         limit: usize,
         /// From a previous list's "next:" line.
@@ -230,19 +260,29 @@ pub enum JobsWhat {
         json: bool,
     },
     /// Show one job with all its attempts (JSON).
-    Show { id: String },
+    Show {
+        /// The job's id (job_...).
+        id: String,
+    },
     /// Put a dead job (or all dead jobs of --bot) back in the queue.
     Retry {
+        /// The job's id (job_...).
         #[arg(required_unless_present = "bot", conflicts_with = "bot")]
         id: Option<String>,
+        /// Every dead job of this bot instead.
         #[arg(long)]
         bot: Option<String>,
     },
     /// Give up a dead or orphaned job for good.
-    Discard { id: String },
+    Discard {
+        /// The job's id (job_...).
+        id: String,
+    },
     /// Point a dead, orphaned or pending job at one of its bot's actions (by name), due now.
     Repoint {
+        /// The job's id (job_...).
         id: String,
+        /// The name of the action to run it with.
         #[arg(long)]
         action: String,
     },
@@ -250,10 +290,44 @@ pub enum JobsWhat {
 
 #[derive(Subcommand)]
 pub enum ConversationsWhat {
-    /// Show one conversation.
+    /// Show one conversation's record.
     Show {
+        /// The conversation id.
         #[arg(long)]
         conversation: String,
+    },
+    /// List the bot's conversations, newest first (the records API's list and filters).
+    List {
+        /// active or ended.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only conversations one of whose agents has this identity.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only conversations one of whose agents has this queueId or queueName.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only conversations that ended with this reason.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only conversations with this experience.
+        #[arg(long)]
+        experience: Option<String>,
+        /// Only conversations with an anomaly of this code; any for any anomaly.
+        #[arg(long)]
+        anomaly: Option<String>,
+        /// RFC 3339: ended (or last event, while active) at or after.
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339: ended (or last event, while active) at or before.
+        #[arg(long)]
+        to: Option<String>,
+        /// 1 to 500.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// nextCursor of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
     },
 }
 

@@ -221,6 +221,43 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 request(&target, reqwest::Method::GET, &url, None)
             }
+            ConversationsWhat::List {
+                status,
+                agent,
+                queue,
+                reason,
+                experience,
+                anomaly,
+                from,
+                to,
+                limit,
+                cursor,
+            } => {
+                let mut query = url::form_urlencoded::Serializer::new(String::new());
+                query.append_pair("limit", &limit.to_string());
+                for (k, v) in [
+                    ("status", status),
+                    ("agent", agent),
+                    ("queue", queue),
+                    ("reason", reason),
+                    ("experience", experience),
+                    ("anomaly", anomaly),
+                    ("from", from),
+                    ("to", to),
+                    ("cursor", cursor),
+                ] {
+                    if let Some(v) = v {
+                        query.append_pair(k, &v);
+                    }
+                }
+                let url = format!(
+                    "{}/api/v1/bots/{}/conversations?{}",
+                    target.url.trim_end_matches('/'),
+                    target.bot,
+                    query.finish()
+                );
+                request(&target, reqwest::Method::GET, &url, None)
+            }
         },
     }
 }

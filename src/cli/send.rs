@@ -56,6 +56,20 @@ pub fn mint(args: &TokenArgs) -> anyhow::Result<String> {
     })
 }
 
+/// An answer as printed: on a terminal, JSON pretty-printed and caller text made safe;
+/// piped, the answer as it came.
+fn shown(text: &str, terminal: bool) -> String {
+    if !terminal {
+        return text.to_owned();
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) => {
+            printable_lines(&serde_json::to_string_pretty(&v).unwrap_or_else(|_| text.to_owned()))
+        }
+        Err(_) => printable_lines(text),
+    }
+}
+
 pub fn request(
     target: &Target,
     method: reqwest::Method,
@@ -75,8 +89,13 @@ pub fn request(
             None => req,
         }
     })?;
-    println!("{}", status.as_u16());
-    println!("{}", printable_lines(&text));
+    // The status to standard error, the answer alone to standard output, so it pipes
+    // into jq: pretty and made safe for a terminal on one, as the server sent it when piped.
+    eprintln!("HTTP {status}");
+    println!(
+        "{}",
+        shown(&text, std::io::IsTerminal::is_terminal(&std::io::stdout()))
+    );
     Ok(if status.is_success() {
         ExitCode::SUCCESS
     } else {

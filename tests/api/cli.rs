@@ -144,21 +144,122 @@ async fn wrapup_send_posts_each_kind_and_conversations_show_reads_it_back() {
     ] {
         let out = run(&extra);
         assert!(out.status.success(), "{extra:?}: {}", stdout(&out));
-        assert_eq!(stdout(&out), "200\n{\"STATUS\":\"OK\"}");
+        // The answer alone on standard output (piped: as the server sent it), the status
+        // on standard error.
+        assert_eq!(stdout(&out), "{\"STATUS\":\"OK\"}");
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("HTTP 200"));
     }
     let out = run(&["summary", "--conversation", &c]);
     assert!(!out.status.success(), "a 409 makes the command fail");
-    assert!(stdout(&out).starts_with("409"));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("HTTP 409"));
 
     let mut args = vec!["conversations"];
     args.extend_from_slice(&common);
     args.extend_from_slice(&["show", "--conversation", &c]);
     let out = wrapup(&args);
     let text = stdout(&out);
-    let record: serde_json::Value = serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(record["status"], "ended");
     assert_eq!(record["eventCount"], 5);
     assert_eq!(record["endedBy"]["customFields"]["queueId"], "1694");
+
+    // `conversations list` with the records API's filters; the bot from WRAPUP_BOT.
+    let list = |extra: &[&str]| {
+        let mut args = vec!["conversations"];
+        args.extend_from_slice(&common);
+        args.push("list");
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_wrapup"))
+            .args(&args)
+            .env_remove("WRAPUP_CLIENT_ID")
+            .env_remove("WRAPUP_CLIENT_SECRET")
+            .env("WRAPUP_BOT", BOT)
+            .output()
+            .expect("wrapup runs")
+    };
+    let out = list(&[
+        "--agent",
+        "agent1",
+        "--reason",
+        "agent_initiated",
+        "--limit",
+        "500",
+    ]);
+    let page: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let ids: Vec<&str> = page["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["conversationId"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&c.as_str()), "{ids:?}");
+    let out = list(&["--agent", "nobody-at-all"]);
+    let page: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(page["conversations"], serde_json::json!([]));
+    let out = list(&["--agent", ""]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("HTTP 400"));
+}
+
+/// Issue 17, item 8: every flag and argument of every command has help text, and no
+/// secret from the environment is printed by it.
+#[test]
+fn every_flag_of_every_command_says_what_it_is() {
+    let commands = [
+        "serve",
+        "migrate",
+        "check-config",
+        "token",
+        "send end",
+        "send transfer",
+        "send summary",
+        "send message",
+        "send raw",
+        "jobs list",
+        "jobs show",
+        "jobs retry",
+        "jobs discard",
+        "jobs repoint",
+        "conversations show",
+        "conversations list",
+    ];
+    for command in commands {
+        let mut args: Vec<&str> = command.split(' ').collect();
+        args.push("-h");
+        let out = Command::new(env!("CARGO_BIN_EXE_wrapup"))
+            .args(&args)
+            .env("WRAPUP_CLIENT_SECRET", "a-secret-never-shown")
+            .env("WRAPUP_ADMIN_TOKEN", "an-admin-token-never-shown")
+            .output()
+            .expect("wrapup runs");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(!help.contains("never-shown"), "{command}: {help}");
+        let lines: Vec<&str> = help.lines().collect();
+        let mut in_list = false;
+        for (i, line) in lines.iter().enumerate() {
+            if line.ends_with(':') && !line.starts_with(' ') {
+                in_list = *line == "Options:" || *line == "Arguments:";
+                continue;
+            }
+            let item = line.trim_start();
+            let is_entry = line.starts_with("  ") && !line.starts_with("          ");
+            if !in_list || !is_entry || item.starts_with("-h, --help") {
+                continue;
+            }
+            // "  --flag <VALUE>  Help text", or the text on the next, deeper line: not
+            // just a default.
+            let same = item.split_once("  ").map(|(_, t)| t.trim()).unwrap_or("");
+            let text = if same.is_empty() {
+                lines.get(i + 1).map(|l| l.trim()).unwrap_or("")
+            } else {
+                same
+            };
+            assert!(
+                !text.is_empty() && !text.starts_with('[') && !text.starts_with('-'),
+                "{command}: no help for {item:?}"
+            );
+        }
+    }
 }
 
 #[test]
