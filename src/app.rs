@@ -44,7 +44,7 @@ impl App {
         crate::install_tls_provider();
         let store = store::open(&settings.store, clock.clone())
             .await
-            .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
+            .map_err(|e| anyhow::Error::new(e).context("store.url"))?;
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .map_err(|e| {

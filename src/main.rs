@@ -18,7 +18,17 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("wrapup: {e:#}");
+            // The causes, outermost first; one already quoted by the one above is left out.
+            let mut message = String::new();
+            for cause in e.chain().map(ToString::to_string) {
+                if !message.ends_with(&cause) {
+                    if !message.is_empty() {
+                        message.push_str(": ");
+                    }
+                    message.push_str(&cause);
+                }
+            }
+            eprintln!("wrapup: {message}");
             ExitCode::from(2)
         }
     }

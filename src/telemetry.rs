@@ -7,7 +7,9 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the JSON log subscriber; the filter comes from `WRAPUP_LOG` (default `info`).
 pub fn init_logs() {
-    let filter = EnvFilter::try_from_env("WRAPUP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // PostgreSQL's routine notices ("schema already exists, skipping") are not news.
+    let filter = EnvFilter::try_from_env("WRAPUP_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_current_span(true)

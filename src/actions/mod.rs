@@ -153,8 +153,12 @@ impl Runner {
                 };
                 webhook::deliver(&self.http, &target, job, now).await
             }
-            ActionKind::Nats { url, subject } => self.nats.publish(url, subject, job).await,
-            ActionKind::RedisCleanup { url, keys } => self.redis.cleanup(url, keys, job).await,
+            ActionKind::Nats { url, subject, tls } => {
+                self.nats.publish(url, tls.as_ref(), subject, job).await
+            }
+            ActionKind::RedisCleanup { url, keys, tls } => {
+                self.redis.cleanup(url, tls.as_ref(), keys, job).await
+            }
         }
     }
 }

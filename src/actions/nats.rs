@@ -8,6 +8,7 @@ use async_nats::jetstream;
 use async_nats::jetstream::context::PublishErrorKind;
 
 use super::{AttemptResult, envelope, render};
+use crate::config::ClientTls;
 use crate::store::ClaimedJob;
 
 /// One client per server URL ([`super::PerDestination`]).
@@ -17,10 +18,30 @@ pub struct Connections {
 }
 
 impl Connections {
-    async fn context(&self, url: &str) -> Result<jetstream::Context, String> {
+    async fn context(
+        &self,
+        url: &str,
+        tls: Option<&ClientTls>,
+    ) -> Result<jetstream::Context, String> {
+        let key = match tls {
+            Some(t) => format!("{url}\n{}", t.identity()),
+            None => url.to_owned(),
+        };
         self.clients
-            .get(url, || async {
-                let client = async_nats::connect(url)
+            .get(&key, || async {
+                let mut options = async_nats::ConnectOptions::new();
+                if let Some(tls) = tls {
+                    options = options.require_tls(true);
+                    if let Some(ca) = &tls.ca_file {
+                        options = options.add_root_certificates(ca.clone());
+                    }
+                    if let Some(c) = &tls.client {
+                        options =
+                            options.add_client_certificate(c.cert_file.clone(), c.key_file.clone());
+                    }
+                }
+                let client = options
+                    .connect(url)
                     .await
                     .map_err(|e| format!("cannot connect to {}: {e}", super::masked(url)))?;
                 Ok(jetstream::new(client))
@@ -28,8 +49,14 @@ impl Connections {
             .await
     }
 
-    pub async fn publish(&self, url: &str, subject: &str, job: &ClaimedJob) -> AttemptResult {
-        let ctx = match self.context(url).await {
+    pub async fn publish(
+        &self,
+        url: &str,
+        tls: Option<&ClientTls>,
+        subject: &str,
+        job: &ClaimedJob,
+    ) -> AttemptResult {
+        let ctx = match self.context(url, tls).await {
             Ok(ctx) => ctx,
             Err(e) => return AttemptResult::failed(e),
         };

@@ -8,6 +8,7 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
 use super::{AttemptResult, render};
+use crate::config::ClientTls;
 use crate::store::ClaimedJob;
 
 /// One connection manager per server URL ([`super::PerDestination`]).
@@ -17,11 +18,32 @@ pub struct Connections {
 }
 
 impl Connections {
-    async fn connection(&self, url: &str) -> Result<ConnectionManager, String> {
+    async fn connection(
+        &self,
+        url: &str,
+        tls: Option<&ClientTls>,
+    ) -> Result<ConnectionManager, String> {
+        let key = match tls {
+            Some(t) => format!("{url}\n{}", t.identity()),
+            None => url.to_owned(),
+        };
         self.managers
-            .get(url, || async {
-                let client = redis::Client::open(url)
-                    .map_err(|e| format!("invalid Redis URL {}: {e}", super::masked(url)))?;
+            .get(&key, || async {
+                let client = match tls {
+                    // A rediss:// URL without a `tls` table uses the system's trust store.
+                    None => redis::Client::open(url),
+                    Some(tls) => redis::Client::build_with_tls(
+                        url,
+                        redis::TlsCertificates {
+                            client_tls: tls.client.as_ref().map(|c| redis::ClientTlsConfig {
+                                client_cert: c.cert_pem.clone(),
+                                client_key: c.key_pem.clone(),
+                            }),
+                            root_cert: tls.ca_pem.clone(),
+                        },
+                    ),
+                }
+                .map_err(|e| format!("invalid Redis URL {}: {e}", super::masked(url)))?;
                 // No retries of the first connect, and each bounded: a closed port is reported
                 // as what it is, inside the attempt's timeout (later reconnects are the job's
                 // own retries).
@@ -38,10 +60,11 @@ impl Connections {
     pub async fn cleanup(
         &self,
         url: &str,
+        tls: Option<&ClientTls>,
         templates: &[String],
         job: &ClaimedJob,
     ) -> AttemptResult {
-        let mut conn = match self.connection(url).await {
+        let mut conn = match self.connection(url, tls).await {
             Ok(c) => c,
             Err(e) => return AttemptResult::failed(e),
         };

@@ -1,7 +1,7 @@
 //! `[[bots.on_end]]` entries: each kind's own checks (which keys a kind has is the file's
 //! type, `ActionFile`), the secret resolved, the name defaulted and unique within the bot.
 
-use super::file::{ActionFile, RetryFile};
+use super::file::{ActionFile, RetryFile, TlsFile};
 use super::validate::positive;
 use super::*;
 
@@ -88,7 +88,9 @@ pub(super) fn validate_action(
                 give_up_on,
             }
         }
-        ActionFile::Nats { url, subject, .. } => {
+        ActionFile::Nats {
+            url, subject, tls, ..
+        } => {
             let url = non_empty("url", url)?;
             let subject = non_empty("subject", subject)?;
             if subject.contains(char::is_whitespace) || subject.contains(['*', '>']) {
@@ -97,16 +99,28 @@ pub(super) fn validate_action(
                     "must be a concrete subject (no spaces or wildcards)",
                 ));
             }
-            ActionKind::Nats { url, subject }
+            let tls = tls.as_ref().map(|t| client_tls(t, &k)).transpose()?;
+            ActionKind::Nats { url, subject, tls }
         }
-        ActionFile::RedisCleanup { url, keys, .. } => {
+        ActionFile::RedisCleanup { url, keys, tls, .. } => {
             let url = non_empty("url", url)?;
-            if !url.starts_with("redis://") && !url.starts_with("unix://") {
+            let secure = url.starts_with("rediss://");
+            if !secure && !url.starts_with("redis://") && !url.starts_with("unix://") {
                 return Err(cerr(
                     k("url"),
-                    format!("\"{}\" is not a redis:// URL", crate::redact::masked(&url)),
+                    format!(
+                        "\"{}\" is not a redis:// or rediss:// URL",
+                        crate::redact::masked(&url)
+                    ),
                 ));
             }
+            if tls.is_some() && !secure {
+                return Err(cerr(
+                    k("tls"),
+                    "applies to a rediss:// URL only (write rediss:// to use TLS)",
+                ));
+            }
+            let tls = tls.as_ref().map(|t| client_tls(t, &k)).transpose()?;
             if keys.is_empty() {
                 return Err(cerr(k("keys"), "must name at least one key template"));
             }
@@ -122,6 +136,7 @@ pub(super) fn validate_action(
             ActionKind::RedisCleanup {
                 url,
                 keys: keys.clone(),
+                tls,
             }
         }
     };
@@ -205,4 +220,61 @@ fn decode_whsec(secret: &str) -> Option<Vec<u8>> {
     let b64 = secret.strip_prefix("whsec_")?;
     let key = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     (24..=64).contains(&key.len()).then_some(key)
+}
+
+/// Reads an action's `tls` files and checks they hold what they should: the CA at least
+/// one certificate, the client certificate a certificate and its key a private key, both
+/// or neither. A mistake names the key and the file.
+fn client_tls(t: &TlsFile, k: &impl Fn(&str) -> String) -> Result<ClientTls, ConfigError> {
+    let read = |field: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| cerr(k(field), format!("cannot read {}: {e}", path.display())))
+    };
+    let certs = |field: &str, path: &std::path::Path| -> Result<Vec<u8>, ConfigError> {
+        let pem = read(field, path)?;
+        let found = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| cerr(k(field), format!("{}: {e}", path.display())))?;
+        if found.is_empty() {
+            return Err(cerr(
+                k(field),
+                format!("{} holds no PEM certificate", path.display()),
+            ));
+        }
+        Ok(pem)
+    };
+    let ca_pem = t
+        .ca_file
+        .as_deref()
+        .map(|p| certs("tls.ca_file", p))
+        .transpose()?;
+    let client = match (&t.client_cert, &t.client_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let cert_pem = certs("tls.client_cert", cert)?;
+            let key_pem = read("tls.client_key", key)?;
+            match rustls_pemfile::private_key(&mut key_pem.as_slice()) {
+                Ok(Some(_)) => {}
+                _ => {
+                    return Err(cerr(
+                        k("tls.client_key"),
+                        format!("{} holds no PEM private key", key.display()),
+                    ));
+                }
+            }
+            Some(ClientCert {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+                cert_pem,
+                key_pem,
+            })
+        }
+        (Some(_), None) => return Err(cerr(k("tls.client_key"), "is needed with client_cert")),
+        (None, Some(_)) => return Err(cerr(k("tls.client_cert"), "is needed with client_key")),
+    };
+    Ok(ClientTls {
+        ca_file: t.ca_file.clone(),
+        ca_pem,
+        client,
+    })
 }

@@ -231,6 +231,8 @@ pub enum ActionFile {
         name: Option<String>,
         url: String,
         subject: String,
+        /// TLS beyond the URL (`tls://` turns it on): a CA and a client certificate.
+        tls: Option<TlsFile>,
         #[serde(default, with = "humantime_serde")]
         timeout: Option<Duration>,
         retry: Option<RetryFile>,
@@ -239,6 +241,8 @@ pub enum ActionFile {
         name: Option<String>,
         url: String,
         keys: Vec<String>,
+        /// TLS for a `rediss://` URL: a CA and a client certificate.
+        tls: Option<TlsFile>,
         #[serde(default, with = "humantime_serde")]
         timeout: Option<Duration>,
         retry: Option<RetryFile>,
@@ -278,6 +282,16 @@ impl ActionFile {
             } => (name, *timeout, retry.as_ref()),
         }
     }
+}
+
+/// `tls = { ca_file, client_cert, client_key }` on an action: PEM files. Without
+/// `ca_file` the system's trust store is used.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -179,11 +179,52 @@ pub enum ActionKind {
     Nats {
         url: String,
         subject: String,
+        tls: Option<ClientTls>,
     },
     RedisCleanup {
         url: String,
         keys: Vec<String>,
+        tls: Option<ClientTls>,
     },
+}
+
+/// An action's `tls` table, read and checked at load: the PEM files' paths (NATS takes
+/// paths) and contents (Redis takes bytes). `Debug` shows the paths only.
+#[derive(Clone, Default)]
+pub struct ClientTls {
+    pub ca_file: Option<std::path::PathBuf>,
+    pub ca_pem: Option<Vec<u8>>,
+    /// Certificate and key paths, and their PEM bytes.
+    pub client: Option<ClientCert>,
+}
+
+#[derive(Clone)]
+pub struct ClientCert {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl ClientTls {
+    /// What distinguishes two TLS setups of one URL (the connection caches key on it).
+    pub fn identity(&self) -> String {
+        format!(
+            "{:?}|{:?}",
+            self.ca_file,
+            self.client.as_ref().map(|c| (&c.cert_file, &c.key_file))
+        )
+    }
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client.as_ref().map(|c| &c.cert_file))
+            .field("client_key", &self.client.as_ref().map(|c| &c.key_file))
+            .finish()
+    }
 }
 
 impl ActionKind {
@@ -197,8 +238,10 @@ impl ActionKind {
         use sha2::{Digest, Sha256};
         let target = match self {
             ActionKind::Webhook { url, .. } => without_credentials(url.as_str()),
-            ActionKind::Nats { url, subject } => format!("{}\n{subject}", without_credentials(url)),
-            ActionKind::RedisCleanup { url, keys } => {
+            ActionKind::Nats { url, subject, .. } => {
+                format!("{}\n{subject}", without_credentials(url))
+            }
+            ActionKind::RedisCleanup { url, keys, .. } => {
                 format!("{}\n{}", without_credentials(url), keys.join("\n"))
             }
         };
@@ -276,15 +319,17 @@ impl fmt::Debug for ActionKind {
                     &headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
                 )
                 .finish(),
-            ActionKind::Nats { url, subject } => f
+            ActionKind::Nats { url, subject, tls } => f
                 .debug_struct("Nats")
                 .field("url", &masked(url))
                 .field("subject", subject)
+                .field("tls", tls)
                 .finish(),
-            ActionKind::RedisCleanup { url, keys } => f
+            ActionKind::RedisCleanup { url, keys, tls } => f
                 .debug_struct("RedisCleanup")
                 .field("url", &masked(url))
                 .field("keys", keys)
+                .field("tls", tls)
                 .finish(),
         }
     }

@@ -20,4 +20,5 @@ mod lifecycle;
 mod openapi;
 mod ops;
 mod scale;
+mod tls;
 mod validation;

@@ -31,6 +31,32 @@ pub(super) async fn connect(url: &str, settings: &StoreSettings) -> Result<PgPoo
         ),
         ("search_path", settings.schema.clone()),
     ]);
+    // One connection first, so a server that cannot be reached is reported with its
+    // address and the real cause (the pool would only say it timed out).
+    let at = format!("{}:{}", options.get_host(), options.get_port());
+    match tokio::time::timeout(
+        settings.connect_timeout,
+        sqlx::Connection::connect_with(&options),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => {
+            let conn: sqlx::PgConnection = conn;
+            let _ = sqlx::Connection::close(conn).await;
+        }
+        Ok(Err(e)) => {
+            return Err(StoreError::unavailable(
+                format!("cannot connect to PostgreSQL at {at}"),
+                e,
+            ));
+        }
+        Err(_) => {
+            return Err(StoreError::down(format!(
+                "cannot connect to PostgreSQL at {at}: no answer within {:?} (store.connect_timeout)",
+                settings.connect_timeout
+            )));
+        }
+    }
     let pool = PgPoolOptions::new()
         .max_connections(settings.pool_size)
         .acquire_timeout(settings.connect_timeout)

@@ -1,0 +1,365 @@
+//! TLS to every service, against the machine's real servers: PostgreSQL (its own
+//! certificate, `sslmode=verify-full`), and a Redis and a NATS server each started here on
+//! a free port with a certificate authority and certificates this test makes (Redis also
+//! requires a client certificate).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use wrapup::App;
+use wrapup::config;
+
+use crate::helpers::*;
+
+/// A certificate authority, a server certificate for `localhost`/`127.0.0.1` and a client
+/// certificate, all signed by it, as PEM files in a directory of their own.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "wrapup test CA");
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
+        write("ca.pem", ca_cert.pem());
+        for (name, purpose) in [
+            ("server", ExtendedKeyUsagePurpose::ServerAuth),
+            ("client", ExtendedKeyUsagePurpose::ClientAuth),
+        ] {
+            let mut params =
+                CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                    .unwrap();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, format!("wrapup test {name}"));
+            params.extended_key_usages = vec![purpose];
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}-key.pem"), key.serialize_pem());
+        }
+        TestPki { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server process this test started; killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_server(program: &str, args: &[&str], port: u16) -> Server {
+    let child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} starts: {e}"));
+    let server = Server(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{program} listens on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+fn pg_url(query: &str) -> String {
+    // The machine's PostgreSQL serves TLS with Debian's certificate for `localhost`.
+    format!("postgres://postgres@localhost:5432/test?{query}")
+}
+
+fn settings_for(store: &str, tail: &str, dir: &Path) -> config::Settings {
+    let text = config_for_store(store, "", tail);
+    write_config(dir, &text);
+    let file = config::parse(&text).unwrap();
+    config::validate(&file, dir, |k| {
+        (k == ADMIN_TOKEN_ENV).then(|| ADMIN_TOKEN.to_owned())
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server_and_every_connection_is_encrypted() {
+    let snakeoil = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let name = format!("wrapup-tls-{}", &run[..12]);
+    let schema = format!("wrapup_tls_{run}");
+    let url = pg_url(&format!(
+        "sslmode=verify-full&sslrootcert={snakeoil}&application_name={name}"
+    ));
+    let store = format!("url = \"{url}\"\nschema = \"{schema}\"\npool_size = 4");
+    let app = TestApp::spawn_text(
+        tempfile::tempdir().unwrap(),
+        &config_for_store(&store, "", ""),
+    )
+    .await;
+    let c = unique("tls");
+    let (status, _) = app.end(&c).await;
+    assert_eq!(status, 200);
+    let (status, record) = app.conversation(&c).await;
+    assert_eq!(status, 200);
+    assert_eq!(record["status"], "ended");
+
+    // Seen from the server: every connection of this instance is TLS.
+    let direct = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test")
+        .await
+        .unwrap();
+    let rows: Vec<(Option<bool>,)> = sqlx::query_as(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
+    )
+    .bind(&name)
+    .fetch_all(&direct)
+    .await
+    .unwrap();
+    assert!(!rows.is_empty(), "the instance's connections are listed");
+    assert!(rows.iter().all(|(ssl,)| *ssl == Some(true)), "{rows:?}");
+    app.stop().await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&direct)
+        .await
+        .unwrap();
+
+    // The certificate is checked: Debian's names `localhost` only, so at 127.0.0.1 the
+    // server is refused at start, with the address and the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = format!(
+        "postgres://postgres@127.0.0.1:5432/test?sslmode=verify-full&sslrootcert={snakeoil}"
+    );
+    let settings = settings_for(&format!("url = \"{wrong}\""), "", dir.path());
+    let error = match App::build(settings).await {
+        Ok(_) => panic!("a server certificate from another CA is refused"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("127.0.0.1:5432"), "{error}");
+    assert!(
+        error.to_lowercase().contains("certificate") || error.contains("UnknownIssuer"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn redis_cleanup_over_tls_with_a_client_certificate() {
+    let pki = TestPki::new();
+    let port = free_port();
+    let p = |n: &str| pki.path(n).display().to_string();
+    let _redis = spawn_server(
+        "redis-server",
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-cert-file",
+            &p("server.pem"),
+            "--tls-key-file",
+            &p("server-key.pem"),
+            "--tls-ca-cert-file",
+            &p("ca.pem"),
+            "--tls-auth-clients",
+            "yes",
+        ],
+        port,
+    );
+    let url = format!("rediss://127.0.0.1:{port}");
+    let client = redis::Client::build_with_tls(
+        url.as_str(),
+        redis::TlsCertificates {
+            client_tls: Some(redis::ClientTlsConfig {
+                client_cert: std::fs::read(pki.path("client.pem")).unwrap(),
+                client_key: std::fs::read(pki.path("client-key.pem")).unwrap(),
+            }),
+            root_cert: Some(std::fs::read(pki.path("ca.pem")).unwrap()),
+        },
+    )
+    .unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let c = unique("tlsredis");
+    let key = format!("state:{BOT}:{c}");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("v")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let action = |tls: &str| {
+        format!(
+            "[[bots.on_end]]\nkind = \"redis_cleanup\"\nurl = \"{url}\"\nkeys = [\"state:{{botId}}:{{conversationId}}\"]\ntls = {{ {tls} }}\n[bots.on_end.retry]\nmax_attempts = 1\n"
+        )
+    };
+    let with_cert = action(&format!(
+        "ca_file = \"{}\", client_cert = \"{}\", client_key = \"{}\"",
+        p("ca.pem"),
+        p("client.pem"),
+        p("client-key.pem")
+    ));
+    let app = TestApp::spawn_with_actions(&with_cert).await;
+    app.end(&c).await;
+    let jobs = app.settled_jobs(&c, 1).await;
+    assert_eq!(jobs[0]["state"], "succeeded", "{jobs:#?}");
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!exists, "{key} was deleted over TLS");
+    app.stop().await;
+
+    // Without the client certificate the server refuses the connection: the job fails
+    // with the reason, and is not counted as done.
+    let app = TestApp::spawn_with_actions(&action(&format!("ca_file = \"{}\"", p("ca.pem")))).await;
+    let c2 = unique("tlsredis");
+    app.end(&c2).await;
+    let jobs = app.settled_jobs(&c2, 1).await;
+    assert_eq!(jobs[0]["state"], "dead", "{jobs:#?}");
+    let error = attempt_error(&app, &jobs[0]).await;
+    assert!(error.contains("Redis"), "{error}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn nats_over_tls_trusts_the_configured_authority() {
+    let pki = TestPki::new();
+    let port = free_port();
+    let store_dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| pki.path(n).display().to_string();
+    let _nats = spawn_server(
+        "nats-server",
+        &[
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-js",
+            "-sd",
+            store_dir.path().to_str().unwrap(),
+            "--tls",
+            "--tlscert",
+            &p("server.pem"),
+            "--tlskey",
+            &p("server-key.pem"),
+        ],
+        port,
+    );
+    let url = format!("tls://127.0.0.1:{port}");
+    let client = async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(pki.path("ca.pem"))
+        .connect(url.as_str())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: format!("TLS_{run}"),
+            subjects: vec![format!("tls.{run}.>")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let tail = format!(
+        "[[bots.on_end]]\nkind = \"nats\"\nurl = \"{url}\"\nsubject = \"tls.{run}.ended\"\ntls = {{ ca_file = \"{}\" }}\n",
+        p("ca.pem")
+    );
+    let app = TestApp::spawn_with_actions(&tail).await;
+    let c = unique("tlsnats");
+    app.end(&c).await;
+    let jobs = app.settled_jobs(&c, 1).await;
+    assert_eq!(jobs[0]["state"], "succeeded", "{jobs:#?}");
+    let mut stream = stream;
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    app.stop().await;
+}
+
+#[test]
+fn tls_files_are_checked_at_load_and_named() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let check = |tls: &str, url: &str| -> String {
+        let tail = format!(
+            "[[bots.on_end]]\nkind = \"redis_cleanup\"\nurl = \"{url}\"\nkeys = [\"k:{{conversationId}}\"]\ntls = {{ {tls} }}\n"
+        );
+        let text = config_with_actions(&dir.path().join("w.db"), "", &tail);
+        write_config(dir.path(), &text);
+        let file = config::parse(&text).unwrap();
+        match config::validate(&file, dir.path(), |k| {
+            (k == ADMIN_TOKEN_ENV).then(|| ADMIN_TOKEN.to_owned())
+        }) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    };
+    let ca = pki.path("ca.pem").display().to_string();
+    let key = pki.path("client-key.pem").display().to_string();
+    assert_eq!(check(&format!("ca_file = \"{ca}\""), "rediss://h:1"), "");
+    let e = check(&format!("ca_file = \"{key}\""), "rediss://h:1");
+    assert!(
+        e.contains("tls.ca_file") && e.contains("no PEM certificate"),
+        "{e}"
+    );
+    let e = check("ca_file = \"/nonexistent.pem\"", "rediss://h:1");
+    assert!(
+        e.contains("tls.ca_file") && e.contains("cannot read"),
+        "{e}"
+    );
+    let e = check(&format!("client_cert = \"{ca}\""), "rediss://h:1");
+    assert!(e.contains("tls.client_key") && e.contains("needed"), "{e}");
+    let e = check(
+        &format!("client_cert = \"{ca}\", client_key = \"{ca}\""),
+        "rediss://h:1",
+    );
+    assert!(
+        e.contains("tls.client_key") && e.contains("private key"),
+        "{e}"
+    );
+    let e = check(&format!("ca_file = \"{ca}\""), "redis://h:1");
+    assert!(e.contains(".tls") && e.contains("rediss://"), "{e}");
+}
+
+async fn attempt_error(app: &TestApp, job: &Value) -> String {
+    let id = job["id"].as_str().unwrap();
+    let (_, detail) = app
+        .admin(reqwest::Method::GET, &format!("/jobs/{id}"))
+        .await;
+    detail["lastError"].as_str().unwrap_or_default().to_owned()
+}
