@@ -29,6 +29,7 @@ use crate::store::{self, Store};
 pub struct App {
     addr: SocketAddr,
     health_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -60,6 +61,18 @@ impl App {
             None => None,
         };
         let health_addr = health_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        let admin_listener = match settings.server.admin_listen {
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("server.admin_listen: cannot bind {at}: {e}"))?,
+            ),
+            None => None,
+        };
+        let admin_addr = admin_listener
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
@@ -121,10 +134,34 @@ impl App {
             clock,
         ));
         if let Some(listener) = health_listener {
-            tokio::spawn(serve_health(
+            tokio::spawn(serve_side(
+                Side {
+                    router: api::router(state.clone()),
+                    serves: |path| matches!(path, "/healthz" | "/readyz" | "/metrics"),
+                    refusal: r#"{"code":404,"message":"this listener serves only /healthz, /readyz and /metrics"}"#,
+                    connections: 64,
+                    tls: None,
+                    header_read_timeout: state.server.header_read_timeout,
+                },
                 listener,
-                api::router(state.clone()),
-                state.server.header_read_timeout,
+                cancel.clone(),
+            ));
+        }
+        if let Some(listener) = admin_listener {
+            tokio::spawn(serve_side(
+                Side {
+                    router: api::router(state.clone()),
+                    serves: |path| operator_path(path) || matches!(path, "/healthz" | "/readyz"),
+                    refusal: r#"{"code":404,"message":"this listener serves only /admin, /console, /metrics and the health checks"}"#,
+                    connections: 256,
+                    tls: state
+                        .server
+                        .tls
+                        .clone()
+                        .map(tokio_rustls::TlsAcceptor::from),
+                    header_read_timeout: state.server.header_read_timeout,
+                },
+                listener,
                 cancel.clone(),
             ));
         }
@@ -136,10 +173,20 @@ impl App {
             sweeper,
             cancel.clone(),
         ));
-        tracing::info!(%addr, ?health_addr, "wrapup listening");
+        let shown = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            store = settings.store.url.kind(),
+            listen = %addr,
+            health_listen = shown(health_addr),
+            admin_listen = shown(admin_addr),
+            tls = settings.server.tls.is_some(),
+            "wrapup listening"
+        );
         Ok(App {
             addr,
             health_addr,
+            admin_addr,
             cancel,
             task,
         })
@@ -152,6 +199,11 @@ impl App {
     /// The address of `server.health_listen`, when set.
     pub fn health_addr(&self) -> Option<SocketAddr> {
         self.health_addr
+    }
+
+    /// The address of `server.admin_listen`, when set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Cancelling this token starts a graceful shutdown.
@@ -188,6 +240,8 @@ async fn serve(
     // bounded too, at half the limit (at least 128).
     let shed = Arc::new(Semaphore::new((server.max_connections / 2).max(128)));
     let graceful = GracefulShutdown::new();
+    let tls = server.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let admin_elsewhere = server.admin_listen.is_some();
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -206,7 +260,6 @@ async fn serve(
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(server.header_read_timeout);
-        let io = TokioIo::new(stream);
         match connections.clone().try_acquire_owned() {
             Ok(permit) => {
                 let router = router.clone();
@@ -215,11 +268,32 @@ async fn serve(
                         // The client's address, for the console's per-address sign-in limit.
                         req.extensions_mut()
                             .insert(axum::Extension(axum::extract::ConnectInfo(peer)));
-                        router.clone().oneshot(req)
+                        let elsewhere = admin_elsewhere && operator_path(req.uri().path());
+                        let router = router.clone();
+                        async move {
+                            if elsewhere {
+                                Ok(not_here())
+                            } else {
+                                router.oneshot(req).await
+                            }
+                        }
                     });
-                let conn = graceful.watch(builder.serve_connection(io, service));
+                let watcher = graceful.watcher();
+                let tls = tls.clone();
+                let handshake = server.header_read_timeout;
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    match tls {
+                        None => {
+                            let io = TokioIo::new(stream);
+                            let _ = watcher.watch(builder.serve_connection(io, service)).await;
+                        }
+                        Some(tls) => {
+                            if let Some(stream) = handshake_within(&tls, stream, handshake).await {
+                                let io = TokioIo::new(stream);
+                                let _ = watcher.watch(builder.serve_connection(io, service)).await;
+                            }
+                        }
+                    }
                     drop(permit);
                 });
             }
@@ -230,8 +304,8 @@ async fn serve(
                     // orchestrator does not restart a server that is only busy.
                     metrics::counter!("wrapup_connections_refused_total").increment(1);
                     let router = router.clone();
-                    let conn = builder.keep_alive(false).serve_connection(
-                        io,
+                    builder.keep_alive(false);
+                    let service =
                         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                             let router = router.clone();
                             async move {
@@ -243,18 +317,33 @@ async fn serve(
                                     Ok(overloaded())
                                 }
                             }
-                        }),
-                    );
+                        });
+                    let tls = tls.clone();
+                    let handshake = server.header_read_timeout;
                     tokio::spawn(async move {
-                        let _ = conn.await;
+                        match tls {
+                            None => {
+                                let io = TokioIo::new(stream);
+                                let _ = builder.serve_connection(io, service).await;
+                            }
+                            Some(tls) => {
+                                if let Some(s) = handshake_within(&tls, stream, handshake).await {
+                                    let _ =
+                                        builder.serve_connection(TokioIo::new(s), service).await;
+                                }
+                            }
+                        }
                         drop(shed_permit);
                     });
                 }
                 Err(_) => {
                     // Even the shedding is bounded: past it the socket gets the same 503 without
-                    // being read (one non-blocking write, no task) and is closed.
+                    // being read (one non-blocking write, no task) and is closed; a TLS client
+                    // cannot read plain bytes, so its socket is just closed.
                     metrics::counter!("wrapup_connections_dropped_total").increment(1);
-                    let _ = io.into_inner().try_write(OVERLOADED_RAW);
+                    if tls.is_none() {
+                        let _ = stream.try_write(OVERLOADED_RAW);
+                    }
                 }
             },
         }
@@ -275,20 +364,59 @@ async fn serve(
     tracing::info!("stopped");
 }
 
-/// The health listener: only the operations routes, on connections of its own (at most
-/// 64), so a flood on the main listener cannot starve the probes.
-async fn serve_health(
-    listener: TcpListener,
+/// The TLS handshake, bounded like reading a request's header.
+async fn handshake_within(
+    tls: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    within: std::time::Duration,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    match tokio::time::timeout(within, tls.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// The paths an operator uses, which `server.admin_listen` takes off the public port.
+fn operator_path(path: &str) -> bool {
+    path == "/metrics"
+        || path == "/console"
+        || path.starts_with("/console/")
+        || path == "/admin"
+        || path.starts_with("/admin/")
+}
+
+fn not_here() -> Response<Body> {
+    let mut response = Response::new(Body::from(r#"{"code":404,"message":"no such endpoint"}"#));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A listener of its own for some routes (the health checks, or the operator's), with
+/// its own bounded connections, so a flood on the main listener cannot starve it.
+struct Side {
     router: axum::Router,
+    serves: fn(&str) -> bool,
+    refusal: &'static str,
+    connections: usize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     header_read_timeout: std::time::Duration,
-    cancel: CancellationToken,
-) {
-    let connections = Arc::new(Semaphore::new(64));
+}
+
+async fn serve_side(side: Side, listener: TcpListener, cancel: CancellationToken) {
+    let connections = Arc::new(Semaphore::new(side.connections));
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(conn) => conn,
                 Err(_) => {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
@@ -298,27 +426,39 @@ async fn serve_health(
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             continue;
         };
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let (router, serves, refusal) = (side.router.clone(), side.serves, side.refusal);
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut()
+                .insert(axum::Extension(axum::extract::ConnectInfo(peer)));
             let router = router.clone();
             async move {
-                if matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+                if serves(req.uri().path()) {
                     router.oneshot(req).await
                 } else {
-                    let mut not_found = Response::new(Body::from(
-                        r#"{"code":404,"message":"this listener serves only /healthz, /readyz and /metrics"}"#,
-                    ));
+                    let mut not_found = Response::new(Body::from(refusal));
                     *not_found.status_mut() = StatusCode::NOT_FOUND;
                     Ok(not_found)
                 }
             }
         });
-        let conn = http1::Builder::new()
+        let mut builder = http1::Builder::new();
+        builder
             .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
-            .serve_connection(TokioIo::new(stream), service);
+            .header_read_timeout(side.header_read_timeout);
+        let (tls, within) = (side.tls.clone(), side.header_read_timeout);
         tokio::spawn(async move {
-            let _ = conn.await;
+            match tls {
+                None => {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                Some(tls) => {
+                    if let Some(s) = handshake_within(&tls, stream, within).await {
+                        let _ = builder.serve_connection(TokioIo::new(s), service).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }

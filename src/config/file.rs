@@ -92,6 +92,13 @@ pub struct ServerFile {
     /// A second address that answers only `/healthz`, `/readyz` and `/metrics`, with its
     /// own connections, so probes are answered even when `listen` is flooded.
     pub health_listen: Option<String>,
+    /// A second address for `/admin`, `/console` and `/metrics` (and the health checks);
+    /// when set, `listen` answers 404 for them and carries only the hooks and records APIs.
+    pub admin_listen: Option<String>,
+    /// PEM files: with both, `listen` and `admin_listen` speak HTTPS (TLS 1.2 and 1.3)
+    /// only; `health_listen` stays plain HTTP for probes on a private address.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerFile {
@@ -106,6 +113,9 @@ impl Default for ServerFile {
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(30),
             health_listen: None,
+            admin_listen: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

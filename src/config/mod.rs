@@ -98,6 +98,9 @@ pub struct ServerSettings {
     pub max_connections: usize,
     pub shutdown_grace: Duration,
     pub health_listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    /// `tls_cert` and `tls_key`, loaded: every listener serves HTTPS with it.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// `Debug` shows a PostgreSQL URL masked: it may carry a password.
@@ -278,13 +281,31 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     validate(&file, base, |k| std::env::var(k).ok())
 }
 
-/// `WRAPUP_LISTEN` and `WRAPUP_STORE_URL` override the file.
+/// `WRAPUP_LISTEN`, `WRAPUP_HEALTH_LISTEN`, `WRAPUP_ADMIN_LISTEN` and `WRAPUP_STORE_URL`
+/// override the file (an empty `…_HEALTH_LISTEN` or `…_ADMIN_LISTEN` turns it off), so
+/// several instances on one host can share one file.
 pub fn apply_env(file: &mut FileConfig, env: impl Fn(&str) -> Option<String>) {
     if let Some(v) = env("WRAPUP_LISTEN") {
         file.server.listen = v;
     }
+    if let Some(v) = env("WRAPUP_HEALTH_LISTEN") {
+        file.server.health_listen = Some(v).filter(|v| !v.is_empty());
+    }
+    if let Some(v) = env("WRAPUP_ADMIN_LISTEN") {
+        file.server.admin_listen = Some(v).filter(|v| !v.is_empty());
+    }
     if let Some(v) = env("WRAPUP_STORE_URL") {
         file.store.url = v;
+    }
+}
+
+impl StoreUrl {
+    /// `sqlite` or `postgres`, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreUrl::Sqlite(_) => "sqlite",
+            StoreUrl::Postgres(_) => "postgres",
+        }
     }
 }
 

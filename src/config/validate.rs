@@ -46,18 +46,9 @@ pub fn validate(
         request_timeout: positive("server.request_timeout", s.request_timeout)?,
         max_connections: s.max_connections,
         shutdown_grace: s.shutdown_grace,
-        health_listen: s
-            .health_listen
-            .as_ref()
-            .map(|a| {
-                a.parse::<SocketAddr>().map_err(|_| {
-                    cerr(
-                        "server.health_listen",
-                        format!("\"{a}\" is not an address like 127.0.0.1:8081"),
-                    )
-                })
-            })
-            .transpose()?,
+        health_listen: address("server.health_listen", &s.health_listen)?,
+        admin_listen: address("server.admin_listen", &s.admin_listen)?,
+        tls: server_tls(s, base)?,
     };
 
     let raw = &file.store.url;
@@ -411,4 +402,70 @@ pub(super) fn positive(key: &str, d: Duration) -> Result<Duration, ConfigError> 
         return Err(cerr(key, "must be longer than 0s"));
     }
     Ok(d)
+}
+
+fn address(key: &str, value: &Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
+    value
+        .as_ref()
+        .map(|a| {
+            a.parse::<SocketAddr>().map_err(|_| {
+                cerr(
+                    key,
+                    format!("\"{a}\" is not an address like 127.0.0.1:8081"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// `server.tls_cert` and `server.tls_key`: both or neither; the chain and key must load
+/// into a TLS 1.2/1.3 server configuration (HTTP/1.1 by ALPN).
+fn server_tls(
+    s: &ServerFile,
+    base: &Path,
+) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
+    let (cert, key) = match (&s.tls_cert, &s.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (base.join(c), base.join(k)),
+        (Some(_), None) => return Err(cerr("server.tls_key", "is needed with tls_cert")),
+        (None, Some(_)) => return Err(cerr("server.tls_cert", "is needed with tls_key")),
+    };
+    let read = |key: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| cerr(key, format!("cannot read {}: {e}", path.display())))
+    };
+    let pem = read("server.tls_cert", &cert)?;
+    let chain = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .ok()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            cerr(
+                "server.tls_cert",
+                format!("{} holds no PEM certificate", cert.display()),
+            )
+        })?;
+    let pem = read("server.tls_key", &key)?;
+    let private = rustls_pemfile::private_key(&mut pem.as_slice())
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            cerr(
+                "server.tls_key",
+                format!("{} holds no PEM private key", key.display()),
+            )
+        })?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| cerr("server.tls_cert", e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| {
+            cerr(
+                "server.tls_key",
+                format!("does not go with server.tls_cert: {e}"),
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(std::sync::Arc::new(config)))
 }

@@ -213,7 +213,11 @@ pub async fn login(
             (header::LOCATION, "/console".to_owned()),
             (
                 header::SET_COOKIE,
-                session_cookie(signed, SESSION_SECS, over_tls(&headers)),
+                session_cookie(
+                    signed,
+                    SESSION_SECS,
+                    state.server.tls.is_some() || over_tls(&headers),
+                ),
             ),
         ],
     )
@@ -227,6 +231,7 @@ pub struct CsrfForm {
 }
 
 pub async fn logout(
+    State(state): State<Arc<AppState>>,
     operator: Operator,
     headers: HeaderMap,
     form: Result<axum::Form<CsrfForm>, axum::extract::rejection::FormRejection>,
@@ -238,7 +243,11 @@ pub async fn logout(
             (header::LOCATION, "/console/login".to_owned()),
             (
                 header::SET_COOKIE,
-                session_cookie(String::new(), 0, over_tls(&headers)),
+                session_cookie(
+                    String::new(),
+                    0,
+                    state.server.tls.is_some() || over_tls(&headers),
+                ),
             ),
         ],
     )

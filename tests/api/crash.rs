@@ -38,30 +38,38 @@ impl Drop for Server {
 
 /// Starts `wrapup serve` as a process on a free port and returns it with its base URL.
 pub fn serve(config: &Path) -> (Server, String) {
+    let (server, started) = serve_env(config, &[]);
+    let addr = started["listen"].as_str().unwrap().to_owned();
+    (server, format!("http://{addr}"))
+}
+
+/// `wrapup serve` with more environment; the start-up line's fields (its listeners).
+pub fn serve_env(config: &Path, env: &[(&str, &str)]) -> (Server, serde_json::Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wrapup"))
         .args(["serve", "--config"])
         .arg(config)
         .env("WRAPUP_LOG", "info")
         .env(ADMIN_TOKEN_ENV, ADMIN_TOKEN)
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .expect("wrapup starts");
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
+    let started = loop {
         let line = lines
             .next()
             .expect("wrapup logs its address")
             .expect("log line");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if v["fields"]["message"] == "wrapup listening" {
-            break v["fields"]["addr"].as_str().unwrap().to_owned();
+            break v["fields"].clone();
         }
     };
     // Keep draining the log so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (Server(child), format!("http://{addr}"))
+    (Server(child), started)
 }
 
 #[tokio::test]

@@ -363,3 +363,131 @@ async fn attempt_error(app: &TestApp, job: &Value) -> String {
         .await;
     detail["lastError"].as_str().unwrap_or_default().to_owned()
 }
+
+#[tokio::test]
+async fn https_listener_with_the_operator_routes_on_a_listener_of_their_own() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let server = format!(
+        "admin_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+        pki.path("server.pem").display(),
+        pki.path("server-key.pem").display()
+    );
+    let text = config_with_actions(&dir.path().join("w.db"), &server, "");
+    write_config(dir.path(), &text);
+    let file = config::parse(&text).unwrap();
+    let settings = config::validate(&file, dir.path(), |k| {
+        (k == ADMIN_TOKEN_ENV).then(|| ADMIN_TOKEN.to_owned())
+    })
+    .unwrap();
+    let app = App::build(settings).await.unwrap();
+    let public = format!("https://localhost:{}", app.local_addr().port());
+    let operator = format!("https://localhost:{}", app.admin_addr().unwrap().port());
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.path("ca.pem")).unwrap()).unwrap();
+    let https = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // The hooks and records APIs over HTTPS on the public port.
+    let c = unique("https");
+    let resp = https
+        .post(format!("{public}/agentai/api/v1/hooks/{BOT}"))
+        .header("token", token())
+        .json(&seed_with(&c))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = https
+        .get(format!("{public}/api/v1/bots/{BOT}/conversations/{c}"))
+        .header("auth", token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Plain HTTP to a TLS port gets no answer.
+    let plain = client()
+        .get(format!(
+            "http://127.0.0.1:{}/healthz",
+            app.local_addr().port()
+        ))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+
+    // The operator's routes are not on the public port…
+    for path in ["/admin/v1/jobs", "/metrics", "/console", "/console/login"] {
+        let resp = https
+            .get(format!("{public}{path}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{path} on the public port");
+    }
+    // …but on their own, also over TLS; the hooks are not there.
+    for path in ["/admin/v1/jobs", "/metrics", "/console/login", "/healthz"] {
+        let resp = https
+            .get(format!("{operator}{path}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path} on the operator port");
+    }
+    let resp = https
+        .post(format!("{operator}/agentai/api/v1/hooks/{BOT}"))
+        .header("token", token())
+        .json(&seed_with(&unique("https")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    // The console's cookie is Secure when the listener is TLS.
+    let resp = https
+        .post(format!("{operator}/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("Secure"), "{cookie}");
+    app.stop().await;
+}
+
+#[test]
+fn two_instances_share_one_file_with_their_listeners_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let server = format!("health_listen = \"127.0.0.1:{p1}\"\nadmin_listen = \"127.0.0.1:{p2}\"");
+    let config = write_config(
+        dir.path(),
+        &config_text(&dir.path().join("w.db"), &server).replace(
+            &format!("url = \"sqlite://{}\"", dir.path().join("w.db").display()),
+            &format!(
+                "url = \"postgres://postgres@127.0.0.1:5432/test\"\nschema = \"wrapup_envlisten_{}\"",
+                uuid::Uuid::new_v4().simple()
+            ),
+        ),
+    );
+    let (_first, a) = crate::crash::serve_env(&config, &[]);
+    assert_eq!(a["health_listen"], format!("127.0.0.1:{p1}"));
+    assert_eq!(a["admin_listen"], format!("127.0.0.1:{p2}"));
+    let (_second, b) = crate::crash::serve_env(
+        &config,
+        &[
+            ("WRAPUP_HEALTH_LISTEN", &format!("127.0.0.1:{p3}")),
+            ("WRAPUP_ADMIN_LISTEN", ""),
+        ],
+    );
+    assert_eq!(b["health_listen"], format!("127.0.0.1:{p3}"));
+    assert_eq!(b["admin_listen"], "off");
+    assert_eq!(b["store"], "postgres");
+    assert_eq!(b["version"], env!("CARGO_PKG_VERSION"));
+    assert_ne!(a["listen"], b["listen"]);
+}
