@@ -84,6 +84,7 @@ impl App {
         let orphans = crate::sweeper::Orphans {
             known: runner.known(),
             after: settings.workers.orphan_after,
+            keep_finished: settings.workers.keep_finished_jobs,
         };
         let workers = Workers::start(store.clone(), runner, &settings.workers, clock.clone());
         let traffic = Arc::new(crate::traffic::Traffic::default());

@@ -39,10 +39,12 @@ pub fn interval(bots: &[BotSettings]) -> Duration {
         .clamp(Duration::from_millis(100), Duration::from_secs(30))
 }
 
-/// Jobs whose destination this instance does not know: after how long they are orphaned.
+/// Jobs whose destination this instance does not know: after how long they are orphaned;
+/// and how long finished jobs are kept.
 pub struct Orphans {
     pub known: Known,
     pub after: Duration,
+    pub keep_finished: Duration,
 }
 
 pub async fn run(
@@ -65,6 +67,7 @@ pub async fn run(
     loop {
         purge_jti(&*store, clock.now()).await;
         orphan(&*store, clock.now(), &orphans).await;
+        purge_jobs(&*store, clock.now(), orphans.keep_finished).await;
         for (bot, on_end) in bots.iter().zip(&on_end) {
             if let Some(timeout) = bot.inactivity_timeout {
                 expire(
@@ -175,6 +178,25 @@ async fn orphan(store: &dyn Store, now: Timestamp, orphans: &Orphans) {
             );
         }
         Err(e) => tracing::warn!(error = %e.chain(), "orphaning jobs failed; will try again"),
+    }
+}
+
+/// Deletes succeeded and discarded jobs finished longer than `keep` ago.
+async fn purge_jobs(store: &dyn Store, now: Timestamp, keep: Duration) {
+    let before = Timestamp::from_millis(now.millis() - keep.as_millis() as i64);
+    loop {
+        match store.purge_finished_jobs(before, BATCH).await {
+            Ok(n) => {
+                metrics::counter!("wrapup_jobs_purged_total").increment(n);
+                if n < BATCH as u64 {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.chain(), "purging finished jobs failed; will try again");
+                return;
+            }
+        }
     }
 }
 

@@ -167,7 +167,7 @@ pub(crate) async fn retry_one(state: &AppState, id: String) -> Result<u64, ApiEr
                 "job {id} is orphaned: the destination it was scheduled for is not in the configuration; re-point it (POST /admin/v1/jobs/{id}/repoint) or discard it (POST /admin/v1/jobs/{id}/discard)"
             ))),
             Some(job) => Err(ApiError::Conflict(format!(
-                "job {id} is {}; only dead jobs can be retried",
+                "job {id} is {}; only dead and pending jobs can be retried",
                 job.state.as_str()
             ))),
         };

@@ -16,7 +16,7 @@ use super::admin::{known_of, retry_one};
 use super::auth::Admin;
 use super::error::ApiError;
 use crate::domain::Timestamp;
-use crate::store::{JobState, RecentAttempt, RetryTarget};
+use crate::store::{Decision, JobState, RecentAttempt, RetryTarget};
 use crate::traffic::BUCKET_MS;
 
 /// At most this many attempts of the last day are read for the statistics (the newest).
@@ -109,6 +109,10 @@ pub struct BulkRetry {
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>)]
     pub since: Option<time::OffsetDateTime>,
+    /// RFC 3339, optional with `since`: only jobs created before this instant.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>)]
+    pub until: Option<time::OffsetDateTime>,
 }
 
 /// A job of the list that was not retried, and why.
@@ -156,6 +160,7 @@ pub(crate) async fn retry_many(state: &AppState, req: BulkRetry) -> Result<BulkR
             bot: None,
             action: None,
             since: None,
+            until: None,
         } => {
             if ids.is_empty() || ids.len() > 1000 {
                 return Err(ApiError::BadRequest("ids: 1 to 1000 job ids".into()));
@@ -180,7 +185,11 @@ pub(crate) async fn retry_many(state: &AppState, req: BulkRetry) -> Result<BulkR
             bot: Some(bot),
             action: Some(action),
             since: Some(since),
+            until,
         } => {
+            if until.is_some_and(|u| u <= since) {
+                return Err(ApiError::BadRequest("until: must be after since".into()));
+            }
             let Some(plan) = state.plans.get(&bot) else {
                 return Err(ApiError::BadRequest(format!(
                     "bot: {bot} is not configured"
@@ -198,6 +207,7 @@ pub(crate) async fn retry_many(state: &AppState, req: BulkRetry) -> Result<BulkR
                     bot,
                     action,
                     since: Timestamp::from_offset(since),
+                    until: until.map(Timestamp::from_offset),
                     known,
                 })
                 .await?;
@@ -212,6 +222,70 @@ pub(crate) async fn retry_many(state: &AppState, req: BulkRetry) -> Result<BulkR
             "body: give either ids, or bot, action and since".into(),
         )),
     }
+}
+
+/// Which jobs to give up for good.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkDiscard {
+    /// Job ids (1 to 1000), each dead or orphaned.
+    pub ids: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkDiscarded {
+    /// How many jobs were discarded.
+    pub discarded: u64,
+    /// Listed jobs that were not (unknown, or not dead or orphaned), and why.
+    pub not_discarded: Vec<NotRetried>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/jobs/discard",
+    tag = "admin",
+    request_body = BulkDiscard,
+    responses(
+        (status = 200, description = "How many were given up", body = BulkDiscarded),
+        (status = 400, description = "No ids, or more than 1000", body = super::openapi::ErrorBody),
+        (status = 401, description = "No admin token", body = super::openapi::ErrorBody),
+        (status = 404, description = "Admin API off", body = super::openapi::ErrorBody),
+    ),
+    security(("admin" = []))
+)]
+pub async fn bulk_discard(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    body: Result<Json<BulkDiscard>, JsonRejection>,
+) -> Result<Json<BulkDiscarded>, ApiError> {
+    let Json(req) = body?;
+    if req.ids.is_empty() || req.ids.len() > 1000 {
+        return Err(ApiError::BadRequest("ids: 1 to 1000 job ids".into()));
+    }
+    let mut out = BulkDiscarded {
+        discarded: 0,
+        not_discarded: Vec::new(),
+    };
+    for id in req.ids {
+        let reason = match state.store.decide(&id, Decision::Discard).await? {
+            Some(true) => {
+                out.discarded += 1;
+                continue;
+            }
+            None => format!("no job {id}"),
+            Some(false) => match state.store.job(&id).await? {
+                Some(job) => format!(
+                    "job {id} is {}; only dead or orphaned jobs can be discarded",
+                    job.state.as_str()
+                ),
+                None => format!("no job {id}"),
+            },
+        };
+        out.not_discarded.push(NotRetried { id, reason });
+    }
+    state.forget_stats();
+    Ok(Json(out))
 }
 
 /// Jobs by state.

@@ -87,6 +87,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(admin::repoint_job))
         .routes(routes!(insight::find_conversation))
         .routes(routes!(insight::bulk_retry))
+        .routes(routes!(insight::bulk_discard))
         .routes(routes!(insight::destinations))
         .routes(routes!(insight::overview))
         .routes(routes!(ops::healthz))

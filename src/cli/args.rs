@@ -264,7 +264,8 @@ pub enum JobsWhat {
         /// The job's id (job_...).
         id: String,
     },
-    /// Put a dead job (or all dead jobs of --bot) back in the queue.
+    /// Put a dead job (or all dead jobs of --bot) back in the queue, or make a pending job
+    /// (waiting out its backoff) due now.
     Retry {
         /// The job's id (job_...).
         #[arg(required_unless_present = "bot", conflicts_with = "bot")]
@@ -273,10 +274,11 @@ pub enum JobsWhat {
         #[arg(long)]
         bot: Option<String>,
     },
-    /// Give up a dead or orphaned job for good.
+    /// Give up dead or orphaned jobs for good (clears a dead-job alert).
     Discard {
-        /// The job's id (job_...).
-        id: String,
+        /// The jobs' ids (job_...), 1 to 1000.
+        #[arg(required = true, num_args = 1..=1000)]
+        ids: Vec<String>,
     },
     /// Point a dead, orphaned or pending job at one of its bot's actions (by name), due now.
     Repoint {

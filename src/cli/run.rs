@@ -197,9 +197,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("{body}");
                     Ok(exit(ok))
                 }
-                JobsWhat::Discard { id } => {
-                    let url = format!("{base}/jobs/{id}/discard");
-                    let (ok, body) = admin_call(reqwest::Method::POST, &url, &token)?;
+                JobsWhat::Discard { ids } => {
+                    let (ok, body) = if let [id] = ids.as_slice() {
+                        let url = format!("{base}/jobs/{id}/discard");
+                        admin_call(reqwest::Method::POST, &url, &token)?
+                    } else {
+                        let url = format!("{base}/jobs/discard");
+                        admin_json(&url, &token, &json!({ "ids": ids }))?
+                    };
                     println!("{body}");
                     Ok(exit(ok))
                 }

@@ -48,6 +48,11 @@ pub struct WorkersFile {
     pub orphan_after: Duration,
     /// Attempts one destination may have running at once in this process.
     pub per_destination: usize,
+    /// How long succeeded and discarded jobs (and their attempts) are kept after they
+    /// finished; the sweeper deletes them after. Dead and orphaned jobs are kept until an
+    /// operator retries or discards them.
+    #[serde(with = "humantime_serde")]
+    pub keep_finished_jobs: Duration,
 }
 
 impl Default for WorkersFile {
@@ -59,6 +64,7 @@ impl Default for WorkersFile {
             shutdown_grace: Duration::from_secs(30),
             orphan_after: Duration::from_secs(600),
             per_destination: 8,
+            keep_finished_jobs: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -84,6 +84,7 @@ pub struct WorkerSettings {
     pub lease_margin: Duration,
     pub shutdown_grace: Duration,
     pub orphan_after: Duration,
+    pub keep_finished_jobs: Duration,
     pub per_destination: usize,
 }
 

@@ -176,6 +176,7 @@ pub fn validate(
         lease_margin: positive("workers.lease_margin", w.lease_margin)?,
         shutdown_grace: w.shutdown_grace,
         orphan_after: w.orphan_after,
+        keep_finished_jobs: positive("workers.keep_finished_jobs", w.keep_finished_jobs)?,
         per_destination: w.per_destination,
     };
     let admin_token = match (&file.admin.token_env, &file.admin.token) {

@@ -128,6 +128,11 @@ pub trait Store: Send + Sync + 'static {
     /// Removes traffic buckets older than `before`; returns how many.
     async fn purge_traffic(&self, before: Timestamp) -> Result<u64, StoreError>;
 
+    /// Deletes up to `limit` succeeded and discarded jobs (with their attempts) last
+    /// changed before `before`; dead, orphaned, pending and running jobs are kept.
+    async fn purge_finished_jobs(&self, before: Timestamp, limit: usize)
+    -> Result<u64, StoreError>;
+
     /// Succeeds when the store can take writes and answer reads.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -201,19 +201,20 @@ pub enum Decision {
 /// Which dead jobs to put back in the queue.
 #[derive(Debug, Clone)]
 pub enum RetryTarget {
+    /// One job: a dead one goes back in the queue with a fresh attempt budget, a pending
+    /// one (waiting out its backoff) is made due now with the attempts it has left.
     Job(String),
     /// Every dead job of the bot whose destination is one of `known` (a job whose
     /// destination is gone would only die again).
-    DeadOfBot {
-        bot: String,
-        known: Known,
-    },
-    /// Every dead job of one action of a bot created at or after `since` (a destination
-    /// that failed for a while, fixed now), if its destination is one of `known`.
+    DeadOfBot { bot: String, known: Known },
+    /// Every dead job of one action of a bot created at or after `since` (and before
+    /// `until`, when given) — a destination that failed for a while, fixed now — if its
+    /// destination is one of `known`.
     DeadOfAction {
         bot: String,
         action: String,
         since: Timestamp,
+        until: Option<Timestamp>,
         known: Known,
     },
 }

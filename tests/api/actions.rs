@@ -450,3 +450,113 @@ async fn secrets_in_a_destination_url_are_masked_wherever_a_failure_is_reported(
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
 }
+
+#[tokio::test]
+async fn finished_jobs_go_after_keep_finished_jobs_dead_ones_stay_until_discarded() {
+    let receiver = Receiver::start().await;
+    let tail = format!(
+        "{}{}[workers]\nkeep_finished_jobs = \"7d\"\n",
+        webhook_action(&receiver.url, ""),
+        webhook_action(
+            "http://127.0.0.1:1/hook",
+            "retry = { max_attempts = 1 }\nname = \"closed\""
+        ),
+    );
+    let app = TestApp::spawn_with_actions(&tail).await;
+    let c = unique("keep");
+    app.end(&c).await;
+    let jobs = app.settled_jobs(&c, 2).await;
+    let state_of = |name: &str| {
+        jobs.iter()
+            .find(|j| j["action"] == name)
+            .map(|j| (j["id"].as_str().unwrap().to_owned(), j["state"].clone()))
+            .unwrap()
+    };
+    let (done, s) = state_of("webhook");
+    assert_eq!(s, "succeeded");
+    let (dead, s) = state_of("closed");
+    assert_eq!(s, "dead");
+
+    // Six days on, both are there; eight days on, the succeeded job and its attempts are gone.
+    app.advance(Duration::from_secs(6 * 24 * 3600));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.jobs_of(&c).await.len(), 2);
+    app.advance(Duration::from_secs(2 * 24 * 3600));
+    eventually("the succeeded job purged", || async {
+        (app.jobs_of(&c).await.len() == 1).then_some(())
+    })
+    .await;
+    let (status, _) = app
+        .admin(reqwest::Method::GET, &format!("/jobs/{done}"))
+        .await;
+    assert_eq!(status, 404);
+    let (status, job) = app
+        .admin(reqwest::Method::GET, &format!("/jobs/{dead}"))
+        .await;
+    assert_eq!(
+        (status.as_u16(), job["state"].as_str()),
+        (200, Some("dead"))
+    );
+
+    // Discarding clears it (and a discarded job then ages out like a succeeded one).
+    let (status, body) = app
+        .post(
+            "/admin/v1/jobs/discard",
+            "bearer",
+            ADMIN_TOKEN,
+            &json!({ "ids": [dead, done, "job_nope"] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["discarded"], 1);
+    assert_eq!(body["notDiscarded"].as_array().unwrap().len(), 2, "{body}");
+    let (status, _) = app
+        .post(
+            "/admin/v1/jobs/discard",
+            "bearer",
+            ADMIN_TOKEN,
+            &json!({ "ids": [] }),
+        )
+        .await;
+    assert_eq!(status, 400);
+    app.advance(Duration::from_secs(8 * 24 * 3600));
+    eventually("the discarded job purged", || async {
+        app.jobs_of(&c).await.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pending_job_waiting_out_its_backoff_can_be_retried_now() {
+    let receiver = Receiver::start().await;
+    receiver.answer(&[503]);
+    let tail = webhook_action(
+        &receiver.url,
+        "retry = { max_attempts = 5, initial_delay = \"1h\", max_delay = \"2h\" }",
+    );
+    let app = TestApp::spawn_with_actions(&tail).await;
+    let c = unique("now");
+    app.end(&c).await;
+    let job = eventually("the first attempt failed", || async {
+        app.jobs_of(&c)
+            .await
+            .into_iter()
+            .find(|j| j["attempts"] == 1 && j["state"] == "pending")
+    })
+    .await;
+    let id = job["id"].as_str().unwrap();
+    let (status, body) = app
+        .admin(reqwest::Method::POST, &format!("/jobs/{id}/retry"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let jobs = app.settled_jobs(&c, 1).await;
+    assert_eq!(jobs[0]["state"], "succeeded");
+    assert_eq!(jobs[0]["attempts"], 2);
+    // The budget is the one it had: a pending job is not given fresh attempts.
+    assert_eq!(jobs[0]["maxAttempts"], 5);
+    // A succeeded job cannot be retried.
+    let (status, body) = app
+        .admin(reqwest::Method::POST, &format!("/jobs/{id}/retry"))
+        .await;
+    assert_eq!(status, 409, "{body}");
+}

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-const EXPECTED: [(&str, &str); 21] = [
+const EXPECTED: [(&str, &str); 22] = [
     ("post", "/agentai/api/v1/hooks/{botId}"),
     ("post", "/agentassist/api/v1/hooks/{botId}"),
     ("post", "/api/v1/hooks/{botId}"),
@@ -25,6 +25,7 @@ const EXPECTED: [(&str, &str); 21] = [
     ("post", "/admin/v1/jobs/{id}/repoint"),
     ("post", "/admin/v1/bots/{botId}/jobs/retry"),
     ("post", "/admin/v1/jobs/retry"),
+    ("post", "/admin/v1/jobs/discard"),
     ("get", "/admin/v1/conversations"),
     ("get", "/admin/v1/destinations"),
     ("get", "/admin/v1/overview"),

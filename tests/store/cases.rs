@@ -303,8 +303,8 @@ pub async fn jobs_move_through_retry_dead_and_replay(store: &S, clock: &ManualCl
             .retry_dead(RetryTarget::Job(job.id.clone()))
             .await
             .unwrap(),
-        0,
-        "only dead jobs"
+        1,
+        "a pending job is made due now"
     );
     let third = store.claim_jobs(10, lease, known()).await.unwrap();
     assert_eq!((third[0].attempt, third[0].max_attempts), (3, 4));
@@ -336,6 +336,23 @@ pub async fn jobs_move_through_retry_dead_and_replay(store: &S, clock: &ManualCl
             .by_kind_and_state
             .contains(&("webhook".to_owned(), JobState::Succeeded, 1))
     );
+    assert_eq!(
+        store
+            .retry_dead(RetryTarget::Job(job.id.clone()))
+            .await
+            .unwrap(),
+        0,
+        "a succeeded job is not retried"
+    );
+
+    // Retention of finished jobs: kept until it finished longer ago than asked, then
+    // deleted with its attempts.
+    let finished = shown.updated_at;
+    assert_eq!(store.purge_finished_jobs(finished, 100).await.unwrap(), 0);
+    let after = wrapup::domain::Timestamp::from_millis(finished.millis() + 1);
+    assert_eq!(store.purge_finished_jobs(after, 100).await.unwrap(), 1);
+    assert!(store.job(&job.id).await.unwrap().is_none());
+    assert!(jobs_of(store, "flow").await.is_empty());
 }
 
 pub async fn an_expired_lease_is_reclaimed_and_the_stale_worker_refused(

@@ -227,18 +227,32 @@ pub(super) async fn retry_dead(
             bot,
             action,
             since,
+            until,
             known,
         } => (
-            "bot_id = $2 AND destination = ANY($3) AND created_at >= $5
+            "state = 'dead' AND bot_id = $2 AND destination = ANY($3)
+             AND created_at >= $5 AND created_at < $6
              AND (action = $4 OR starts_with(action, $4 || ' (re-pointed from '))",
             bot,
             Some(known),
-            Some((action, since.millis())),
+            Some((
+                action,
+                since.millis(),
+                until.map_or(i64::MAX, |u| u.millis()),
+            )),
         ),
     };
+    let filter = match &target {
+        RetryTarget::Job(_) => format!("state IN ('dead', 'pending') AND {filter}"),
+        RetryTarget::DeadOfBot { .. } => format!("state = 'dead' AND {filter}"),
+        RetryTarget::DeadOfAction { .. } => filter.to_owned(),
+    };
+    // A dead job gets a fresh budget; a pending one keeps what it has left.
     let sql = format!(
-        "UPDATE jobs SET state = 'pending', due_at = $1, updated_at = $1, max_attempts = attempts + budget
-         WHERE state = 'dead' AND {filter}"
+        "UPDATE jobs SET due_at = $1, updated_at = $1,
+             max_attempts = CASE WHEN state = 'dead' THEN attempts + budget ELSE max_attempts END,
+             state = 'pending'
+         WHERE {filter}"
     );
     let query = sqlx::query(&sql).bind(now.millis()).bind(value);
     let query = match known {
@@ -246,7 +260,7 @@ pub(super) async fn retry_dead(
         None => query,
     };
     let query = match action {
-        Some((action, since)) => query.bind(action).bind(since),
+        Some((action, since, until)) => query.bind(action).bind(since).bind(until),
         None => query,
     };
     Ok(query.execute(pool).await?.rows_affected())
@@ -325,4 +339,27 @@ pub(super) async fn decide(
         .rows_affected(),
     };
     Ok(Some(changed == 1))
+}
+
+/// Deletes up to `limit` succeeded and discarded jobs finished before `before`, with
+/// their attempts, in one statement (rows another instance is deleting are skipped).
+pub(super) async fn purge_finished(
+    pool: &PgPool,
+    before: Timestamp,
+    limit: usize,
+) -> Result<u64, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "WITH gone AS (
+             DELETE FROM jobs WHERE seq IN (
+                 SELECT seq FROM jobs WHERE state IN ('succeeded', 'discarded')
+                 AND due_at < $1 AND updated_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING id),
+         attempts_gone AS (DELETE FROM attempts WHERE job_id IN (SELECT id FROM gone))
+         SELECT count(*) FROM gone",
+    )
+    .bind(before.millis())
+    .bind(limit as i64)
+    .fetch_one(pool)
+    .await?;
+    Ok(n as u64)
 }

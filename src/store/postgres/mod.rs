@@ -201,6 +201,14 @@ impl Store for PostgresStore {
         stats::purge_traffic(&self.pool, before).await
     }
 
+    async fn purge_finished_jobs(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        jobs::purge_finished(&self.pool, before, limit).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO heartbeat (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = excluded.at")
             .bind(self.now().millis())

@@ -180,6 +180,7 @@ pub(super) fn retry_dead(
             bot,
             action,
             since,
+            until,
             known,
         } => {
             args.extend([
@@ -187,14 +188,24 @@ pub(super) fn retry_dead(
                 known_json(known).into(),
                 action.clone().into(),
                 since.millis().into(),
+                until.map_or(i64::MAX, |u| u.millis()).into(),
             ]);
-            "bot_id = ?2 AND destination IN (SELECT value FROM json_each(?3)) AND created_at >= ?5
+            "state = 'dead' AND bot_id = ?2 AND destination IN (SELECT value FROM json_each(?3))
+             AND created_at >= ?5 AND created_at < ?6
              AND (action = ?4 OR substr(action, 1, length(?4 || ' (re-pointed from ')) = ?4 || ' (re-pointed from ')"
         }
     };
+    let filter = match target {
+        RetryTarget::Job(_) => format!("state IN ('dead', 'pending') AND {filter}"),
+        RetryTarget::DeadOfBot { .. } => format!("state = 'dead' AND {filter}"),
+        RetryTarget::DeadOfAction { .. } => filter.to_owned(),
+    };
+    // A dead job gets a fresh budget; a pending one keeps what it has left.
     let sql = format!(
-        "UPDATE jobs SET state = 'pending', due_at = ?1, updated_at = ?1, max_attempts = attempts + budget
-         WHERE state = 'dead' AND {filter}"
+        "UPDATE jobs SET due_at = ?1, updated_at = ?1,
+             max_attempts = CASE WHEN state = 'dead' THEN attempts + budget ELSE max_attempts END,
+             state = 'pending'
+         WHERE {filter}"
     );
     let changed = conn
         .prepare_cached(&sql)?
@@ -339,4 +350,28 @@ pub(super) fn decide(
             ])?,
     };
     Ok(Some(changed == 1))
+}
+
+/// Deletes up to `limit` succeeded and discarded jobs finished before `before`, with
+/// their attempts. (`due_at` is at most `updated_at` for both states, so the `jobs_due`
+/// index bounds the scan.)
+pub(super) fn purge_finished(
+    conn: &Connection,
+    before: Timestamp,
+    limit: usize,
+) -> Result<u64, StoreError> {
+    let ids: Vec<String> = conn
+        .prepare_cached(
+            "SELECT id FROM jobs WHERE state IN ('succeeded', 'discarded')
+             AND due_at < ?1 AND updated_at < ?1 LIMIT ?2",
+        )?
+        .query_map(params![before.millis(), limit as i64], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut attempts = conn.prepare_cached("DELETE FROM attempts WHERE job_id = ?1")?;
+    let mut jobs = conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")?;
+    for id in &ids {
+        attempts.execute([id])?;
+        jobs.execute([id])?;
+    }
+    Ok(ids.len() as u64)
 }

@@ -259,6 +259,15 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn purge_finished_jobs(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        self.call(|reply| Command::PurgeJobs(before, limit, reply))
+            .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.call(Command::Ping).await?;
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))

@@ -36,6 +36,7 @@ pub(super) enum Command {
     Ping(Reply<()>),
     Traffic(Vec<TrafficBucket>, Reply<()>),
     PurgeTraffic(Timestamp, Reply<u64>),
+    PurgeJobs(Timestamp, usize, Reply<u64>),
     Shutdown,
 }
 
@@ -180,6 +181,9 @@ fn execute(tx: &mut rusqlite::Transaction<'_>, cmd: Command, now: Timestamp) -> 
         }
         Command::Traffic(buckets, reply) => pending(reply, stats::add_traffic(tx, &buckets)),
         Command::PurgeTraffic(before, reply) => pending(reply, stats::purge_traffic(tx, before)),
+        Command::PurgeJobs(before, limit, reply) => {
+            pending(reply, jobs::purge_finished(tx, before, limit))
+        }
         Command::Shutdown => return None,
     })
 }
@@ -198,7 +202,7 @@ fn refuse(cmd: Command, e: &StoreError) -> Option<Pending> {
         | Command::PurgeJti(_, _, reply) => pending(reply, Err(e)),
         Command::Expire(_, reply) => pending(reply, Err(e)),
         Command::Ping(reply) | Command::Traffic(_, reply) => pending(reply, Err(e)),
-        Command::PurgeTraffic(_, reply) => pending(reply, Err(e)),
+        Command::PurgeTraffic(_, reply) | Command::PurgeJobs(_, _, reply) => pending(reply, Err(e)),
         Command::Shutdown => return None,
     })
 }
