@@ -29,6 +29,17 @@ pub enum Command {
         #[arg(long, short, env = "WRAPUP_CONFIG", default_value = "wrapup.toml")]
         config: PathBuf,
     },
+    /// Copy the embedded (SQLite) store to a new file while the server runs: one consistent
+    /// snapshot, checked by opening it; prints what the copy holds. For PostgreSQL, use
+    /// the database's own tools (pg_dump, base backups).
+    Backup {
+        /// The configuration file (its store.url names the database).
+        #[arg(long, short, env = "WRAPUP_CONFIG", default_value = "wrapup.toml")]
+        config: PathBuf,
+        /// The file to write; it must not exist yet (created readable by its owner only).
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Validate a configuration file and exit.
     CheckConfig {
         /// The configuration file.

@@ -29,17 +29,38 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(async {
+            let version = runtime.block_on(async {
                 let store = wrapup::store::open(
                     &settings.store,
                     std::sync::Arc::new(wrapup::clock::SystemClock),
                 )
                 .await
-                .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
+                .map_err(|e| anyhow::Error::new(e).context("store.url"))?;
+                let version = store.schema_version().await;
                 store.close().await;
-                anyhow::Ok(())
+                anyhow::Ok(version?)
             })?;
-            println!("{}: the store's schema is up to date", config.display());
+            println!(
+                "{}: the {} store's schema is at version {} (this wrapup's newest is {})",
+                config.display(),
+                settings.store.url.kind(),
+                version.current,
+                version.known
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { config, to } => {
+            let settings =
+                config::load(&config).map_err(|e| anyhow::anyhow!("config error: {e}"))?;
+            let config::StoreUrl::Sqlite(db) = &settings.store.url else {
+                bail!(
+                    "store.url: wrapup backup copies the embedded SQLite store; for PostgreSQL use pg_dump or the database's base backups (docs/backups.md)"
+                );
+            };
+            let report = wrapup::store::sqlite::backup(db, &to).map_err(|e| {
+                anyhow::Error::new(e).context(format!("backup of {}", db.display()))
+            })?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {

@@ -133,11 +133,21 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_finished_jobs(&self, before: Timestamp, limit: usize)
     -> Result<u64, StoreError>;
 
+    /// The schema version the database is at, and the newest this build knows (a newer
+    /// database is one a newer instance migrated: see docs/upgrades.md).
+    async fn schema_version(&self) -> Result<SchemaVersion, StoreError>;
+
     /// Succeeds when the store can take writes and answer reads.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Commits what is queued and stops; later calls fail with `Unavailable`.
     async fn close(&self);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaVersion {
+    pub current: u32,
+    pub known: u32,
 }
 
 /// Opens the store named by the configuration's URL.

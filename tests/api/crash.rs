@@ -399,3 +399,117 @@ async fn a_crash_loop_on_postgres_loses_and_doubles_nothing() {
         .arg(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .status();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_taken_under_load_holds_every_end_acknowledged_before_it_began() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &config_text(&dir.path().join("wrapup.db"), ""));
+    let (_server, base) = serve(&config);
+    let client = client();
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let token = token();
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (client, base, token, acknowledged, stop) = (
+                client.clone(),
+                base.clone(),
+                token.clone(),
+                acknowledged.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let c = format!("backup-{w}-{i}");
+                    i += 1;
+                    let resp = client
+                        .post(format!("{base}/agentai/api/v1/hooks/{BOT}"))
+                        .header("token", &token)
+                        .json(&seed_with(&c))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status(), 200);
+                    acknowledged.lock().await.push(c);
+                }
+            })
+        })
+        .collect();
+    eventually("200 ends are acknowledged", || async {
+        (acknowledged.lock().await.len() >= 200).then_some(())
+    })
+    .await;
+    let before = acknowledged.lock().await.clone();
+    let copy = dir.path().join("copy.db");
+    let backup = {
+        let (config, copy) = (config.clone(), copy.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_wrapup"))
+                .args(["backup", "--config"])
+                .arg(&config)
+                .env(ADMIN_TOKEN_ENV, ADMIN_TOKEN)
+                .arg("--to")
+                .arg(&copy)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let after = acknowledged.lock().await.len();
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(
+        backup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backup.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&backup.stdout).unwrap();
+    assert_eq!(report["integrity"], "ok");
+    assert!(
+        acknowledged.lock().await.len() > before.len(),
+        "ingest went on during the backup"
+    );
+
+    // The copy opens on its own, holds every end acknowledged before the backup began,
+    // and no more than were acknowledged by its end.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let db = rusqlite::Connection::open(&copy).unwrap();
+    let ended: u64 = db
+        .query_row(
+            "SELECT count(*) FROM conversations WHERE status = 'ended'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(report["ended"], ended);
+    assert!(
+        ended as usize >= before.len() && ended as usize <= after,
+        "{ended} {} {after}",
+        before.len()
+    );
+    let mut find = db
+        .prepare("SELECT status FROM conversations WHERE bot_id = ?1 AND conversation_id = ?2")
+        .unwrap();
+    for c in &before {
+        let status: String = find.query_row([BOT, c.as_str()], |r| r.get(0)).unwrap();
+        assert_eq!(status, "ended", "{c}");
+    }
+
+    // An existing file is never overwritten.
+    let again = Command::new(env!("CARGO_BIN_EXE_wrapup"))
+        .args(["backup", "--config"])
+        .arg(&config)
+        .env(ADMIN_TOKEN_ENV, ADMIN_TOKEN)
+        .arg("--to")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("cannot create"));
+}

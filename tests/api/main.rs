@@ -21,4 +21,5 @@ mod openapi;
 mod ops;
 mod scale;
 mod tls;
+mod upgrade;
 mod validation;

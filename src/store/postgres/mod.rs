@@ -209,6 +209,16 @@ impl Store for PostgresStore {
         jobs::purge_finished(&self.pool, before, limit).await
     }
 
+    async fn schema_version(&self) -> Result<super::SchemaVersion, StoreError> {
+        let current: Option<i32> = sqlx::query_scalar("SELECT max(version) FROM wrapup_schema")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(super::SchemaVersion {
+            current: current.unwrap_or(0) as u32,
+            known: schema::MIGRATIONS.len() as u32,
+        })
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO heartbeat (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = excluded.at")
             .bind(self.now().millis())

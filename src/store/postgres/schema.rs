@@ -7,7 +7,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use crate::config::StoreSettings;
 use crate::store::StoreError;
 
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001.sql"),
     include_str!("migrations/0002.sql"),
     include_str!("migrations/0003.sql"),
@@ -84,6 +84,15 @@ async fn migrate(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
             .fetch_one(&mut *conn)
             .await?;
         let version = version.unwrap_or(0) as usize;
+        if version > MIGRATIONS.len() {
+            // A newer instance migrated (a rolling upgrade): migrations only add, so this
+            // one keeps working with what it knows.
+            tracing::warn!(
+                schema_version = version,
+                known = MIGRATIONS.len(),
+                "the schema is newer than this wrapup; fine during a rolling upgrade, upgrade this instance next"
+            );
+        }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             sqlx::raw_sql(sql).execute(&mut *tx).await?;
@@ -104,14 +113,12 @@ async fn migrate(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
     let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('wrapup-migrate'))")
         .execute(&mut *conn)
         .await;
-    let version = result.map_err(|e| StoreError::unavailable("migrating the schema failed", e))?;
+    // A schema newer than this build is accepted (with the warning above): during a
+    // rolling upgrade the older instances run on the schema the first new one migrated.
+    // Migrations are written to allow it: they add tables, nullable or defaulted columns
+    // and indexes, and never drop or rename what an earlier release reads or writes.
+    result.map_err(|e| StoreError::unavailable("migrating the schema failed", e))?;
     backfilled?;
-    if version > MIGRATIONS.len() {
-        return Err(StoreError::down(format!(
-            "the database is at schema version {version}, newer than this wrapup knows ({})",
-            MIGRATIONS.len()
-        )));
-    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 //!
 //! Reads use a separate connection (WAL lets them run beside the writer).
 
+mod backup;
 mod conversations;
 mod jobs;
 mod schema;
@@ -31,6 +32,8 @@ use super::{DestinationRows, FoundConversation, TrafficBucket};
 use crate::clock::SharedClock;
 use crate::config::StoreSettings;
 use crate::domain::{JtiUse, Timestamp};
+
+pub use backup::{BackupReport, backup};
 
 pub struct SqliteStore {
     clock: SharedClock,
@@ -266,6 +269,16 @@ impl Store for SqliteStore {
     ) -> Result<u64, StoreError> {
         self.call(|reply| Command::PurgeJobs(before, limit, reply))
             .await
+    }
+
+    async fn schema_version(&self) -> Result<super::SchemaVersion, StoreError> {
+        let current: u32 = self
+            .read(|conn| Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+            .await?;
+        Ok(super::SchemaVersion {
+            current,
+            known: schema::MIGRATIONS.len() as u32,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

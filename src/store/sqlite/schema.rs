@@ -38,6 +38,18 @@ pub(super) fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connectio
 /// Creates the database file readable by its owner only (0600) when it does not exist:
 /// it holds transcripts. SQLite gives its `-wal` and `-shm` files the database file's
 /// permissions. An existing file keeps the permissions it has.
+/// Creates `path`, readable by its owner only; an existing file is refused.
+pub(super) fn create_new_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(|_| ())
+        .map_err(|e| StoreError::unavailable(format!("cannot create {}", path.display()), e))
+}
+
 fn create_private(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()
