@@ -179,6 +179,26 @@ impl Authenticator {
         Ok(verified)
     }
 
+    /// Why a token was refused as `Invalid`, for the operator's log only (the caller is
+    /// told no more than "not valid for any configured app"). The app id it names comes
+    /// from the caller: cut to 64 characters.
+    pub fn explain_invalid(&self, token: &str) -> String {
+        let Ok(unverified) = dangerous::insecure_decode_claims::<Claims>(token) else {
+            return "unreadable claims".into();
+        };
+        let Some(client_id) =
+            string_claim(&unverified.app_id).or_else(|| string_claim(&unverified.iss))
+        else {
+            return "no appId or iss claim".into();
+        };
+        let shown: String = client_id.chars().take(64).collect();
+        if self.apps.contains_key(client_id) {
+            format!("wrong signature or algorithm for app {shown}")
+        } else {
+            format!("unknown app {shown}")
+        }
+    }
+
     /// The full check; also returns the window in which the same answer holds, or
     /// `None` when the token must not be cached (JTI).
     fn verify_uncached(

@@ -113,9 +113,9 @@ async fn expire(
         {
             Ok(ended) => {
                 if !ended.is_empty() {
-                    metrics::counter!("wrapup_conversations_expired_total")
+                    metrics::counter!("wrapup_conversations_expired_total", "bot" => bot.id.clone())
                         .increment(ended.len() as u64);
-                    metrics::counter!("wrapup_conversations_ended_total")
+                    metrics::counter!("wrapup_conversations_ended_total", "bot" => bot.id.clone())
                         .increment(ended.len() as u64);
                     tracing::info!(bot_id = %bot.id, count = ended.len(), "ended conversations for inactivity");
                     let n = ended.len() as u64;

@@ -42,11 +42,128 @@ pub fn metrics() -> PrometheusHandle {
                     )
                 })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
-            match builder.install_recorder() {
+            let handle = match builder.install_recorder() {
                 Ok(handle) => handle,
                 // Another recorder is installed (embedding); render an empty registry.
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-            }
+            };
+            describe();
+            handle
         })
         .clone()
+}
+
+/// `# HELP` for every metric, and `wrapup_build_info`. Gauges read from the store are
+/// the whole cluster's (every instance reports the same figure): alert on `max`, not `sum`.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    let counters = [
+        (
+            "wrapup_http_requests_total",
+            "HTTP requests answered, by route template, status and bot (configured bots only)",
+        ),
+        (
+            "wrapup_events_received_total",
+            "Events received in hook requests, by event name",
+        ),
+        ("wrapup_events_stored_total", "Events stored (committed)"),
+        (
+            "wrapup_conversations_ended_total",
+            "Conversations ended (by a client or for inactivity), by bot",
+        ),
+        (
+            "wrapup_conversations_expired_total",
+            "Conversations ended by the sweeper for inactivity, by bot",
+        ),
+        (
+            "wrapup_duplicate_ends_total",
+            "END_OF_CONVERSATION events for conversations already ended (acknowledged, not applied), by bot",
+        ),
+        (
+            "wrapup_requests_over_cap_total",
+            "Hook requests refused because a conversation would pass a cap, by cap",
+        ),
+        (
+            "wrapup_requests_rate_limited_total",
+            "Requests refused with 429 because their app is over its rate_limit",
+        ),
+        (
+            "wrapup_connections_refused_total",
+            "Connections answered 503 because server.max_connections were open",
+        ),
+        (
+            "wrapup_connections_dropped_total",
+            "Connections closed unread because even the shedding was full",
+        ),
+        (
+            "wrapup_action_attempts_total",
+            "Action attempts, by kind, bot, action and outcome",
+        ),
+        (
+            "wrapup_jobs_orphaned_total",
+            "Jobs moved to orphaned: their destination is not in the configuration",
+        ),
+        (
+            "wrapup_jobs_purged_total",
+            "Succeeded and discarded jobs deleted after workers.keep_finished_jobs",
+        ),
+        (
+            "wrapup_retention_purged_total",
+            "Conversations whose events or transcript were removed by a bot's retention",
+        ),
+        (
+            "wrapup_jti_purged_total",
+            "Used jti values forgotten after their token expired",
+        ),
+    ];
+    for (name, help) in counters {
+        describe_counter!(name, help);
+    }
+    let histograms = [
+        (
+            "wrapup_http_request_duration_seconds",
+            "Time to answer a request, by route template",
+        ),
+        (
+            "wrapup_action_attempt_duration_seconds",
+            "Time one action attempt took, by kind, bot and action",
+        ),
+        (
+            "wrapup_action_delivery_latency_seconds",
+            "From the end to the successful attempt, by kind",
+        ),
+        (
+            "wrapup_commit_duration_seconds",
+            "Time one store commit (a group of requests) took, fsync included",
+        ),
+    ];
+    for (name, help) in histograms {
+        describe_histogram!(name, Unit::Seconds, help);
+    }
+    describe_histogram!(
+        "wrapup_commit_batch_size",
+        "Requests committed together in one transaction"
+    );
+    let gauges = [
+        (
+            "wrapup_jobs",
+            "Jobs by kind and state, cluster-wide (read from the store: alert on max, not sum)",
+        ),
+        (
+            "wrapup_jobs_due",
+            "Pending jobs already due, cluster-wide (alert on max, not sum)",
+        ),
+        (
+            "wrapup_jobs_oldest_due_age_seconds",
+            "How long the oldest due job has waited, cluster-wide (alert on max, not sum)",
+        ),
+        (
+            "wrapup_build_info",
+            "1, labelled with the version of this instance",
+        ),
+    ];
+    for (name, help) in gauges {
+        describe_gauge!(name, help);
+    }
+    metrics::gauge!("wrapup_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

@@ -212,9 +212,10 @@ async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, clock: &dyn Clock, 
     } else {
         AttemptOutcome::Failed
     };
-    metrics::counter!("wrapup_action_attempts_total", "kind" => job.kind.clone(), "outcome" => outcome.as_str())
+    // Bot and action are bounded by the configuration (and the jobs of earlier ones).
+    metrics::counter!("wrapup_action_attempts_total", "kind" => job.kind.clone(), "bot" => job.bot_id.clone(), "action" => job.action.clone(), "outcome" => outcome.as_str())
         .increment(1);
-    metrics::histogram!("wrapup_action_attempt_duration_seconds", "kind" => job.kind.clone())
+    metrics::histogram!("wrapup_action_attempt_duration_seconds", "kind" => job.kind.clone(), "bot" => job.bot_id.clone(), "action" => job.action.clone())
         .record(elapsed.as_secs_f64());
     match next {
         NextStep::Succeeded => {

@@ -90,7 +90,18 @@ pub fn authorize(
     headers: &HeaderMap,
     bot_id: &str,
 ) -> Result<Verified, ApiError> {
-    let verified = state.auth.verify(token(headers)?, state.clock.now())?;
+    let given = token(headers)?;
+    let verified = state
+        .auth
+        .verify(given, state.clock.now())
+        .inspect_err(|e| {
+            // Why, for the operator; the token itself is never logged.
+            let reason = match e {
+                AuthError::Invalid => state.auth.explain_invalid(given),
+                other => other.to_string(),
+            };
+            tracing::warn!(target: "wrapup::auth", bot_id, reason, "token refused");
+        })?;
     state.rates.take(&verified.client_id)?;
     let bot = state
         .bots
@@ -137,6 +148,9 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .map(|(_, value)| value.to_owned())
             .ok_or_else(|| ApiError::BadRequest("botId is required in the path".into()))?;
         let verified = authorize(state, &parts.headers, &bot_id)?;
+        if let Some(note) = parts.extensions.get::<super::CallerNote>() {
+            let _ = note.0.set(verified.client_id.clone());
+        }
         Ok(Caller { bot_id, verified })
     }
 }

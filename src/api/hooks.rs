@@ -104,13 +104,15 @@ pub async fn hook(
                 duplicate_ends as u64,
             );
             if ended {
-                metrics::counter!("wrapup_conversations_ended_total").increment(1);
+                metrics::counter!("wrapup_conversations_ended_total", "bot" => bot_id.to_owned())
+                    .increment(1);
                 if schedules_jobs {
                     state.wake.notify_one();
                 }
             }
             if duplicate_ends > 0 {
-                metrics::counter!("wrapup_duplicate_ends_total").increment(duplicate_ends as u64);
+                metrics::counter!("wrapup_duplicate_ends_total", "bot" => bot_id.to_owned())
+                    .increment(duplicate_ends as u64);
                 tracing::info!(
                     bot_id,
                     conversation_id,

@@ -98,6 +98,9 @@ pub struct ServerFile {
     /// A second address that answers only `/healthz`, `/readyz` and `/metrics`, with its
     /// own connections, so probes are answered even when `listen` is flooded.
     pub health_listen: Option<String>,
+    /// One log line per request (target `wrapup::access`): method, route, status,
+    /// duration, app, bot, request id.
+    pub access_log: bool,
     /// A second address for `/admin`, `/console` and `/metrics` (and the health checks);
     /// when set, `listen` answers 404 for them and carries only the hooks and records APIs.
     pub admin_listen: Option<String>,
@@ -119,6 +122,7 @@ impl Default for ServerFile {
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(30),
             health_listen: None,
+            access_log: true,
             admin_listen: None,
             tls_cert: None,
             tls_key: None,

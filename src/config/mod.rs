@@ -99,6 +99,7 @@ pub struct ServerSettings {
     pub max_connections: usize,
     pub shutdown_grace: Duration,
     pub health_listen: Option<SocketAddr>,
+    pub access_log: bool,
     pub admin_listen: Option<SocketAddr>,
     /// `tls_cert` and `tls_key`, loaded: every listener serves HTTPS with it.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,

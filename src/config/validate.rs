@@ -47,6 +47,7 @@ pub fn validate(
         max_connections: s.max_connections,
         shutdown_grace: s.shutdown_grace,
         health_listen: address("server.health_listen", &s.health_listen)?,
+        access_log: s.access_log,
         admin_listen: address("server.admin_listen", &s.admin_listen)?,
         tls: server_tls(s, base)?,
     };

@@ -38,13 +38,17 @@ impl Drop for Server {
 
 /// Starts `wrapup serve` as a process on a free port and returns it with its base URL.
 pub fn serve(config: &Path) -> (Server, String) {
-    let (server, started) = serve_env(config, &[]);
+    let (server, started, _) = serve_env(config, &[]);
     let addr = started["listen"].as_str().unwrap().to_owned();
     (server, format!("http://{addr}"))
 }
 
-/// `wrapup serve` with more environment; the start-up line's fields (its listeners).
-pub fn serve_env(config: &Path, env: &[(&str, &str)]) -> (Server, serde_json::Value) {
+/// Every log line a server wrote, as it writes them.
+pub type Logs = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// `wrapup serve` with more environment; the start-up line's fields (its listeners), and
+/// its log.
+pub fn serve_env(config: &Path, env: &[(&str, &str)]) -> (Server, serde_json::Value, Logs) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wrapup"))
         .args(["serve", "--config"])
         .arg(config)
@@ -68,8 +72,16 @@ pub fn serve_env(config: &Path, env: &[(&str, &str)]) -> (Server, serde_json::Va
         }
     };
     // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Server(child), started)
+    let logs = Logs::default();
+    let kept = logs.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Ok(mut l) = kept.lock() {
+                l.push(line);
+            }
+        }
+    });
+    (Server(child), started, logs)
 }
 
 #[tokio::test]

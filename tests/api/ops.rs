@@ -1,5 +1,7 @@
 //! Health, readiness, metrics and request ids.
 
+use serde_json::json;
+
 use crate::helpers::*;
 
 #[tokio::test]
@@ -21,7 +23,7 @@ async fn metrics_count_requests_events_ends_and_duplicates() {
     app.end(&c).await;
     let text = app.get("/metrics").await.text().await.unwrap();
     for name in [
-        "wrapup_http_requests_total{route=\"/agentai/api/v1/hooks/{botId}\",status=\"200\"}",
+        "wrapup_http_requests_total{route=\"/agentai/api/v1/hooks/{botId}\",status=\"200\",bot=",
         "wrapup_events_received_total{name=\"END_OF_CONVERSATION\"}",
         "wrapup_conversations_ended_total",
         "wrapup_duplicate_ends_total",
@@ -92,4 +94,125 @@ async fn the_database_files_are_created_readable_by_their_owner_only() {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
     }
+}
+
+#[tokio::test]
+async fn every_metric_has_help_and_the_labels_name_bot_and_action() {
+    let app = TestApp::spawn().await;
+    let c = unique("metrics");
+    app.end(&c).await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let typed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(typed.len() >= 8, "{text}");
+    for name in &typed {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {name} "))),
+            "{name} has no HELP"
+        );
+    }
+    assert!(
+        text.contains(&format!(
+            "wrapup_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("wrapup_conversations_ended_total{")
+                && l.contains(&format!("bot=\"{BOT}\""))),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("wrapup_http_requests_total{")
+                && l.contains(&format!("bot=\"{BOT}\""))),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_access_log_has_a_line_per_request_and_refused_tokens_say_why_without_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &config_text(&dir.path().join("w.db"), ""));
+    let (_server, started, logs) = crate::crash::serve_env(&config, &[]);
+    let base = format!("http://{}", started["listen"].as_str().unwrap());
+    let client = client();
+    let c = unique("access");
+    let resp = client
+        .post(format!("{base}/agentai/api/v1/hooks/{BOT}"))
+        .header("token", token())
+        .json(&seed_with(&c))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let wrong = sign(
+        jsonwebtoken::Algorithm::HS256,
+        "not-the-secret-0123456789abcdef",
+        json!({"appId": HS256_APP}),
+    );
+    let expired = sign(
+        jsonwebtoken::Algorithm::HS256,
+        HS256_SECRET,
+        json!({"appId": HS256_APP, "exp": 1_000_000_000}),
+    );
+    let stranger = sign(
+        jsonwebtoken::Algorithm::HS256,
+        HS256_SECRET,
+        json!({"appId": "cs-nobody"}),
+    );
+    for t in [&wrong, &expired, &stranger] {
+        let resp = client
+            .post(format!("{base}/agentai/api/v1/hooks/{BOT}"))
+            .header("token", t)
+            .json(&seed_with(&c))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+    }
+    let lines = eventually("the log lines are written", || async {
+        let lines = logs.lock().unwrap().clone();
+        (lines.iter().filter(|l| l.contains("token refused")).count() >= 3).then_some(lines)
+    })
+    .await;
+    let parsed: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let access = parsed
+        .iter()
+        .find(|v| v["fields"]["request_id"] == request_id.as_str())
+        .expect("an access line for the request");
+    assert_eq!(access["target"], "wrapup::access");
+    assert_eq!(access["fields"]["method"], "POST");
+    assert_eq!(access["fields"]["route"], "/agentai/api/v1/hooks/{botId}");
+    assert_eq!(access["fields"]["status"], 200);
+    assert_eq!(access["fields"]["app"], HS256_APP);
+    assert_eq!(access["fields"]["bot"], BOT);
+    let reasons: Vec<&str> = parsed
+        .iter()
+        .filter(|v| v["fields"]["message"] == "token refused")
+        .map(|v| v["fields"]["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            format!("wrong signature or algorithm for app {HS256_APP}"),
+            "the token has expired".to_owned(),
+            "unknown app cs-nobody".to_owned(),
+        ]
+    );
+    let all = lines.join("\n");
+    for t in [token(), wrong, expired, stranger] {
+        assert!(!all.contains(&t), "a token is in the log");
+    }
+    assert!(!all.contains(HS256_SECRET));
 }

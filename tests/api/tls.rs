@@ -475,10 +475,10 @@ fn two_instances_share_one_file_with_their_listeners_from_the_environment() {
             ),
         ),
     );
-    let (_first, a) = crate::crash::serve_env(&config, &[]);
+    let (_first, a, _) = crate::crash::serve_env(&config, &[]);
     assert_eq!(a["health_listen"], format!("127.0.0.1:{p1}"));
     assert_eq!(a["admin_listen"], format!("127.0.0.1:{p2}"));
-    let (_second, b) = crate::crash::serve_env(
+    let (_second, b, _) = crate::crash::serve_env(
         &config,
         &[
             ("WRAPUP_HEALTH_LISTEN", &format!("127.0.0.1:{p3}")),
