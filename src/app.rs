@@ -2,7 +2,6 @@
 //! port), opens the store, serves HTTP with bounded connections and timeouts, and
 //! shuts down gracefully.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -18,18 +17,16 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::actions::worker::Workers;
-use crate::actions::{Runner, action_refs};
 use crate::api::{self, AppState};
-use crate::auth::Authenticator;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
-use crate::domain::Limits;
 use crate::store::{self, Store};
 
 pub struct App {
     addr: SocketAddr,
     health_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+    reloader: Reloader,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -76,42 +73,21 @@ impl App {
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
-        let limits = Limits {
-            max_events: settings.server.max_events_per_request,
-            ..Limits::default()
-        };
-        let runner = Arc::new(Runner::new(&settings.bots)?);
-        let orphans = crate::sweeper::Orphans {
-            known: runner.known(),
-            after: settings.workers.orphan_after,
-            keep_finished: settings.workers.keep_finished_jobs,
-        };
-        let workers = Workers::start(store.clone(), runner, &settings.workers, clock.clone());
+        let live: crate::live::Shared = Arc::new(arc_swap::ArcSwap::from_pointee(
+            crate::live::Live::new(&settings)?,
+        ));
+        let workers = Workers::start(
+            store.clone(),
+            live.clone(),
+            &settings.workers,
+            clock.clone(),
+        );
         let traffic = Arc::new(crate::traffic::Traffic::default());
         let state = Arc::new(AppState {
             store: store.clone(),
             clock: clock.clone(),
-            auth: Authenticator::new(&settings.apps),
-            rates: crate::api::auth::RateLimits::new(&settings.apps),
-            bots: settings
-                .bots
-                .iter()
-                .map(|b| (b.id.clone(), b.clone()))
-                .collect::<HashMap<_, _>>(),
-            plans: settings
-                .bots
-                .iter()
-                .map(|b| {
-                    let bot = crate::domain::ingest::Bot {
-                        on_end: action_refs(b),
-                        caps: b.caps,
-                    };
-                    (b.id.clone(), bot)
-                })
-                .collect(),
+            live: live.clone(),
             wake: workers.waker(),
-            admin_token: settings.admin_token.clone(),
-            limits,
             server: settings.server.clone(),
             metrics: crate::telemetry::metrics(),
             traffic: traffic.clone(),
@@ -121,8 +97,7 @@ impl App {
         let cancel = CancellationToken::new();
         let sweeper = tokio::spawn(crate::sweeper::run(
             store.clone(),
-            settings.bots.clone(),
-            orphans,
+            live.clone(),
             workers.waker(),
             traffic.clone(),
             cancel.clone(),
@@ -166,6 +141,7 @@ impl App {
                 cancel.clone(),
             ));
         }
+        let workers_wake = workers.waker();
         let task = tokio::spawn(serve(
             listener,
             state,
@@ -188,6 +164,12 @@ impl App {
             addr,
             health_addr,
             admin_addr,
+            reloader: Reloader {
+                live,
+                fixed: fixed_part(&settings),
+                at_restart: restart_part(&settings),
+                wake: workers_wake,
+            },
             cancel,
             task,
         })
@@ -207,6 +189,16 @@ impl App {
         self.admin_addr
     }
 
+    /// See [`Reloader::reload`].
+    pub fn reload(&self, settings: &Settings) -> anyhow::Result<()> {
+        self.reloader.reload(settings)
+    }
+
+    /// What reloads this server's configuration, for a task of its own (SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
     /// Cancelling this token starts a graceful shutdown.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.cancel.clone()
@@ -222,6 +214,80 @@ impl App {
         self.cancel.cancel();
         self.wait().await;
     }
+}
+
+/// Swaps the live configuration of a running server.
+#[derive(Clone)]
+pub struct Reloader {
+    /// The configuration's run-time part.
+    live: crate::live::Shared,
+    /// What a reload may not change, as it was at start.
+    fixed: Vec<(&'static str, String)>,
+    /// What a reload does not change until a restart, as it was at start.
+    at_restart: String,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Reloader {
+    /// Swaps in a new configuration's apps, bots, actions and limits at once: requests
+    /// from now on use it whole, requests in flight finish with the old one. A change of
+    /// a listener, TLS or the store is refused (the old configuration stays) with the key
+    /// that changed; other `[server]` and `[workers]` values take effect at the next
+    /// restart, and the log says so.
+    pub fn reload(&self, settings: &Settings) -> anyhow::Result<()> {
+        let fixed = fixed_part(settings);
+        if let Some(((key, _), _)) = fixed
+            .iter()
+            .zip(&self.fixed)
+            .find(|((_, new), (_, old))| new != old)
+        {
+            anyhow::bail!("{key} changed; a restart is needed for it (nothing was reloaded)");
+        }
+        let live = crate::live::Live::new(settings)?;
+        self.live.store(Arc::new(live));
+        // The workers pick the new actions up at their next claim: now.
+        self.wake.notify_one();
+        if restart_part(settings) != self.at_restart {
+            tracing::warn!(
+                "[server] or [workers] values changed; those take effect at the next restart"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The keys a reload may not change, with their values.
+fn fixed_part(settings: &Settings) -> Vec<(&'static str, String)> {
+    let s = &settings.server;
+    vec![
+        ("server.listen", s.listen.to_string()),
+        ("server.health_listen", format!("{:?}", s.health_listen)),
+        ("server.admin_listen", format!("{:?}", s.admin_listen)),
+        ("server.tls_cert", s.tls.is_some().to_string()),
+        ("store", format!("{:?}", settings.store)),
+    ]
+}
+
+/// The values a reload keeps until the next restart.
+fn restart_part(settings: &Settings) -> String {
+    let s = &settings.server;
+    format!(
+        "{:?}",
+        (
+            s.max_body_bytes,
+            s.header_read_timeout,
+            s.body_read_timeout,
+            s.request_timeout,
+            s.max_connections,
+            s.shutdown_grace,
+            s.access_log,
+            &settings.workers.concurrency,
+            &settings.workers.poll_interval,
+            &settings.workers.per_destination,
+            &settings.workers.shutdown_grace,
+            &settings.workers.lease_margin,
+        )
+    )
 }
 
 async fn serve(

@@ -41,6 +41,7 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod domain;
+pub mod live;
 pub mod redact;
 pub mod store;
 pub mod sweeper;

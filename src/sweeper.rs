@@ -23,8 +23,8 @@ use crate::store::{Expiry, Known, Purge, Store};
 const BATCH: usize = 500;
 
 /// How often to sweep: a quarter of the shortest timeout or retention, between 100 ms and 30 s.
-pub fn interval(bots: &[BotSettings]) -> Duration {
-    bots.iter()
+pub fn interval<'b>(bots: impl IntoIterator<Item = &'b BotSettings>) -> Duration {
+    bots.into_iter()
         .flat_map(|b| {
             [
                 b.inactivity_timeout,
@@ -39,18 +39,15 @@ pub fn interval(bots: &[BotSettings]) -> Duration {
         .clamp(Duration::from_millis(100), Duration::from_secs(30))
 }
 
-/// Jobs whose destination this instance does not know: after how long they are orphaned;
-/// and how long finished jobs are kept.
+/// Jobs whose destination this instance does not know: after how long they are orphaned.
 pub struct Orphans {
     pub known: Known,
     pub after: Duration,
-    pub keep_finished: Duration,
 }
 
 pub async fn run(
     store: Arc<dyn Store>,
-    bots: Vec<BotSettings>,
-    orphans: Orphans,
+    live: crate::live::Shared,
     wake_workers: Arc<Notify>,
     traffic: Arc<crate::traffic::Traffic>,
     cancel: CancellationToken,
@@ -58,16 +55,23 @@ pub async fn run(
 ) {
     // A test's clock jumping (a timeout or a retention period passing at once) wakes it.
     let mut jumps = clock.jumps();
-    let bots: Vec<BotSettings> = bots
-        .into_iter()
-        .filter(|b| b.inactivity_timeout.is_some() || b.retention != Default::default())
-        .collect();
-    let every = interval(&bots);
-    let on_end: Vec<_> = bots.iter().map(action_refs).collect();
     loop {
+        // The configuration as it is now (a reload applies from the next sweep).
+        let now_live = live.load_full();
+        let bots: Vec<&BotSettings> = now_live
+            .bot_list
+            .iter()
+            .filter(|b| b.inactivity_timeout.is_some() || b.retention != Default::default())
+            .collect();
+        let every = interval(bots.iter().copied());
+        let on_end: Vec<_> = bots.iter().map(|b| action_refs(b)).collect();
+        let orphans = Orphans {
+            known: now_live.runner.known(),
+            after: now_live.orphan_after,
+        };
         purge_jti(&*store, clock.now()).await;
         orphan(&*store, clock.now(), &orphans).await;
-        purge_jobs(&*store, clock.now(), orphans.keep_finished).await;
+        purge_jobs(&*store, clock.now(), now_live.keep_finished_jobs).await;
         for (bot, on_end) in bots.iter().zip(&on_end) {
             if let Some(timeout) = bot.inactivity_timeout {
                 expire(

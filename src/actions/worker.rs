@@ -21,35 +21,23 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts the claim loop in the background.
+    /// Starts the claim loop in the background; it runs the actions of the live
+    /// configuration (a reload applies from the next claim).
     pub fn start(
         store: Arc<dyn Store>,
-        runner: Arc<Runner>,
+        live: crate::live::Shared,
         settings: &WorkerSettings,
         clock: SharedClock,
     ) -> Self {
         let wake = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let lease = runner.max_timeout() + settings.lease_margin;
-        // One bulkhead per destination: a slow destination fills its own share of the
-        // workers, never the others'.
-        let bulkheads = runner
-            .known()
-            .iter()
-            .map(|d| {
-                (
-                    d.clone(),
-                    Arc::new(Semaphore::new(settings.per_destination)),
-                )
-            })
-            .collect();
         tracker.spawn(claim_loop(ClaimLoop {
             store,
             clock,
-            runner,
-            bulkheads,
-            lease,
+            live,
+            per_destination: settings.per_destination,
+            lease_margin: settings.lease_margin,
             poll: settings.poll_interval,
             permits: Arc::new(Semaphore::new(settings.concurrency)),
             wake: wake.clone(),
@@ -87,10 +75,10 @@ impl Workers {
 struct ClaimLoop {
     store: Arc<dyn Store>,
     clock: SharedClock,
-    runner: Arc<Runner>,
+    live: crate::live::Shared,
     /// Attempts each destination may have running at once (`[workers] per_destination`).
-    bulkheads: Vec<(String, Arc<Semaphore>)>,
-    lease: Duration,
+    per_destination: usize,
+    lease_margin: Duration,
     poll: Duration,
     permits: Arc<Semaphore>,
     wake: Arc<Notify>,
@@ -98,13 +86,42 @@ struct ClaimLoop {
     tracker: TaskTracker,
 }
 
+/// One bulkhead per destination: a slow destination fills its own share of the workers,
+/// never the others'. After a reload, a destination that stays keeps its bulkhead (and
+/// the attempts running in it); a new one gets its own.
+fn bulkheads_for(
+    runner: &Runner,
+    old: &[(String, Arc<Semaphore>)],
+    per_destination: usize,
+) -> Vec<(String, Arc<Semaphore>)> {
+    runner
+        .known()
+        .iter()
+        .map(|d| {
+            let kept = old.iter().find(|(o, _)| o == d).map(|(_, s)| s.clone());
+            (
+                d.clone(),
+                kept.unwrap_or_else(|| Arc::new(Semaphore::new(per_destination))),
+            )
+        })
+        .collect()
+}
+
 async fn claim_loop(l: ClaimLoop) {
     // A test's clock jumping (a retry or a lease falling due at once) wakes the loop too.
     let mut jumps = l.clock.jumps();
+    let mut runner = l.live.load().runner.clone();
+    let mut bulkheads = bulkheads_for(&runner, &[], l.per_destination);
     loop {
         if l.cancel.is_cancelled() {
             break;
         }
+        let current = l.live.load().runner.clone();
+        if !Arc::ptr_eq(&current, &runner) {
+            bulkheads = bulkheads_for(&current, &bulkheads, l.per_destination);
+            runner = current;
+        }
+        let lease = runner.max_timeout() + l.lease_margin;
         let available = l.permits.available_permits();
         if available == 0 {
             tokio::select! {
@@ -115,7 +132,7 @@ async fn claim_loop(l: ClaimLoop) {
         // Each destination with room in its bulkhead claims up to that room (and what the
         // global limit leaves): a destination whose attempts are slow only fills its own.
         let mut claimed_all = false;
-        for (destination, bulkhead) in &l.bulkheads {
+        for (destination, bulkhead) in &bulkheads {
             let room = bulkhead
                 .available_permits()
                 .min(l.permits.available_permits());
@@ -123,7 +140,7 @@ async fn claim_loop(l: ClaimLoop) {
                 continue;
             }
             let only = Arc::from([destination.clone()]);
-            match l.store.claim_jobs(room, l.lease, only).await {
+            match l.store.claim_jobs(room, lease, only).await {
                 Ok(jobs) => {
                     claimed_all |= jobs.len() == room;
                     for job in jobs {
@@ -136,7 +153,7 @@ async fn claim_loop(l: ClaimLoop) {
                         };
                         let (store, runner, clock, wake) = (
                             l.store.clone(),
-                            l.runner.clone(),
+                            runner.clone(),
                             l.clock.clone(),
                             l.wake.clone(),
                         );

@@ -150,6 +150,7 @@ pub(crate) async fn retry_one(state: &AppState, id: String) -> Result<u64, ApiEr
         && job.state == JobState::Dead
         && !job.destination.is_empty()
         && !state
+            .live()
             .plans
             .get(&job.bot_id)
             .is_some_and(|bot| bot.on_end.iter().any(|a| a.destination == job.destination))
@@ -267,6 +268,7 @@ pub async fn repoint_job(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
     let action = state
+        .live()
         .plans
         .get(&job.bot_id)
         .and_then(|bot| bot.on_end.iter().find(|a| a.name == to.action))
@@ -317,6 +319,7 @@ pub(crate) fn known_of(state: &AppState, bot: &str) -> crate::store::Known {
     std::iter::once(String::new())
         .chain(
             state
+                .live()
                 .plans
                 .get(bot)
                 .into_iter()

@@ -90,20 +90,21 @@ pub fn authorize(
     headers: &HeaderMap,
     bot_id: &str,
 ) -> Result<Verified, ApiError> {
+    let live = state.live();
     let given = token(headers)?;
-    let verified = state
+    let verified = live
         .auth
         .verify(given, state.clock.now())
         .inspect_err(|e| {
             // Why, for the operator; the token itself is never logged.
             let reason = match e {
-                AuthError::Invalid => state.auth.explain_invalid(given),
+                AuthError::Invalid => live.auth.explain_invalid(given),
                 other => other.to_string(),
             };
             tracing::warn!(target: "wrapup::auth", bot_id, reason, "token refused");
         })?;
-    state.rates.take(&verified.client_id)?;
-    let bot = state
+    live.rates.take(&verified.client_id)?;
+    let bot = live
         .bots
         .get(bot_id)
         .ok_or_else(|| ApiError::BadRequest(UNKNOWN_BOT.into()))?;
@@ -178,7 +179,8 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let Some(expected) = &state.admin_token else {
+        let live = state.live();
+        let Some(expected) = &live.admin_token else {
             return Err(ApiError::NotFound(
                 "the admin API is off; set [admin] token_env".into(),
             ));

@@ -64,7 +64,8 @@ pub async fn hook(
     require_json(&headers)?;
     let bytes = read_body(&state, &headers, body).await?;
     let value = crate::domain::strict_json::parse(&bytes)?;
-    let request = parse_request(&value, &bot_id, &state.limits)?;
+    let live = state.live();
+    let request = parse_request(&value, &bot_id, &live.limits)?;
 
     for event in &request.events {
         metrics::counter!("wrapup_events_received_total", "name" => event.kind.name()).increment(1);
@@ -74,7 +75,7 @@ pub async fn hook(
         .events
         .iter()
         .any(|e| matches!(e.kind, EventKind::End(_)));
-    let bot = state.plans.get(&bot_id).cloned().unwrap_or_default();
+    let bot = live.plans.get(&bot_id).cloned().unwrap_or_default();
     // An end schedules jobs only for a bot with actions; only then is there work to wake for.
     let schedules_jobs = !bot.on_end.is_empty();
     let ingest = Ingest {

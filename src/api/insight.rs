@@ -80,7 +80,7 @@ pub(crate) async fn find(state: &AppState, id: &str) -> Result<FoundList, ApiErr
             "id: must be 1 to 256 bytes, without NUL".into(),
         ));
     }
-    let bots: Vec<String> = state.bots.keys().cloned().collect();
+    let bots: Vec<String> = state.live().bots.keys().cloned().collect();
     let found = state.store.find_conversation(bots, id).await?;
     Ok(FoundList {
         conversations: found
@@ -190,7 +190,8 @@ pub(crate) async fn retry_many(state: &AppState, req: BulkRetry) -> Result<BulkR
             if until.is_some_and(|u| u <= since) {
                 return Err(ApiError::BadRequest("until: must be after since".into()));
             }
-            let Some(plan) = state.plans.get(&bot) else {
+            let live = state.live();
+            let Some(plan) = live.plans.get(&bot) else {
                 return Err(ApiError::BadRequest(format!(
                     "bot: {bot} is not configured"
                 )));
@@ -395,7 +396,8 @@ async fn compute_destination_stats(state: &AppState) -> Result<Destinations, Api
         )
         .await?;
     let mut by: BTreeMap<(String, String), (StateCounts, Vec<&RecentAttempt>)> = BTreeMap::new();
-    for bot in state.bots.values() {
+    let live = state.live();
+    for bot in live.bots.values() {
         for a in &bot.on_end {
             by.entry((bot.id.clone(), a.name.clone())).or_default();
         }
@@ -417,6 +419,7 @@ async fn compute_destination_stats(state: &AppState) -> Result<Destinations, Api
         .into_iter()
         .map(|((bot_id, action), (jobs, attempts))| {
             let kind = state
+                .live()
                 .bots
                 .get(&bot_id)
                 .and_then(|b| b.on_end.iter().find(|a| a.name == action))

@@ -10,7 +10,6 @@ pub mod insight;
 pub mod openapi;
 pub mod ops;
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -29,9 +28,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::Authenticator;
-use crate::config::{BotSettings, ServerSettings};
-use crate::domain::Limits;
+use crate::config::ServerSettings;
 use crate::store::Store;
 use error::ApiError;
 use tokio::sync::Notify;
@@ -39,16 +36,10 @@ use tokio::sync::Notify;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub clock: crate::clock::SharedClock,
-    pub auth: Authenticator,
-    /// Each rate-limited app's share of requests.
-    pub rates: auth::RateLimits,
-    pub bots: HashMap<String, BotSettings>,
-    /// What the domain's plan needs of each bot: its actions and caps.
-    pub plans: HashMap<String, crate::domain::ingest::Bot>,
+    /// The configuration's apps, bots, actions and limits, swapped whole on reload.
+    pub live: crate::live::Shared,
     /// Wakes the action workers when a conversation ends.
     pub wake: Arc<Notify>,
-    pub admin_token: Option<String>,
-    pub limits: Limits,
     pub server: ServerSettings,
     pub metrics: PrometheusHandle,
     /// This instance's traffic counts for the console's charts.
@@ -60,6 +51,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The configuration as it is now; hold it for a whole request.
+    pub fn live(&self) -> Arc<crate::live::Live> {
+        self.live.load_full()
+    }
+
     /// Drops the cached destination statistics (after an operator's retry, so the next
     /// page shows its effect).
     pub fn forget_stats(&self) {
@@ -168,7 +164,7 @@ async fn record_request(
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let bot = bot_of(&route, req.uri().path())
-        .filter(|b| state.bots.contains_key(*b))
+        .filter(|b| state.live().bots.contains_key(*b))
         .unwrap_or_default()
         .to_owned();
     let method = req.method().clone();

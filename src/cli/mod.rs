@@ -9,7 +9,7 @@ pub use run::run;
 
 use wrapup::{App, config};
 
-pub async fn serve(settings: config::Settings) -> anyhow::Result<()> {
+pub async fn serve(settings: config::Settings, path: std::path::PathBuf) -> anyhow::Result<()> {
     let app = App::build(settings).await?;
     let cancel = app.shutdown_token();
     tokio::spawn(async move {
@@ -17,8 +17,35 @@ pub async fn serve(settings: config::Settings) -> anyhow::Result<()> {
         tracing::info!("signal received");
         cancel.cancel();
     });
+    #[cfg(unix)]
+    tokio::spawn(reload_on_hangup(app.reloader(), path));
     app.wait().await;
     Ok(())
+}
+
+/// SIGHUP: read the file again, validate it, swap it in; or keep the running
+/// configuration and log why.
+#[cfg(unix)]
+async fn reload_on_hangup(reloader: wrapup::app::Reloader, path: std::path::PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP cannot be handled; reload by restarting");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let loaded = config::load(&path).map_err(anyhow::Error::from);
+        match loaded.and_then(|settings| reloader.reload(&settings)) {
+            Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
+            Err(e) => tracing::warn!(
+                config = %path.display(),
+                error = %e,
+                "configuration not reloaded; the running one stays"
+            ),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -20,7 +20,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(serve(settings))?;
+            runtime.block_on(serve(settings, config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { config } => {

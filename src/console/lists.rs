@@ -63,7 +63,7 @@ pub struct ConversationsQuery {
 }
 
 fn bots(state: &AppState) -> Vec<String> {
-    let mut bots: Vec<String> = state.bots.keys().cloned().collect();
+    let mut bots: Vec<String> = state.live().bots.keys().cloned().collect();
     bots.sort();
     bots
 }
@@ -102,7 +102,7 @@ pub async fn conversations(
     let bot = some(&q.bot)
         .or_else(|| bots.first().cloned())
         .unwrap_or_default();
-    if !state.bots.contains_key(&bot) {
+    if !state.live().bots.contains_key(&bot) {
         return Err(ConsoleError::new(
             StatusCode::BAD_REQUEST,
             format!("bot: {bot} is not configured"),

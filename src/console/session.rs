@@ -111,7 +111,8 @@ impl FromRequestParts<Arc<AppState>> for Operator {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Response> {
-        let Some(token) = &state.admin_token else {
+        let live = state.live();
+        let Some(token) = &live.admin_token else {
             return Err(ConsoleError::off().into_response());
         };
         let mut jar = CookieJar::new();
@@ -161,7 +162,7 @@ fn session_cookie(value: String, max_age: i64, secure: bool) -> String {
 }
 
 pub async fn login_form(State(state): State<Arc<AppState>>) -> Response {
-    if state.admin_token.is_none() {
+    if state.live().admin_token.is_none() {
         return ConsoleError::off().into_response();
     }
     login_page(StatusCode::OK, None).into_response()
@@ -179,7 +180,8 @@ pub async fn login(
     headers: HeaderMap,
     form: Result<axum::Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Some(expected) = &state.admin_token else {
+    let live = state.live();
+    let Some(expected) = &live.admin_token else {
         return ConsoleError::off().into_response();
     };
     let addr = connect.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.0.ip());

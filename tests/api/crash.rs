@@ -525,3 +525,154 @@ async fn a_backup_taken_under_load_holds_every_end_acknowledged_before_it_began(
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("cannot create"));
 }
+
+fn hangup(server: &Server) {
+    let status = Command::new("kill")
+        .args(["-HUP", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn wait_for_log(logs: &Logs, message: &str, nth: usize) -> serde_json::Value {
+    eventually(message, || async {
+        let lines = logs.lock().unwrap().clone();
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["fields"]["message"] == message)
+            .nth(nth)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sighup_reloads_bots_and_actions_under_load_without_losing_a_request() {
+    let receiver = crate::receiver::Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("wrapup.db");
+    let new_bot = "st-00000000-0000-0000-0000-00000000hup1";
+    let before = config_text(&db, "");
+    let config = write_config(dir.path(), &before);
+    let (mut server, started, logs) = serve_env(&config, &[]);
+    let base = format!("http://{}", started["listen"].as_str().unwrap());
+    let client = client();
+    let end = move |bot: &'static str, c: String| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let mut body = seed_with(&c);
+            body["botId"] = json!(bot);
+            client
+                .post(format!("{base}/agentai/api/v1/hooks/{bot}"))
+                .header("token", token())
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+
+    assert_eq!(
+        end(new_bot, unique("hup")).await.unwrap(),
+        400,
+        "unknown before"
+    );
+
+    // Load on the old bot through the reload: every request is answered 200.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let load: Vec<_> = (0..4)
+        .map(|w| {
+            let (stop, answered, end) = (stop.clone(), answered.clone(), end.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let status = end(BOT, format!("hup-load-{w}-{i}")).await;
+                    assert_eq!(status.ok(), Some(200), "request {w}-{i}");
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    eventually("load runs", || async {
+        (answered.load(Ordering::SeqCst) > 100).then_some(())
+    })
+    .await;
+
+    // A new bot, and a webhook on the old one.
+    let after = format!(
+        "{before}\n[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\n\n[[bots]]\nid = \"{new_bot}\"\napps = [\"{HS256_APP}\"]\n",
+        receiver.url
+    );
+    std::fs::write(&config, &after).unwrap();
+    hangup(&server);
+    wait_for_log(&logs, "configuration reloaded", 0).await;
+    let during = answered.load(Ordering::SeqCst);
+    eventually("load goes on after the reload", || async {
+        (answered.load(Ordering::SeqCst) > during + 100).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    assert_eq!(
+        end(new_bot, unique("hup")).await.unwrap(),
+        200,
+        "known after"
+    );
+    let c = unique("hup-action");
+    assert_eq!(end(BOT, c.clone()).await.unwrap(), 200);
+    eventually("the new action delivers", || async {
+        receiver
+            .deliveries()
+            .iter()
+            .any(|d| String::from_utf8_lossy(&d.body).contains(&c))
+            .then_some(())
+    })
+    .await;
+
+    // A broken file is not loaded: the server keeps the running configuration.
+    std::fs::write(&config, "[server\nlisten = ").unwrap();
+    hangup(&server);
+    let refused = wait_for_log(
+        &logs,
+        "configuration not reloaded; the running one stays",
+        0,
+    )
+    .await;
+    assert!(
+        refused["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("line"),
+        "{refused}"
+    );
+    // A listener change is refused, with the key.
+    std::fs::write(
+        &config,
+        after.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\""),
+    )
+    .unwrap();
+    hangup(&server);
+    let refused = wait_for_log(
+        &logs,
+        "configuration not reloaded; the running one stays",
+        1,
+    )
+    .await;
+    assert!(
+        refused["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("server.listen"),
+        "{refused}"
+    );
+    assert_eq!(
+        end(new_bot, unique("hup")).await.unwrap(),
+        200,
+        "still the reloaded one"
+    );
+    assert!(server.try_wait().unwrap().is_none(), "still running");
+}
