@@ -274,7 +274,9 @@ async fn job_metrics_are_exported() {
         "wrapup_jobs{kind=\"webhook\",state=\"succeeded\"}",
         "wrapup_jobs_due",
         "wrapup_jobs_oldest_due_age_seconds",
-        "wrapup_action_attempts_total{kind=\"webhook\",outcome=\"succeeded\"}",
+        &format!(
+            "wrapup_action_attempts_total{{kind=\"webhook\",bot=\"{BOT}\",action=\"webhook\",outcome=\"succeeded\"}}"
+        ),
         "wrapup_action_delivery_latency_seconds_bucket",
     ] {
         assert!(text.contains(name), "missing {name}");

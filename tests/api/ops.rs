@@ -216,3 +216,29 @@ async fn the_access_log_has_a_line_per_request_and_refused_tokens_say_why_withou
     }
     assert!(!all.contains(HS256_SECRET));
 }
+
+#[tokio::test]
+async fn the_example_alert_rules_name_only_metrics_the_server_exports() {
+    // A job (to a closed port), so the job gauges exist.
+    let app = TestApp::spawn_with_actions(
+        "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\n",
+    )
+    .await;
+    app.end(&unique("alerts")).await;
+    let exported = app.get("/metrics").await.text().await.unwrap();
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/alerts.yml"),
+    )
+    .unwrap();
+    let mut named = 0;
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("wrapup_") {
+            named += 1;
+            assert!(
+                exported.contains(&format!("# TYPE {word} ")),
+                "{word} is not exported"
+            );
+        }
+    }
+    assert!(named >= 5);
+}
