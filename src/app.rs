@@ -49,26 +49,14 @@ impl App {
                 anyhow::anyhow!("server.listen: cannot bind {}: {e}", settings.server.listen)
             })?;
         let addr = listener.local_addr()?;
-        let health_listener = match settings.server.health_listen {
-            Some(at) => Some(
-                TcpListener::bind(at)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("server.health_listen: cannot bind {at}: {e}"))?,
-            ),
-            None => None,
-        };
+        let health_listener =
+            bind_optional("server.health_listen", settings.server.health_listen).await?;
         let health_addr = health_listener
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
-        let admin_listener = match settings.server.admin_listen {
-            Some(at) => Some(
-                TcpListener::bind(at)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("server.admin_listen: cannot bind {at}: {e}"))?,
-            ),
-            None => None,
-        };
+        let admin_listener =
+            bind_optional("server.admin_listen", settings.server.admin_listen).await?;
         let admin_addr = admin_listener
             .as_ref()
             .map(TcpListener::local_addr)
@@ -235,6 +223,13 @@ impl Reloader {
     /// that changed; other `[server]` and `[workers]` values take effect at the next
     /// restart, and the log says so.
     pub fn reload(&self, settings: &Settings) -> anyhow::Result<()> {
+        // A file caught half-written can still parse (cut at a table's end): one without
+        // apps or bots would refuse every request, so it is taken for a mistake.
+        if settings.apps.is_empty() || settings.bots.is_empty() {
+            anyhow::bail!(
+                "the file has no [[apps]] or no [[bots]]: every request would be refused (a file caught while being written? write it elsewhere and mv it into place)"
+            );
+        }
         let fixed = fixed_part(settings);
         if let Some(((key, _), _)) = fixed
             .iter()
@@ -256,6 +251,15 @@ impl Reloader {
     }
 }
 
+/// Binds an optional listener; a failure names its key.
+async fn bind_optional(key: &str, at: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    let Some(at) = at else { return Ok(None) };
+    TcpListener::bind(at)
+        .await
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{key}: cannot bind {at}: {e}"))
+}
+
 /// The keys a reload may not change, with their values.
 fn fixed_part(settings: &Settings) -> Vec<(&'static str, String)> {
     let s = &settings.server;
@@ -263,7 +267,7 @@ fn fixed_part(settings: &Settings) -> Vec<(&'static str, String)> {
         ("server.listen", s.listen.to_string()),
         ("server.health_listen", format!("{:?}", s.health_listen)),
         ("server.admin_listen", format!("{:?}", s.admin_listen)),
-        ("server.tls_cert", s.tls.is_some().to_string()),
+        ("server.tls_cert", s.tls_identity.clone()),
         ("store", format!("{:?}", settings.store)),
     ]
 }
@@ -339,7 +343,10 @@ async fn serve(
                         let router = router.clone();
                         async move {
                             if elsewhere {
-                                Ok(not_here())
+                                Ok(not_here(
+                                    req.method(),
+                                    r#"{"code":404,"message":"no such endpoint"}"#,
+                                ))
                             } else {
                                 router.oneshot(req).await
                             }
@@ -456,13 +463,32 @@ fn operator_path(path: &str) -> bool {
         || path.starts_with("/admin/")
 }
 
-fn not_here() -> Response<Body> {
-    let mut response = Response::new(Body::from(r#"{"code":404,"message":"no such endpoint"}"#));
+fn not_here(method: &hyper::Method, body: &'static str) -> Response<Body> {
+    // Counted and logged like any answer, so probing for the operator's routes shows.
+    let id = format!("{:032x}", fastrand::u128(..));
+    metrics::counter!("wrapup_http_requests_total", "route" => "elsewhere", "status" => "404", "bot" => "")
+        .increment(1);
+    tracing::info!(
+        target: "wrapup::access",
+        method = %method,
+        route = "elsewhere",
+        status = 404,
+        duration_ms = 0.0,
+        app = "",
+        bot = "",
+        request_id = %id,
+        "request"
+    );
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = StatusCode::NOT_FOUND;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
+    if let Ok(v) = header::HeaderValue::from_str(&id) {
+        headers.insert("x-request-id", v);
+    }
     response
 }
 
@@ -502,9 +528,7 @@ async fn serve_side(side: Side, listener: TcpListener, cancel: CancellationToken
                 if serves(req.uri().path()) {
                     router.oneshot(req).await
                 } else {
-                    let mut not_found = Response::new(Body::from(refusal));
-                    *not_found.status_mut() = StatusCode::NOT_FOUND;
-                    Ok(not_found)
+                    Ok(not_here(req.method(), refusal))
                 }
             }
         });

@@ -101,6 +101,7 @@ pub fn authorize(
                 AuthError::Invalid => live.auth.explain_invalid(given),
                 other => other.to_string(),
             };
+            let bot_id: String = bot_id.chars().take(64).collect();
             tracing::warn!(target: "wrapup::auth", bot_id, reason, "token refused");
         })?;
     live.rates.take(&verified.client_id)?;

@@ -162,9 +162,7 @@ pub(crate) async fn retry_many(state: &AppState, req: BulkRetry) -> Result<BulkR
             since: None,
             until: None,
         } => {
-            if ids.is_empty() || ids.len() > 1000 {
-                return Err(ApiError::BadRequest("ids: 1 to 1000 job ids".into()));
-            }
+            check_ids(&ids)?;
             let mut out = BulkRetried {
                 retried: 0,
                 not_retried: Vec::new(),
@@ -261,9 +259,7 @@ pub async fn bulk_discard(
     body: Result<Json<BulkDiscard>, JsonRejection>,
 ) -> Result<Json<BulkDiscarded>, ApiError> {
     let Json(req) = body?;
-    if req.ids.is_empty() || req.ids.len() > 1000 {
-        return Err(ApiError::BadRequest("ids: 1 to 1000 job ids".into()));
-    }
+    check_ids(&req.ids)?;
     let mut out = BulkDiscarded {
         discarded: 0,
         not_discarded: Vec::new(),
@@ -287,6 +283,22 @@ pub async fn bulk_discard(
     }
     state.forget_stats();
     Ok(Json(out))
+}
+
+/// 1 to 1000 job ids, each 1 to 256 bytes without NUL.
+fn check_ids(ids: &[String]) -> Result<(), ApiError> {
+    if ids.is_empty() || ids.len() > 1000 {
+        return Err(ApiError::BadRequest("ids: 1 to 1000 job ids".into()));
+    }
+    if ids
+        .iter()
+        .any(|id| id.is_empty() || id.len() > 256 || id.contains('\0'))
+    {
+        return Err(ApiError::BadRequest(
+            "ids: each job id is 1 to 256 bytes without NUL".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Jobs by state.

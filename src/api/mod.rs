@@ -113,6 +113,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), record_request))
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::map_request(clean_request_id))
                 .layer(SetRequestIdLayer::x_request_id(FastRequestId))
                 .layer(
                     TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -177,7 +178,17 @@ async fn record_request(
     let note = CallerNote::default();
     req.extensions_mut().insert(note.clone());
     let started = Instant::now();
-    let response = next.run(req).await.into_response();
+    // A NUL byte (%00) in a path or query is never a valid id: 400 here, before a store
+    // (PostgreSQL refuses it in text) could take it for an outage.
+    let nul = req
+        .uri()
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().to_ascii_lowercase().contains("%00"));
+    let response = if nul {
+        ApiError::BadRequest("the path or query holds a NUL byte (%00)".into()).into_response()
+    } else {
+        next.run(req).await.into_response()
+    };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     metrics::counter!("wrapup_http_requests_total", "route" => route.clone(), "status" => status.to_string(), "bot" => bot.clone())
@@ -198,6 +209,22 @@ async fn record_request(
         );
     }
     response
+}
+
+/// A caller's own `x-request-id` is kept (it ties the caller's logs to ours) only when it
+/// looks like an id: 1 to 64 letters, digits, `-`, `_`, `.` or `:`. Anything else is
+/// replaced by one of ours, so a caller cannot put a token or a megabyte into the logs.
+async fn clean_request_id(mut req: Request) -> Request {
+    let keep = req.headers().get("x-request-id").is_none_or(|v| {
+        let b = v.as_bytes();
+        (1..=64).contains(&b.len())
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+    });
+    if !keep {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
 }
 
 /// The `{botId}` segment of `path`, found where the route template has it.

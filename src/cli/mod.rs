@@ -10,6 +10,10 @@ pub use run::run;
 use wrapup::{App, config};
 
 pub async fn serve(settings: config::Settings, path: std::path::PathBuf) -> anyhow::Result<()> {
+    // Take SIGHUP before anything slow (opening and migrating the store): its default
+    // action would end the process. One sent during the start is handled right after it.
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let app = App::build(settings).await?;
     let cancel = app.shutdown_token();
     tokio::spawn(async move {
@@ -18,7 +22,12 @@ pub async fn serve(settings: config::Settings, path: std::path::PathBuf) -> anyh
         cancel.cancel();
     });
     #[cfg(unix)]
-    tokio::spawn(reload_on_hangup(app.reloader(), path));
+    match hangups {
+        Ok(hangups) => {
+            tokio::spawn(reload_on_hangup(hangups, app.reloader(), path));
+        }
+        Err(e) => tracing::warn!(error = %e, "SIGHUP cannot be handled; reload by restarting"),
+    }
     app.wait().await;
     Ok(())
 }
@@ -26,15 +35,11 @@ pub async fn serve(settings: config::Settings, path: std::path::PathBuf) -> anyh
 /// SIGHUP: read the file again, validate it, swap it in; or keep the running
 /// configuration and log why.
 #[cfg(unix)]
-async fn reload_on_hangup(reloader: wrapup::app::Reloader, path: std::path::PathBuf) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "SIGHUP cannot be handled; reload by restarting");
-            return;
-        }
-    };
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    reloader: wrapup::app::Reloader,
+    path: std::path::PathBuf,
+) {
     while hangups.recv().await.is_some() {
         let loaded = config::load(&path).map_err(anyhow::Error::from);
         match loaded.and_then(|settings| reloader.reload(&settings)) {

@@ -57,10 +57,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "store.url: wrapup backup copies the embedded SQLite store; for PostgreSQL use pg_dump or the database's base backups (docs/backups.md)"
                 );
             };
+            if to.symlink_metadata().is_ok() {
+                bail!(
+                    "--to: {} exists; a backup never overwrites a file",
+                    to.display()
+                );
+            }
             let report = wrapup::store::sqlite::backup(db, &to).map_err(|e| {
                 anyhow::Error::new(e).context(format!("backup of {}", db.display()))
             })?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            println!("{}", serde_json::to_string(&report)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {

@@ -103,6 +103,9 @@ pub struct ServerSettings {
     pub admin_listen: Option<SocketAddr>,
     /// `tls_cert` and `tls_key`, loaded: every listener serves HTTPS with it.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The certificate and key files' paths and a digest of their contents (a reload
+    /// compares it: certificates are loaded at start only).
+    pub tls_identity: String,
 }
 
 /// `Debug` shows a PostgreSQL URL masked: it may carry a password.

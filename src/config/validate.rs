@@ -50,6 +50,7 @@ pub fn validate(
         access_log: s.access_log,
         admin_listen: address("server.admin_listen", &s.admin_listen)?,
         tls: server_tls(s, base)?,
+        tls_identity: tls_identity(s, base),
     };
 
     let raw = &file.store.url;
@@ -470,4 +471,19 @@ fn server_tls(
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Some(std::sync::Arc::new(config)))
+}
+
+/// What identifies the listener's TLS setup: the files and a digest of what they hold.
+fn tls_identity(s: &ServerFile, base: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    for path in [&s.tls_cert, &s.tls_key].into_iter().flatten() {
+        let path = base.join(path);
+        digest.update(path.display().to_string().as_bytes());
+        digest.update(std::fs::read(&path).unwrap_or_default());
+    }
+    digest.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -242,3 +242,50 @@ async fn the_example_alert_rules_name_only_metrics_the_server_exports() {
     }
     assert!(named >= 5);
 }
+
+#[tokio::test]
+async fn a_nul_byte_in_a_path_or_an_id_is_a_400_and_a_request_id_must_look_like_one() {
+    let app = TestApp::spawn().await;
+    for path in [
+        format!("/api/v1/bots/{BOT}/conversations/a%00b"),
+        "/admin/v1/jobs/a%00b".to_owned(),
+        "/admin/v1/jobs?bot=a%00b".to_owned(),
+    ] {
+        let resp = app
+            .client
+            .get(format!("{}{path}", app.base))
+            .header("auth", token())
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{path}");
+    }
+    for body in [json!({"ids": ["a\u{0}b"]}), json!({"ids": [""]})] {
+        let (status, answer) = app
+            .post("/admin/v1/jobs/discard", "bearer", ADMIN_TOKEN, &body)
+            .await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer["message"].as_str().unwrap().starts_with("ids:"));
+        let (status, _) = app
+            .post("/admin/v1/jobs/retry", "bearer", ADMIN_TOKEN, &body)
+            .await;
+        assert_eq!(status, 400);
+    }
+    // A caller's id is kept when it looks like one, replaced otherwise.
+    for (sent, kept) in [
+        ("trace-1234.abc:9", true),
+        (&*token(), false),
+        (&*"x".repeat(65), false),
+    ] {
+        let resp = app
+            .client
+            .get(format!("{}/healthz", app.base))
+            .header("x-request-id", sent)
+            .send()
+            .await
+            .unwrap();
+        let id = resp.headers()["x-request-id"].to_str().unwrap();
+        assert_eq!(id == sent, kept, "{sent}");
+    }
+}

@@ -446,6 +446,32 @@ async fn https_listener_with_the_operator_routes_on_a_listener_of_their_own() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
+    // New certificate files are not swapped in by a reload: refused, naming the key.
+    let other = TestPki::new();
+    let rotated = text
+        .replace(
+            &pki.path("server.pem").display().to_string(),
+            &other.path("server.pem").display().to_string(),
+        )
+        .replace(
+            &pki.path("server-key.pem").display().to_string(),
+            &other.path("server-key.pem").display().to_string(),
+        );
+    let file = config::parse(&rotated).unwrap();
+    let new = config::validate(&file, dir.path(), |k| {
+        (k == ADMIN_TOKEN_ENV).then(|| ADMIN_TOKEN.to_owned())
+    })
+    .unwrap();
+    let refused = app.reload(&new).unwrap_err().to_string();
+    assert!(refused.contains("server.tls_cert"), "{refused}");
+    // The operator's routes refused on the public port are counted and carry a request id.
+    let resp = https
+        .get(format!("{public}/admin/v1/jobs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["x-request-id"].len(), 32);
     // The console's cookie is Secure when the listener is TLS.
     let resp = https
         .post(format!("{operator}/console/login"))
