@@ -63,9 +63,17 @@ pub async fn hook(
 ) -> Result<Json<StatusOk>, ApiError> {
     require_json(&headers)?;
     let bytes = read_body(&state, &headers, body).await?;
-    let value = crate::domain::strict_json::parse(&bytes)?;
+    let mut value = crate::domain::strict_json::parse(&bytes)?;
     let live = state.live();
-    let request = parse_request(&value, &bot_id, &live.limits)?;
+    // Redacted before it is parsed: the original text is in no event, state or payload.
+    let redacted = match live.bots.get(&bot_id) {
+        Some(b) => b.redact.body(&mut value),
+        None => Vec::new(),
+    };
+    let mut request = parse_request(&value, &bot_id, &live.limits)?;
+    for (event, counts) in request.events.iter_mut().zip(redacted) {
+        event.redactions = counts;
+    }
 
     for event in &request.events {
         metrics::counter!("wrapup_events_received_total", "name" => event.kind.name()).increment(1);

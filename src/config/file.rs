@@ -203,6 +203,22 @@ pub struct BotFile {
     pub on_end: Vec<ActionFile>,
     #[serde(default)]
     pub caps: CapsFile,
+    /// What to redact from message text and custom fields before anything is stored:
+    /// any of "card", "email", "phone", "iban", "ssn".
+    #[serde(default)]
+    pub redact: Vec<String>,
+    /// `[[bots.redact_pattern]]`: a bot's own patterns.
+    #[serde(default)]
+    pub redact_pattern: Vec<RedactPatternFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactPatternFile {
+    /// The marker's name: a match becomes `[name]`.
+    pub name: String,
+    /// A regular expression (Rust `regex` syntax: no backreferences, linear time).
+    pub regex: String,
 }
 
 /// `[bots.caps]`: what one conversation may accumulate (see `domain::caps`); each key

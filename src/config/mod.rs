@@ -152,6 +152,8 @@ pub struct BotSettings {
     pub retention: Retention,
     pub on_end: Vec<ActionSettings>,
     pub caps: Caps,
+    /// `redact` and `[[bots.redact_pattern]]`, compiled.
+    pub redact: crate::domain::pii::Redactor,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -162,6 +162,7 @@ pub fn validate(
             retention,
             on_end,
             caps: validate_caps(&bot.caps, &format!("{key}.caps"))?,
+            redact: redactor(bot, &key)?,
         });
     }
 
@@ -486,4 +487,54 @@ fn tls_identity(s: &ServerFile, base: &Path) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A bot's `redact` kinds and `[[bots.redact_pattern]]`s: known kinds, each once; patterns
+/// with a marker name of 1 to 32 letters, digits, `_` or `-` and a regex that compiles
+/// within 1 MiB (the `regex` crate: linear time on any input).
+fn redactor(bot: &BotFile, key: &str) -> Result<crate::domain::pii::Redactor, ConfigError> {
+    use crate::domain::pii::KINDS;
+    for (i, kind) in bot.redact.iter().enumerate() {
+        if !KINDS.contains(&kind.as_str()) {
+            return Err(cerr(
+                format!("{key}.redact[{i}]"),
+                format!("\"{kind}\" is not one of {}", KINDS.join(", ")),
+            ));
+        }
+        if bot.redact[..i].contains(kind) {
+            return Err(cerr(
+                format!("{key}.redact[{i}]"),
+                format!("\"{kind}\" is listed twice"),
+            ));
+        }
+    }
+    let mut custom = Vec::new();
+    for (i, p) in bot.redact_pattern.iter().enumerate() {
+        let k = format!("{key}.redact_pattern[{i}]");
+        let name_ok = (1..=32).contains(&p.name.len())
+            && p.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(cerr(
+                format!("{k}.name"),
+                "must be 1 to 32 letters, digits, _ or -",
+            ));
+        }
+        if KINDS.contains(&p.name.as_str()) || custom.iter().any(|(n, _)| n == &p.name) {
+            return Err(cerr(
+                format!("{k}.name"),
+                format!("\"{}\" is already used", p.name),
+            ));
+        }
+        let re = regex::RegexBuilder::new(&p.regex)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| cerr(format!("{k}.regex"), e.to_string().replace('\n', " ")))?;
+        if re.is_match("") {
+            return Err(cerr(format!("{k}.regex"), "matches the empty text"));
+        }
+        custom.push((p.name.clone(), re));
+    }
+    Ok(crate::domain::pii::Redactor::new(&bot.redact, custom))
 }

@@ -185,6 +185,9 @@ pub struct Conversation {
     /// Event number of the last NA exit, while no agent has entered since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub na_exit_seq: Option<u64>,
+    /// What redaction replaced in the stored events, by kind.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub redactions: super::pii::Redactions,
 }
 
 // The stored state leaves defaults out: it is written on every event, and its size is
@@ -245,6 +248,7 @@ impl Conversation {
             messages: MessageCounts::default(),
             summary_requests: Vec::new(),
             na_exit_seq: None,
+            redactions: Default::default(),
         }
     }
 

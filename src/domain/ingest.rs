@@ -196,6 +196,10 @@ fn plan_events<'a>(
         match conv.apply(&event.kind, now) {
             Ok(Applied::Stored { seq }) => {
                 conv.log_bytes = conv.log_bytes.saturating_add(event.raw.len() as u64);
+                for (kind, n) in &event.redactions {
+                    let total = conv.redactions.entry(kind.clone()).or_default();
+                    *total = total.saturating_add(*n);
+                }
                 appends.push(Append {
                     seq,
                     name: event.kind.name(),

@@ -8,6 +8,7 @@ pub mod caps;
 pub mod conversation;
 pub mod ingest;
 pub mod payload;
+pub mod pii;
 pub mod record;
 pub mod retry;
 pub mod strict_json;

@@ -101,9 +101,11 @@ impl HookRequest {
 #[derive(Debug, Clone)]
 pub struct Event {
     pub kind: EventKind,
-    /// The event's JSON as received (unknown fields included), serialized once here
-    /// rather than in the store's writer.
+    /// The event's JSON as received (unknown fields included; message text and custom
+    /// fields redacted), serialized once here rather than in the store's writer.
     pub raw: String,
+    /// What redaction replaced in this event, by kind.
+    pub redactions: super::pii::Redactions,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -248,6 +250,7 @@ pub fn parse_request(
             Some(_) => vec![Event {
                 kind: EventKind::Message(parse_message(&top, limits)?),
                 raw: body.to_string(),
+                redactions: Default::default(),
             }],
             None => {
                 return Err(err(
@@ -343,6 +346,7 @@ fn parse_event(value: &Value, path: String, limits: &Limits) -> Result<Event, Pa
     Ok(Event {
         kind,
         raw: value.to_string(),
+        redactions: Default::default(),
     })
 }
 

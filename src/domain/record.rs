@@ -38,6 +38,11 @@ pub struct ConversationRecord {
     pub anomalies: Vec<Anomaly>,
     #[serde(skip_serializing_if = "is_zero")]
     pub anomalies_dropped: u64,
+    /// What the bot's `redact` rules replaced in the stored events, by kind (absent when
+    /// nothing was).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub redactions: super::pii::Redactions,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -128,6 +133,7 @@ impl ConversationRecord {
                 .collect(),
             anomalies: c.anomalies.clone(),
             anomalies_dropped: c.anomalies_dropped,
+            redactions: c.redactions.clone(),
         }
     }
 }

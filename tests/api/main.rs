@@ -19,6 +19,7 @@ mod insight;
 mod lifecycle;
 mod openapi;
 mod ops;
+mod redaction;
 mod scale;
 mod tls;
 mod upgrade;

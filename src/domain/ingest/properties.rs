@@ -47,6 +47,7 @@ fn any_event() -> impl Strategy<Value = Event> {
     kind.prop_map(|kind| Event {
         raw: format!("{{\"name\":\"{}\"}}", kind.name()),
         kind,
+        redactions: Default::default(),
     })
 }
 

@@ -10,6 +10,7 @@ fn event(kind: EventKind) -> Event {
     Event {
         raw: format!("{{\"name\":\"{}\"}}", kind.name()),
         kind,
+        redactions: Default::default(),
     }
 }
 
