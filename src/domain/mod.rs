@@ -12,6 +12,7 @@ pub mod pii;
 pub mod record;
 pub mod retry;
 pub mod strict_json;
+pub mod summary;
 pub mod tags;
 pub mod time;
 

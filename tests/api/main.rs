@@ -21,6 +21,7 @@ mod openapi;
 mod ops;
 mod redaction;
 mod scale;
+mod summaries;
 mod tls;
 mod upgrade;
 mod validation;
