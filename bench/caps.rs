@@ -36,6 +36,7 @@ fn ingest(conversation: &str, body: Value, caps: Caps) -> Ingest {
         bot: Bot {
             on_end: Arc::from([]),
             caps,
+            summary: None,
         },
     }
 }

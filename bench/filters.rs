@@ -82,6 +82,7 @@ fn ingest(i: usize) -> Ingest {
         bot: Bot {
             on_end: Arc::from([]),
             caps: Caps::default(),
+            summary: None,
         },
     }
 }

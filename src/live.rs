@@ -50,6 +50,10 @@ impl Live {
                     let bot = crate::domain::ingest::Bot {
                         on_end: action_refs(b),
                         caps: b.caps,
+                        summary: b
+                            .summary
+                            .as_ref()
+                            .map(|s| crate::actions::summary_ref(&b.id, s, "")),
                     };
                     (b.id.clone(), bot)
                 })

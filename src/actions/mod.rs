@@ -9,6 +9,7 @@
 
 pub mod nats;
 pub mod redis_cleanup;
+pub mod summary;
 pub use crate::domain::retry;
 pub mod webhook;
 pub mod worker;
@@ -84,6 +85,7 @@ impl Runner {
             .flat_map(|b| {
                 b.on_end
                     .iter()
+                    .chain(b.summary.as_ref().map(|s| &s.action))
                     .map(move |a| ((b.id.clone(), a.kind.destination(&b.id)), a.clone()))
             })
             .collect();
@@ -137,6 +139,7 @@ impl Runner {
         action: &ActionSettings,
         job: &ClaimedJob,
         now: crate::domain::Timestamp,
+        store: &dyn crate::store::Store,
     ) -> AttemptResult {
         match &action.kind {
             ActionKind::Webhook {
@@ -159,13 +162,20 @@ impl Runner {
             ActionKind::RedisCleanup { url, keys, tls } => {
                 self.redis.cleanup(url, tls.as_ref(), keys, job).await
             }
+            ActionKind::Summary { provider } => summary::run(store, provider, job, now).await,
         }
     }
 }
 
-/// The references the store needs to schedule a bot's jobs.
+/// The references the store needs to schedule a bot's jobs at the end: its actions, and
+/// `summary@end` when `[bots.summary] at_end`.
 pub fn action_refs(bot: &BotSettings) -> Arc<[ActionRef]> {
     let id = &bot.id;
+    let at_end = bot
+        .summary
+        .as_ref()
+        .filter(|s| s.at_end)
+        .map(|s| summary_ref(id, s, "end"));
     bot.on_end
         .iter()
         .map(|a| ActionRef {
@@ -174,7 +184,19 @@ pub fn action_refs(bot: &BotSettings) -> Arc<[ActionRef]> {
             destination: a.kind.destination(id),
             max_attempts: a.retry.max_attempts,
         })
+        .chain(at_end)
         .collect()
+}
+
+/// The job of one summary: `summary@<event number of its trigger>` or `summary@end`, so a
+/// trigger has exactly one (jobs are unique per conversation and name).
+pub fn summary_ref(bot_id: &str, s: &crate::config::SummarySettings, at: &str) -> ActionRef {
+    ActionRef {
+        name: format!("summary@{at}"),
+        kind: s.action.kind.name(),
+        destination: s.action.kind.destination(bot_id),
+        max_attempts: s.action.retry.max_attempts,
+    }
 }
 
 /// What webhook and NATS actions send: `{"type","timestamp","data"}` with the record

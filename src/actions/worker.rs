@@ -188,7 +188,12 @@ async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, clock: &dyn Clock, 
     let action = runner.action_for(&job);
     let result = match action {
         Some(action) => {
-            match tokio::time::timeout(action.timeout, runner.run(action, &job, started_at)).await {
+            match tokio::time::timeout(
+                action.timeout,
+                runner.run(action, &job, started_at, &*store),
+            )
+            .await
+            {
                 Ok(result) => result,
                 Err(_) => AttemptResult::failed(format!(
                     "no answer within {}",

@@ -59,6 +59,60 @@ pub async fn get_conversation(
     )))
 }
 
+/// A conversation's summaries, oldest first.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Summaries {
+    /// Each: `summaryId`, `trigger` (`TRIGGER_SUMMARY_EVENT` or `END_OF_CONVERSATION`),
+    /// `type` (`interim` or `final`), `status` (`COMPLETED`), `failureCode`, `provider`,
+    /// `model`, `generationTimeMs`, `text`, `sections` (`situation`, `action`,
+    /// `resolution`, `satisfaction`), `messageRange` (`fromSeq`, `toSeq`), `messages`,
+    /// `createdAt`.
+    #[schema(value_type = Vec<Object>)]
+    pub summaries: Vec<Box<serde_json::value::RawValue>>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/bots/{botId}/conversations/{conversationId}/summaries",
+    tag = "records",
+    params(("botId" = String, Path), ("conversationId" = String, Path)),
+    responses(
+        (status = 200, description = "The conversation's summaries, oldest first (at most 1,000)", body = Summaries),
+        (status = 400, description = "Unknown bot", body = super::openapi::ErrorBody),
+        (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
+        (status = 404, description = "Never seen", body = super::openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable; retry after Retry-After seconds", body = super::openapi::ErrorBody),
+    ),
+    security(("auth" = []), ("token" = []), ("bearer" = []))
+)]
+pub async fn summaries(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Summaries>, ApiError> {
+    let Path((bot_id, conversation_id)) = path?;
+    caller.use_jti(&state).await?;
+    if state
+        .store
+        .conversation(&bot_id, &conversation_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound(format!(
+            "no conversation {conversation_id} for bot {bot_id}"
+        )));
+    }
+    let summaries = state
+        .store
+        .summaries(&bot_id, &conversation_id)
+        .await?
+        .into_iter()
+        .filter_map(|s| serde_json::value::RawValue::from_string(s).ok())
+        .collect();
+    Ok(Json(Summaries { summaries }))
+}
+
 /// A page of conversations stops once their stored states reach this many bytes (the
 /// cursor continues): with states capped at `caps.state_bytes`, an answer stays within
 /// this plus one conversation's record.

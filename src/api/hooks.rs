@@ -86,6 +86,12 @@ pub async fn hook(
     let bot = live.plans.get(&bot_id).cloned().unwrap_or_default();
     // An end schedules jobs only for a bot with actions; only then is there work to wake for.
     let schedules_jobs = !bot.on_end.is_empty();
+    // A stored TRIGGER_SUMMARY_EVENT schedules a summary job when the bot summarizes.
+    let schedules_summary = bot.summary.is_some()
+        && request
+            .events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Summary(_)));
     let ingest = Ingest {
         bot_id: request.bot_id,
         conversation_id: request.conversation_id,
@@ -118,6 +124,9 @@ pub async fn hook(
                 if schedules_jobs {
                     state.wake.notify_one();
                 }
+            }
+            if schedules_summary && stored > 0 {
+                state.wake.notify_one();
             }
             if duplicate_ends > 0 {
                 metrics::counter!("wrapup_duplicate_ends_total", "bot" => bot_id.to_owned())

@@ -75,6 +75,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(conversations::get_conversation))
         .routes(routes!(conversations::list_events))
         .routes(routes!(conversations::transcript))
+        .routes(routes!(conversations::summaries))
         .routes(routes!(admin::list_jobs))
         .routes(routes!(admin::show_job))
         .routes(routes!(admin::retry_job))

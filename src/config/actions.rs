@@ -185,7 +185,7 @@ pub(super) fn validate_action(
     })
 }
 
-fn retry_policy(
+pub(super) fn retry_policy(
     r: Option<&RetryFile>,
     k: &impl Fn(&str) -> String,
 ) -> Result<RetryPolicy, ConfigError> {

@@ -210,6 +210,20 @@ pub struct BotFile {
     /// `[[bots.redact_pattern]]`: a bot's own patterns.
     #[serde(default)]
     pub redact_pattern: Vec<RedactPatternFile>,
+    /// `[bots.summary]`: a summary for every TRIGGER_SUMMARY_EVENT (and at the end).
+    pub summary: Option<SummaryFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryFile {
+    /// `extractive` (built in, no network; the default).
+    pub provider: Option<String>,
+    /// Also a final summary when the conversation ends (default true).
+    pub at_end: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    pub retry: Option<RetryFile>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -154,6 +154,15 @@ pub struct BotSettings {
     pub caps: Caps,
     /// `redact` and `[[bots.redact_pattern]]`, compiled.
     pub redact: crate::domain::pii::Redactor,
+    /// `[bots.summary]`: how summaries are made, as an action (kind `summary`).
+    pub summary: Option<SummarySettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SummarySettings {
+    /// A final summary at the end too (`summary@end`).
+    pub at_end: bool,
+    pub action: ActionSettings,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -196,6 +205,8 @@ pub enum ActionKind {
         keys: Vec<String>,
         tls: Option<ClientTls>,
     },
+    /// `[bots.summary]`: summarize the transcript and store the summary.
+    Summary { provider: String },
 }
 
 /// An action's `tls` table, read and checked at load: the PEM files' paths (NATS takes
@@ -254,6 +265,7 @@ impl ActionKind {
             ActionKind::RedisCleanup { url, keys, .. } => {
                 format!("{}\n{}", without_credentials(url), keys.join("\n"))
             }
+            ActionKind::Summary { provider } => provider.clone(),
         };
         let digest = Sha256::digest(format!("{bot_id}\n{}\n{target}", self.name()).as_bytes());
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -264,6 +276,7 @@ impl ActionKind {
             ActionKind::Webhook { .. } => "webhook",
             ActionKind::Nats { .. } => "nats",
             ActionKind::RedisCleanup { .. } => "redis_cleanup",
+            ActionKind::Summary { .. } => "summary",
         }
     }
 }
@@ -358,6 +371,10 @@ impl fmt::Debug for ActionKind {
                 .field("url", &masked(url))
                 .field("keys", keys)
                 .field("tls", tls)
+                .finish(),
+            ActionKind::Summary { provider } => f
+                .debug_struct("Summary")
+                .field("provider", provider)
                 .finish(),
         }
     }

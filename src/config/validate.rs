@@ -163,6 +163,7 @@ pub fn validate(
             on_end,
             caps: validate_caps(&bot.caps, &format!("{key}.caps"))?,
             redact: redactor(bot, &key)?,
+            summary: summary_settings(bot, &key)?,
         });
     }
 
@@ -537,4 +538,29 @@ fn redactor(bot: &BotFile, key: &str) -> Result<crate::domain::pii::Redactor, Co
         custom.push((p.name.clone(), re));
     }
     Ok(crate::domain::pii::Redactor::new(&bot.redact, custom))
+}
+
+/// `[bots.summary]`: the provider (only `extractive` is built), a final summary at the end
+/// unless `at_end = false`, the attempt timeout and retries of any action.
+fn summary_settings(bot: &BotFile, key: &str) -> Result<Option<SummarySettings>, ConfigError> {
+    let Some(s) = &bot.summary else {
+        return Ok(None);
+    };
+    let provider = s.provider.clone().unwrap_or_else(|| "extractive".into());
+    if provider != "extractive" {
+        return Err(cerr(
+            format!("{key}.summary.provider"),
+            format!("\"{provider}\" is not built; the provider is \"extractive\""),
+        ));
+    }
+    let k = |field: &str| format!("{key}.summary.{field}");
+    Ok(Some(SummarySettings {
+        at_end: s.at_end.unwrap_or(true),
+        action: ActionSettings {
+            name: "summary".into(),
+            kind: ActionKind::Summary { provider },
+            timeout: positive(&k("timeout"), s.timeout.unwrap_or(Duration::from_secs(30)))?,
+            retry: super::actions::retry_policy(s.retry.as_ref(), &k)?,
+        },
+    }))
 }

@@ -100,6 +100,9 @@ pub struct Target<'a> {
 pub struct Bot {
     pub on_end: Arc<[ActionRef]>,
     pub caps: Caps,
+    /// With `[bots.summary]`: the summary job a stored TRIGGER_SUMMARY_EVENT schedules
+    /// (named `summary@<its event number>` when scheduled).
+    pub summary: Option<ActionRef>,
 }
 
 impl Default for Bot {
@@ -107,6 +110,7 @@ impl Default for Bot {
         Self {
             on_end: Arc::from([]),
             caps: Caps::default(),
+            summary: None,
         }
     }
 }
@@ -182,6 +186,8 @@ fn plan_events<'a>(
     let mut appends = Vec::new();
     let mut duplicate_ends = 0u32;
     let mut only_ends = true;
+    // Summary jobs of the triggers this request stores, scheduled with the events.
+    let mut triggers: Vec<ActionRef> = Vec::new();
     for event in events {
         match &event.kind {
             EventKind::Transfer(t) => {
@@ -196,6 +202,12 @@ fn plan_events<'a>(
         match conv.apply(&event.kind, now) {
             Ok(Applied::Stored { seq }) => {
                 conv.log_bytes = conv.log_bytes.saturating_add(event.raw.len() as u64);
+                if let (EventKind::Summary(_), Some(summary)) = (&event.kind, &bot.summary) {
+                    triggers.push(ActionRef {
+                        name: format!("summary@{seq}"),
+                        ..summary.clone()
+                    });
+                }
                 for (kind, n) in &event.redactions {
                     let total = conv.redactions.entry(kind.clone()).or_default();
                     *total = total.saturating_add(*n);
@@ -234,7 +246,15 @@ fn plan_events<'a>(
             .check_state_bytes(state_json.len())
             .map_err(Refusal::OverCap)?;
     }
-    let jobs = ended.then(|| jobs(target, &conv, &bot.on_end)).flatten();
+    let jobs = match (ended, triggers.is_empty()) {
+        (true, true) => jobs(target, &conv, &bot.on_end),
+        (true, false) => {
+            let all: Arc<[ActionRef]> = bot.on_end.iter().cloned().chain(triggers).collect();
+            jobs(target, &conv, &all)
+        }
+        (false, false) => jobs(target, &conv, &Arc::from(triggers)),
+        (false, true) => None,
+    };
     Ok(Plan {
         outcome: Accepted {
             stored: appends.len() as u32,

@@ -133,6 +133,24 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_finished_jobs(&self, before: Timestamp, limit: usize)
     -> Result<u64, StoreError>;
 
+    /// Stores a summary under `summary_id` (its job's id); false when one was stored
+    /// under that id already (a job that ran again).
+    async fn put_summary(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+        summary_id: &str,
+        at: Timestamp,
+        body: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// A conversation's summaries (their JSON), oldest first, at most 1,000.
+    async fn summaries(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// The schema version the database is at, and the newest this build knows (a newer
     /// database is one a newer instance migrated: see docs/upgrades.md).
     async fn schema_version(&self) -> Result<SchemaVersion, StoreError>;

@@ -308,7 +308,9 @@ fn wrapup_migrate_creates_the_schema_once_even_when_run_twice() {
         );
         let said = stdout(&out);
         assert!(
-            said.ends_with("the sqlite store's schema is at version 9 (this wrapup's newest is 9)"),
+            said.ends_with(
+                "the sqlite store's schema is at version 10 (this wrapup's newest is 10)"
+            ),
             "{said}"
         );
     }

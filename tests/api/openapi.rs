@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-const EXPECTED: [(&str, &str); 22] = [
+const EXPECTED: [(&str, &str); 23] = [
     ("post", "/agentai/api/v1/hooks/{botId}"),
     ("post", "/agentassist/api/v1/hooks/{botId}"),
     ("post", "/api/v1/hooks/{botId}"),
@@ -17,6 +17,10 @@ const EXPECTED: [(&str, &str); 22] = [
     (
         "get",
         "/api/v1/bots/{botId}/conversations/{conversationId}/transcript",
+    ),
+    (
+        "get",
+        "/api/v1/bots/{botId}/conversations/{conversationId}/summaries",
     ),
     ("get", "/admin/v1/jobs"),
     ("get", "/admin/v1/jobs/{id}"),

@@ -65,3 +65,97 @@ fn every_fixture_keeps_its_key_facts_within_the_length_bound() {
     }
     assert_eq!(seen, 6);
 }
+
+/// A conversation of the billing fixture through the hooks API, with a trigger before the
+/// end: the trigger's summary (interim, up to it) and the end's (final) are stored by jobs
+/// from the outbox and read back from the records API.
+#[tokio::test]
+async fn a_trigger_and_the_end_each_get_one_summary_through_the_outbox() {
+    use serde_json::json;
+
+    use crate::helpers::*;
+
+    let app = TestApp::spawn_with_actions("redact = [\"card\"]\n\n[bots.summary]\n").await;
+    let c = unique("summary");
+    let hooks = format!("/agentai/api/v1/hooks/{BOT}");
+    let say = |author: &str, text: &str| json!({"botId": BOT, "conversationId": c, "query": text, "author": {"type": author}});
+    assert_eq!(
+        app.hook(&event_body(&c, json!([transfer("NA", "entry", "agent1")])))
+            .await
+            .0,
+        200
+    );
+    for (author, text) in [
+        (
+            "USER",
+            "Hello. I was charged twice for invoice INV-20931 on card 4111 1111 1111 1111.",
+        ),
+        (
+            "AGENT",
+            "I can see two payments of 49.99 against invoice INV-20931.",
+        ),
+        ("AGENT", "I have issued a refund of 49.99 to your card."),
+        ("USER", "Thank you, that's great."),
+    ] {
+        let (status, body) = app
+            .post(&hooks, "token", &token(), &say(author, text))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(app.hook(&event_body(&c, json!([summary()]))).await.0, 200);
+    let (status, body) = app
+        .post(
+            &hooks,
+            "token",
+            &token(),
+            &say("USER", "One more thing: my new email."),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.end(&c).await.0, 200);
+
+    let url = format!("{}/api/v1/bots/{BOT}/conversations/{c}/summaries", app.base);
+    let summaries = eventually("both summaries are stored", || async {
+        let resp = app
+            .client
+            .get(&url)
+            .header("auth", token())
+            .send()
+            .await
+            .unwrap();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        let list = body["summaries"].as_array().cloned().unwrap_or_default();
+        (list.len() == 2).then_some(list)
+    })
+    .await;
+    let interim = summaries.iter().find(|s| s["type"] == "interim").unwrap();
+    let last = summaries.iter().find(|s| s["type"] == "final").unwrap();
+    assert_eq!(interim["trigger"], "TRIGGER_SUMMARY_EVENT");
+    assert_eq!(interim["status"], "COMPLETED");
+    assert_eq!(interim["provider"], "extractive");
+    assert_eq!(interim["messages"], 4, "up to the trigger: {interim}");
+    assert_eq!(last["trigger"], "END_OF_CONVERSATION");
+    assert_eq!(last["messages"], 5, "{last}");
+    let text = interim["text"].as_str().unwrap();
+    assert!(
+        text.contains("INV-20931") && text.contains("refund"),
+        "{text}"
+    );
+    // Made from the redacted transcript.
+    assert!(text.contains("[card]") && !text.contains("4111"), "{text}");
+    assert!(
+        interim["sections"]["situation"]
+            .as_str()
+            .unwrap()
+            .contains("charged twice")
+    );
+
+    // Two summary jobs, each done once.
+    let jobs = app.settled_jobs(&c, 2).await;
+    let mut names: Vec<&str> = jobs.iter().map(|j| j["action"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names[1], "summary@end");
+    assert!(names[0].starts_with("summary@"), "{names:?}");
+    assert!(jobs.iter().all(|j| j["state"] == "succeeded"), "{jobs:#?}");
+    let _ = say;
+}

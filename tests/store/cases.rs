@@ -71,6 +71,7 @@ fn ingest(conversation: &str, evs: Vec<Event>, on_end: Arc<[ActionRef]>) -> Inge
         bot: Bot {
             on_end,
             caps: Default::default(),
+            summary: None,
         },
     }
 }
@@ -1079,4 +1080,35 @@ pub async fn fill_for_backfill(store: &S) {
             .await
             .unwrap();
     }
+}
+
+pub async fn a_summary_is_stored_once_per_id(store: &S, clock: &ManualClock) {
+    store
+        .ingest(ingest("sum", events("sum", json!([end()])), actions(&[])))
+        .await
+        .unwrap();
+    let now = clock.now();
+    assert!(
+        store
+            .put_summary(BOT, "sum", "job_1", now, "{\"n\":1}")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_summary(BOT, "sum", "job_1", now, "{\"n\":2}")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_summary(BOT, "sum", "job_2", now, "{\"n\":3}")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.summaries(BOT, "sum").await.unwrap(),
+        vec!["{\"n\":1}".to_owned(), "{\"n\":3}".to_owned()]
+    );
+    assert!(store.summaries(BOT, "other").await.unwrap().is_empty());
 }

@@ -134,6 +134,7 @@ both_stores!(
     pages_stop_at_their_byte_budget,
     unknown_destinations_are_left_then_orphaned_and_decided,
     lists_filter_by_agent_queue_anomaly_and_reason,
+    a_summary_is_stored_once_per_id,
 );
 
 /// Upgrading a database from before the tag index: the migration derives every stored
@@ -170,7 +171,7 @@ mod upgrade {
             let conn = rusqlite::Connection::open(&path).unwrap();
             conn.execute_batch(
                 "DROP TABLE conversation_tags; DROP TABLE traffic; DROP TABLE pending_backfill;
-                 DROP INDEX attempts_by_start; PRAGMA user_version = 8;",
+                 DROP INDEX attempts_by_start; DROP TABLE summaries; PRAGMA user_version = 8;",
             )
             .unwrap();
         }
@@ -207,8 +208,8 @@ mod upgrade {
         sqlx::raw_sql(&format!(
             "DROP TABLE {schema}.conversation_tags; DROP TABLE {schema}.traffic;
              DROP TABLE {schema}.pending_backfill;
-             DROP INDEX {schema}.attempts_by_start;
-             DELETE FROM {schema}.wrapup_schema WHERE version = 4;"
+             DROP INDEX {schema}.attempts_by_start; DROP TABLE {schema}.summaries;
+             DELETE FROM {schema}.wrapup_schema WHERE version >= 4;"
         ))
         .execute(&pool)
         .await

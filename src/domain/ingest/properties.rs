@@ -68,7 +68,7 @@ proptest! {
             custom_fields_bytes: 300,
             state_bytes: 3000,
         };
-        let bot = Bot { on_end: Arc::from([]), caps };
+        let bot = Bot { on_end: Arc::from([]), caps, summary: None };
         let t = Target { bot_id: "b", conversation_id: "c" };
         let mut state: Option<Conversation> = None;
         for (i, events) in requests.iter().enumerate() {

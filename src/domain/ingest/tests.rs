@@ -51,6 +51,7 @@ fn bot(n: usize) -> Bot {
     Bot {
         on_end: actions(n),
         caps: Caps::default(),
+        summary: None,
     }
 }
 

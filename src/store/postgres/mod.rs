@@ -209,6 +209,43 @@ impl Store for PostgresStore {
         jobs::purge_finished(&self.pool, before, limit).await
     }
 
+    async fn put_summary(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+        summary_id: &str,
+        at: Timestamp,
+        body: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO summaries (bot_id, conversation_id, summary_id, created_at, body)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(bot_id)
+        .bind(conversation_id)
+        .bind(summary_id)
+        .bind(at.millis())
+        .bind(body)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn summaries(
+        &self,
+        bot_id: &str,
+        conversation_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT body FROM summaries WHERE bot_id = $1 AND conversation_id = $2
+             ORDER BY created_at, summary_id LIMIT 1000",
+        )
+        .bind(bot_id)
+        .bind(conversation_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn schema_version(&self) -> Result<super::SchemaVersion, StoreError> {
         let current: Option<i32> = sqlx::query_scalar("SELECT max(version) FROM wrapup_schema")
             .fetch_one(&self.pool)

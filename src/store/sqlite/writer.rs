@@ -37,6 +37,7 @@ pub(super) enum Command {
     Traffic(Vec<TrafficBucket>, Reply<()>),
     PurgeTraffic(Timestamp, Reply<u64>),
     PurgeJobs(Timestamp, usize, Reply<u64>),
+    PutSummary(Box<[String; 4]>, Timestamp, Reply<bool>),
     Shutdown,
 }
 
@@ -184,6 +185,7 @@ fn execute(tx: &mut rusqlite::Transaction<'_>, cmd: Command, now: Timestamp) -> 
         Command::PurgeJobs(before, limit, reply) => {
             pending(reply, jobs::purge_finished(tx, before, limit))
         }
+        Command::PutSummary(s, at, reply) => pending(reply, put_summary(tx, &s, at)),
         Command::Shutdown => return None,
     })
 }
@@ -203,6 +205,22 @@ fn refuse(cmd: Command, e: &StoreError) -> Option<Pending> {
         Command::Expire(_, reply) => pending(reply, Err(e)),
         Command::Ping(reply) | Command::Traffic(_, reply) => pending(reply, Err(e)),
         Command::PurgeTraffic(_, reply) | Command::PurgeJobs(_, _, reply) => pending(reply, Err(e)),
+        Command::PutSummary(_, _, reply) => pending(reply, Err(e)),
         Command::Shutdown => return None,
     })
+}
+
+/// `[bot, conversation, summary id, body]`; ignored when the id is there already.
+fn put_summary(
+    tx: &rusqlite::Connection,
+    s: &[String; 4],
+    at: Timestamp,
+) -> Result<bool, StoreError> {
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO summaries (bot_id, conversation_id, summary_id, created_at, body)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        )?
+        .execute(rusqlite::params![s[0], s[1], s[2], at.millis(), s[3]])?;
+    Ok(n == 1)
 }
