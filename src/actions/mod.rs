@@ -66,6 +66,8 @@ pub struct Runner {
     /// The destinations this instance knows, and `""` (jobs from before).
     known: crate::store::Known,
     http: reqwest::Client,
+    /// Clients of webhooks with a `tls` table, by its identity.
+    https: HashMap<String, reqwest::Client>,
     nats: nats::Connections,
     redis: redis_cleanup::Connections,
 }
@@ -94,15 +96,32 @@ impl Runner {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("wrapup/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(concat!("wrapup/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        let http = builder().build()?;
+        let mut https = HashMap::new();
+        for action in bots.iter().flat_map(|b| &b.on_end) {
+            if let ActionKind::Webhook { tls: Some(tls), .. } = &action.kind {
+                let mut b = builder();
+                if let Some(ca) = &tls.ca_pem {
+                    b = b.tls_certs_only(reqwest::Certificate::from_pem_bundle(ca)?);
+                }
+                if let Some(c) = &tls.client {
+                    let pem = [c.cert_pem.as_slice(), b"\n", c.key_pem.as_slice()].concat();
+                    b = b.identity(reqwest::Identity::from_pem(&pem)?);
+                }
+                https.insert(tls.identity(), b.build()?);
+            }
+        }
         Ok(Self {
             actions,
             destinations,
             known,
             http,
+            https,
             nats: nats::Connections::default(),
             redis: redis_cleanup::Connections::default(),
         })
@@ -147,6 +166,7 @@ impl Runner {
                 secret,
                 headers,
                 give_up_on,
+                tls,
             } => {
                 let target = webhook::Target {
                     url,
@@ -154,7 +174,11 @@ impl Runner {
                     headers,
                     give_up_on,
                 };
-                webhook::deliver(&self.http, &target, job, now).await
+                let client = tls
+                    .as_ref()
+                    .and_then(|t| self.https.get(&t.identity()))
+                    .unwrap_or(&self.http);
+                webhook::deliver(client, &target, job, now).await
             }
             ActionKind::Nats { url, subject, tls } => {
                 self.nats.publish(url, tls.as_ref(), subject, job).await

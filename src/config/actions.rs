@@ -25,6 +25,7 @@ pub(super) fn validate_action(
             secret_env,
             headers,
             give_up_on,
+            tls,
             ..
         } => {
             let give_up_on = give_up_on.clone().unwrap_or_else(|| vec![410]);
@@ -81,11 +82,16 @@ pub(super) fn validate_action(
                 })?;
                 parsed.push((n, v));
             }
+            if tls.is_some() && url.scheme() != "https" {
+                return Err(cerr(k("tls"), "applies to an https:// URL only"));
+            }
+            let tls = tls.as_ref().map(|t| client_tls(t, &k)).transpose()?;
             ActionKind::Webhook {
                 url,
                 secret,
                 headers: parsed,
                 give_up_on,
+                tls,
             }
         }
         ActionFile::Nats {

@@ -273,6 +273,9 @@ pub enum ActionFile {
         headers: Option<BTreeMap<String, String>>,
         /// Statuses that mean "never": the job is dead at once (default `[410]`).
         give_up_on: Option<Vec<u16>>,
+        /// For an https:// URL: the authority to trust instead of the system's, and a
+        /// client certificate.
+        tls: Option<TlsFile>,
         #[serde(default, with = "humantime_serde")]
         timeout: Option<Duration>,
         retry: Option<RetryFile>,

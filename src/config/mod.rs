@@ -194,6 +194,7 @@ pub enum ActionKind {
         headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
         /// Statuses after which the job is dead at once (`give_up_on`, default 410 Gone).
         give_up_on: Vec<u16>,
+        tls: Option<ClientTls>,
     },
     Nats {
         url: String,

@@ -517,3 +517,100 @@ fn two_instances_share_one_file_with_their_listeners_from_the_environment() {
     assert_eq!(b["version"], env!("CARGO_PKG_VERSION"));
     assert_ne!(a["listen"], b["listen"]);
 }
+
+/// An HTTPS receiver that requires a client certificate signed by `pki`'s authority;
+/// counts the requests it answered 200.
+async fn mutual_tls_receiver(
+    pki: &TestPki,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let pem = |name: &str| std::fs::read(pki.path(name)).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem("ca.pem").as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let chain = rustls_pemfile::certs(&mut pem("server.pem").as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut pem("server-key.pem").as_slice())
+        .unwrap()
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://localhost:{}/hook",
+        listener.local_addr().unwrap().port()
+    );
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, count) = (acceptor.clone(), count.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |_req| {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    async { Ok::<_, std::convert::Infallible>(hyper::Response::new(String::new())) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (url, answered)
+}
+
+#[tokio::test]
+async fn a_webhook_over_https_trusts_its_authority_and_presents_its_client_certificate() {
+    let pki = TestPki::new();
+    let (url, answered) = mutual_tls_receiver(&pki).await;
+    let p = |n: &str| pki.path(n).display().to_string();
+    let action = |tls: &str| {
+        format!(
+            "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\ntls = {{ {tls} }}\nretry = {{ max_attempts = 1 }}\n"
+        )
+    };
+    let app = TestApp::spawn_with_actions(&action(&format!(
+        "ca_file = \"{}\", client_cert = \"{}\", client_key = \"{}\"",
+        p("ca.pem"),
+        p("client.pem"),
+        p("client-key.pem")
+    )))
+    .await;
+    let c = unique("mtls");
+    app.end(&c).await;
+    let jobs = app.settled_jobs(&c, 1).await;
+    assert_eq!(jobs[0]["state"], "succeeded", "{jobs:#?}");
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 1);
+    app.stop().await;
+
+    // Without the client certificate the receiver refuses the handshake: dead, with why.
+    let app = TestApp::spawn_with_actions(&action(&format!("ca_file = \"{}\"", p("ca.pem")))).await;
+    let c = unique("mtls");
+    app.end(&c).await;
+    let jobs = app.settled_jobs(&c, 1).await;
+    assert_eq!(jobs[0]["state"], "dead", "{jobs:#?}");
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 1);
+    app.stop().await;
+}
