@@ -161,6 +161,13 @@ pub async fn conversation(
             ..Default::default()
         })
         .await?;
+    let summaries: Vec<Value> = state
+        .store
+        .summaries(&bot, &id)
+        .await?
+        .iter()
+        .filter_map(|s| serde_json::from_str(s).ok())
+        .collect();
     let mut jobs = Vec::with_capacity(listed.len());
     for j in listed.iter().rev() {
         jobs.push(state.store.job(&j.id).await?.unwrap_or_else(|| j.clone()));
@@ -210,6 +217,22 @@ pub async fn conversation(
         @else {
             ul.anomalies #anomalies { @for a in &c.anomalies { li { a href=(format!("#event-{}", a.event_seq)) { code { (a.code) } } " — " (a.message) } } }
             @if c.anomalies_dropped > 0 { p.hint { (c.anomalies_dropped) " more were only counted." } }
+        }
+        h2 { "Summaries" }
+        @if summaries.is_empty() { p.empty { "None." } }
+        @for s in &summaries {
+            section.summary {
+                p {
+                    strong { (s["type"].as_str().unwrap_or("")) } " — " (s["trigger"].as_str().unwrap_or(""))
+                    ", " (s["provider"].as_str().unwrap_or("")) ", " (s["messages"].as_u64().unwrap_or(0)) " messages, "
+                    time { (s["createdAt"].as_str().unwrap_or("")) }
+                }
+                dl.header {
+                    @for (label, key) in [("Situation", "situation"), ("Action", "action"), ("Resolution", "resolution"), ("Customer", "satisfaction")] {
+                        dt { (label) } dd { (s["sections"][key].as_str().unwrap_or("–")) }
+                    }
+                }
+            }
         }
         h2 { "Summary requests" }
         @if c.summary_requests.is_empty() { p.empty { "None." } }

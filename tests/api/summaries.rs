@@ -158,4 +158,31 @@ async fn a_trigger_and_the_end_each_get_one_summary_through_the_outbox() {
     assert!(names[0].starts_with("summary@"), "{names:?}");
     assert!(jobs.iter().all(|j| j["state"] == "succeeded"), "{jobs:#?}");
     let _ = say;
+
+    // The console's conversation page shows them.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = no_redirects
+        .post(format!("{}/console/login", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let page = app
+        .client
+        .get(format!("{}/console/bots/{BOT}/conversations/{c}", app.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<h2>Summaries</h2>"), "{page}");
+    assert!(page.contains("interim") && page.contains("INV-20931"));
 }
