@@ -271,7 +271,7 @@ async fn crash_loop(store_toml: String, label: &str) {
     let receiver = crate::receiver::Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let tail = format!(
-        "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\ntimeout = \"2s\"\nretry = {{ initial_delay = \"100ms\", max_delay = \"500ms\" }}\n\n[workers]\nlease_margin = \"1s\"\npoll_interval = \"100ms\"\n",
+        "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\ntimeout = \"2s\"\nretry = {{ initial_delay = \"100ms\", max_delay = \"500ms\" }}\n\n[bots.summary]\nretry = {{ initial_delay = \"100ms\", max_delay = \"500ms\" }}\n\n[workers]\nlease_margin = \"1s\"\npoll_interval = \"100ms\"\n",
         receiver.url
     );
     let config = write_config(dir.path(), &config_for_store(&store_toml, "", &tail));
@@ -337,6 +337,9 @@ async fn crash_loop(store_toml: String, label: &str) {
         .map(|(c, _)| c)
         .collect();
     let mut events_checked = 0;
+    // Summaries each conversation must end up with: one for its trigger (event 5) once
+    // stored, one more for its end (event 6).
+    let mut summaries_due: Vec<(String, usize)> = Vec::new();
     for (c, n) in &acked {
         let resp = client
             .get(format!("{base2}/api/v1/bots/{BOT}/conversations/{c}"))
@@ -358,7 +361,36 @@ async fn crash_loop(store_toml: String, label: &str) {
         );
         assert_eq!(r["duplicateEnds"], 0, "{label}: {c} ended twice");
         events_checked += n;
+        summaries_due.push((
+            c.clone(),
+            usize::from(stored >= 5) + usize::from(stored == 6),
+        ));
     }
+    let what = format!("{label}: exactly one summary per stored trigger and end");
+    let total: usize = summaries_due.iter().map(|(_, n)| n).sum();
+    eventually_within(Duration::from_secs(60), &what, || async {
+        for (c, due) in &summaries_due {
+            let resp = client
+                .get(format!(
+                    "{base2}/api/v1/bots/{BOT}/conversations/{c}/summaries"
+                ))
+                .header("auth", token())
+                .send()
+                .await
+                .ok()?;
+            let (_, body) = into_json(resp).await;
+            let got = body["summaries"].as_array().map_or(0, Vec::len);
+            assert!(
+                got <= *due,
+                "{label}: {c} has {got} summaries for {due} requests"
+            );
+            if got < *due {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
     let what = format!("{label}: every acknowledged end is delivered");
     eventually_within(Duration::from_secs(60), &what, || async {
         let delivered: std::collections::HashSet<String> = receiver
@@ -372,7 +404,7 @@ async fn crash_loop(store_toml: String, label: &str) {
     child.kill().unwrap();
     child.wait().unwrap();
     eprintln!(
-        "{label}: {kills} kills survived; {} conversations, {events_checked} acknowledged events all stored, {} ends each delivered",
+        "{label}: {kills} kills survived; {} conversations, {events_checked} acknowledged events all stored, {} ends each delivered, {total} summaries each stored once",
         acked.len(),
         ended.len()
     );
