@@ -29,7 +29,12 @@ pub async fn run(
         Ok(t) => t,
         Err(e) => return AttemptResult::failed(e),
     };
-    let extract = extractive(&turns);
+    // CPU work, bounded (see `extractive`), off the async workers.
+    let (extract, turns) =
+        match tokio::task::spawn_blocking(move || (extractive(&turns), turns)).await {
+            Ok(done) => done,
+            Err(e) => return AttemptResult::failed(format!("summarizing failed: {e}")),
+        };
     let body = json!({
         "summaryId": job.id,
         "trigger": if trigger_seq.is_some() { "TRIGGER_SUMMARY_EVENT" } else { "END_OF_CONVERSATION" },

@@ -532,8 +532,12 @@ fn redactor(bot: &BotFile, key: &str) -> Result<crate::domain::pii::Redactor, Co
             .size_limit(1 << 20)
             .build()
             .map_err(|e| cerr(format!("{k}.regex"), e.to_string().replace('\n', " ")))?;
-        if re.is_match("") {
-            return Err(cerr(format!("{k}.regex"), "matches the empty text"));
+        // A pattern that can match nothing (`a*`, `\b`) would put markers between letters.
+        let empty = ["", "x", "x y", "0", "a@b.c", "-"]
+            .iter()
+            .any(|probe| re.find_iter(probe).any(|m| m.start() == m.end()));
+        if empty {
+            return Err(cerr(format!("{k}.regex"), "can match the empty text"));
         }
         custom.push((p.name.clone(), re));
     }

@@ -44,6 +44,13 @@ pub struct Extract {
 /// The longest `text` is, in characters (each section is cut to a quarter of it first).
 pub const MAX_CHARS: usize = 1200;
 
+/// The most sentences scored (centrality compares every pair): the first 100 (where the
+/// problem is stated) and the last 300 (where it is resolved). Each is cut to 1,000
+/// characters. So a summary's work is bounded whatever the conversation's size.
+const HEAD_SENTENCES: usize = 100;
+const TAIL_SENTENCES: usize = 300;
+const SENTENCE_CHARS: usize = 1000;
+
 const STOP: &[&str] = &[
     "a", "about", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as", "at",
     "be", "been", "but", "by", "can", "could", "did", "do", "does", "for", "from", "get", "got",
@@ -146,18 +153,24 @@ fn facts(text: &str) -> usize {
 
 /// Summarizes `turns` into at most [`MAX_CHARS`] characters.
 pub fn extractive(turns: &[Turn]) -> Extract {
-    let sentences: Vec<Sentence> = turns
+    let mut sentences: Vec<Sentence> = turns
         .iter()
         .enumerate()
         .flat_map(|(turn, t)| {
-            split(&t.text).into_iter().map(move |text| Sentence {
-                turn,
-                speaker: t.speaker,
-                words: words(&text),
-                text,
+            split(&t.text).into_iter().map(move |text| {
+                let text = cut(&text, SENTENCE_CHARS);
+                Sentence {
+                    turn,
+                    speaker: t.speaker,
+                    words: words(&text),
+                    text,
+                }
             })
         })
         .collect();
+    if sentences.len() > HEAD_SENTENCES + TAIL_SENTENCES {
+        sentences.drain(HEAD_SENTENCES..sentences.len() - TAIL_SENTENCES);
+    }
     if sentences.is_empty() {
         return Extract {
             text: String::new(),

@@ -165,8 +165,12 @@ fn redaction_settings_are_checked_and_named() {
     assert!(e.contains("redact[1]") && e.contains("passport"), "{e}");
     let e = check("[[bots.redact_pattern]]\nname = \"x\"\nregex = \"(unclosed\"\n");
     assert!(e.contains("redact_pattern[0].regex"), "{e}");
-    let e = check("[[bots.redact_pattern]]\nname = \"x\"\nregex = \"a*\"\n");
-    assert!(e.contains("empty"), "{e}");
+    for pattern in ["a*", "\\\\b", "x\\\\b|\\\\b"] {
+        let e = check(&format!(
+            "[[bots.redact_pattern]]\nname = \"x\"\nregex = \"{pattern}\"\n"
+        ));
+        assert!(e.contains("empty"), "{pattern}: {e}");
+    }
     let e = check("[[bots.redact_pattern]]\nname = \"card\"\nregex = \"x\"\n");
     assert!(e.contains("redact_pattern[0].name"), "{e}");
 }
