@@ -75,7 +75,14 @@ impl Redactor {
     /// Redacts one text; adds what it found to `counts`.
     pub fn text(&self, text: &str, counts: &mut Redactions) -> Option<String> {
         let mut out: Option<String> = None;
+        // Every built-in kind needs a digit, an email needs `@`: most strings of a request
+        // (`NA`, `voice`, `en`) are passed over without running a pattern.
+        let has_digit = text.chars().any(|c| digit(c).is_some());
+        let has_at = text.contains('@');
         for kind in &self.kinds {
+            if !(if *kind == "email" { has_at } else { has_digit }) {
+                continue;
+            }
             let current = out.as_deref().unwrap_or(text);
             if let Some(changed) = builtin(kind, current, counts) {
                 out = Some(changed);
