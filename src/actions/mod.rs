@@ -70,6 +70,8 @@ pub struct Runner {
     https: HashMap<String, reqwest::Client>,
     nats: nats::Connections,
     redis: redis_cleanup::Connections,
+    /// By bot: its webhook and NATS actions, which each get a `conversation.summarized`.
+    summarized: HashMap<String, Arc<[ActionRef]>>,
 }
 
 impl Runner {
@@ -116,7 +118,19 @@ impl Runner {
                 https.insert(tls.identity(), b.build()?);
             }
         }
+        let summarized = bots
+            .iter()
+            .map(|b| {
+                let refs = action_refs(b)
+                    .iter()
+                    .filter(|a| matches!(a.kind, "webhook" | "nats"))
+                    .cloned()
+                    .collect();
+                (b.id.clone(), refs)
+            })
+            .collect();
         Ok(Self {
+            summarized,
             actions,
             destinations,
             known,
@@ -129,7 +143,7 @@ impl Runner {
 
     /// The longest attempt timeout of any action (leases are sized from it).
     pub fn max_timeout(&self) -> std::time::Duration {
-        self.actions
+        self.destinations
             .values()
             .map(|a| a.timeout)
             .max()
@@ -186,7 +200,18 @@ impl Runner {
             ActionKind::RedisCleanup { url, keys, tls } => {
                 self.redis.cleanup(url, tls.as_ref(), keys, job).await
             }
-            ActionKind::Summary { provider } => summary::run(store, provider, job, now).await,
+            ActionKind::Summary { provider } => {
+                let s = summary::Summarize {
+                    store,
+                    provider,
+                    http: &self.http,
+                    deliveries: self
+                        .summarized
+                        .get(&job.bot_id)
+                        .map_or(&[][..], |d| &d[..]),
+                };
+                summary::run(s, job, now).await
+            }
         }
     }
 }
@@ -223,15 +248,27 @@ pub fn summary_ref(bot_id: &str, s: &crate::config::SummarySettings, at: &str) -
     }
 }
 
-/// What webhook and NATS actions send: `{"type","timestamp","data"}` with the record
-/// as it stood at the end. The same bytes on every attempt.
+/// What webhook and NATS actions send: `{"type","timestamp","data"}`. The same bytes on
+/// every attempt. `conversation.ended`: the record as it stood at the end;
+/// `conversation.summarized` (a job named `<action>@summary@…`):
+/// `{botId, conversationId, summary}`.
 pub fn envelope(job: &ClaimedJob) -> Value {
     let data: Value = serde_json::from_str(&job.payload).unwrap_or(Value::Null);
     json!({
-        "type": "conversation.ended",
+        "type": event_type(job),
         "timestamp": job.created_at.to_rfc3339(),
         "data": data,
     })
+}
+
+/// The event a webhook or NATS job delivers. Action names cannot hold `@` (the
+/// configuration refuses it), so only wrapup's own summary deliveries do.
+pub fn event_type(job: &ClaimedJob) -> &'static str {
+    if job.action.contains("@summary@") {
+        "conversation.summarized"
+    } else {
+        "conversation.ended"
+    }
 }
 
 /// Fills `{botId}` and `{conversationId}` in a template, passing each value through `escape`.

@@ -52,18 +52,37 @@ pub async fn get_conversation(
                 "no conversation {conversation_id} for bot {bot_id}"
             ))
         })?;
-    Ok(Json(ConversationRecord::new(
+    let mut record = ConversationRecord::new(
         &conversation.bot_id,
         &conversation.conversation_id,
         &conversation.state,
-    )))
+    );
+    record.summaries = Some(stored_summaries(&state, &bot_id, &conversation_id).await?);
+    Ok(Json(record))
+}
+
+/// A conversation's stored summaries, as JSON.
+async fn stored_summaries(
+    state: &AppState,
+    bot_id: &str,
+    conversation_id: &str,
+) -> Result<Vec<Box<serde_json::value::RawValue>>, ApiError> {
+    Ok(state
+        .store
+        .summaries(bot_id, conversation_id)
+        .await?
+        .into_iter()
+        .filter_map(|s| serde_json::value::RawValue::from_string(s).ok())
+        .collect())
 }
 
 /// A conversation's summaries, oldest first.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Summaries {
     /// Each: `summaryId`, `trigger` (`TRIGGER_SUMMARY_EVENT` or `END_OF_CONVERSATION`),
-    /// `type` (`interim` or `final`), `status` (`COMPLETED`), `failureCode`, `provider`,
+    /// `type` (`interim` or `final`), `status` (`COMPLETED` or `FAILED`), `failureCode`
+    /// (with FAILED: `TIMEOUT`, `RATE_LIMITED`, `PROVIDER_ERROR`, `PROVIDER_REFUSED`,
+    /// `INVALID_RESPONSE`, `INVALID_SUMMARY`, `INSUFFICIENT_CONVERSATION_CONTENT`), `provider`,
     /// `model`, `generationTimeMs`, `text`, `sections` (`situation`, `action`,
     /// `resolution`, `satisfaction`), `messageRange` (`fromSeq`, `toSeq`), `messages`,
     /// `createdAt`.
@@ -103,13 +122,7 @@ pub async fn summaries(
             "no conversation {conversation_id} for bot {bot_id}"
         )));
     }
-    let summaries = state
-        .store
-        .summaries(&bot_id, &conversation_id)
-        .await?
-        .into_iter()
-        .filter_map(|s| serde_json::value::RawValue::from_string(s).ok())
-        .collect();
+    let summaries = stored_summaries(&state, &bot_id, &conversation_id).await?;
     Ok(Json(Summaries { summaries }))
 }
 

@@ -163,6 +163,8 @@ pub(super) fn validate_action(
     let kind_name = a.kind();
     let name = match name {
         Some(n) if n.trim().is_empty() => return Err(cerr(k("name"), "must not be empty")),
+        // `@` is kept for the jobs wrapup names itself (`summary@end`, `crm@summary@7`).
+        Some(n) if n.contains('@') => return Err(cerr(k("name"), "must not contain @")),
         Some(n) => n.clone(),
         None => {
             let same = earlier

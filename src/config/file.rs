@@ -217,8 +217,19 @@ pub struct BotFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SummaryFile {
-    /// `extractive` (built in, no network; the default).
+    /// `extractive` (built in, no network; the default) or `openai` (any server speaking
+    /// the OpenAI Chat Completions protocol).
     pub provider: Option<String>,
+    /// `openai`: the API's base, e.g. `https://api.openai.com/v1`.
+    pub base_url: Option<String>,
+    /// `openai`: the model's name.
+    pub model: Option<String>,
+    /// `openai`: the environment variable holding the API key (none: no `Authorization`).
+    pub api_key_env: Option<String>,
+    /// `openai`: the most tokens of an answer (default 800).
+    pub max_tokens: Option<u32>,
+    /// `openai`: the system message (default: asks for the four sections as JSON).
+    pub instructions: Option<String>,
     /// Also a final summary when the conversation ends (default true).
     pub at_end: Option<bool>,
     #[serde(default, with = "humantime_serde")]

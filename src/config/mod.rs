@@ -207,7 +207,49 @@ pub enum ActionKind {
         tls: Option<ClientTls>,
     },
     /// `[bots.summary]`: summarize the transcript and store the summary.
-    Summary { provider: String },
+    Summary { provider: SummaryProvider },
+}
+
+/// Who writes a bot's summaries.
+#[derive(Clone)]
+pub enum SummaryProvider {
+    /// Built in: sentences picked from the transcript (`domain::summary`), no network.
+    Extractive,
+    /// A server speaking the OpenAI Chat Completions protocol.
+    OpenAi(std::sync::Arc<OpenAiSettings>),
+}
+
+impl SummaryProvider {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SummaryProvider::Extractive => "extractive",
+            SummaryProvider::OpenAi(_) => "openai",
+        }
+    }
+}
+
+/// `provider = "openai"`: `POST {base_url}/chat/completions`.
+#[derive(Clone)]
+pub struct OpenAiSettings {
+    /// Ends without a slash (`https://api.openai.com/v1`, `http://127.0.0.1:11434/v1`).
+    pub base_url: reqwest::Url,
+    pub model: String,
+    /// From `api_key_env`; sent as `Authorization: Bearer`, never shown.
+    pub api_key: Option<String>,
+    /// One request's bound (the attempt's is this plus a margin to store the outcome).
+    pub timeout: Duration,
+    pub max_tokens: u32,
+    /// The system message.
+    pub instructions: String,
+}
+
+impl OpenAiSettings {
+    pub fn endpoint(&self) -> String {
+        format!(
+            "{}/chat/completions",
+            self.base_url.as_str().trim_end_matches('/')
+        )
+    }
 }
 
 /// An action's `tls` table, read and checked at load: the PEM files' paths (NATS takes
@@ -266,7 +308,13 @@ impl ActionKind {
             ActionKind::RedisCleanup { url, keys, .. } => {
                 format!("{}\n{}", without_credentials(url), keys.join("\n"))
             }
-            ActionKind::Summary { provider } => provider.clone(),
+            ActionKind::Summary { provider } => match provider {
+                SummaryProvider::Extractive => "extractive".to_owned(),
+                // The server is the target; the model and instructions are settings.
+                SummaryProvider::OpenAi(o) => {
+                    format!("openai\n{}", without_credentials(o.base_url.as_str()))
+                }
+            },
         };
         let digest = Sha256::digest(format!("{bot_id}\n{}\n{target}", self.name()).as_bytes());
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -373,9 +421,21 @@ impl fmt::Debug for ActionKind {
                 .field("keys", keys)
                 .field("tls", tls)
                 .finish(),
-            ActionKind::Summary { provider } => f
+            ActionKind::Summary {
+                provider: SummaryProvider::Extractive,
+            } => f
                 .debug_struct("Summary")
-                .field("provider", provider)
+                .field("provider", &"extractive")
+                .finish(),
+            ActionKind::Summary {
+                provider: SummaryProvider::OpenAi(o),
+            } => f
+                .debug_struct("Summary")
+                .field("provider", &"openai")
+                .field("base_url", &masked(o.base_url.as_str()))
+                .field("model", &o.model)
+                .field("api_key", &o.api_key.as_ref().map(|_| "***"))
+                .field("max_tokens", &o.max_tokens)
                 .finish(),
         }
     }

@@ -163,7 +163,7 @@ pub fn validate(
             on_end,
             caps: validate_caps(&bot.caps, &format!("{key}.caps"))?,
             redact: redactor(bot, &key)?,
-            summary: summary_settings(bot, &key)?,
+            summary: summary_settings(bot, &key, &env)?,
         });
     }
 
@@ -544,27 +544,127 @@ fn redactor(bot: &BotFile, key: &str) -> Result<crate::domain::pii::Redactor, Co
     Ok(crate::domain::pii::Redactor::new(&bot.redact, custom))
 }
 
-/// `[bots.summary]`: the provider (only `extractive` is built), a final summary at the end
-/// unless `at_end = false`, the attempt timeout and retries of any action.
-fn summary_settings(bot: &BotFile, key: &str) -> Result<Option<SummarySettings>, ConfigError> {
+/// `[bots.summary]`: the provider (`extractive`, or `openai` with its server, model and
+/// key), a final summary at the end unless `at_end = false`, the timeout and retries.
+fn summary_settings(
+    bot: &BotFile,
+    key: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<SummarySettings>, ConfigError> {
     let Some(s) = &bot.summary else {
         return Ok(None);
     };
-    let provider = s.provider.clone().unwrap_or_else(|| "extractive".into());
-    if provider != "extractive" {
-        return Err(cerr(
-            format!("{key}.summary.provider"),
-            format!("\"{provider}\" is not built; the provider is \"extractive\""),
-        ));
-    }
     let k = |field: &str| format!("{key}.summary.{field}");
+    let timeout = positive(&k("timeout"), s.timeout.unwrap_or(Duration::from_secs(30)))?;
+    let openai_only = [
+        ("base_url", s.base_url.is_some()),
+        ("model", s.model.is_some()),
+        ("api_key_env", s.api_key_env.is_some()),
+        ("max_tokens", s.max_tokens.is_some()),
+        ("instructions", s.instructions.is_some()),
+    ];
+    let provider = match s.provider.as_deref().unwrap_or("extractive") {
+        "extractive" => {
+            if let Some((field, _)) = openai_only.iter().find(|(_, set)| *set) {
+                return Err(cerr(
+                    k(field),
+                    "applies to provider = \"openai\" only",
+                ));
+            }
+            SummaryProvider::Extractive
+        }
+        "openai" => {
+            let raw = s
+                .base_url
+                .as_deref()
+                .ok_or_else(|| cerr(k("base_url"), "is required with provider = \"openai\" (e.g. \"https://api.openai.com/v1\" or \"http://127.0.0.1:11434/v1\")"))?;
+            let base_url = reqwest::Url::parse(raw)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.query().is_none())
+                .ok_or_else(|| {
+                    cerr(
+                        k("base_url"),
+                        format!(
+                            "\"{}\" is not an http:// or https:// URL without a query",
+                            crate::redact::masked(raw)
+                        ),
+                    )
+                })?;
+            let model = s
+                .model
+                .clone()
+                .filter(|m| !m.trim().is_empty() && m.len() <= 256)
+                .ok_or_else(|| {
+                    cerr(
+                        k("model"),
+                        "is required with provider = \"openai\" (1 to 256 characters)",
+                    )
+                })?;
+            let api_key = match &s.api_key_env {
+                None => None,
+                Some(var) => Some(
+                    env(var)
+                        .filter(|v| !v.trim().is_empty())
+                        .ok_or_else(|| {
+                            cerr(k("api_key_env"), format!("environment variable {var} is not set"))
+                        })?,
+                ),
+            };
+            if let Some(key) = &api_key
+                && reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).is_err()
+            {
+                return Err(cerr(
+                    k("api_key_env"),
+                    "the key holds characters a header cannot carry",
+                ));
+            }
+            let max_tokens = s.max_tokens.unwrap_or(800);
+            if !(16..=32_768).contains(&max_tokens) {
+                return Err(cerr(k("max_tokens"), "must be between 16 and 32768"));
+            }
+            let instructions = match &s.instructions {
+                Some(i) if i.trim().is_empty() => {
+                    return Err(cerr(k("instructions"), "must not be empty"));
+                }
+                Some(i) if i.len() > 16 * 1024 => {
+                    return Err(cerr(k("instructions"), "must be at most 16 KiB"));
+                }
+                Some(i) => i.clone(),
+                None => crate::actions::summary::openai::DEFAULT_INSTRUCTIONS.to_owned(),
+            };
+            SummaryProvider::OpenAi(std::sync::Arc::new(OpenAiSettings {
+                base_url,
+                model,
+                api_key,
+                timeout,
+                max_tokens,
+                instructions,
+            }))
+        }
+        other => {
+            return Err(cerr(
+                k("provider"),
+                format!("\"{other}\" is not a provider: write \"extractive\" or \"openai\""),
+            ));
+        }
+    };
+    // The attempt outlasts the provider's request by a margin, so a request that timed
+    // out on the last attempt still has its FAILED summary stored.
+    let margin = match provider {
+        SummaryProvider::Extractive => Duration::ZERO,
+        SummaryProvider::OpenAi(_) => SUMMARY_STORE_MARGIN,
+    };
     Ok(Some(SummarySettings {
         at_end: s.at_end.unwrap_or(true),
         action: ActionSettings {
             name: "summary".into(),
             kind: ActionKind::Summary { provider },
-            timeout: positive(&k("timeout"), s.timeout.unwrap_or(Duration::from_secs(30)))?,
+            timeout: timeout + margin,
             retry: super::actions::retry_policy(s.retry.as_ref(), &k)?,
         },
     }))
 }
+
+/// What a summary attempt has, beyond its provider's request, to read the transcript and
+/// store the outcome.
+const SUMMARY_STORE_MARGIN: Duration = Duration::from_secs(5);

@@ -224,13 +224,22 @@ pub async fn conversation(
             section.summary {
                 p {
                     strong { (s["type"].as_str().unwrap_or("")) } " — " (s["trigger"].as_str().unwrap_or(""))
-                    ", " (s["provider"].as_str().unwrap_or("")) ", " (s["messages"].as_u64().unwrap_or(0)) " messages, "
+                    ", " (s["provider"].as_str().unwrap_or(""))
+                    @if let Some(model) = s["model"].as_str() { " (" (model) ")" }
+                    ", " (s["messages"].as_u64().unwrap_or(0)) " messages, "
                     time { (s["createdAt"].as_str().unwrap_or("")) }
+                    " "
+                    @match s["status"].as_str() {
+                        Some("FAILED") => { span.badge.dead { "failed" } " " code { (s["failureCode"].as_str().unwrap_or("")) } },
+                        _ => span.badge.succeeded { "completed" },
+                    }
                 }
+                @if s["status"] == "COMPLETED" {
                 dl.header {
                     @for (label, key) in [("Situation", "situation"), ("Action", "action"), ("Resolution", "resolution"), ("Customer", "satisfaction")] {
-                        dt { (label) } dd { (s["sections"][key].as_str().unwrap_or("–")) }
+                        dt { (label) } dd { (s["sections"][key].as_str().filter(|x| !x.is_empty()).unwrap_or("–")) }
                     }
+                }
                 }
             }
         }

@@ -343,13 +343,35 @@ fn jobs(target: Target<'_>, conv: &Conversation, on_end: &Arc<[ActionRef]>) -> O
     if on_end.is_empty() {
         return None;
     }
-    let record = ConversationRecord::new(target.bot_id, target.conversation_id, conv);
+    let mut record = ConversationRecord::new(target.bot_id, target.conversation_id, conv);
+    // Filled by `Jobs::payload_with` with the summaries completed by the end.
+    record.summaries = Some(Vec::new());
     // A record is plain strings, numbers and JSON values: serializing it cannot fail.
     let payload = serde_json::to_string(&record).unwrap_or_default();
     Some(Jobs {
         payload,
         actions: on_end.clone(),
     })
+}
+
+impl Jobs {
+    /// The payload with the conversation's COMPLETED summaries among `stored` (every
+    /// summary's JSON, oldest first) in its `summaries`.
+    pub fn payload_with(&self, stored: &[String]) -> Cow<'_, str> {
+        const EMPTY: &str = "\"summaries\":[]}";
+        let done: Vec<&str> = stored
+            .iter()
+            .map(String::as_str)
+            .filter(|s| super::summary::is_completed(s))
+            .collect();
+        // `summaries` is the record's last field, serialized empty by the plan.
+        match self.payload.strip_suffix(EMPTY) {
+            Some(head) if !done.is_empty() => {
+                Cow::Owned(format!("{head}\"summaries\":[{}]}}", done.join(",")))
+            }
+            _ => Cow::Borrowed(&self.payload),
+        }
+    }
 }
 
 impl Plan<'_> {

@@ -43,6 +43,12 @@ pub struct ConversationRecord {
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     #[schema(value_type = Object)]
     pub redactions: super::pii::Redactions,
+    /// The conversation's summaries (as `GET …/summaries` shows them): every one when a
+    /// conversation is read; in an end's payload, those COMPLETED by the end; absent from
+    /// list pages. Always the last field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub summaries: Option<Vec<Box<serde_json::value::RawValue>>>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -134,6 +140,7 @@ impl ConversationRecord {
             anomalies: c.anomalies.clone(),
             anomalies_dropped: c.anomalies_dropped,
             redactions: c.redactions.clone(),
+            summaries: None,
         }
     }
 }

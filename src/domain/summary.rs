@@ -151,6 +151,28 @@ fn facts(text: &str) -> usize {
         .sum()
 }
 
+/// A stored summary's status when it was made.
+pub const COMPLETED: &str = "COMPLETED";
+/// A stored summary's status when it could not be made (its `failureCode` says why).
+pub const FAILED: &str = "FAILED";
+
+/// Whether a stored summary (its JSON) is COMPLETED.
+pub fn is_completed(body: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Status<'a> {
+        #[serde(borrow)]
+        status: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_str::<Status<'_>>(body).is_ok_and(|s| s.status.as_deref() == Some(COMPLETED))
+}
+
+/// Whether a summary may be stored over `existing` (the same job's): a COMPLETED summary
+/// stands for good; a FAILED one gives way to the job's next run (an operator's retry).
+pub fn replaceable(existing: &str) -> bool {
+    !is_completed(existing)
+}
+
+
 /// Summarizes `turns` into at most [`MAX_CHARS`] characters.
 pub fn extractive(turns: &[Turn]) -> Extract {
     let mut sentences: Vec<Sentence> = turns

@@ -133,16 +133,10 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_finished_jobs(&self, before: Timestamp, limit: usize)
     -> Result<u64, StoreError>;
 
-    /// Stores a summary under `summary_id` (its job's id); false when one was stored
-    /// under that id already (a job that ran again).
-    async fn put_summary(
-        &self,
-        bot_id: &str,
-        conversation_id: &str,
-        summary_id: &str,
-        at: Timestamp,
-        body: &str,
-    ) -> Result<bool, StoreError>;
+    /// Stores a summary under its id (its job's) unless a COMPLETED one is stored there
+    /// already (a job that ran again); a FAILED one is replaced (an operator's retry).
+    /// When stored, its deliveries are scheduled in the same transaction. True if stored.
+    async fn put_summary(&self, summary: NewSummary) -> Result<bool, StoreError>;
 
     /// A conversation's summaries (their JSON), oldest first, at most 1,000.
     async fn summaries(

@@ -385,3 +385,18 @@ pub struct StoredConversation {
     pub conversation_id: String,
     pub state: Conversation,
 }
+
+/// A summary to store (see [`super::Store::put_summary`]).
+#[derive(Debug, Clone)]
+pub struct NewSummary {
+    pub bot_id: String,
+    pub conversation_id: String,
+    /// Its job's id.
+    pub summary_id: String,
+    pub at: Timestamp,
+    /// The summary's JSON.
+    pub body: String,
+    /// The `conversation.summarized` deliveries: scheduled in the same transaction, and
+    /// only when this summary is stored (a job that runs again schedules none).
+    pub deliveries: Option<crate::domain::ingest::Jobs>,
+}

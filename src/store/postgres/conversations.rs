@@ -113,7 +113,9 @@ async fn write_plan(
         .await?;
     }
     if let Some(j) = &plan.jobs {
-        jobs::schedule(conn, target, j, now).await?;
+        // The summaries completed by the end travel with it.
+        let stored = jobs::summaries(conn, target.bot_id, target.conversation_id).await?;
+        jobs::schedule(conn, target, &j.payload_with(&stored), &j.actions, now).await?;
     }
     Ok(())
 }
@@ -230,7 +232,11 @@ pub(super) async fn purge_ended(
              removed AS (
                  DELETE FROM events e USING picked p
                  WHERE e.bot_id = $1 AND e.conversation_id = p.conversation_id
-                   AND (NOT $4 OR e.name = 'MESSAGE'))
+                   AND (NOT $4 OR e.name = 'MESSAGE')),
+             -- Summaries quote the transcript: they go with it.
+             unsummarized AS (
+                 DELETE FROM summaries s USING picked p
+                 WHERE s.bot_id = $1 AND s.conversation_id = p.conversation_id)
              UPDATE conversations c SET {column} = $5 FROM picked p
              WHERE c.bot_id = $1 AND c.conversation_id = p.conversation_id"
         ))

@@ -7,21 +7,22 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use crate::domain::Timestamp;
-use crate::domain::ingest::{Jobs, Target};
+use crate::domain::ingest::{ActionRef, Target};
 use crate::store::{
     ATTEMPTS_OF_JOB, AttemptColumns, AttemptRecord, ClaimedJob, Decision, JOB_COLUMNS, JobColumns,
     JobFilter, JobStats, JobView, Known, LOST_ATTEMPT, NextStep, ORPHANED, RetryTarget, StoreError,
     after_attempt, new_job_id,
 };
 
-/// Writes an end's jobs, one row per action, each with the payload.
+/// Writes jobs, one row per action, each with the payload.
 pub(super) async fn schedule(
     conn: &mut PgConnection,
     target: Target<'_>,
-    jobs: &Jobs,
+    payload: &str,
+    actions: &[ActionRef],
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    for action in jobs.actions.iter() {
+    for action in actions {
         sqlx::query(
             "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload, destination)
              VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $7, $7, $7, $8, $9)",
@@ -33,12 +34,28 @@ pub(super) async fn schedule(
         .bind(action.kind)
         .bind(action.max_attempts as i32)
         .bind(now.millis())
-        .bind(&jobs.payload)
+        .bind(payload)
         .bind(&action.destination)
         .execute(&mut *conn)
         .await?;
     }
     Ok(())
+}
+
+/// A conversation's summaries (their JSON), oldest first, at most 1,000.
+pub(super) async fn summaries(
+    conn: &mut PgConnection,
+    bot_id: &str,
+    conversation_id: &str,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT body FROM summaries WHERE bot_id = $1 AND conversation_id = $2
+         ORDER BY created_at, summary_id LIMIT 1000",
+    )
+    .bind(bot_id)
+    .bind(conversation_id)
+    .fetch_all(&mut *conn)
+    .await?)
 }
 
 fn claimed(r: &PgRow) -> Result<ClaimedJob, StoreError> {

@@ -25,7 +25,7 @@ use sqlx::postgres::PgPool;
 use super::{
     AttemptRecord, ClaimedJob, ConversationFilter, Decision, EventPage, EventQuery, Expiry, Ingest,
     IngestOutcome, JobFilter, JobStats, JobView, Known, ListedConversation, NextStep, Purge,
-    RetryTarget, Store, StoreError, StoredConversation,
+    NewSummary, RetryTarget, Store, StoreError, StoredConversation,
 };
 use super::{DestinationRows, FoundConversation, TrafficBucket};
 use crate::clock::SharedClock;
@@ -209,26 +209,66 @@ impl Store for PostgresStore {
         jobs::purge_finished(&self.pool, before, limit).await
     }
 
-    async fn put_summary(
-        &self,
-        bot_id: &str,
-        conversation_id: &str,
-        summary_id: &str,
-        at: Timestamp,
-        body: &str,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+    async fn put_summary(&self, s: NewSummary) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // A row-level lock on an existing summary orders two attempts of one job.
+        let inserted = sqlx::query(
             "INSERT INTO summaries (bot_id, conversation_id, summary_id, created_at, body)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
         )
-        .bind(bot_id)
-        .bind(conversation_id)
-        .bind(summary_id)
-        .bind(at.millis())
-        .bind(body)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(&s.bot_id)
+        .bind(&s.conversation_id)
+        .bind(&s.summary_id)
+        .bind(s.at.millis())
+        .bind(&s.body)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            let existing: Option<String> = sqlx::query_scalar(
+                "SELECT body FROM summaries
+                 WHERE bot_id = $1 AND conversation_id = $2 AND summary_id = $3 FOR UPDATE",
+            )
+            .bind(&s.bot_id)
+            .bind(&s.conversation_id)
+            .bind(&s.summary_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if existing
+                .as_deref()
+                .is_some_and(|e| !crate::domain::summary::replaceable(e))
+            {
+                return Ok(false);
+            }
+            sqlx::query(
+                "UPDATE summaries SET created_at = $4, body = $5
+                 WHERE bot_id = $1 AND conversation_id = $2 AND summary_id = $3",
+            )
+            .bind(&s.bot_id)
+            .bind(&s.conversation_id)
+            .bind(&s.summary_id)
+            .bind(s.at.millis())
+            .bind(&s.body)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(deliveries) = &s.deliveries {
+            let target = crate::domain::ingest::Target {
+                bot_id: &s.bot_id,
+                conversation_id: &s.conversation_id,
+            };
+            jobs::schedule(
+                &mut tx,
+                target,
+                &deliveries.payload,
+                &deliveries.actions,
+                self.clock.now(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn summaries(
@@ -236,14 +276,8 @@ impl Store for PostgresStore {
         bot_id: &str,
         conversation_id: &str,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT body FROM summaries WHERE bot_id = $1 AND conversation_id = $2
-             ORDER BY created_at, summary_id LIMIT 1000",
-        )
-        .bind(bot_id)
-        .bind(conversation_id)
-        .fetch_all(&self.pool)
-        .await?)
+        let mut conn = self.pool.acquire().await?;
+        jobs::summaries(&mut conn, bot_id, conversation_id).await
     }
 
     async fn schema_version(&self) -> Result<super::SchemaVersion, StoreError> {

@@ -126,7 +126,9 @@ fn write_plan(
         ])?;
     }
     if let Some(j) = &plan.jobs {
-        jobs::schedule(conn, target, j, now)?;
+        // The summaries completed by the end travel with it.
+        let stored = jobs::summaries(conn, target.bot_id, target.conversation_id)?;
+        jobs::schedule(conn, target, &j.payload_with(&stored), &j.actions, now)?;
     }
     Ok(())
 }
@@ -276,15 +278,22 @@ pub(super) fn purge_ended(
 ) -> Result<u64, StoreError> {
     let mut purged = 0u64;
     for (before, column, only_messages) in p.steps() {
-        let ids: Vec<i64> = conn
+        let ids: Vec<(i64, String)> = conn
             .prepare_cached(&format!(
-                "SELECT id FROM conversations
+                "SELECT id, conversation_id FROM conversations
                  WHERE bot_id = ?1 AND sort_at <= ?2 AND status = 'ended' AND {column} IS NULL
                  LIMIT ?3"
             ))?
-            .query_map(params![bot_id, before.millis(), limit as i64], |r| r.get(0))?
+            .query_map(params![bot_id, before.millis(), limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
             .collect::<rusqlite::Result<_>>()?;
-        for id in ids {
+        for (id, conversation_id) in ids {
+            // Summaries quote the transcript: they go with it.
+            conn.prepare_cached(
+                "DELETE FROM summaries WHERE bot_id = ?1 AND conversation_id = ?2",
+            )?
+            .execute(params![bot_id, conversation_id])?;
             let delete = if only_messages {
                 "DELETE FROM events WHERE conversation = ?1 AND name = 'MESSAGE'"
             } else {

@@ -4,28 +4,29 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::Timestamp;
-use crate::domain::ingest::{Jobs, Target};
+use crate::domain::ingest::{ActionRef, Target};
 use crate::store::{
     ATTEMPTS_OF_JOB, AttemptColumns, AttemptRecord, ClaimedJob, Decision, JOB_COLUMNS, JobColumns,
     JobFilter, JobStats, JobView, Known, LOST_ATTEMPT, NextStep, ORPHANED, RetryTarget, StoreError,
     after_attempt, new_job_id,
 };
 
-/// Writes an end's jobs: the payload once, shared by one job row per action.
+/// Writes jobs: the payload once, shared by one job row per action.
 pub(super) fn schedule(
     conn: &Connection,
     target: Target<'_>,
-    jobs: &Jobs,
+    payload: &str,
+    actions: &[ActionRef],
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let payload_id = conn
         .prepare_cached("INSERT INTO job_payloads (payload) VALUES (?1)")?
-        .insert(params![jobs.payload])?;
+        .insert(params![payload])?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload_id, destination)
          VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?7, ?7, ?7, ?8, ?9)",
     )?;
-    for action in jobs.actions.iter() {
+    for action in actions {
         insert.execute(params![
             new_job_id(),
             target.bot_id,
@@ -39,6 +40,20 @@ pub(super) fn schedule(
         ])?;
     }
     Ok(())
+}
+
+/// A conversation's summaries (their JSON), oldest first, at most 1,000.
+pub(super) fn summaries(
+    conn: &Connection,
+    bot_id: &str,
+    conversation_id: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT body FROM summaries WHERE bot_id = ?1 AND conversation_id = ?2
+         ORDER BY created_at, summary_id LIMIT 1000",
+    )?;
+    let rows = stmt.query_map(params![bot_id, conversation_id], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// A job row, read with [`JOB_COLUMNS`].

@@ -271,21 +271,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn put_summary(
-        &self,
-        bot_id: &str,
-        conversation_id: &str,
-        summary_id: &str,
-        at: Timestamp,
-        body: &str,
-    ) -> Result<bool, StoreError> {
-        let s = Box::new([
-            bot_id.to_owned(),
-            conversation_id.to_owned(),
-            summary_id.to_owned(),
-            body.to_owned(),
-        ]);
-        self.call(|reply| Command::PutSummary(s, at, reply)).await
+    async fn put_summary(&self, summary: crate::store::NewSummary) -> Result<bool, StoreError> {
+        let summary = Box::new(summary);
+        self.call(|reply| Command::PutSummary(summary, reply)).await
     }
 
     async fn summaries(
@@ -294,17 +282,8 @@ impl Store for SqliteStore {
         conversation_id: &str,
     ) -> Result<Vec<String>, StoreError> {
         let (bot, conversation) = (bot_id.to_owned(), conversation_id.to_owned());
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT body FROM summaries WHERE bot_id = ?1 AND conversation_id = ?2
-                 ORDER BY created_at, summary_id LIMIT 1000",
-            )?;
-            let rows = stmt
-                .query_map(rusqlite::params![bot, conversation], |r| r.get(0))?
-                .collect::<Result<Vec<String>, _>>()?;
-            Ok(rows)
-        })
-        .await
+        self.read(move |conn| jobs::summaries(conn, &bot, &conversation))
+            .await
     }
 
     async fn schema_version(&self) -> Result<super::SchemaVersion, StoreError> {

@@ -9,15 +9,16 @@
 
 use std::time::Instant;
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{conversations, jobs, stats};
 use crate::clock::SharedClock;
-use crate::domain::{JtiUse, Timestamp};
+use crate::domain::ingest::Target;
+use crate::domain::{JtiUse, Timestamp, summary};
 use crate::store::{
     AttemptRecord, ClaimedJob, Decision, Expiry, Ingest, IngestOutcome, Known, NextStep, Purge,
-    RetryTarget, StoreError, TrafficBucket,
+    NewSummary, RetryTarget, StoreError, TrafficBucket,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -37,7 +38,7 @@ pub(super) enum Command {
     Traffic(Vec<TrafficBucket>, Reply<()>),
     PurgeTraffic(Timestamp, Reply<u64>),
     PurgeJobs(Timestamp, usize, Reply<u64>),
-    PutSummary(Box<[String; 4]>, Timestamp, Reply<bool>),
+    PutSummary(Box<NewSummary>, Reply<bool>),
     Shutdown,
 }
 
@@ -185,7 +186,23 @@ fn execute(tx: &mut rusqlite::Transaction<'_>, cmd: Command, now: Timestamp) -> 
         Command::PurgeJobs(before, limit, reply) => {
             pending(reply, jobs::purge_finished(tx, before, limit))
         }
-        Command::PutSummary(s, at, reply) => pending(reply, put_summary(tx, &s, at)),
+        Command::PutSummary(s, reply) => {
+            // In its own savepoint: a failure leaves the rest of the batch standing.
+            let result = tx
+                .execute_batch("SAVEPOINT summary")
+                .map_err(StoreError::from)
+                .and_then(|()| put_summary(tx, &s, now));
+            let end = if result.is_ok() {
+                "RELEASE summary"
+            } else {
+                "ROLLBACK TO summary; RELEASE summary"
+            };
+            let result = result.and_then(|r| {
+                tx.execute_batch(end).map_err(StoreError::from)?;
+                Ok(r)
+            });
+            pending(reply, result)
+        }
         Command::Shutdown => return None,
     })
 }
@@ -205,22 +222,43 @@ fn refuse(cmd: Command, e: &StoreError) -> Option<Pending> {
         Command::Expire(_, reply) => pending(reply, Err(e)),
         Command::Ping(reply) | Command::Traffic(_, reply) => pending(reply, Err(e)),
         Command::PurgeTraffic(_, reply) | Command::PurgeJobs(_, _, reply) => pending(reply, Err(e)),
-        Command::PutSummary(_, _, reply) => pending(reply, Err(e)),
+        Command::PutSummary(_, reply) => pending(reply, Err(e)),
         Command::Shutdown => return None,
     })
 }
 
-/// `[bot, conversation, summary id, body]`; ignored when the id is there already.
-fn put_summary(
-    tx: &rusqlite::Connection,
-    s: &[String; 4],
-    at: Timestamp,
-) -> Result<bool, StoreError> {
-    let n = tx
+/// Stores a summary unless a COMPLETED one has its id, and schedules its deliveries when
+/// it is stored (see `Store::put_summary`).
+fn put_summary(tx: &Connection, s: &NewSummary, now: Timestamp) -> Result<bool, StoreError> {
+    let existing: Option<String> = tx
         .prepare_cached(
-            "INSERT INTO summaries (bot_id, conversation_id, summary_id, created_at, body)
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            "SELECT body FROM summaries WHERE bot_id = ?1 AND conversation_id = ?2 AND summary_id = ?3",
         )?
-        .execute(rusqlite::params![s[0], s[1], s[2], at.millis(), s[3]])?;
-    Ok(n == 1)
+        .query_row(params![s.bot_id, s.conversation_id, s.summary_id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if existing.as_deref().is_some_and(|e| !summary::replaceable(e)) {
+        return Ok(false);
+    }
+    tx.prepare_cached(
+        "INSERT INTO summaries (bot_id, conversation_id, summary_id, created_at, body)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT DO UPDATE SET created_at = excluded.created_at, body = excluded.body",
+    )?
+    .execute(params![
+        s.bot_id,
+        s.conversation_id,
+        s.summary_id,
+        s.at.millis(),
+        s.body
+    ])?;
+    if let Some(deliveries) = &s.deliveries {
+        let target = Target {
+            bot_id: &s.bot_id,
+            conversation_id: &s.conversation_id,
+        };
+        jobs::schedule(tx, target, &deliveries.payload, &deliveries.actions, now)?;
+    }
+    Ok(true)
 }
