@@ -153,7 +153,13 @@ pub(crate) async fn retry_one(state: &AppState, id: String) -> Result<u64, ApiEr
             .live()
             .plans
             .get(&job.bot_id)
-            .is_some_and(|bot| bot.on_end.iter().any(|a| a.destination == job.destination))
+            .is_some_and(|bot| {
+                // The summary job's destination too (`at_end = false` leaves it out of on_end).
+                bot.on_end
+                    .iter()
+                    .chain(bot.summary.iter())
+                    .any(|a| a.destination == job.destination)
+            })
     {
         return Err(ApiError::Conflict(format!(
             "job {id}'s destination ({} action \"{}\") is not in the configuration; re-point it (POST /admin/v1/jobs/{id}/repoint) or discard it (POST /admin/v1/jobs/{id}/discard)",
@@ -323,7 +329,12 @@ pub(crate) fn known_of(state: &AppState, bot: &str) -> crate::store::Known {
                 .plans
                 .get(bot)
                 .into_iter()
-                .flat_map(|b| b.on_end.iter().map(|a| a.destination.clone())),
+                .flat_map(|b| {
+                    b.on_end
+                        .iter()
+                        .chain(b.summary.iter())
+                        .map(|a| a.destination.clone())
+                }),
         )
         .collect()
 }

@@ -34,6 +34,9 @@ pub fn fixtures() -> PathBuf {
 
 pub const ADMIN_TOKEN_ENV: &str = "WRAPUP_TEST_ADMIN_TOKEN";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The `api_key_env` of the `openai` summary tests, and the key it holds.
+pub const OPENAI_KEY_ENV: &str = "WRAPUP_TEST_OPENAI_KEY";
+pub const OPENAI_KEY: &str = "sk-test-0123456789";
 
 /// The test configuration, with `extra_server` lines added to `[server]`.
 pub fn config_text(db: &Path, extra_server: &str) -> String {
@@ -320,8 +323,10 @@ pub fn client() -> reqwest::Client {
 
 async fn start(config: &str, clock: Arc<ManualClock>) -> App {
     let file = config::parse(config).expect("test config parses");
-    let settings = config::validate(&file, &fixtures(), |k| {
-        (k == ADMIN_TOKEN_ENV).then(|| ADMIN_TOKEN.to_owned())
+    let settings = config::validate(&file, &fixtures(), |k| match k {
+        ADMIN_TOKEN_ENV => Some(ADMIN_TOKEN.to_owned()),
+        OPENAI_KEY_ENV => Some(OPENAI_KEY.to_owned()),
+        _ => None,
     })
     .expect("test config is valid");
     App::build_with_clock(settings, clock)

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on an ephemeral port, spoken to over HTTP, and
 //! the `wrapup` binary run as a process.
 
+mod chat;
 mod helpers;
 mod receiver;
 
@@ -18,6 +19,7 @@ mod hostile;
 mod insight;
 mod lifecycle;
 mod openapi;
+mod openai;
 mod ops;
 mod redaction;
 mod scale;

@@ -1083,32 +1083,71 @@ pub async fn fill_for_backfill(store: &S) {
 }
 
 pub async fn a_summary_is_stored_once_per_id(store: &S, clock: &ManualClock) {
+    use wrapup::domain::ingest::Jobs;
+    use wrapup::store::NewSummary;
     store
-        .ingest(ingest("sum", events("sum", json!([end()])), actions(&[])))
+        .ingest(ingest("sum", events("sum", json!([entry("a1")])), actions(&[])))
         .await
         .unwrap();
     let now = clock.now();
-    assert!(
-        store
-            .put_summary(BOT, "sum", "job_1", now, "{\"n\":1}")
-            .await
-            .unwrap()
-    );
+    let summary = |id: &str, body: &str, deliveries: Option<Jobs>| NewSummary {
+        bot_id: BOT.into(),
+        conversation_id: "sum".into(),
+        summary_id: id.into(),
+        at: now,
+        body: body.into(),
+        deliveries,
+    };
+    let announce = |n: u32| {
+        Some(Jobs {
+            payload: format!("{{\"announce\":{n}}}"),
+            actions: Arc::from([ActionRef {
+                name: "hook@summary@2".into(),
+                kind: "webhook",
+                destination: "dest-hook".into(),
+                max_attempts: 2,
+            }]),
+        })
+    };
+    let failed = "{\"status\":\"FAILED\",\"n\":1}";
+    let done = "{\"status\":\"COMPLETED\",\"n\":2}";
+    // A FAILED summary is stored, and gives way to the same job's COMPLETED one, whose
+    // delivery is scheduled with it.
+    assert!(store.put_summary(summary("job_1", failed, None)).await.unwrap());
+    assert!(store.put_summary(summary("job_1", done, announce(1))).await.unwrap());
+    // A COMPLETED one stands: a job that runs again stores and schedules nothing.
     assert!(
         !store
-            .put_summary(BOT, "sum", "job_1", now, "{\"n\":2}")
+            .put_summary(summary("job_1", "{\"status\":\"COMPLETED\",\"n\":3}", announce(2)))
             .await
             .unwrap()
     );
-    assert!(
-        store
-            .put_summary(BOT, "sum", "job_2", now, "{\"n\":3}")
-            .await
-            .unwrap()
-    );
+    let other = "{\"status\":\"COMPLETED\",\"n\":4}";
+    assert!(store.put_summary(summary("job_2", other, None)).await.unwrap());
     assert_eq!(
         store.summaries(BOT, "sum").await.unwrap(),
-        vec!["{\"n\":1}".to_owned(), "{\"n\":3}".to_owned()]
+        vec![done.to_owned(), other.to_owned()]
     );
     assert!(store.summaries(BOT, "other").await.unwrap().is_empty());
+    let claimed = store
+        .claim_jobs(10, Duration::from_secs(30), known())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    assert_eq!(claimed[0].action, "hook@summary@2");
+    assert_eq!(claimed[0].payload, "{\"announce\":1}");
+
+    // The end's payload carries the COMPLETED summaries.
+    store
+        .ingest(ingest("sum", events("sum", json!([end()])), actions(&["crm"])))
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_jobs(10, Duration::from_secs(30), known())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    let record: serde_json::Value = serde_json::from_str(&claimed[0].payload).unwrap();
+    assert_eq!(record["summaries"], json!([{"status": "COMPLETED", "n": 2}, {"status": "COMPLETED", "n": 4}]));
+    assert_eq!(record["status"], "ended");
 }
