@@ -392,19 +392,56 @@ async fn crash_loop(store_toml: String, label: &str) {
     })
     .await;
     let what = format!("{label}: every acknowledged end is delivered");
-    eventually_within(Duration::from_secs(60), &what, || async {
-        let delivered: std::collections::HashSet<String> = receiver
+    let of_type = |kind: &str| -> Vec<(String, serde_json::Value)> {
+        receiver
             .deliveries()
             .iter()
-            .map(|d| serde_json::from_slice::<serde_json::Value>(&d.body).unwrap()["data"]["conversationId"].as_str().unwrap().to_owned())
+            .map(|d| (d.id(), serde_json::from_slice::<serde_json::Value>(&d.body).unwrap()))
+            .filter(|(_, body)| body["type"] == kind)
+            .collect()
+    };
+    eventually_within(Duration::from_secs(60), &what, || async {
+        let delivered: std::collections::HashSet<String> = of_type("conversation.ended")
+            .iter()
+            .map(|(_, body)| body["data"]["conversationId"].as_str().unwrap().to_owned())
             .collect();
         ended.iter().all(|c| delivered.contains(*c)).then_some(())
+    })
+    .await;
+    // Every summary is announced, each under one delivery id (a resend keeps its id).
+    let mut summary_ids = std::collections::HashSet::new();
+    for (c, _) in &summaries_due {
+        let resp = client
+            .get(format!("{base2}/api/v1/bots/{BOT}/conversations/{c}/summaries"))
+            .header("auth", token())
+            .send()
+            .await
+            .unwrap();
+        let (_, body) = into_json(resp).await;
+        for s in body["summaries"].as_array().unwrap() {
+            assert_eq!(s["status"], "COMPLETED", "{label}: {s}");
+            summary_ids.insert(s["summaryId"].as_str().unwrap().to_owned());
+        }
+    }
+    let what = format!("{label}: every summary is announced once");
+    eventually_within(Duration::from_secs(60), &what, || async {
+        let mut ids: std::collections::HashMap<String, std::collections::HashSet<String>> =
+            std::collections::HashMap::new();
+        for (id, body) in of_type("conversation.summarized") {
+            let summary = body["data"]["summary"]["summaryId"].as_str().unwrap().to_owned();
+            ids.entry(summary).or_default().insert(id);
+        }
+        for (summary, deliveries) in &ids {
+            assert_eq!(deliveries.len(), 1, "{label}: {summary} announced under {deliveries:?}");
+            assert!(summary_ids.contains(summary), "{label}: {summary} announced but not stored");
+        }
+        (ids.len() == summary_ids.len()).then_some(())
     })
     .await;
     child.kill().unwrap();
     child.wait().unwrap();
     eprintln!(
-        "{label}: {kills} kills survived; {} conversations, {events_checked} acknowledged events all stored, {} ends each delivered, {total} summaries each stored once",
+        "{label}: {kills} kills survived; {} conversations, {events_checked} acknowledged events all stored, {} ends each delivered, {total} summaries each stored and announced once",
         acked.len(),
         ended.len()
     );
