@@ -108,3 +108,62 @@ fn two_actions_of_one_bot_may_not_share_a_destination() {
         "{err}"
     );
 }
+
+#[test]
+fn an_openai_summary_names_what_it_misses() {
+    let bot = format!("{APP}\n[[bots]]\nid = \"st-1\"\napps = [\"cs-1\"]\n");
+    let err = |summary: &str| check(&format!("{bot}{summary}")).err().unwrap();
+    assert_eq!(
+        err("[bots.summary]\nprovider = \"gpt\"\n"),
+        "bots[0].summary.provider: \"gpt\" is not a provider: write \"extractive\" or \"openai\""
+    );
+    assert!(err("[bots.summary]\nprovider = \"openai\"\nmodel = \"m\"\n").starts_with("bots[0].summary.base_url: is required"));
+    assert!(
+        err("[bots.summary]\nprovider = \"openai\"\nbase_url = \"ftp://x/v1\"\nmodel = \"m\"\n")
+            .contains("is not an http:// or https:// URL")
+    );
+    assert!(
+        err("[bots.summary]\nprovider = \"openai\"\nbase_url = \"http://x/v1\"\n")
+            .starts_with("bots[0].summary.model: is required")
+    );
+    assert_eq!(
+        err("[bots.summary]\nprovider = \"openai\"\nbase_url = \"http://x/v1\"\nmodel = \"m\"\napi_key_env = \"NOPE_KEY\"\n"),
+        "bots[0].summary.api_key_env: environment variable NOPE_KEY is not set"
+    );
+    assert_eq!(
+        err("[bots.summary]\nprovider = \"openai\"\nbase_url = \"http://x/v1\"\nmodel = \"m\"\nmax_tokens = 1\n"),
+        "bots[0].summary.max_tokens: must be between 16 and 32768"
+    );
+    assert_eq!(
+        err("[bots.summary]\nmodel = \"m\"\n"),
+        "bots[0].summary.model: applies to provider = \"openai\" only"
+    );
+    let ok = check(&format!(
+        "{bot}[bots.summary]\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:11434/v1/\"\nmodel = \"llama3.1\"\ntimeout = \"20s\"\n"
+    ))
+    .unwrap();
+    let s = ok.bots[0].summary.as_ref().unwrap();
+    // The attempt outlasts the request, so a last timeout is stored FAILED.
+    assert_eq!(s.action.timeout, Duration::from_secs(25));
+    match &s.action.kind {
+        ActionKind::Summary {
+            provider: SummaryProvider::OpenAi(o),
+        } => {
+            assert_eq!(o.endpoint(), "http://127.0.0.1:11434/v1/chat/completions");
+            assert!(o.instructions.contains("\"situation\""));
+            assert_eq!(o.max_tokens, 800);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_action_name_with_an_at_sign_is_refused() {
+    let text = format!(
+        "{APP}\n[[bots]]\nid = \"st-1\"\napps = [\"cs-1\"]\n[[bots.on_end]]\nkind = \"nats\"\nname = \"crm@summary@1\"\nurl = \"nats://x\"\nsubject = \"s\"\n"
+    );
+    assert_eq!(
+        check(&text).err().unwrap(),
+        "bots[0].on_end[0].name: must not contain @"
+    );
+}

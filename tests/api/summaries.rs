@@ -186,3 +186,81 @@ async fn a_trigger_and_the_end_each_get_one_summary_through_the_outbox() {
     assert!(page.contains("<h2>Summaries</h2>"), "{page}");
     assert!(page.contains("interim") && page.contains("INV-20931"));
 }
+
+/// A NATS action gets `conversation.summarized` (its `Nats-Msg-Id` the delivery job's id)
+/// when a trigger's summary is stored, and then `conversation.ended` with the summary in
+/// its record.
+#[tokio::test]
+async fn a_nats_action_gets_the_summary_then_the_end_carrying_it() {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use serde_json::{Value, json};
+
+    use crate::helpers::*;
+
+    let client = async_nats::connect("127.0.0.1:4222")
+        .await
+        .expect("NATS runs on 127.0.0.1:4222");
+    let js = async_nats::jetstream::new(client);
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: format!("WRAPUP_TEST_{run}"),
+            subjects: vec![format!("wrapuptest.{run}.>")],
+            max_age: Duration::from_secs(600),
+            ..Default::default()
+        })
+        .await
+        .expect("JetStream is enabled");
+    let tail = format!(
+        "[[bots.on_end]]\nkind = \"nats\"\nname = \"bus\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"wrapuptest.{run}.{{botId}}\"\n\n[bots.summary]\nat_end = false\n"
+    );
+    let app = TestApp::spawn_with_actions(&tail).await;
+    let c = unique("summary-nats");
+    let hooks = format!("/agentai/api/v1/hooks/{BOT}");
+    for text in [
+        "My router R-7781 drops the connection every evening.",
+        "I have reset the line and booked an engineer for Tuesday.",
+    ] {
+        let body = json!({"botId": BOT, "conversationId": c, "query": text});
+        assert_eq!(app.post(&hooks, "token", &token(), &body).await.0, 200);
+    }
+    assert_eq!(app.hook(&event_body(&c, json!([summary()]))).await.0, 200);
+    // The summary job, then its announcement.
+    let jobs = app.settled_jobs(&c, 2).await;
+    assert!(jobs.iter().all(|j| j["state"] == "succeeded"), "{jobs:#?}");
+    let announce = jobs.iter().find(|j| j["kind"] == "nats").unwrap();
+    assert_eq!(announce["action"], "bus@summary@3");
+    assert_eq!(app.end(&c).await.0, 200);
+    app.settled_jobs(&c, 3).await;
+
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(10)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await
+        .unwrap();
+    let mut messages = Vec::new();
+    while let Some(m) = batch.next().await {
+        messages.push(m.unwrap());
+    }
+    assert_eq!(messages.len(), 2);
+    let bodies: Vec<Value> = messages
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .collect();
+    assert_eq!(bodies[0]["type"], "conversation.summarized");
+    let id = messages[0].headers.as_ref().unwrap().get("Nats-Msg-Id").unwrap();
+    assert_eq!(id.as_str(), announce["id"].as_str().unwrap());
+    let summary = &bodies[0]["data"]["summary"];
+    assert!(summary["text"].as_str().unwrap().contains("R-7781"), "{summary}");
+    assert_eq!(bodies[1]["type"], "conversation.ended");
+    assert_eq!(bodies[1]["data"]["summaries"], json!([summary]));
+    js.delete_stream(format!("WRAPUP_TEST_{run}")).await.unwrap();
+}
