@@ -205,10 +205,7 @@ impl Runner {
                     store,
                     provider,
                     http: &self.http,
-                    deliveries: self
-                        .summarized
-                        .get(&job.bot_id)
-                        .map_or(&[][..], |d| &d[..]),
+                    deliveries: self.summarized.get(&job.bot_id).map_or(&[][..], |d| &d[..]),
                 };
                 summary::run(s, job, now).await
             }

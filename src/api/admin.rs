@@ -149,17 +149,13 @@ pub(crate) async fn retry_one(state: &AppState, id: String) -> Result<u64, ApiEr
     if let Some(job) = state.store.job(&id).await?
         && job.state == JobState::Dead
         && !job.destination.is_empty()
-        && !state
-            .live()
-            .plans
-            .get(&job.bot_id)
-            .is_some_and(|bot| {
-                // The summary job's destination too (`at_end = false` leaves it out of on_end).
-                bot.on_end
-                    .iter()
-                    .chain(bot.summary.iter())
-                    .any(|a| a.destination == job.destination)
-            })
+        && !state.live().plans.get(&job.bot_id).is_some_and(|bot| {
+            // The summary job's destination too (`at_end = false` leaves it out of on_end).
+            bot.on_end
+                .iter()
+                .chain(bot.summary.iter())
+                .any(|a| a.destination == job.destination)
+        })
     {
         return Err(ApiError::Conflict(format!(
             "job {id}'s destination ({} action \"{}\") is not in the configuration; re-point it (POST /admin/v1/jobs/{id}/repoint) or discard it (POST /admin/v1/jobs/{id}/discard)",
@@ -323,18 +319,11 @@ async fn settle(
 /// jobs for these are retried, the others would die again.
 pub(crate) fn known_of(state: &AppState, bot: &str) -> crate::store::Known {
     std::iter::once(String::new())
-        .chain(
-            state
-                .live()
-                .plans
-                .get(bot)
-                .into_iter()
-                .flat_map(|b| {
-                    b.on_end
-                        .iter()
-                        .chain(b.summary.iter())
-                        .map(|a| a.destination.clone())
-                }),
-        )
+        .chain(state.live().plans.get(bot).into_iter().flat_map(|b| {
+            b.on_end
+                .iter()
+                .chain(b.summary.iter())
+                .map(|a| a.destination.clone())
+        }))
         .collect()
 }

@@ -79,14 +79,7 @@ async fn stored_summaries(
 /// A conversation's summaries, oldest first.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Summaries {
-    /// Each: `summaryId`, `trigger` (`TRIGGER_SUMMARY_EVENT` or `END_OF_CONVERSATION`),
-    /// `type` (`interim` or `final`), `status` (`COMPLETED` or `FAILED`), `failureCode`
-    /// (with FAILED: `TIMEOUT`, `RATE_LIMITED`, `PROVIDER_ERROR`, `PROVIDER_REFUSED`,
-    /// `INVALID_RESPONSE`, `INVALID_SUMMARY`, `INSUFFICIENT_CONVERSATION_CONTENT`), `provider`,
-    /// `model`, `generationTimeMs`, `text`, `sections` (`situation`, `action`,
-    /// `resolution`, `satisfaction`), `messageRange` (`fromSeq`, `toSeq`), `messages`,
-    /// `createdAt`.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<crate::domain::summary::StoredSummary>)]
     pub summaries: Vec<Box<serde_json::value::RawValue>>,
 }
 

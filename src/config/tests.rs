@@ -117,7 +117,10 @@ fn an_openai_summary_names_what_it_misses() {
         err("[bots.summary]\nprovider = \"gpt\"\n"),
         "bots[0].summary.provider: \"gpt\" is not a provider: write \"extractive\" or \"openai\""
     );
-    assert!(err("[bots.summary]\nprovider = \"openai\"\nmodel = \"m\"\n").starts_with("bots[0].summary.base_url: is required"));
+    assert!(
+        err("[bots.summary]\nprovider = \"openai\"\nmodel = \"m\"\n")
+            .starts_with("bots[0].summary.base_url: is required")
+    );
     assert!(
         err("[bots.summary]\nprovider = \"openai\"\nbase_url = \"ftp://x/v1\"\nmodel = \"m\"\n")
             .contains("is not an http:// or https:// URL")
@@ -127,11 +130,15 @@ fn an_openai_summary_names_what_it_misses() {
             .starts_with("bots[0].summary.model: is required")
     );
     assert_eq!(
-        err("[bots.summary]\nprovider = \"openai\"\nbase_url = \"http://x/v1\"\nmodel = \"m\"\napi_key_env = \"NOPE_KEY\"\n"),
+        err(
+            "[bots.summary]\nprovider = \"openai\"\nbase_url = \"http://x/v1\"\nmodel = \"m\"\napi_key_env = \"NOPE_KEY\"\n"
+        ),
         "bots[0].summary.api_key_env: environment variable NOPE_KEY is not set"
     );
     assert_eq!(
-        err("[bots.summary]\nprovider = \"openai\"\nbase_url = \"http://x/v1\"\nmodel = \"m\"\nmax_tokens = 1\n"),
+        err(
+            "[bots.summary]\nprovider = \"openai\"\nbase_url = \"http://x/v1\"\nmodel = \"m\"\nmax_tokens = 1\n"
+        ),
         "bots[0].summary.max_tokens: must be between 16 and 32768"
     );
     assert_eq!(

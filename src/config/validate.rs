@@ -566,10 +566,7 @@ fn summary_settings(
     let provider = match s.provider.as_deref().unwrap_or("extractive") {
         "extractive" => {
             if let Some((field, _)) = openai_only.iter().find(|(_, set)| *set) {
-                return Err(cerr(
-                    k(field),
-                    "applies to provider = \"openai\" only",
-                ));
+                return Err(cerr(k(field), "applies to provider = \"openai\" only"));
             }
             SummaryProvider::Extractive
         }
@@ -602,13 +599,12 @@ fn summary_settings(
                 })?;
             let api_key = match &s.api_key_env {
                 None => None,
-                Some(var) => Some(
-                    env(var)
-                        .filter(|v| !v.trim().is_empty())
-                        .ok_or_else(|| {
-                            cerr(k("api_key_env"), format!("environment variable {var} is not set"))
-                        })?,
-                ),
+                Some(var) => Some(env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                    cerr(
+                        k("api_key_env"),
+                        format!("environment variable {var} is not set"),
+                    )
+                })?),
             };
             if let Some(key) = &api_key
                 && reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).is_err()

@@ -47,7 +47,7 @@ pub struct ConversationRecord {
     /// conversation is read; in an end's payload, those COMPLETED by the end; absent from
     /// list pages. Always the last field.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<super::summary::StoredSummary>>)]
     pub summaries: Option<Vec<Box<serde_json::value::RawValue>>>,
 }
 

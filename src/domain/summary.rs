@@ -151,6 +151,47 @@ fn facts(text: &str) -> usize {
         .sum()
 }
 
+/// A summary as stored, read (`GET …/summaries`, the record's `summaries`) and sent
+/// (`conversation.summarized`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredSummary {
+    /// Its job's id.
+    pub summary_id: String,
+    /// `TRIGGER_SUMMARY_EVENT` or `END_OF_CONVERSATION`.
+    pub trigger: &'static str,
+    /// `interim` (a trigger's) or `final` (the end's).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `COMPLETED` or `FAILED`.
+    pub status: &'static str,
+    /// With FAILED: `TIMEOUT`, `RATE_LIMITED`, `PROVIDER_ERROR`, `PROVIDER_REFUSED`,
+    /// `INVALID_RESPONSE`, `INVALID_SUMMARY`, `INSUFFICIENT_CONVERSATION_CONTENT`,
+    /// `INTERNAL_ERROR`.
+    pub failure_code: Option<&'static str>,
+    /// `extractive` or `openai`.
+    pub provider: &'static str,
+    /// The model that answered (`openai`).
+    pub model: Option<String>,
+    pub generation_time_ms: u64,
+    /// Empty when FAILED.
+    pub text: String,
+    /// Null when FAILED.
+    pub sections: Option<Sections>,
+    /// The event numbers of the first and last message summarized.
+    pub message_range: Option<MessageRange>,
+    /// How many messages were summarized.
+    pub messages: usize,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageRange {
+    pub from_seq: u64,
+    pub to_seq: u64,
+}
+
 /// A stored summary's status when it was made.
 pub const COMPLETED: &str = "COMPLETED";
 /// A stored summary's status when it could not be made (its `failureCode` says why).
@@ -171,7 +212,6 @@ pub fn is_completed(body: &str) -> bool {
 pub fn replaceable(existing: &str) -> bool {
     !is_completed(existing)
 }
-
 
 /// Summarizes `turns` into at most [`MAX_CHARS`] characters.
 pub fn extractive(turns: &[Turn]) -> Extract {

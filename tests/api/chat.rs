@@ -124,12 +124,9 @@ async fn answer(mut reply: Reply) -> Response {
             )
                 .into_response()
         }
-        Reply::Raw(text) => (
-            StatusCode::OK,
-            [("content-type", "application/json")],
-            text,
-        )
-            .into_response(),
+        Reply::Raw(text) => {
+            (StatusCode::OK, [("content-type", "application/json")], text).into_response()
+        }
         Reply::Slow(..) => unreachable!(),
     }
 }

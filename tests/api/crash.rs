@@ -396,7 +396,12 @@ async fn crash_loop(store_toml: String, label: &str) {
         receiver
             .deliveries()
             .iter()
-            .map(|d| (d.id(), serde_json::from_slice::<serde_json::Value>(&d.body).unwrap()))
+            .map(|d| {
+                (
+                    d.id(),
+                    serde_json::from_slice::<serde_json::Value>(&d.body).unwrap(),
+                )
+            })
             .filter(|(_, body)| body["type"] == kind)
             .collect()
     };
@@ -412,7 +417,9 @@ async fn crash_loop(store_toml: String, label: &str) {
     let mut summary_ids = std::collections::HashSet::new();
     for (c, _) in &summaries_due {
         let resp = client
-            .get(format!("{base2}/api/v1/bots/{BOT}/conversations/{c}/summaries"))
+            .get(format!(
+                "{base2}/api/v1/bots/{BOT}/conversations/{c}/summaries"
+            ))
             .header("auth", token())
             .send()
             .await
@@ -428,12 +435,22 @@ async fn crash_loop(store_toml: String, label: &str) {
         let mut ids: std::collections::HashMap<String, std::collections::HashSet<String>> =
             std::collections::HashMap::new();
         for (id, body) in of_type("conversation.summarized") {
-            let summary = body["data"]["summary"]["summaryId"].as_str().unwrap().to_owned();
+            let summary = body["data"]["summary"]["summaryId"]
+                .as_str()
+                .unwrap()
+                .to_owned();
             ids.entry(summary).or_default().insert(id);
         }
         for (summary, deliveries) in &ids {
-            assert_eq!(deliveries.len(), 1, "{label}: {summary} announced under {deliveries:?}");
-            assert!(summary_ids.contains(summary), "{label}: {summary} announced but not stored");
+            assert_eq!(
+                deliveries.len(),
+                1,
+                "{label}: {summary} announced under {deliveries:?}"
+            );
+            assert!(
+                summary_ids.contains(summary),
+                "{label}: {summary} announced but not stored"
+            );
         }
         (ids.len() == summary_ids.len()).then_some(())
     })

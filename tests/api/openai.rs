@@ -51,10 +51,14 @@ async fn converse(app: &TestApp, c: &str) {
             "USER",
             format!("I was charged twice for invoice INV-20931 on card {CARD}."),
         ),
-        ("AGENT", "I see two payments of 49.99; I refunded one.".into()),
+        (
+            "AGENT",
+            "I see two payments of 49.99; I refunded one.".into(),
+        ),
         ("USER", "Thank you!".into()),
     ] {
-        let body = json!({"botId": BOT, "conversationId": c, "query": text, "author": {"type": author}});
+        let body =
+            json!({"botId": BOT, "conversationId": c, "query": text, "author": {"type": author}});
         let (status, answer) = app.post(&hooks, "token", &token(), &body).await;
         assert_eq!(status, 200, "{answer}");
     }
@@ -302,10 +306,14 @@ async fn server_errors_until_the_attempts_run_out_store_a_failed_summary_that_a_
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["retried"], 1, "{body}");
-    eventually_within(Duration::from_secs(10), "the retried summary is COMPLETED", || async {
-        let list = summaries(&app, &c).await;
-        (list.len() == 1 && list[0]["status"] == "COMPLETED").then_some(())
-    })
+    eventually_within(
+        Duration::from_secs(10),
+        "the retried summary is COMPLETED",
+        || async {
+            let list = summaries(&app, &c).await;
+            (list.len() == 1 && list[0]["status"] == "COMPLETED").then_some(())
+        },
+    )
     .await;
     eventually("the summary is announced", || async {
         (hook.deliveries().len() == 1).then_some(())

@@ -128,3 +128,61 @@ async fn the_document_describes_the_bodies() {
         .collect();
     assert_eq!(security.len(), 3, "auth, token and bearer");
 }
+
+/// The events wrapup sends are documented as OpenAPI 3.1 `webhooks`, with the summary's
+/// fields, and an end's record documents its `summaries`.
+#[tokio::test]
+async fn the_events_sent_are_documented_as_webhooks() {
+    let app = TestApp::spawn().await;
+    let (_, doc) = into_json(app.get("/openapi.json").await).await;
+    for (event, schema) in [
+        ("conversation.ended", "ConversationEnded"),
+        ("conversation.summarized", "ConversationSummarized"),
+    ] {
+        let post = &doc["webhooks"][event]["post"];
+        assert_eq!(
+            post["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            format!("#/components/schemas/{schema}"),
+            "{event}: {post:#}"
+        );
+        let headers: Vec<&str> = post["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            headers,
+            ["webhook-id", "webhook-timestamp", "webhook-signature"]
+        );
+        let props = &doc["components"]["schemas"][schema]["properties"];
+        assert!(
+            props["type"].is_object() && props["data"].is_object(),
+            "{props:#}"
+        );
+    }
+    let summary = &doc["components"]["schemas"]["StoredSummary"]["properties"];
+    for field in [
+        "summaryId",
+        "trigger",
+        "type",
+        "status",
+        "failureCode",
+        "provider",
+        "model",
+        "generationTimeMs",
+        "text",
+        "sections",
+        "messageRange",
+        "createdAt",
+    ] {
+        assert!(summary[field].is_object(), "{field}: {summary:#}");
+    }
+    let data = &doc["components"]["schemas"]["SummarizedData"]["properties"];
+    assert!(
+        data["botId"].is_object() && data["summary"].is_object(),
+        "{data:#}"
+    );
+    let record = &doc["components"]["schemas"]["ConversationRecord"]["properties"];
+    assert!(record["summaries"].is_object(), "{record:#}");
+}

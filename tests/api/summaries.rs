@@ -256,11 +256,21 @@ async fn a_nats_action_gets_the_summary_then_the_end_carrying_it() {
         .map(|m| serde_json::from_slice(&m.payload).unwrap())
         .collect();
     assert_eq!(bodies[0]["type"], "conversation.summarized");
-    let id = messages[0].headers.as_ref().unwrap().get("Nats-Msg-Id").unwrap();
+    let id = messages[0]
+        .headers
+        .as_ref()
+        .unwrap()
+        .get("Nats-Msg-Id")
+        .unwrap();
     assert_eq!(id.as_str(), announce["id"].as_str().unwrap());
     let summary = &bodies[0]["data"]["summary"];
-    assert!(summary["text"].as_str().unwrap().contains("R-7781"), "{summary}");
+    assert!(
+        summary["text"].as_str().unwrap().contains("R-7781"),
+        "{summary}"
+    );
     assert_eq!(bodies[1]["type"], "conversation.ended");
     assert_eq!(bodies[1]["data"]["summaries"], json!([summary]));
-    js.delete_stream(format!("WRAPUP_TEST_{run}")).await.unwrap();
+    js.delete_stream(format!("WRAPUP_TEST_{run}"))
+        .await
+        .unwrap();
 }

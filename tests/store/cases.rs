@@ -1086,7 +1086,11 @@ pub async fn a_summary_is_stored_once_per_id(store: &S, clock: &ManualClock) {
     use wrapup::domain::ingest::Jobs;
     use wrapup::store::NewSummary;
     store
-        .ingest(ingest("sum", events("sum", json!([entry("a1")])), actions(&[])))
+        .ingest(ingest(
+            "sum",
+            events("sum", json!([entry("a1")])),
+            actions(&[]),
+        ))
         .await
         .unwrap();
     let now = clock.now();
@@ -1113,17 +1117,36 @@ pub async fn a_summary_is_stored_once_per_id(store: &S, clock: &ManualClock) {
     let done = "{\"status\":\"COMPLETED\",\"n\":2}";
     // A FAILED summary is stored, and gives way to the same job's COMPLETED one, whose
     // delivery is scheduled with it.
-    assert!(store.put_summary(summary("job_1", failed, None)).await.unwrap());
-    assert!(store.put_summary(summary("job_1", done, announce(1))).await.unwrap());
+    assert!(
+        store
+            .put_summary(summary("job_1", failed, None))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_summary(summary("job_1", done, announce(1)))
+            .await
+            .unwrap()
+    );
     // A COMPLETED one stands: a job that runs again stores and schedules nothing.
     assert!(
         !store
-            .put_summary(summary("job_1", "{\"status\":\"COMPLETED\",\"n\":3}", announce(2)))
+            .put_summary(summary(
+                "job_1",
+                "{\"status\":\"COMPLETED\",\"n\":3}",
+                announce(2)
+            ))
             .await
             .unwrap()
     );
     let other = "{\"status\":\"COMPLETED\",\"n\":4}";
-    assert!(store.put_summary(summary("job_2", other, None)).await.unwrap());
+    assert!(
+        store
+            .put_summary(summary("job_2", other, None))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.summaries(BOT, "sum").await.unwrap(),
         vec![done.to_owned(), other.to_owned()]
@@ -1139,7 +1162,11 @@ pub async fn a_summary_is_stored_once_per_id(store: &S, clock: &ManualClock) {
 
     // The end's payload carries the COMPLETED summaries.
     store
-        .ingest(ingest("sum", events("sum", json!([end()])), actions(&["crm"])))
+        .ingest(ingest(
+            "sum",
+            events("sum", json!([end()])),
+            actions(&["crm"]),
+        ))
         .await
         .unwrap();
     let claimed = store
@@ -1148,6 +1175,9 @@ pub async fn a_summary_is_stored_once_per_id(store: &S, clock: &ManualClock) {
         .unwrap();
     assert_eq!(claimed.len(), 1, "{claimed:?}");
     let record: serde_json::Value = serde_json::from_str(&claimed[0].payload).unwrap();
-    assert_eq!(record["summaries"], json!([{"status": "COMPLETED", "n": 2}, {"status": "COMPLETED", "n": 4}]));
+    assert_eq!(
+        record["summaries"],
+        json!([{"status": "COMPLETED", "n": 2}, {"status": "COMPLETED", "n": 4}])
+    );
     assert_eq!(record["status"], "ended");
 }

@@ -20,7 +20,9 @@ use super::{Advice, AttemptResult};
 use crate::config::SummaryProvider;
 use crate::domain::Timestamp;
 use crate::domain::ingest::{ActionRef, Jobs};
-use crate::domain::summary::{COMPLETED, FAILED, Sections, Speaker, Turn, extractive};
+use crate::domain::summary::{
+    COMPLETED, FAILED, MessageRange, Sections, Speaker, StoredSummary, Turn, extractive,
+};
 use crate::store::{ClaimedJob, EventQuery, NewSummary, Store};
 
 /// The most messages a summary reads (a conversation's caps bound it anyway).
@@ -126,27 +128,41 @@ pub async fn run(s: Summarize<'_>, job: &ClaimedJob, now: Timestamp) -> AttemptR
         Ok(m) => (COMPLETED, None, m.text.as_str(), Some(&m.sections)),
         Err(f) => (FAILED, Some(f.code), "", None),
     };
-    let summary = json!({
-        "summaryId": job.id,
-        "trigger": if trigger_seq.is_some() { "TRIGGER_SUMMARY_EVENT" } else { "END_OF_CONVERSATION" },
-        "type": if trigger_seq.is_some() { "interim" } else { "final" },
-        "status": status,
-        "failureCode": failure_code,
-        "provider": s.provider.name(),
-        "model": outcome.as_ref().ok().and_then(|m| m.model.clone()).or(model),
-        "generationTimeMs": generation_ms,
-        "text": text,
-        "sections": sections.map_or(Value::Null, |x| json!(x)),
-        "messageRange": range.map(|(from, to)| json!({"fromSeq": from, "toSeq": to})),
-        "messages": messages,
-        "createdAt": now.to_rfc3339(),
-    });
+    let summary = StoredSummary {
+        summary_id: job.id.clone(),
+        trigger: if trigger_seq.is_some() {
+            "TRIGGER_SUMMARY_EVENT"
+        } else {
+            "END_OF_CONVERSATION"
+        },
+        kind: if trigger_seq.is_some() {
+            "interim"
+        } else {
+            "final"
+        },
+        status,
+        failure_code,
+        provider: s.provider.name(),
+        model: outcome
+            .as_ref()
+            .ok()
+            .and_then(|m| m.model.clone())
+            .or(model),
+        generation_time_ms: generation_ms,
+        text: text.to_owned(),
+        sections: sections.cloned(),
+        message_range: range.map(|(from_seq, to_seq)| MessageRange { from_seq, to_seq }),
+        messages,
+        created_at: now.to_rfc3339(),
+    };
+    // Plain strings and numbers: serializing cannot fail.
+    let body = serde_json::to_string(&summary).unwrap_or_default();
     // Only a summary made is announced.
     let deliveries = (outcome.is_ok() && !s.deliveries.is_empty()).then(|| Jobs {
         payload: json!({
             "botId": job.bot_id,
             "conversationId": job.conversation_id,
-            "summary": summary,
+            "summary": &summary,
         })
         .to_string(),
         actions: s
@@ -165,7 +181,7 @@ pub async fn run(s: Summarize<'_>, job: &ClaimedJob, now: Timestamp) -> AttemptR
             conversation_id: job.conversation_id.clone(),
             summary_id: job.id.clone(),
             at: now,
-            body: summary.to_string(),
+            body,
             deliveries,
         })
         .await;

@@ -210,12 +210,8 @@ pub async fn summarize(
         response: kept.clone(),
         retry: None,
     };
-    let answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        invalid(
-            "INVALID_RESPONSE",
-            format!("the answer is not JSON: {e}"),
-        )
-    })?;
+    let answer: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid("INVALID_RESPONSE", format!("the answer is not JSON: {e}")))?;
     let message = &answer["choices"][0]["message"];
     let Some(content) = message["content"].as_str() else {
         let why = match message["refusal"].as_str() {
@@ -288,7 +284,10 @@ fn sections(content: &str) -> Result<Made, String> {
         summary
     };
     if text.is_empty() {
-        return Err("the model's object has none of situation, action, resolution, satisfaction, summary".into());
+        return Err(
+            "the model's object has none of situation, action, resolution, satisfaction, summary"
+                .into(),
+        );
     }
     Ok(Made {
         text: cut(&text, MAX_TEXT_CHARS),
@@ -331,7 +330,10 @@ mod tests {
 
     #[test]
     fn content_in_a_fence_or_with_words_around_it_is_read() {
-        let m = sections("Sure!\n```json\n{\"situation\":\"Charged twice.\",\"resolution\":\"Refunded.\"}\n```").unwrap();
+        let m = sections(
+            "Sure!\n```json\n{\"situation\":\"Charged twice.\",\"resolution\":\"Refunded.\"}\n```",
+        )
+        .unwrap();
         assert_eq!(m.sections.situation, "Charged twice.");
         assert_eq!(m.text, "Charged twice. Refunded.");
         assert!(sections("no json here").is_err());
@@ -343,7 +345,16 @@ mod tests {
     #[test]
     fn a_long_transcript_keeps_its_start_and_its_end_within_the_bound() {
         let turns: Vec<Turn> = (0..5_000)
-            .map(|i| turn(if i % 2 == 0 { Speaker::Customer } else { Speaker::Agent }, &format!("message number {i} with some words")))
+            .map(|i| {
+                turn(
+                    if i % 2 == 0 {
+                        Speaker::Customer
+                    } else {
+                        Speaker::Agent
+                    },
+                    &format!("message number {i} with some words"),
+                )
+            })
             .collect();
         let p = prompt(&turns);
         assert!(p.chars().count() <= MAX_PROMPT_CHARS + 100, "{}", p.len());

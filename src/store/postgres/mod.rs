@@ -24,8 +24,8 @@ use sqlx::postgres::PgPool;
 
 use super::{
     AttemptRecord, ClaimedJob, ConversationFilter, Decision, EventPage, EventQuery, Expiry, Ingest,
-    IngestOutcome, JobFilter, JobStats, JobView, Known, ListedConversation, NextStep, Purge,
-    NewSummary, RetryTarget, Store, StoreError, StoredConversation,
+    IngestOutcome, JobFilter, JobStats, JobView, Known, ListedConversation, NewSummary, NextStep,
+    Purge, RetryTarget, Store, StoreError, StoredConversation,
 };
 use super::{DestinationRows, FoundConversation, TrafficBucket};
 use crate::clock::SharedClock;

@@ -17,8 +17,8 @@ use crate::clock::SharedClock;
 use crate::domain::ingest::Target;
 use crate::domain::{JtiUse, Timestamp, summary};
 use crate::store::{
-    AttemptRecord, ClaimedJob, Decision, Expiry, Ingest, IngestOutcome, Known, NextStep, Purge,
-    NewSummary, RetryTarget, StoreError, TrafficBucket,
+    AttemptRecord, ClaimedJob, Decision, Expiry, Ingest, IngestOutcome, Known, NewSummary,
+    NextStep, Purge, RetryTarget, StoreError, TrafficBucket,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -238,7 +238,10 @@ fn put_summary(tx: &Connection, s: &NewSummary, now: Timestamp) -> Result<bool, 
             r.get(0)
         })
         .optional()?;
-    if existing.as_deref().is_some_and(|e| !summary::replaceable(e)) {
+    if existing
+        .as_deref()
+        .is_some_and(|e| !summary::replaceable(e))
+    {
         return Ok(false);
     }
     tx.prepare_cached(
