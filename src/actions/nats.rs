@@ -7,7 +7,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use async_nats::jetstream::context::PublishErrorKind;
 
-use super::{AttemptResult, envelope, render};
+use super::{AttemptResult, envelope, event_type, render};
 use crate::config::ClientTls;
 use crate::store::ClaimedJob;
 
@@ -60,9 +60,15 @@ impl Connections {
             Ok(ctx) => ctx,
             Err(e) => return AttemptResult::failed(e),
         };
-        let subject = render(subject, job, subject_token);
+        // `{event}` first: the ids put in afterwards cannot bring a placeholder of their own.
+        let subject = render(
+            &subject.replace("{event}", event_type(job)),
+            job,
+            subject_token,
+        );
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", job.id.as_str());
+        headers.insert("Wrapup-Event", event_type(job));
         let body = envelope(job).to_string();
         let ack = match ctx
             .publish_with_headers(subject.clone(), headers, body.into())

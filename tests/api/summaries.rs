@@ -214,7 +214,7 @@ async fn a_nats_action_gets_the_summary_then_the_end_carrying_it() {
         .await
         .expect("JetStream is enabled");
     let tail = format!(
-        "[[bots.on_end]]\nkind = \"nats\"\nname = \"bus\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"wrapuptest.{run}.{{botId}}\"\n\n[bots.summary]\nat_end = false\n"
+        "[[bots.on_end]]\nkind = \"nats\"\nname = \"bus\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"wrapuptest.{run}.{{botId}}.{{event}}\"\n\n[bots.summary]\nat_end = false\n"
     );
     let app = TestApp::spawn_with_actions(&tail).await;
     let c = unique("summary-nats");
@@ -256,6 +256,20 @@ async fn a_nats_action_gets_the_summary_then_the_end_carrying_it() {
         .map(|m| serde_json::from_slice(&m.payload).unwrap())
         .collect();
     assert_eq!(bodies[0]["type"], "conversation.summarized");
+    // `{event}` in the subject: one subject per event.
+    assert_eq!(
+        messages[0].subject.as_str(),
+        format!("wrapuptest.{run}.{BOT}.conversation.summarized")
+    );
+    assert_eq!(
+        messages[1].subject.as_str(),
+        format!("wrapuptest.{run}.{BOT}.conversation.ended")
+    );
+    let headers = messages[0].headers.as_ref().unwrap();
+    assert_eq!(
+        headers.get("Wrapup-Event").unwrap().as_str(),
+        "conversation.summarized"
+    );
     let id = messages[0]
         .headers
         .as_ref()
