@@ -221,7 +221,7 @@ pub async fn conversation(
         h2 { "Summaries" }
         @if summaries.is_empty() { p.empty { "None." } }
         @for s in &summaries {
-            section.summary {
+            section.summary id=(format!("summary-{}", s["summaryId"].as_str().unwrap_or(""))) {
                 p {
                     strong { (s["type"].as_str().unwrap_or("")) } " — " (s["trigger"].as_str().unwrap_or(""))
                     ", " (s["provider"].as_str().unwrap_or(""))

@@ -320,7 +320,14 @@ async fn the_list_filtered_by_agent_and_by_anomaly_shows_exactly_the_matching_co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_detail_page_shows_one_timeline_row_per_agent_and_the_transcript_in_order() {
-    let app = console_app("").await;
+    // Summaries from a model: the trigger's answer is malformed (FAILED), the end's good.
+    let chat = crate::chat::ChatServer::start().await;
+    chat.script(vec![crate::chat::Reply::Content("no JSON here".into())]);
+    let app = console_app(&format!(
+        "[bots.summary]\nprovider = \"openai\"\nbase_url = \"{}\"\nmodel = \"test-model\"\nretry = {{ max_attempts = 1 }}\n",
+        chat.base_url
+    ))
+    .await;
     let c = unique("detail");
     let steps = vec![
         json!([transfer("NA", "entry", "ana")]),
@@ -344,12 +351,37 @@ async fn the_detail_page_shows_one_timeline_row_per_agent_and_the_transcript_in_
     }
     assert_eq!(app.hook(&event_body(&c, json!([summary()]))).await.0, 200);
     assert_eq!(app.end(&c).await.0, 200);
+    eventually("both summaries are stored", || async {
+        let (_, r) = app.conversation(&c).await;
+        (r["summaries"].as_array().map_or(0, Vec::len) == 2).then_some(())
+    })
+    .await;
 
     let b = Browser::open(&app.base).await;
     b.sign_in(ADMIN_TOKEN).await;
     b.go(&format!("/console/bots/{BOT}/conversations/{c}"))
         .await;
     assert_eq!(b.text("#conversation-id").await, c);
+    assert_eq!(
+        b.texts("section.summary .badge").await,
+        ["failed", "completed"]
+    );
+    let failed = b.text("section.summary code").await;
+    assert_eq!(failed, "INVALID_SUMMARY");
+    let sections = b.texts("section.summary dd").await;
+    assert_eq!(sections[0], "The customer asked for help.", "{sections:?}");
+    b.client
+        .execute(
+            "document.querySelector('section.summary').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.screenshot("conversation-summaries").await;
+    b.client
+        .execute("window.scrollTo(0, 0)", vec![])
+        .await
+        .unwrap();
     assert_eq!(
         b.texts("#timeline .agent-name").await,
         ["ana", "ben", "cy"],
