@@ -38,6 +38,41 @@ fn tail(chat: &ChatServer, hook: Option<&Receiver>, timeout: &str, retry: &str) 
     )
 }
 
+/// A server with `tail`, on SQLite or (in a schema of its own) on PostgreSQL; the schema
+/// is dropped by [`finish`].
+async fn spawn(tail: &str, postgres: bool) -> (TestApp, Option<String>) {
+    if !postgres {
+        return (TestApp::spawn_with_actions(tail).await, None);
+    }
+    let schema = format!("wrapup_openai_{}", uuid::Uuid::new_v4().simple());
+    let store = format!(
+        "url = \"{}\"\nschema = \"{schema}\"\npool_size = 4",
+        pg_url()
+    );
+    let app = TestApp::spawn_text(
+        tempfile::tempdir().unwrap(),
+        &config_for_store(&store, "", tail),
+    )
+    .await;
+    (app, Some(schema))
+}
+
+fn pg_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn finish(app: TestApp, schema: Option<String>) {
+    app.stop().await;
+    if let Some(schema) = schema {
+        let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}
+
 const FAST: &str = "{ max_attempts = 3, initial_delay = \"100ms\", max_delay = \"400ms\" }";
 
 /// An agent joins, the customer and the agent speak (a card number among it), and the
@@ -92,9 +127,18 @@ async fn job(app: &TestApp, id: &str) -> Value {
 
 #[tokio::test]
 async fn a_summary_from_a_chat_completions_server_is_stored_announced_and_carried_by_the_end() {
+    summarized_announced_and_carried(false).await;
+}
+
+#[tokio::test]
+async fn on_postgres_a_summary_is_stored_announced_and_carried_by_the_end() {
+    summarized_announced_and_carried(true).await;
+}
+
+async fn summarized_announced_and_carried(postgres: bool) {
     let chat = ChatServer::start().await;
     let hook = Receiver::start().await;
-    let app = TestApp::spawn_with_actions(&tail(&chat, Some(&hook), "5s", FAST)).await;
+    let (app, schema) = spawn(&tail(&chat, Some(&hook), "5s", FAST), postgres).await;
     let c = unique("openai");
     chat.script(vec![sections_json(
         "The customer was charged twice for invoice INV-20931 on card [card].",
@@ -196,6 +240,7 @@ async fn a_summary_from_a_chat_completions_server_is_stored_announced_and_carrie
     assert!(jobs.iter().all(|j| j["state"] == "succeeded"), "{jobs:#?}");
     assert_eq!(chat.requests().len(), 1);
     assert_eq!(hook.deliveries().len(), 2);
+    finish(app, schema).await;
 }
 
 #[tokio::test]
@@ -267,10 +312,19 @@ fn chrono_millis(rfc3339: &str) -> i64 {
 
 #[tokio::test]
 async fn server_errors_until_the_attempts_run_out_store_a_failed_summary_that_a_retry_replaces() {
+    failed_then_replaced(false).await;
+}
+
+#[tokio::test]
+async fn on_postgres_a_failed_summary_is_replaced_by_a_retry_that_succeeds() {
+    failed_then_replaced(true).await;
+}
+
+async fn failed_then_replaced(postgres: bool) {
     let chat = ChatServer::start().await;
     let hook = Receiver::start().await;
     let retry = "{ max_attempts = 2, initial_delay = \"100ms\", max_delay = \"200ms\" }";
-    let app = TestApp::spawn_with_actions(&tail(&chat, Some(&hook), "5s", retry)).await;
+    let (app, schema) = spawn(&tail(&chat, Some(&hook), "5s", retry), postgres).await;
     let c = unique("openai-500");
     chat.always(Some(Reply::Status(500, None)));
     converse(&app, &c).await;
@@ -320,6 +374,7 @@ async fn server_errors_until_the_attempts_run_out_store_a_failed_summary_that_a_
     })
     .await;
     assert_eq!(chat.requests().len(), 3);
+    finish(app, schema).await;
 }
 
 #[tokio::test]
