@@ -275,6 +275,27 @@ pub fn render(template: &str, job: &ClaimedJob, escape: impl Fn(&str) -> String)
         .replace("{conversationId}", &escape(&job.conversation_id))
 }
 
+/// An error with its sources, `: `-separated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// `Retry-After` in seconds, as advice (an HTTP date is ignored: the schedule applies).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Advice> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|secs| Advice::After(std::time::Duration::from_secs(secs)))
+}
+
 pub fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();

@@ -2,7 +2,7 @@
 
 use reqwest::header::{HeaderName, HeaderValue};
 
-use super::{AttemptResult, envelope, truncate};
+use super::{AttemptResult, envelope, error_chain, truncate};
 use crate::domain::Timestamp;
 use crate::store::ClaimedJob;
 
@@ -102,24 +102,7 @@ fn advice(
 ) -> super::Advice {
     match status.as_u16() {
         s if give_up_on.contains(&s) => super::Advice::Never,
-        429 | 503 => headers
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(super::Advice::Schedule, |secs| {
-                super::Advice::After(std::time::Duration::from_secs(secs))
-            }),
+        429 | 503 => super::retry_after(headers).unwrap_or_default(),
         _ => super::Advice::Schedule,
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }

@@ -285,21 +285,7 @@ async fn job_metrics_are_exported() {
 
 #[tokio::test]
 async fn nats_publishes_once_to_jetstream_and_the_stream_drops_a_retried_publish() {
-    let client = async_nats::connect("127.0.0.1:4222")
-        .await
-        .expect("NATS runs on 127.0.0.1:4222");
-    let js = async_nats::jetstream::new(client);
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let stream_name = format!("WRAPUP_TEST_{run}");
-    let mut stream = js
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: stream_name.clone(),
-            subjects: vec![format!("wrapuptest.{run}.>")],
-            max_age: Duration::from_secs(600),
-            ..Default::default()
-        })
-        .await
-        .expect("JetStream is enabled");
+    let (mut stream, js, run) = test_stream("wrapuptest").await;
 
     let tail = format!(
         "[[bots.on_end]]\nkind = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"wrapuptest.{run}.{{botId}}.conversation.ended\"\n"
@@ -311,22 +297,7 @@ async fn nats_publishes_once_to_jetstream_and_the_stream_drops_a_retried_publish
     assert_eq!(jobs[0]["state"], "succeeded", "{jobs:#?}");
     let job_id = jobs[0]["id"].as_str().unwrap();
 
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
-        .await
-        .unwrap();
-    let mut batch = consumer
-        .fetch()
-        .max_messages(10)
-        .expires(Duration::from_secs(1))
-        .messages()
-        .await
-        .unwrap();
-    let mut messages = Vec::new();
-    use futures::StreamExt;
-    while let Some(m) = batch.next().await {
-        messages.push(m.unwrap());
-    }
+    let messages = stream_messages(&stream).await;
     assert_eq!(messages.len(), 1);
     let m = &messages[0];
     assert_eq!(
@@ -356,7 +327,9 @@ async fn nats_publishes_once_to_jetstream_and_the_stream_drops_a_retried_publish
         .unwrap();
     assert!(ack.duplicate);
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
-    js.delete_stream(&stream_name).await.unwrap();
+    js.delete_stream(format!("WRAPUP_TEST_{run}"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

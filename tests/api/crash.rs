@@ -366,20 +366,22 @@ async fn crash_loop(store_toml: String, label: &str) {
             usize::from(stored >= 5) + usize::from(stored == 6),
         ));
     }
+    let summaries_of = |c: &String| {
+        let req = client
+            .get(format!(
+                "{base2}/api/v1/bots/{BOT}/conversations/{c}/summaries"
+            ))
+            .header("auth", token());
+        async move {
+            let (_, body) = into_json(req.send().await.unwrap()).await;
+            body["summaries"].as_array().cloned().unwrap_or_default()
+        }
+    };
     let what = format!("{label}: exactly one summary per stored trigger and end");
     let total: usize = summaries_due.iter().map(|(_, n)| n).sum();
     eventually_within(Duration::from_secs(60), &what, || async {
         for (c, due) in &summaries_due {
-            let resp = client
-                .get(format!(
-                    "{base2}/api/v1/bots/{BOT}/conversations/{c}/summaries"
-                ))
-                .header("auth", token())
-                .send()
-                .await
-                .ok()?;
-            let (_, body) = into_json(resp).await;
-            let got = body["summaries"].as_array().map_or(0, Vec::len);
+            let got = summaries_of(c).await.len();
             assert!(
                 got <= *due,
                 "{label}: {c} has {got} summaries for {due} requests"
@@ -416,16 +418,7 @@ async fn crash_loop(store_toml: String, label: &str) {
     // Every summary is announced, each under one delivery id (a resend keeps its id).
     let mut summary_ids = std::collections::HashSet::new();
     for (c, _) in &summaries_due {
-        let resp = client
-            .get(format!(
-                "{base2}/api/v1/bots/{BOT}/conversations/{c}/summaries"
-            ))
-            .header("auth", token())
-            .send()
-            .await
-            .unwrap();
-        let (_, body) = into_json(resp).await;
-        for s in body["summaries"].as_array().unwrap() {
+        for s in summaries_of(c).await {
             assert_eq!(s["status"], "COMPLETED", "{label}: {s}");
             summary_ids.insert(s["summaryId"].as_str().unwrap().to_owned());
         }

@@ -473,3 +473,52 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// A JetStream stream of its own for one test (`WRAPUP_TEST_<run>`), capturing
+/// `<prefix>.<run>.>`; returns the stream, the context and `run`.
+pub async fn test_stream(
+    prefix: &str,
+) -> (
+    async_nats::jetstream::stream::Stream,
+    async_nats::jetstream::Context,
+    String,
+) {
+    let client = async_nats::connect("127.0.0.1:4222")
+        .await
+        .expect("NATS runs on 127.0.0.1:4222");
+    let js = async_nats::jetstream::new(client);
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: format!("WRAPUP_TEST_{run}"),
+            subjects: vec![format!("{prefix}.{run}.>")],
+            max_age: std::time::Duration::from_secs(600),
+            ..Default::default()
+        })
+        .await
+        .expect("JetStream is enabled");
+    (stream, js, run)
+}
+
+/// What a stream holds (up to 10 messages), oldest first.
+pub async fn stream_messages(
+    stream: &async_nats::jetstream::stream::Stream,
+) -> Vec<async_nats::jetstream::Message> {
+    use futures::StreamExt;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(10)
+        .expires(std::time::Duration::from_secs(1))
+        .messages()
+        .await
+        .unwrap();
+    let mut messages = Vec::new();
+    while let Some(m) = batch.next().await {
+        messages.push(m.unwrap());
+    }
+    messages
+}

@@ -192,27 +192,11 @@ async fn a_trigger_and_the_end_each_get_one_summary_through_the_outbox() {
 /// its record.
 #[tokio::test]
 async fn a_nats_action_gets_the_summary_then_the_end_carrying_it() {
-    use std::time::Duration;
-
-    use futures::StreamExt;
     use serde_json::{Value, json};
 
     use crate::helpers::*;
 
-    let client = async_nats::connect("127.0.0.1:4222")
-        .await
-        .expect("NATS runs on 127.0.0.1:4222");
-    let js = async_nats::jetstream::new(client);
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let stream = js
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: format!("WRAPUP_TEST_{run}"),
-            subjects: vec![format!("wrapuptest.{run}.>")],
-            max_age: Duration::from_secs(600),
-            ..Default::default()
-        })
-        .await
-        .expect("JetStream is enabled");
+    let (stream, js, run) = test_stream("wrapuptest").await;
     let tail = format!(
         "[[bots.on_end]]\nkind = \"nats\"\nname = \"bus\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"wrapuptest.{run}.{{botId}}.{{event}}\"\n\n[bots.summary]\nat_end = false\n"
     );
@@ -235,21 +219,7 @@ async fn a_nats_action_gets_the_summary_then_the_end_carrying_it() {
     assert_eq!(app.end(&c).await.0, 200);
     app.settled_jobs(&c, 3).await;
 
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
-        .await
-        .unwrap();
-    let mut batch = consumer
-        .fetch()
-        .max_messages(10)
-        .expires(Duration::from_secs(1))
-        .messages()
-        .await
-        .unwrap();
-    let mut messages = Vec::new();
-    while let Some(m) = batch.next().await {
-        messages.push(m.unwrap());
-    }
+    let messages = stream_messages(&stream).await;
     assert_eq!(messages.len(), 2);
     let bodies: Vec<Value> = messages
         .iter()

@@ -8,11 +8,10 @@
 //! Everything is bounded: the transcript sent (head and tail of a long one), the answer
 //! read, each section kept.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 use super::{Advice, Failure, Made};
+use crate::actions::{error_chain as chain, retry_after};
 use crate::config::OpenAiSettings;
 use crate::domain::summary::{Sections, Speaker, Turn};
 
@@ -295,26 +294,6 @@ fn sections(content: &str) -> Result<Made, String> {
         model: None,
         note: None,
     })
-}
-
-/// `Retry-After` in seconds (HTTP dates are rare from these servers and are ignored).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Advice> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|secs| Advice::After(Duration::from_secs(secs)))
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]
