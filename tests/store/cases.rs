@@ -538,6 +538,18 @@ pub async fn retention_purges_transcripts_then_logs(store: &S, clock: &ManualClo
         .ingest(ingest("keep", events("keep", json!([end()])), actions(&[])))
         .await
         .unwrap();
+    // A summary quotes the transcript: it goes with it.
+    store
+        .put_summary(wrapup::store::NewSummary {
+            bot_id: BOT.into(),
+            conversation_id: "keep".into(),
+            summary_id: "job_s".into(),
+            at: clock.now(),
+            body: "{\"status\":\"COMPLETED\",\"text\":\"secret\"}".into(),
+            deliveries: None,
+        })
+        .await
+        .unwrap();
     let later = Timestamp::from_millis(clock.now().millis() + 1000);
     let n = store
         .purge(
@@ -571,6 +583,7 @@ pub async fn retention_purges_transcripts_then_logs(store: &S, clock: &ManualClo
         vec!["INTERNAL_TRANSFER_EVENT", "END_OF_CONVERSATION"]
     );
     assert!(page.transcript_purged_at.is_some() && page.events_purged_at.is_none());
+    assert!(store.summaries(BOT, "keep").await.unwrap().is_empty());
     assert_eq!(
         store
             .purge(
