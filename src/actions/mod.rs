@@ -72,6 +72,8 @@ pub struct Runner {
     redis: redis_cleanup::Connections,
     /// By bot: its webhook and NATS actions, which each get a `conversation.summarized`.
     summarized: HashMap<String, Arc<[ActionRef]>>,
+    /// By bot: its redaction, applied again to what a summary sends and makes.
+    redactors: HashMap<String, crate::domain::pii::Redactor>,
 }
 
 impl Runner {
@@ -129,7 +131,12 @@ impl Runner {
                 (b.id.clone(), refs)
             })
             .collect();
+        let redactors = bots
+            .iter()
+            .map(|b| (b.id.clone(), b.redact.clone()))
+            .collect();
         Ok(Self {
+            redactors,
             summarized,
             actions,
             destinations,
@@ -206,6 +213,7 @@ impl Runner {
                     provider,
                     http: &self.http,
                     deliveries: self.summarized.get(&job.bot_id).map_or(&[][..], |d| &d[..]),
+                    redact: self.redactors.get(&job.bot_id),
                 };
                 summary::run(s, job, now).await
             }
@@ -259,9 +267,10 @@ pub fn envelope(job: &ClaimedJob) -> Value {
 }
 
 /// The event a webhook or NATS job delivers. Action names cannot hold `@` (the
-/// configuration refuses it), so only wrapup's own summary deliveries do.
+/// configuration refuses it), so only the names of wrapup's own summary deliveries do.
 pub fn event_type(job: &ClaimedJob) -> &'static str {
-    if job.action.contains("@summary@") {
+    // `crm@summary@7`, or `bus (re-pointed from crm@summary@7)`.
+    if job.action.contains('@') {
         "conversation.summarized"
     } else {
         "conversation.ended"

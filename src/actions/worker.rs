@@ -252,14 +252,23 @@ async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, clock: &dyn Clock, 
             "action failed for good; job is dead"
         ),
     }
+    // A destination's answer may hold NUL, which PostgreSQL's text cannot: the attempt
+    // would never be recorded and the job would run again and again.
+    let no_nul = |s: String| {
+        if s.contains('\0') {
+            s.replace('\0', "\u{FFFD}")
+        } else {
+            s
+        }
+    };
     let record = AttemptRecord {
         attempt: job.attempt,
         started_at,
         duration_ms: elapsed.as_millis() as u64,
         outcome,
         status_code: result.status_code,
-        error: result.error,
-        response: result.response,
+        error: result.error.map(no_nul),
+        response: result.response.map(no_nul),
     };
     match store.finish_attempt(&job, record, next).await {
         Ok(true) => {}

@@ -269,18 +269,39 @@ pub async fn repoint_job(
         .job(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-    let action = state
-        .live()
-        .plans
-        .get(&job.bot_id)
-        .and_then(|bot| bot.on_end.iter().find(|a| a.name == to.action))
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "action: bot {} has no action named \"{}\"",
-                job.bot_id, to.action
-            ))
-        })?;
+    // A job carries what its kind needs: a summary job a trigger, a delivery a record or
+    // a summary. So a summary job goes only to the bot's summary (`"summary"`: a provider
+    // that replaced the one it was made for), any other only to an `on_end` action.
+    let live = state.live();
+    let bot = live.plans.get(&job.bot_id);
+    let action = if job.kind == "summary" {
+        bot.and_then(|b| b.summary.as_ref())
+            .filter(|_| to.action == "summary")
+            .map(|s| crate::store::ActionRef {
+                name: "summary".into(),
+                ..s.clone()
+            })
+    } else {
+        bot.and_then(|b| {
+            b.on_end
+                .iter()
+                .find(|a| a.name == to.action && a.kind != "summary")
+                .cloned()
+        })
+    };
+    let action = action.ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "action: bot {} has no action named \"{}\" that can take a {} job{}",
+            job.bot_id,
+            to.action,
+            job.kind,
+            if job.kind == "summary" {
+                " (a summary job goes to \"summary\", the bot's [bots.summary])"
+            } else {
+                ""
+            }
+        ))
+    })?;
     let applied = state.store.decide(&id, Decision::Repoint(action)).await?;
     let answer = settle(
         &state,

@@ -163,6 +163,7 @@ pub(crate) async fn retry_many(state: &AppState, req: BulkRetry) -> Result<BulkR
             until: None,
         } => {
             check_ids(&ids)?;
+            let ids = distinct(ids);
             let mut out = BulkRetried {
                 retried: 0,
                 not_retried: Vec::new(),
@@ -264,7 +265,7 @@ pub async fn bulk_discard(
         discarded: 0,
         not_discarded: Vec::new(),
     };
-    for id in req.ids {
+    for id in distinct(req.ids) {
         let reason = match state.store.decide(&id, Decision::Discard).await? {
             Some(true) => {
                 out.discarded += 1;
@@ -283,6 +284,15 @@ pub async fn bulk_discard(
     }
     state.forget_stats();
     Ok(Json(out))
+}
+
+/// `ids` without repeats, in their order: a job named twice is retried (or discarded)
+/// and counted once.
+fn distinct(ids: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    ids.into_iter()
+        .filter(|id| seen.insert(id.clone()))
+        .collect()
 }
 
 /// 1 to 1000 job ids, each 1 to 256 bytes without NUL.

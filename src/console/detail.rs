@@ -236,6 +236,7 @@ pub async fn conversation(
                 }
                 @if s["status"] == "COMPLETED" {
                 dl.header {
+                    dt { "Summary" } dd.summary-text { (s["text"].as_str().filter(|x| !x.is_empty()).unwrap_or("–")) }
                     @for (label, key) in [("Situation", "situation"), ("Action", "action"), ("Resolution", "resolution"), ("Customer", "satisfaction")] {
                         dt { (label) } dd { (s["sections"][key].as_str().filter(|x| !x.is_empty()).unwrap_or("–")) }
                     }

@@ -38,19 +38,21 @@ struct Patterns {
 fn patterns() -> &'static Patterns {
     static P: std::sync::OnceLock<Patterns> = std::sync::OnceLock::new();
     P.get_or_init(|| Patterns {
-        // Digits (ASCII or full-width) with up to three separators between them: spaces,
-        // tabs, no-break spaces, dots, slashes, dashes (ASCII, en, em). Which runs are
-        // cards (digit count, grouping, issuer digit, Luhn) is decided per run, in linear
-        // time: each window is at most 19 digits long.
-        card: Regex::new(r"[0-9０-９](?:[ \t\u{A0}./\-–—]{0,3}[0-9０-９]){12,}")
+        // Digits (ASCII, full-width, Arabic-Indic) with up to three separators between
+        // them: any white space (line breaks, tabs, no-break and thin spaces), invisible
+        // ones (soft hyphen, zero-width space, word joiner), dots, slashes, dashes (ASCII,
+        // en, em). Which runs are cards (digit count, grouping, issuer digit, Luhn) is
+        // decided per run, in linear time: each window is at most 19 digits long.
+        card: Regex::new(r"[0-9０-９٠-٩۰-۹](?:[\s\u{AD}\u{200B}\u{2060}./\-–—]{0,3}[0-9０-９٠-٩۰-۹]){12,}")
             .expect("card pattern"),
         iban: Regex::new(r"(?i)\b[a-z]{2}\d{2}(?: ?[a-z0-9]){11,30}\b").expect("iban pattern"),
         ssn: Regex::new(r"\b\d{3}[- ]\d{2}[- ]\d{4}\b").expect("ssn pattern"),
-        email: Regex::new(r"[\p{L}\p{N}._%+-]+@[\p{L}\p{N}-]+(?:\.[\p{L}\p{N}-]+)*\.\p{L}{2,}")
+        // `@` or the full-width `＠`, with a line break or space on either side at most.
+        email: Regex::new(r"[\p{L}\p{N}._%+-]+\s?[@＠]\s?[\p{L}\p{N}-]+(?:\.[\p{L}\p{N}-]+)*\.\p{L}{2,}")
             .expect("email pattern"),
         // `+` or `00` and a country code, or a national number; the shape is checked
         // per match (see `phone_ok`).
-        phone: Regex::new(r"\+?\(?[0-9０-９][0-9０-９ \t\u{A0}().\-/–—]{5,24}[0-9０-９]")
+        phone: Regex::new(r"\+?\(?[0-9０-９٠-٩۰-۹][0-9０-９٠-٩۰-۹\s\u{AD}\u{200B}\u{2060}().\-/–—]{5,24}[0-9０-９٠-٩۰-۹]")
             .expect("phone pattern"),
     })
 }
@@ -78,7 +80,7 @@ impl Redactor {
         // Every built-in kind needs a digit, an email needs `@`: most strings of a request
         // (`NA`, `voice`, `en`) are passed over without running a pattern.
         let has_digit = text.chars().any(|c| digit(c).is_some());
-        let has_at = text.contains('@');
+        let has_at = text.contains(['@', '＠']);
         for kind in &self.kinds {
             if !(if *kind == "email" { has_at } else { has_digit }) {
                 continue;
@@ -203,11 +205,13 @@ fn builtin(kind: &str, text: &str, counts: &mut Redactions) -> Option<String> {
     Some(out)
 }
 
-/// A digit's value: ASCII or full-width.
+/// A digit's value: ASCII, full-width or Arabic-Indic (both forms).
 fn digit(c: char) -> Option<u8> {
     match c {
         '0'..='9' => Some(c as u8 - b'0'),
         '０'..='９' => Some((c as u32 - '０' as u32) as u8),
+        '٠'..='٩' => Some((c as u32 - '٠' as u32) as u8),
+        '۰'..='۹' => Some((c as u32 - '۰' as u32) as u8),
         _ => None,
     }
 }
@@ -401,6 +405,36 @@ mod tests {
     }
 
     #[test]
+    fn line_breaks_invisible_separators_and_other_digits_do_not_hide_a_number() {
+        for text in [
+            "my card is 4111\n1111\n1111\n1111",
+            "my card is 4111\r\n1111\r\n1111\r\n1111",
+            "card 4111 1111\u{2009}1111 1111",
+            "card 4111\u{200B}1111\u{200B}1111\u{200B}1111",
+            "card 4111\u{AD}1111\u{AD}1111\u{AD}1111",
+            "card ٤١١١ ١١١١ ١١١١ ١١١١",
+            "card ۴۱۱۱ ۱۱۱۱ ۱۱۱۱ ۱۱۱۱",
+        ] {
+            let (out, counts) = red(text);
+            assert_eq!(counts.get("card"), Some(&1), "{text:?} -> {out:?}");
+            assert!(!out.contains("1111") && !out.contains("١١١١"), "{out:?}");
+        }
+        for text in ["call +44 20\n7946 0958", "call 555\n123\n4567"] {
+            let (out, counts) = red(text);
+            assert_eq!(counts.get("phone"), Some(&1), "{text:?} -> {out:?}");
+        }
+        for text in [
+            "mail john＠example.com",
+            "mail john\n@example.com",
+            "mail john@\nexample.com",
+        ] {
+            let (out, counts) = red(text);
+            assert_eq!(counts.get("email"), Some(&1), "{text:?} -> {out:?}");
+            assert!(!out.contains("example"), "{out:?}");
+        }
+    }
+
+    #[test]
     fn separators_scripts_and_neighbours_do_not_hide_a_number() {
         for (text, kind) in [
             ("4111.1111.1111.1111", "card"),
@@ -533,7 +567,12 @@ mod tests {
             let sep = match style {
                 0 => return digits.to_owned(),
                 1 => " ",
-                _ => "-",
+                2 => "-",
+                3 => "\n",
+                4 => "\r\n",
+                5 => "\u{2009}",
+                6 => "\u{200B}",
+                _ => "\u{AD}",
             };
             digits
                 .as_bytes()
@@ -554,7 +593,7 @@ mod tests {
             fn no_valid_card_number_survives(
                 first in 2u8..7,
                 rest in proptest::collection::vec(0u8..10, 11..=17),
-                style in 0u8..3,
+                style in 0u8..8,
                 before in "[a-zA-Z ,.:]{0,20}",
                 after in "[a-zA-Z ,.:]{0,20}",
             ) {
@@ -573,7 +612,7 @@ mod tests {
             #[test]
             fn digit_strings_failing_luhn_stay(
                 body in proptest::collection::vec(0u8..10, 12..=18),
-                style in 0u8..3,
+                style in 0u8..8,
             ) {
                 let digits = with_check(&body, false);
                 prop_assume!(!luhn(&digits));

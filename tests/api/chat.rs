@@ -21,6 +21,8 @@ pub enum Reply {
     Status(u16, Option<u64>),
     /// These bytes with 200.
     Raw(String),
+    /// This status with these bytes.
+    StatusBody(u16, String),
     /// Waits, then answers.
     Slow(Duration, Box<Reply>),
 }
@@ -123,6 +125,9 @@ async fn answer(mut reply: Reply) -> Response {
                 axum::Json(json!({"error": {"message": "try later", "type": "server_error"}})),
             )
                 .into_response()
+        }
+        Reply::StatusBody(code, text) => {
+            (StatusCode::from_u16(code).unwrap(), text).into_response()
         }
         Reply::Raw(text) => {
             (StatusCode::OK, [("content-type", "application/json")], text).into_response()

@@ -369,7 +369,11 @@ async fn the_detail_page_shows_one_timeline_row_per_agent_and_the_transcript_in_
     let failed = b.text("section.summary code").await;
     assert_eq!(failed, "INVALID_SUMMARY");
     let sections = b.texts("section.summary dd").await;
-    assert_eq!(sections[0], "The customer asked for help.", "{sections:?}");
+    assert_eq!(
+        sections[0],
+        "The customer asked for help. The agent refunded 49.99."
+    );
+    assert_eq!(sections[1], "The customer asked for help.", "{sections:?}");
     b.client
         .execute(
             "document.querySelector('section.summary').scrollIntoView()",

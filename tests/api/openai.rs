@@ -346,10 +346,26 @@ async fn failed_then_replaced(postgres: bool) {
     // A FAILED summary is not announced.
     assert!(hook.deliveries().is_empty());
 
+    // A summary job cannot be re-pointed to a webhook (it would send a record that is
+    // not an end's); to the bot's summary it can.
+    let id = dead["id"].as_str().unwrap();
+    let (status, body) = app
+        .post(
+            &format!("/admin/v1/jobs/{id}/repoint"),
+            "bearer",
+            ADMIN_TOKEN,
+            &json!({"action": "crm"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("\"summary\""),
+        "{body}"
+    );
+
     // The server recovers; an operator retries the dead job: COMPLETED replaces FAILED,
     // and now it is announced.
     chat.always(None);
-    let id = dead["id"].as_str().unwrap();
     let (status, body) = app
         .post(
             "/admin/v1/jobs/retry",
@@ -422,4 +438,49 @@ async fn a_conversation_without_messages_is_failed_without_asking_the_model() {
     assert_eq!(list[0]["status"], "FAILED");
     assert_eq!(list[0]["failureCode"], "INSUFFICIENT_CONVERSATION_CONTENT");
     assert!(chat.requests().is_empty());
+}
+
+/// What a hostile or broken provider cannot do: put a card number it restated into a
+/// stored summary, have its echo of the API key recorded, turn a large error page into a
+/// failure for good, or (on PostgreSQL, whose text cannot hold NUL) keep a job from
+/// recording its attempt.
+#[tokio::test]
+async fn a_hostile_provider_cannot_leak_the_key_or_a_card_number_or_stall_a_job() {
+    let chat = ChatServer::start().await;
+    let (app, schema) = spawn(&tail(&chat, None, "5s", FAST), true).await;
+    let c = unique("openai-hostile");
+    chat.script(vec![Reply::StatusBody(
+        401,
+        format!("{{\"you_sent\": \"Bearer {OPENAI_KEY}\"}}"),
+    )]);
+    converse(&app, &c).await;
+    let dead = summary_job(&app, &c, "dead").await;
+    let shown = job(&app, dead["id"].as_str().unwrap()).await.to_string();
+    assert!(!shown.contains(OPENAI_KEY), "{shown}");
+    assert!(shown.contains("Bearer ***"), "{shown}");
+
+    // A 2 MiB error page, then a NUL in an error: retried, recorded; then a model that
+    // restates the card number it was given as a redaction marker, without spaces.
+    let c = unique("openai-hostile");
+    chat.script(vec![
+        Reply::StatusBody(503, "<html>".repeat(350_000)),
+        Reply::StatusBody(500, "{\"error\": \"bad\u{0}thing\"}".into()),
+        sections_json("The card 4111111111111111 was charged twice; mail jane@example.com."),
+    ]);
+    converse(&app, &c).await;
+    let done = summary_job(&app, &c, "succeeded").await;
+    let log = job(&app, done["id"].as_str().unwrap()).await;
+    let attempts = log["attemptLog"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3, "{log:#}");
+    assert_eq!(attempts[0]["statusCode"], 503);
+    assert_eq!(attempts[1]["statusCode"], 500);
+    assert!(attempts[1]["response"].as_str().unwrap().contains("bad"));
+    let list = summaries(&app, &c).await;
+    let situation = list[0]["sections"]["situation"].as_str().unwrap();
+    assert_eq!(
+        situation,
+        "The card [card] was charged twice; mail jane@example.com."
+    );
+    assert!(!list[0]["text"].as_str().unwrap().contains("4111"));
+    finish(app, schema).await;
 }

@@ -20,6 +20,7 @@ use super::{Advice, AttemptResult};
 use crate::config::SummaryProvider;
 use crate::domain::Timestamp;
 use crate::domain::ingest::{ActionRef, Jobs};
+use crate::domain::pii::Redactor;
 use crate::domain::summary::{
     COMPLETED, FAILED, MessageRange, Sections, Speaker, StoredSummary, Turn, extractive,
 };
@@ -36,6 +37,20 @@ pub struct Summarize<'a> {
     pub http: &'a reqwest::Client,
     /// The bot's webhook and NATS actions: each gets a `conversation.summarized`.
     pub deliveries: &'a [ActionRef],
+    /// The bot's redaction: the transcript was redacted when stored, but what a model is
+    /// sent is built anew (lines joined) and what it answers may restate what was
+    /// removed, so both pass through it again.
+    pub redact: Option<&'a Redactor>,
+}
+
+/// `text` redacted by `redact` (when it has rules).
+pub fn redacted(redact: Option<&Redactor>, text: &str) -> String {
+    match redact.filter(|r| !r.is_empty()) {
+        Some(r) => r
+            .text(text, &mut Default::default())
+            .unwrap_or_else(|| text.to_owned()),
+        None => text.to_owned(),
+    }
 }
 
 /// A summary made.
@@ -65,10 +80,7 @@ pub struct Failure {
 const NO_CONTENT: &str = "INSUFFICIENT_CONVERSATION_CONTENT";
 
 pub async fn run(s: Summarize<'_>, job: &ClaimedJob, now: Timestamp) -> AttemptResult {
-    let trigger_seq = job
-        .action
-        .strip_prefix("summary@")
-        .and_then(|at| at.parse::<u64>().ok());
+    let trigger_seq = trigger_of(&job.action);
     let (turns, range) = match transcript(s.store, job, trigger_seq).await {
         Ok(t) => t,
         Err(e) => return AttemptResult::failed(e),
@@ -103,9 +115,21 @@ pub async fn run(s: Summarize<'_>, job: &ClaimedJob, now: Timestamp) -> AttemptR
                     }),
                 }
             }
-            SummaryProvider::OpenAi(o) => openai::summarize(s.http, o, &turns).await,
+            SummaryProvider::OpenAi(o) => openai::summarize(s.http, o, &turns, s.redact).await,
         }
     };
+    // What a provider made passes the bot's redaction too: a model may restate a number
+    // it was given in pieces, without the spaces, or spelled out around `at` and `dot`.
+    let outcome = outcome.map(|m| Made {
+        text: redacted(s.redact, &m.text),
+        sections: Sections {
+            situation: redacted(s.redact, &m.sections.situation),
+            action: redacted(s.redact, &m.sections.action),
+            resolution: redacted(s.redact, &m.sections.resolution),
+            satisfaction: redacted(s.redact, &m.sections.satisfaction),
+        },
+        ..m
+    });
     let generation_ms = started.elapsed().as_millis() as u64;
     // Retryable and attempts left: nothing is stored; the job runs again.
     if let Err(f) = &outcome
@@ -224,6 +248,14 @@ pub async fn run(s: Summarize<'_>, job: &ClaimedJob, now: Timestamp) -> AttemptR
     }
 }
 
+/// The event number of a summary job's trigger: `summary@7` (also once re-pointed,
+/// `summary (re-pointed from summary@7)`); `None` for the end's (`summary@end`).
+fn trigger_of(name: &str) -> Option<u64> {
+    let at = name.rsplit("summary@").next()?;
+    let digits = at.find(|c: char| !c.is_ascii_digit()).unwrap_or(at.len());
+    at[..digits].parse().ok()
+}
+
 /// The conversation's messages up to `until` (every one when `None`), as turns, with the
 /// event numbers of the first and last.
 async fn transcript(
@@ -272,4 +304,21 @@ async fn transcript(
         }
     }
     Ok((turns, range))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_trigger_is_read_from_the_job_name_even_once_re_pointed() {
+        assert_eq!(super::trigger_of("summary@7"), Some(7));
+        assert_eq!(super::trigger_of("summary@end"), None);
+        assert_eq!(
+            super::trigger_of("summary (re-pointed from summary (re-pointed from summary@12))"),
+            Some(12)
+        );
+        assert_eq!(
+            super::trigger_of("summary (re-pointed from summary@end)"),
+            None
+        );
+    }
 }
