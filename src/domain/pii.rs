@@ -38,22 +38,31 @@ struct Patterns {
 fn patterns() -> &'static Patterns {
     static P: std::sync::OnceLock<Patterns> = std::sync::OnceLock::new();
     P.get_or_init(|| Patterns {
-        // Digits (ASCII, full-width, Arabic-Indic) with up to three separators between
-        // them: any white space (line breaks, tabs, no-break and thin spaces), invisible
-        // ones (soft hyphen, zero-width space, word joiner), dots, slashes, dashes (ASCII,
-        // en, em). Which runs are cards (digit count, grouping, issuer digit, Luhn) is
-        // decided per run, in linear time: each window is at most 19 digits long.
-        card: Regex::new(r"[0-9０-９٠-٩۰-۹](?:[\s\u{AD}\u{200B}\u{2060}./\-–—]{0,3}[0-9０-９٠-٩۰-۹]){12,}")
+        // Decimal digits of any script with up to four separators between them (a blank
+        // line is `\r\n\r\n`): white space of any kind (line breaks, tabs, no-break, thin
+        // and ideographic spaces), invisible format characters (soft hyphen, zero-width
+        // spaces and joiners, word joiner, byte-order mark), dashes of any kind and the
+        // minus sign, dots, slashes, underscores, commas, stars, middle dots. Which runs
+        // are cards (digit count, grouping, issuer digit, Luhn) is decided per run, in
+        // linear time: each window is at most 19 digits long.
+        card: Regex::new(r"\p{Nd}(?:[\s\p{Cf}\p{Pd}\u{2212}\u{34F}./_,*·]{0,4}\p{Nd}){12,}")
             .expect("card pattern"),
         iban: Regex::new(r"(?i)\b[a-z]{2}\d{2}(?: ?[a-z0-9]){11,30}\b").expect("iban pattern"),
         ssn: Regex::new(r"\b\d{3}[- ]\d{2}[- ]\d{4}\b").expect("ssn pattern"),
-        // `@` or the full-width `＠`, with a line break or space on either side at most.
-        email: Regex::new(r"[\p{L}\p{N}._%+-]+\s?[@＠]\s?[\p{L}\p{N}-]+(?:\.[\p{L}\p{N}-]+)*\.\p{L}{2,}")
-            .expect("email pattern"),
+        // `@` (or the full-width `＠`, the small `﹫`) with at most a line break or
+        // invisible characters beside it — never a space: `cc @anna.smith` is a mention;
+        // dots of other scripts (`。`, `．`) in the domain.
+        email: Regex::new(
+            r"[\p{L}\p{N}\p{Cf}._%+-]+[\r\n\p{Cf}]{0,2}[@＠﹫][\r\n\p{Cf}]{0,2}[\p{L}\p{N}\p{Cf}-]+(?:[.。．｡][\p{L}\p{N}\p{Cf}-]+)*[.。．｡]\p{L}{2,}",
+        )
+        .expect("email pattern"),
         // `+` or `00` and a country code, or a national number; the shape is checked
-        // per match (see `phone_ok`).
-        phone: Regex::new(r"\+?\(?[0-9０-９٠-٩۰-۹][0-9０-９٠-٩۰-۹\s\u{AD}\u{200B}\u{2060}().\-/–—]{5,24}[0-9０-９٠-٩۰-۹]")
-            .expect("phone pattern"),
+        // per match (see `phone_ok`). Separators as for cards but on one line: a number
+        // at the end of one line and another at the start of the next are two numbers.
+        phone: Regex::new(
+            r"\+?\(?\p{Nd}[\p{Nd}\p{Zs}\t\p{Cf}\p{Pd}\u{2212}().\-/]{5,24}\p{Nd}",
+        )
+        .expect("phone pattern"),
     })
 }
 
@@ -80,7 +89,7 @@ impl Redactor {
         // Every built-in kind needs a digit, an email needs `@`: most strings of a request
         // (`NA`, `voice`, `en`) are passed over without running a pattern.
         let has_digit = text.chars().any(|c| digit(c).is_some());
-        let has_at = text.contains(['@', '＠']);
+        let has_at = text.contains(['@', '＠', '﹫']);
         for kind in &self.kinds {
             if !(if *kind == "email" { has_at } else { has_digit }) {
                 continue;
@@ -205,15 +214,26 @@ fn builtin(kind: &str, text: &str, counts: &mut Redactions) -> Option<String> {
     Some(out)
 }
 
-/// A digit's value: ASCII, full-width or Arabic-Indic (both forms).
+/// The first code point of each run of ten decimal digits wrapup reads: ASCII,
+/// Arabic-Indic (both), NKo, the Indic scripts, Thai, Lao, Tibetan, Myanmar, Khmer,
+/// Mongolian, full-width, and the mathematical digits (bold, double-struck, sans-serif,
+/// sans-serif bold, monospace).
+const ZEROS: [u32; 29] = [
+    0x30, 0x660, 0x6F0, 0x7C0, 0x966, 0x9E6, 0xA66, 0xAE6, 0xB66, 0xBE6, 0xC66, 0xCE6, 0xD66,
+    0xDE6, 0xE50, 0xED0, 0xF20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0xFF10, 0x1D7CE,
+    0x1D7D8, 0x1D7E2, 0x1D7EC, 0x1D7F6,
+];
+
+/// A digit's value, in any script of [`ZEROS`].
 fn digit(c: char) -> Option<u8> {
-    match c {
-        '0'..='9' => Some(c as u8 - b'0'),
-        '０'..='９' => Some((c as u32 - '０' as u32) as u8),
-        '٠'..='٩' => Some((c as u32 - '٠' as u32) as u8),
-        '۰'..='۹' => Some((c as u32 - '۰' as u32) as u8),
-        _ => None,
+    let c = c as u32;
+    if c < 0x80 {
+        return (0x30..=0x39).contains(&c).then(|| (c - 0x30) as u8);
     }
+    ZEROS
+        .iter()
+        .find(|&&zero| (zero..zero + 10).contains(&c))
+        .map(|zero| (c - zero) as u8)
 }
 
 /// The parts of a digit run that are card numbers. A card is written as one group of 13
@@ -419,18 +439,60 @@ mod tests {
             assert_eq!(counts.get("card"), Some(&1), "{text:?} -> {out:?}");
             assert!(!out.contains("1111") && !out.contains("١١١١"), "{out:?}");
         }
-        for text in ["call +44 20\n7946 0958", "call 555\n123\n4567"] {
+        // More separators and scripts (a second review).
+        for text in [
+            "card 4111\r\n\r\n1111\r\n\r\n1111\r\n\r\n1111",
+            "card 4111\u{FEFF}1111\u{FEFF}1111\u{FEFF}1111",
+            "card 4111\u{200D}1111\u{180E}1111\u{2062}1111",
+            "card 4111\u{2011}1111\u{2212}1111\u{FF0D}1111",
+            "card 4111_1111_1111_1111",
+            "card 4111,1111,1111,1111",
+            "card 4111·1111·1111·1111",
+            "card ४१११ ११११ ११११ ११११",
+            "card 𝟒𝟏𝟏𝟏 𝟏𝟏𝟏𝟏 𝟏𝟏𝟏𝟏 𝟏𝟏𝟏𝟏",
+        ] {
+            let (out, counts) = red(text);
+            assert_eq!(counts.get("card"), Some(&1), "{text:?} -> {out:?}");
+        }
+        for text in [
+            "call +44\u{FEFF}20\u{FEFF}7946\u{FEFF}0958",
+            "call +44\u{3000}20\u{3000}7946\u{3000}0958",
+        ] {
             let (out, counts) = red(text);
             assert_eq!(counts.get("phone"), Some(&1), "{text:?} -> {out:?}");
         }
         for text in [
             "mail john＠example.com",
+            "mail john﹫example.com",
             "mail john\n@example.com",
-            "mail john@\nexample.com",
+            "mail john\r\n@example.com",
+            "mail john@\r\nexample.com",
+            "mail john\u{200B}@example.com",
+            "mail jo\u{AD}hn@exam\u{AD}ple.com",
+            "mail john@example。com",
         ] {
             let (out, counts) = red(text);
             assert_eq!(counts.get("email"), Some(&1), "{text:?} -> {out:?}");
-            assert!(!out.contains("example"), "{out:?}");
+            assert!(!out.contains("example") && !out.contains("hn"), "{out:?}");
+        }
+    }
+
+    #[test]
+    fn mentions_and_numbers_on_separate_lines_stay() {
+        for text in [
+            "cc @anna.smith please",
+            "hi @bob.jones",
+            "I'm @ home.Will call later",
+            "bought 3 @ Amazon.com yesterday",
+            "meet @ 5pm",
+            "Order 123456\n1000 pcs",
+            "Order 123456\r\n1500 EUR total",
+            "Order 555-123\n4567 Elm Street",
+            "ticket 812 345\n6789 thanks",
+            "Order 1234\n56\n7890",
+        ] {
+            let (out, counts) = red(text);
+            assert_eq!(out, text, "{counts:?}");
         }
     }
 
