@@ -350,6 +350,13 @@ async fn the_detail_page_shows_one_timeline_row_per_agent_and_the_transcript_in_
         assert_eq!(app.hook(&message(&c, t, author)).await.0, 200);
     }
     assert_eq!(app.hook(&event_body(&c, json!([summary()]))).await.0, 200);
+    // The end waits for the trigger's summary: both jobs would otherwise race for the
+    // model's first (malformed) answer.
+    eventually("the trigger's summary is stored", || async {
+        let (_, r) = app.conversation(&c).await;
+        (r["summaries"].as_array().map_or(0, Vec::len) == 1).then_some(())
+    })
+    .await;
     assert_eq!(app.end(&c).await.0, 200);
     eventually("both summaries are stored", || async {
         let (_, r) = app.conversation(&c).await;
