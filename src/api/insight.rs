@@ -195,7 +195,10 @@ pub(crate) async fn retry_many(state: &AppState, req: BulkRetry) -> Result<BulkR
                     "bot: {bot} is not configured"
                 )));
             };
-            if !plan.on_end.iter().any(|a| a.name == action) {
+            // `summary` is the bot's summary jobs (`summary@…`) when it has `[bots.summary]`;
+            // another action's jobs include its `conversation.summarized` deliveries.
+            let summaries = action == "summary" && plan.summary.is_some();
+            if !summaries && !plan.on_end.iter().any(|a| a.name == action) {
                 return Err(ApiError::BadRequest(format!(
                     "action: bot {bot} has no action {action:?}"
                 )));

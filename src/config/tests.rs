@@ -174,3 +174,16 @@ fn an_action_name_with_an_at_sign_is_refused() {
         "bots[0].on_end[0].name: must not contain @"
     );
 }
+
+#[test]
+fn an_action_named_summary_is_refused_only_beside_a_summary_table() {
+    let action = "[[bots.on_end]]\nkind = \"nats\"\nname = \"summary\"\nurl = \"nats://x\"\nsubject = \"s\"\n";
+    let bot = "[[bots]]\nid = \"st-1\"\napps = [\"cs-1\"]\n";
+    assert!(check(&format!("{APP}\n{bot}{action}")).is_ok());
+    assert_eq!(
+        check(&format!("{APP}\n{bot}{action}[bots.summary]\n"))
+            .err()
+            .unwrap(),
+        "bots[0].on_end[0].name: \"summary\" names the bot's [bots.summary] jobs: give this action another name"
+    );
+}

@@ -155,6 +155,18 @@ pub fn validate(
                 .map(|v| positive(&format!("{key}.retention.transcript"), v))
                 .transpose()?,
         };
+        let summary = summary_settings(bot, &key, &env)?;
+        // With `[bots.summary]`, `summary` names the bot's summary jobs (re-pointing,
+        // retrying by action), so no other action of the bot may take it.
+        if let Some(j) = summary
+            .as_ref()
+            .and_then(|_| on_end.iter().position(|a| a.name == "summary"))
+        {
+            return Err(cerr(
+                format!("{key}.on_end[{j}].name"),
+                "\"summary\" names the bot's [bots.summary] jobs: give this action another name",
+            ));
+        }
         bots.push(BotSettings {
             id: bot.id.clone(),
             apps: bot.apps.clone(),
@@ -163,7 +175,7 @@ pub fn validate(
             on_end,
             caps: validate_caps(&bot.caps, &format!("{key}.caps"))?,
             redact: redactor(bot, &key)?,
-            summary: summary_settings(bot, &key, &env)?,
+            summary,
         });
     }
 

@@ -179,6 +179,16 @@ async fn dead_jobs_of_an_action_since_an_instant_are_retried_in_bulk_and_counted
     };
     let (status, body) = retry(json!({"bot": BOT, "action": "nope", "since": since})).await;
     assert_eq!(status, 400, "{body}");
+    // `summary` is an action only for a bot with `[bots.summary]`.
+    let (status, body) = retry(json!({"bot": BOT, "action": "summary", "since": since})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no action \"summary\""),
+        "{body}"
+    );
     let (status, body) = retry(json!({"bot": BOT})).await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = retry(json!({"bot": BOT, "action": "crm", "since": since})).await;

@@ -1194,3 +1194,87 @@ pub async fn a_summary_is_stored_once_per_id(store: &S, clock: &ManualClock) {
     );
     assert_eq!(record["status"], "ended");
 }
+
+/// An action's jobs, for listing and for retrying by action, are its own, those wrapup
+/// named after it (`crm@summary@7` for `crm`, `summary@7` for `summary`) and those
+/// re-pointed to it; never another action whose name merely starts the same way.
+pub async fn an_actions_jobs_include_those_named_after_it(store: &S, clock: &ManualClock) {
+    let names = [
+        "crm",
+        "crm@summary@7",
+        "crm (re-pointed from hook)",
+        "crmx",
+        "cr",
+        "summary@7",
+        "summary@end",
+        "summaryx",
+    ];
+    let acts = actions(&names);
+    let known: Known = std::iter::once(String::new())
+        .chain(names.iter().map(|n| format!("dest-{n}")))
+        .collect();
+    store
+        .ingest(ingest("named", events("named", json!([end()])), acts))
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_jobs(100, Duration::from_secs(30), known.clone())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), names.len());
+    for job in &claimed {
+        assert!(
+            store
+                .finish_attempt(job, attempt(1, false), NextStep::Dead)
+                .await
+                .unwrap()
+        );
+    }
+    let listed = |action: &str| {
+        let filter = JobFilter {
+            action: Some(action.into()),
+            limit: 100,
+            ..Default::default()
+        };
+        async move {
+            let mut names: Vec<String> = store
+                .list_jobs(filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|j| j.action)
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(
+        listed("crm").await,
+        ["crm", "crm (re-pointed from hook)", "crm@summary@7"]
+    );
+    assert_eq!(listed("summary").await, ["summary@7", "summary@end"]);
+    assert_eq!(listed("cr").await, ["cr"]);
+
+    let retry = |action: &str| RetryTarget::DeadOfAction {
+        bot: BOT.into(),
+        action: action.into(),
+        since: Timestamp::from_millis(clock.now().millis() - 1_000),
+        until: None,
+        known: known.clone(),
+    };
+    assert_eq!(store.retry_dead(retry("summary")).await.unwrap(), 2);
+    assert_eq!(store.retry_dead(retry("crm")).await.unwrap(), 3);
+    let pending: Vec<String> = jobs_of(store, "named")
+        .await
+        .into_iter()
+        .filter(|j| j.state == JobState::Pending)
+        .map(|j| j.action)
+        .collect();
+    assert_eq!(pending.len(), 5, "{pending:?}");
+    assert!(
+        !pending
+            .iter()
+            .any(|n| ["crmx", "cr", "summaryx"].contains(&n.as_str())),
+        "{pending:?}"
+    );
+}

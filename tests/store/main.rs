@@ -135,6 +135,7 @@ both_stores!(
     unknown_destinations_are_left_then_orphaned_and_decided,
     lists_filter_by_agent_queue_anomaly_and_reason,
     a_summary_is_stored_once_per_id,
+    an_actions_jobs_include_those_named_after_it,
 );
 
 /// Upgrading a database from before the tag index: the migration derives every stored

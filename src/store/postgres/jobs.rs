@@ -187,10 +187,12 @@ pub(super) async fn list(pool: &PgPool, f: JobFilter) -> Result<Vec<JobView>, St
         q.push(" AND conversation_id = ").push_bind(c.clone());
     }
     if let Some(action) = &f.action {
-        // Jobs re-pointed to the action count as its own.
+        // Jobs wrapup named after the action, and jobs re-pointed to it, count as its own.
         q.push(" AND (action = ")
             .push_bind(action.clone())
             .push(" OR starts_with(action, ")
+            .push_bind(action.clone())
+            .push(" || '@') OR starts_with(action, ")
             .push_bind(action.clone())
             .push(" || ' (re-pointed from '))");
     }
@@ -249,7 +251,8 @@ pub(super) async fn retry_dead(
         } => (
             "state = 'dead' AND bot_id = $2 AND destination = ANY($3)
              AND created_at >= $5 AND created_at < $6
-             AND (action = $4 OR starts_with(action, $4 || ' (re-pointed from '))",
+             AND (action = $4 OR starts_with(action, $4 || '@')
+                  OR starts_with(action, $4 || ' (re-pointed from '))",
             bot,
             Some(known),
             Some((

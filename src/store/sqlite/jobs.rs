@@ -176,6 +176,16 @@ pub(super) fn finish(
     Ok(changed == 1)
 }
 
+/// The jobs of the action named by parameter `?n`: its own, those wrapup named after it
+/// (`summary@7` for `summary`, `crm@summary@7` for `crm`; action names have no `@`), and
+/// those re-pointed to it.
+fn of_action(n: usize) -> String {
+    format!(
+        "(action = ?{n} OR substr(action, 1, length(?{n}) + 1) = ?{n} || '@'
+          OR substr(action, 1, length(?{n} || ' (re-pointed from ')) = ?{n} || ' (re-pointed from ')"
+    )
+}
+
 pub(super) fn retry_dead(
     conn: &Connection,
     target: &RetryTarget,
@@ -206,14 +216,13 @@ pub(super) fn retry_dead(
                 until.map_or(i64::MAX, |u| u.millis()).into(),
             ]);
             "state = 'dead' AND bot_id = ?2 AND destination IN (SELECT value FROM json_each(?3))
-             AND created_at >= ?5 AND created_at < ?6
-             AND (action = ?4 OR substr(action, 1, length(?4 || ' (re-pointed from ')) = ?4 || ' (re-pointed from ')"
+             AND created_at >= ?5 AND created_at < ?6 AND "
         }
     };
     let filter = match target {
         RetryTarget::Job(_) => format!("state IN ('dead', 'pending') AND {filter}"),
         RetryTarget::DeadOfBot { .. } => format!("state = 'dead' AND {filter}"),
-        RetryTarget::DeadOfAction { .. } => filter.to_owned(),
+        RetryTarget::DeadOfAction { .. } => format!("{filter}{}", of_action(4)),
     };
     // A dead job gets a fresh budget; a pending one keeps what it has left.
     let sql = format!(
@@ -244,12 +253,8 @@ pub(super) fn list(conn: &Connection, f: &JobFilter) -> Result<Vec<JobView>, Sto
         sql.push_str(&format!(" AND conversation_id = ?{}", args.len()));
     }
     if let Some(action) = &f.action {
-        // Jobs re-pointed to the action count as its own.
         args.push(action.clone().into());
-        let n = args.len();
-        sql.push_str(&format!(
-            " AND (action = ?{n} OR substr(action, 1, length(?{n} || ' (re-pointed from ')) = ?{n} || ' (re-pointed from ')"
-        ));
+        sql.push_str(&format!(" AND {}", of_action(args.len())));
     }
     if let Some(since) = f.since {
         args.push(since.millis().into());
