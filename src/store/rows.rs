@@ -171,6 +171,16 @@ pub(crate) fn new_job_id() -> String {
 pub(crate) const LOST_ATTEMPT: &str =
     "the worker stopped before recording this attempt; its lease expired";
 
+/// How many lost attempts a job may have. A lost attempt (a crash, a deploy) does not
+/// count against the job's budget, so without a bound a job that itself stops its worker,
+/// or whose attempt the store refuses to record, would run at every lease, for ever.
+/// At its tenth lost attempt in a row (since its last recorded attempt) the job is dead
+/// instead, with [`TOO_MANY_LOST`].
+pub(crate) const MAX_LOST_ATTEMPTS: i64 = 10;
+
+pub(crate) const TOO_MANY_LOST: &str = "the worker stopped before recording 10 of this job's attempts in a row \
+    (a crash the job itself causes, or an attempt the store cannot record); see the server's log, then retry or discard it";
+
 /// The reason an orphaned job carries, as an SQL expression over its row (both stores).
 pub(crate) const ORPHANED: &str = "'the destination it was scheduled for (' || kind || ' action \"' || action || '\") \
     is not in the configuration (removed, or its kind or target changed); re-point it to an action or discard it'";

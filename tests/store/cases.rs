@@ -1278,3 +1278,97 @@ pub async fn an_actions_jobs_include_those_named_after_it(store: &S, clock: &Man
         "{pending:?}"
     );
 }
+
+/// A lost attempt is free, but not for ever: a job whose worker stops ten times in a row
+/// (a job that crashes its instance, an attempt the store cannot record) is dead, says
+/// why, and an operator can still retry it. An attempt recorded in between starts the
+/// count again.
+pub async fn a_job_whose_attempts_are_lost_ten_times_in_a_row_is_dead(
+    store: &S,
+    clock: &ManualClock,
+) {
+    store
+        .ingest(ingest(
+            "poison",
+            events("poison", json!([end()])),
+            actions(&["hook"]),
+        ))
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(30);
+    // One attempt recorded (failed), then nine lost: still running.
+    let first = store.claim_jobs(1, lease, known()).await.unwrap();
+    assert!(
+        store
+            .finish_attempt(&first[0], attempt(1, false), NextStep::RetryAt(clock.now()))
+            .await
+            .unwrap()
+    );
+    let mut last = store.claim_jobs(1, lease, known()).await.unwrap();
+    for _ in 0..9 {
+        clock.advance(Duration::from_secs(31));
+        last = store.claim_jobs(1, lease, known()).await.unwrap();
+        assert_eq!(last.len(), 1, "reclaimed after a lost attempt");
+    }
+    assert_eq!(last[0].attempt, 11);
+    // The tenth lost attempt in a row: dead, not claimed.
+    clock.advance(Duration::from_secs(31));
+    assert!(
+        store
+            .claim_jobs(1, lease, known())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let job = store.job(&first[0].id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Dead);
+    assert!(
+        job.last_error
+            .as_deref()
+            .unwrap()
+            .contains("10 of this job's attempts in a row"),
+        "{:?}",
+        job.last_error
+    );
+    let log = job.attempt_log.unwrap();
+    assert_eq!(log.len(), 11);
+    assert_eq!(
+        log.iter()
+            .filter(|a| a.outcome == wrapup::store::AttemptOutcome::Lost)
+            .count(),
+        10
+    );
+    clock.advance(Duration::from_secs(3600));
+    assert!(
+        store
+            .claim_jobs(1, lease, known())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // An operator's retry runs it again, and a recorded attempt ends it.
+    assert_eq!(
+        store
+            .retry_dead(RetryTarget::Job(first[0].id.clone()))
+            .await
+            .unwrap(),
+        1
+    );
+    let again = store.claim_jobs(1, lease, known()).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert!(
+        store
+            .finish_attempt(
+                &again[0],
+                attempt(again[0].attempt, true),
+                NextStep::Succeeded
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.job(&first[0].id).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+}

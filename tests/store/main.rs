@@ -136,6 +136,7 @@ both_stores!(
     lists_filter_by_agent_queue_anomaly_and_reason,
     a_summary_is_stored_once_per_id,
     an_actions_jobs_include_those_named_after_it,
+    a_job_whose_attempts_are_lost_ten_times_in_a_row_is_dead,
 );
 
 /// Upgrading a database from before the tag index: the migration derives every stored

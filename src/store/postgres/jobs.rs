@@ -10,8 +10,8 @@ use crate::domain::Timestamp;
 use crate::domain::ingest::{ActionRef, Target};
 use crate::store::{
     ATTEMPTS_OF_JOB, AttemptColumns, AttemptRecord, ClaimedJob, Decision, JOB_COLUMNS, JobColumns,
-    JobFilter, JobStats, JobView, Known, LOST_ATTEMPT, NextStep, ORPHANED, RetryTarget, StoreError,
-    after_attempt, new_job_id,
+    JobFilter, JobStats, JobView, Known, LOST_ATTEMPT, MAX_LOST_ATTEMPTS, NextStep, ORPHANED,
+    RetryTarget, StoreError, TOO_MANY_LOST, after_attempt, new_job_id,
 };
 
 /// Writes jobs, one row per action, each with the payload.
@@ -106,30 +106,52 @@ pub(super) async fn claim(
     let mut jobs = due.iter().map(claimed).collect::<Result<Vec<_>, _>>()?;
     if jobs.len() < limit {
         // Jobs whose worker vanished: record the lost attempt (not counted against
-        // the budget) and run them again with the same id.
+        // the budget) and run them again with the same id; at its MAX_LOST_ATTEMPTS-th
+        // lost attempt in a row a job is dead instead. (The count is of the lost attempts recorded
+        // before this one: a statement does not see its own inserts.)
         let lost = sqlx::query(&format!(
             "WITH lost AS (
-                 SELECT seq FROM jobs WHERE state = 'running' AND lease_until <= $1 AND destination = ANY($5)
+                 SELECT seq, id FROM jobs WHERE state = 'running' AND lease_until <= $1 AND destination = ANY($5)
                  ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED),
              recorded AS (
                  INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error)
                  SELECT j.id, j.attempts, j.updated_at, $1 - j.updated_at, 'lost', $4
                  FROM jobs j JOIN lost ON j.seq = lost.seq
-                 ON CONFLICT DO NOTHING)
-             UPDATE jobs j SET attempts = j.attempts + 1, max_attempts = j.max_attempts + 1, lease_until = $3,
-                    lease_token = gen_random_uuid()::text, updated_at = $1
-             FROM lost WHERE j.seq = lost.seq
-             RETURNING {CLAIMED_COLUMNS}"
+                 ON CONFLICT DO NOTHING),
+             counted AS (
+                 SELECT lost.seq, 1 + (SELECT count(*) FROM attempts a
+                                       WHERE a.job_id = lost.id AND a.outcome = 'lost'
+                                         AND a.attempt > coalesce((SELECT max(b.attempt) FROM attempts b
+                                             WHERE b.job_id = lost.id AND b.outcome <> 'lost'), 0)) >= $6 AS dead
+                 FROM lost)
+             UPDATE jobs j SET
+                    state = CASE WHEN c.dead THEN 'dead' ELSE 'running' END,
+                    attempts = CASE WHEN c.dead THEN j.attempts ELSE j.attempts + 1 END,
+                    max_attempts = CASE WHEN c.dead THEN j.max_attempts ELSE j.max_attempts + 1 END,
+                    lease_until = CASE WHEN c.dead THEN NULL ELSE $3 END,
+                    lease_token = CASE WHEN c.dead THEN NULL ELSE gen_random_uuid()::text END,
+                    due_at = CASE WHEN c.dead THEN $1 ELSE j.due_at END,
+                    last_error = CASE WHEN c.dead THEN $7 ELSE j.last_error END,
+                    updated_at = $1
+             FROM counted c WHERE j.seq = c.seq
+             RETURNING {CLAIMED_COLUMNS}, j.state"
         ))
         .bind(now)
         .bind((limit - jobs.len()) as i64)
         .bind(lease_until)
         .bind(LOST_ATTEMPT)
         .bind(&known[..])
+        .bind(MAX_LOST_ATTEMPTS)
+        .bind(TOO_MANY_LOST)
         .fetch_all(&mut *conn)
         .await?;
         for row in &lost {
-            jobs.push(claimed(row)?);
+            let state: String = row
+                .try_get(11)
+                .map_err(|e| StoreError::corrupt("a claimed job row", e))?;
+            if state == "running" {
+                jobs.push(claimed(row)?);
+            }
         }
     }
     Ok(jobs)

@@ -7,8 +7,8 @@ use crate::domain::Timestamp;
 use crate::domain::ingest::{ActionRef, Target};
 use crate::store::{
     ATTEMPTS_OF_JOB, AttemptColumns, AttemptRecord, ClaimedJob, Decision, JOB_COLUMNS, JobColumns,
-    JobFilter, JobStats, JobView, Known, LOST_ATTEMPT, NextStep, ORPHANED, RetryTarget, StoreError,
-    after_attempt, new_job_id,
+    JobFilter, JobStats, JobView, Known, LOST_ATTEMPT, MAX_LOST_ATTEMPTS, NextStep, ORPHANED,
+    RetryTarget, StoreError, TOO_MANY_LOST, after_attempt, new_job_id,
 };
 
 /// Writes jobs: the payload once, shared by one job row per action.
@@ -105,6 +105,23 @@ pub(super) fn claim(
                      ON CONFLICT (job_id, attempt) DO NOTHING",
                 )?
                 .execute(params![seq, now.millis(), LOST_ATTEMPT])?;
+                let lost: i64 = conn
+                    .prepare_cached(
+                        "WITH j AS (SELECT id FROM jobs WHERE seq = ?1)
+                         SELECT count(*) FROM attempts a, j WHERE a.job_id = j.id AND a.outcome = 'lost'
+                           AND a.attempt > coalesce((SELECT max(attempt) FROM attempts b
+                                                     WHERE b.job_id = j.id AND b.outcome <> 'lost'), 0)",
+                    )?
+                    .query_row(params![seq], |r| r.get(0))?;
+                if lost >= MAX_LOST_ATTEMPTS {
+                    conn.prepare_cached(
+                        "UPDATE jobs SET state = 'dead', due_at = ?2, updated_at = ?2, lease_until = NULL,
+                             lease_token = NULL, last_error = ?3
+                         WHERE seq = ?1",
+                    )?
+                    .execute(params![seq, now.millis(), TOO_MANY_LOST])?;
+                    continue;
+                }
                 conn.prepare_cached(
                     "UPDATE jobs SET max_attempts = max_attempts + 1 WHERE seq = ?1",
                 )?
