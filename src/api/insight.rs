@@ -263,12 +263,21 @@ pub async fn bulk_discard(
     body: Result<Json<BulkDiscard>, JsonRejection>,
 ) -> Result<Json<BulkDiscarded>, ApiError> {
     let Json(req) = body?;
-    check_ids(&req.ids)?;
+    Ok(Json(discard_many(&state, req.ids).await?))
+}
+
+/// Gives up the listed jobs (admin API and console): those dead or orphaned are
+/// discarded, the others listed with the reason.
+pub(crate) async fn discard_many(
+    state: &AppState,
+    ids: Vec<String>,
+) -> Result<BulkDiscarded, ApiError> {
+    check_ids(&ids)?;
     let mut out = BulkDiscarded {
         discarded: 0,
         not_discarded: Vec::new(),
     };
-    for id in distinct(req.ids) {
+    for id in distinct(ids) {
         let reason = match state.store.decide(&id, Decision::Discard).await? {
             Some(true) => {
                 out.discarded += 1;
@@ -286,7 +295,7 @@ pub async fn bulk_discard(
         out.not_discarded.push(NotRetried { id, reason });
     }
     state.forget_stats();
-    Ok(Json(out))
+    Ok(out)
 }
 
 /// `ids` without repeats, in their order: a job named twice is retried (or discarded)

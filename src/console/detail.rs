@@ -253,13 +253,14 @@ pub async fn conversation(
             section.job id=(format!("job-{}", j.id)) {
                 h3 { (j.action) " " span class=(format!("badge {}", j.state.as_str())) { (j.state.as_str()) } " " small { code { (j.id) } " · " (j.kind) " · " (j.attempts) "/" (j.max_attempts) " attempts" } }
                 (attempts(j))
-                @if j.state == JobState::Dead {
-                    form method="post" action="/console/jobs/retry" {
+                @if matches!(j.state, JobState::Dead | JobState::Orphaned) {
+                    form.actions method="post" action="/console/jobs/retry" {
                         input type="hidden" name="csrf" value=(op.csrf);
                         input type="hidden" name="back" value=(back);
                         input type="hidden" name="mode" value="selected";
                         input type="hidden" name="ids" value=(j.id);
-                        button type="submit" { "Retry" }
+                        @if j.state == JobState::Dead { button type="submit" { "Retry" } }
+                        button.danger type="submit" formaction="/console/jobs/discard" { "Discard" }
                     }
                 }
             }

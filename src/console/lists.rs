@@ -14,7 +14,7 @@ use super::pages::{ConsoleError, age, enc, page};
 use super::session::Operator;
 use crate::api::AppState;
 use crate::api::conversations::{ListQuery, list_page};
-use crate::api::insight::{BulkRetry, find, retry_many};
+use crate::api::insight::{BulkRetry, discard_many, find, retry_many};
 use crate::domain::{Status, Timestamp};
 use crate::store::{JobFilter, JobState};
 
@@ -304,11 +304,11 @@ pub async fn jobs(
             @if jobs.is_empty() { p.empty { "No job matches." } }
             @else {
                 table.data #jobs {
-                    thead { tr { th { input type="checkbox" #select-all aria-label="Select every dead job"; } th { "Job" } th { "State" } th { "Bot" } th { "Action" } th { "Conversation" } th.num { "Attempts" } th { "Created" } th { "Due" } th { "Last error" } } }
+                    thead { tr { th { input type="checkbox" #select-all aria-label="Select every dead or orphaned job"; } th { "Job" } th { "State" } th { "Bot" } th { "Action" } th { "Conversation" } th.num { "Attempts" } th { "Created" } th { "Due" } th { "Last error" } } }
                     tbody {
                         @for j in &jobs {
                             tr {
-                                td { @if j.state == JobState::Dead { input type="checkbox" name="ids" value=(j.id) aria-label="Select"; } }
+                                td { @if matches!(j.state, JobState::Dead | JobState::Orphaned) { input type="checkbox" name="ids" value=(j.id) aria-label="Select"; } }
                                 td { code { (j.id) } }
                                 td { span class=(format!("badge {}", j.state.as_str())) { (j.state.as_str()) } }
                                 td { (j.bot_id) }
@@ -322,7 +322,10 @@ pub async fn jobs(
                         }
                     }
                 }
-                button type="submit" { "Retry selected" }
+                div.actions {
+                    button type="submit" { "Retry selected" }
+                    button.danger type="submit" formaction="/console/jobs/discard" { "Discard selected" }
+                }
             }
         }
         @if jobs.len() == 100 {
@@ -341,30 +344,21 @@ pub async fn retry(
     op: Operator,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsoleError> {
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    op.check_csrf(&get("csrf").unwrap_or_default())?;
-    let back = get("back")
-        .filter(|b| b.starts_with("/console") && b.chars().all(|c| c.is_ascii_graphic()))
-        .unwrap_or_else(|| "/console/jobs".to_owned());
-    let req = match get("mode").as_deref() {
+    let form = JobsForm::read(&op, &body)?;
+    let back = &form.back;
+    let req = match form.get("mode").as_deref() {
         Some("bulk") => BulkRetry {
-            bot: get("bot"),
-            action: get("action"),
-            since: when("since", &get("since"))?,
+            bot: form.get("bot"),
+            action: form.get("action"),
+            since: when("since", &form.get("since"))?,
             ..Default::default()
         },
         _ => {
-            let ids: Vec<String> = pairs
-                .iter()
-                .filter(|(n, _)| n == "ids")
-                .map(|(_, v)| v.clone())
-                .collect();
-            if ids.is_empty() {
-                return Ok(redirect(&back, "empty=1"));
+            if form.ids.is_empty() {
+                return Ok(redirect(back, "empty=1"));
             }
             BulkRetry {
-                ids: Some(ids),
+                ids: Some(form.ids.clone()),
                 ..Default::default()
             }
         }
@@ -375,7 +369,63 @@ pub async fn retry(
         done.retried,
         done.not_retried.len()
     );
-    Ok(redirect(&back, &outcome))
+    Ok(redirect(back, &outcome))
+}
+
+/// `POST /console/jobs/discard`: gives up the selected jobs (dead or orphaned) for good;
+/// answers with a redirect back, carrying what happened.
+pub async fn discard(
+    State(state): State<Arc<AppState>>,
+    op: Operator,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsoleError> {
+    let form = JobsForm::read(&op, &body)?;
+    if form.ids.is_empty() {
+        return Ok(redirect(&form.back, "empty=1"));
+    }
+    let done = discard_many(&state, form.ids).await?;
+    let outcome = format!(
+        "discarded={}&skipped={}",
+        done.discarded,
+        done.not_discarded.len()
+    );
+    Ok(redirect(&form.back, &outcome))
+}
+
+/// A jobs form's fields, once its CSRF token is checked.
+struct JobsForm {
+    pairs: Vec<(String, String)>,
+    /// Where to go back to: a console page, never elsewhere.
+    back: String,
+    ids: Vec<String>,
+}
+
+impl JobsForm {
+    fn read(op: &Operator, body: &[u8]) -> Result<Self, ConsoleError> {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+        let mut form = Self {
+            back: String::new(),
+            ids: pairs
+                .iter()
+                .filter(|(n, _)| n == "ids")
+                .map(|(_, v)| v.clone())
+                .collect(),
+            pairs,
+        };
+        op.check_csrf(&form.get("csrf").unwrap_or_default())?;
+        form.back = form
+            .get("back")
+            .filter(|b| b.starts_with("/console") && b.chars().all(|c| c.is_ascii_graphic()))
+            .unwrap_or_else(|| "/console/jobs".to_owned());
+        Ok(form)
+    }
+
+    fn get(&self, k: &str) -> Option<String> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    }
 }
 
 /// Back to the page the form was on, with what happened (numbers only).

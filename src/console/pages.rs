@@ -266,6 +266,7 @@ pub async fn destinations(
 #[derive(serde::Deserialize, Default)]
 pub struct Outcome {
     retried: Option<u64>,
+    discarded: Option<u64>,
     skipped: Option<u64>,
     empty: Option<u8>,
 }
@@ -273,7 +274,15 @@ pub struct Outcome {
 impl Outcome {
     pub fn render(&self) -> Option<Markup> {
         let text = if self.empty.is_some() {
-            "Select at least one dead job.".to_owned()
+            "Select at least one dead or orphaned job.".to_owned()
+        } else if let Some(n) = self.discarded {
+            let mut t = format!("Discarded {n} job{}.", if n == 1 { "" } else { "s" });
+            if let Some(s) = self.skipped.filter(|s| *s > 0) {
+                t.push_str(&format!(
+                    " {s} not discarded: not dead or orphaned any more, or unknown."
+                ));
+            }
+            t
         } else {
             let n = self.retried?;
             let mut t = format!("Retried {n} job{}.", if n == 1 { "" } else { "s" });

@@ -497,6 +497,12 @@ async fn a_dead_job_retried_from_the_jobs_page_is_delivered_and_shows_succeeded(
     let job = app.settled_jobs(&c, 1).await.remove(0);
     assert_eq!(job["state"], "dead");
     let id = job["id"].as_str().unwrap().to_owned();
+    // A second dead job, to be given up.
+    let given_up = unique("discard");
+    app.end(&given_up).await;
+    let gone = app.settled_jobs(&given_up, 1).await.remove(0);
+    assert_eq!(gone["state"], "dead");
+    let gone = gone["id"].as_str().unwrap().to_owned();
     receiver.always(None);
 
     let b = Browser::open(&app.base).await;
@@ -510,15 +516,38 @@ async fn a_dead_job_retried_from_the_jobs_page_is_delivered_and_shows_succeeded(
         .click()
         .await
         .unwrap();
-    b.click_and_wait("#jobs-form button[type=submit]").await;
+    b.click_and_wait("#jobs-form button:not(.danger)").await;
     assert_eq!(b.text("p.notice").await, "Retried 1 job.");
     app.settled_jobs(&c, 1).await;
     eventually("the receiver has the delivery", || async {
-        (receiver.deliveries().len() == 2).then_some(())
+        (receiver.deliveries().len() == 3).then_some(())
     })
     .await;
+
+    // The other is discarded from the same page: given up for good, never delivered.
+    b.go("/console/jobs?state=dead").await;
+    b.client
+        .find(Locator::Css(&format!("#jobs input[value=\"{gone}\"]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.click_and_wait("#jobs-form button.danger").await;
+    assert_eq!(b.text("p.notice").await, "Discarded 1 job.");
+    assert_eq!(app.jobs_of(&given_up).await[0]["state"], "discarded");
+    assert_eq!(b.text("#jobs-form p.empty").await, "No job matches.");
+    // Nothing selected: said so, nothing done.
+    b.go(&format!("/console/jobs?bot={BOT}")).await;
+    b.click_and_wait("#jobs-form button.danger").await;
+    assert_eq!(
+        b.text("p.notice").await,
+        "Select at least one dead or orphaned job."
+    );
     b.go(&format!("/console/jobs?bot={BOT}&action=crm")).await;
-    assert_eq!(b.texts("#jobs tbody .badge").await, ["succeeded"]);
+    let mut badges = b.texts("#jobs tbody .badge").await;
+    badges.sort();
+    assert_eq!(badges, ["discarded", "succeeded"]);
     b.go(&format!("/console/bots/{BOT}/conversations/{c}"))
         .await;
     assert_eq!(
@@ -528,7 +557,7 @@ async fn a_dead_job_retried_from_the_jobs_page_is_delivered_and_shows_succeeded(
     b.go("/console/destinations").await;
     let row = b.texts("#destinations tbody tr").await;
     assert!(
-        row.len() == 1 && row[0].contains("crm") && row[0].contains("50.0 %"),
+        row.len() == 1 && row[0].contains("crm") && row[0].contains("33.3 %"),
         "{row:?}"
     );
     b.screenshot("destinations").await;
@@ -561,15 +590,17 @@ async fn a_post_without_the_csrf_token_is_refused_and_pages_carry_the_security_h
         "mode=selected&ids=job_x",
         "mode=selected&ids=job_x&csrf=forged",
     ] {
-        let resp = http
-            .post(format!("{}/console/jobs/retry", app.base))
-            .header("cookie", &session)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 403, "{body}");
+        for route in ["retry", "discard"] {
+            let resp = http
+                .post(format!("{}/console/jobs/{route}", app.base))
+                .header("cookie", &session)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 403, "{route}: {body}");
+        }
     }
     let resp = http
         .post(format!("{}/console/logout", app.base))
