@@ -61,6 +61,13 @@ impl App {
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
+        // One certificate slot for every listener, which a reload can refill.
+        let cert = settings.server.tls.clone().map(crate::tls::ServerCert::new);
+        let acceptor = cert
+            .as_ref()
+            .map(crate::tls::ServerCert::acceptor)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("server.tls_cert: {e}"))?;
         let live: crate::live::Shared = Arc::new(arc_swap::ArcSwap::from_pointee(
             crate::live::Live::new(&settings)?,
         ));
@@ -118,11 +125,7 @@ impl App {
                     serves: |path| operator_path(path) || matches!(path, "/healthz" | "/readyz"),
                     refusal: r#"{"code":404,"message":"this listener serves only /admin, /console, /metrics and the health checks"}"#,
                     connections: 256,
-                    tls: state
-                        .server
-                        .tls
-                        .clone()
-                        .map(tokio_rustls::TlsAcceptor::from),
+                    tls: acceptor.clone(),
                     header_read_timeout: state.server.header_read_timeout,
                 },
                 listener,
@@ -132,6 +135,7 @@ impl App {
         let workers_wake = workers.waker();
         let task = tokio::spawn(serve(
             listener,
+            acceptor,
             state,
             store,
             workers,
@@ -157,6 +161,7 @@ impl App {
                 fixed: fixed_part(&settings),
                 at_restart: restart_part(&settings),
                 wake: workers_wake,
+                cert,
             },
             cancel,
             task,
@@ -214,14 +219,18 @@ pub struct Reloader {
     /// What a reload does not change until a restart, as it was at start.
     at_restart: String,
     wake: Arc<tokio::sync::Notify>,
+    /// The listeners' certificate, when they serve TLS.
+    cert: Option<Arc<crate::tls::ServerCert>>,
 }
 
 impl Reloader {
     /// Swaps in a new configuration's apps, bots, actions and limits at once: requests
-    /// from now on use it whole, requests in flight finish with the old one. A change of
-    /// a listener, TLS or the store is refused (the old configuration stays) with the key
-    /// that changed; other `[server]` and `[workers]` values take effect at the next
-    /// restart, and the log says so.
+    /// from now on use it whole, requests in flight finish with the old one. The
+    /// listeners' certificate and key are read again and swapped in (a renewed
+    /// certificate needs no restart). A change of a listener, of TLS on or off, or of the
+    /// store is refused (the old configuration stays) with the key that changed; other
+    /// `[server]` and `[workers]` values take effect at the next restart, and the log
+    /// says so.
     pub fn reload(&self, settings: &Settings) -> anyhow::Result<()> {
         // A file caught half-written can still parse (cut at a table's end): one without
         // apps or bots would refuse every request, so it is taken for a mistake.
@@ -240,6 +249,9 @@ impl Reloader {
         }
         let live = crate::live::Live::new(settings)?;
         self.live.store(Arc::new(live));
+        if let (Some(slot), Some(cert)) = (&self.cert, &settings.server.tls) {
+            slot.replace(cert.clone());
+        }
         // The workers pick the new actions up at their next claim: now.
         self.wake.notify_one();
         if restart_part(settings) != self.at_restart {
@@ -267,7 +279,10 @@ fn fixed_part(settings: &Settings) -> Vec<(&'static str, String)> {
         ("server.listen", s.listen.to_string()),
         ("server.health_listen", format!("{:?}", s.health_listen)),
         ("server.admin_listen", format!("{:?}", s.admin_listen)),
-        ("server.tls_cert", s.tls_identity.clone()),
+        (
+            "server.tls_cert (TLS on or off)",
+            s.tls.is_some().to_string(),
+        ),
         ("store", format!("{:?}", settings.store)),
     ]
 }
@@ -296,6 +311,7 @@ fn restart_part(settings: &Settings) -> String {
 
 async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<AppState>,
     store: Arc<dyn Store>,
     workers: Workers,
@@ -311,7 +327,6 @@ async fn serve(
     // bounded too, at half the limit (at least 128).
     let shed = Arc::new(Semaphore::new((server.max_connections / 2).max(128)));
     let graceful = GracefulShutdown::new();
-    let tls = server.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let admin_elsewhere = server.admin_listen.is_some();
     loop {
         let (stream, peer) = tokio::select! {

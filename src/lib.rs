@@ -46,6 +46,7 @@ pub mod redact;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
+pub mod tls;
 pub mod traffic;
 
 pub use app::App;

@@ -101,11 +101,9 @@ pub struct ServerSettings {
     pub health_listen: Option<SocketAddr>,
     pub access_log: bool,
     pub admin_listen: Option<SocketAddr>,
-    /// `tls_cert` and `tls_key`, loaded: every listener serves HTTPS with it.
-    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
-    /// The certificate and key files' paths and a digest of their contents (a reload
-    /// compares it: certificates are loaded at start only).
-    pub tls_identity: String,
+    /// `tls_cert` and `tls_key`, loaded and checked to go together: every listener serves
+    /// HTTPS with it, and a reload swaps a renewed one in.
+    pub tls: Option<std::sync::Arc<rustls::sign::CertifiedKey>>,
 }
 
 /// `Debug` shows a PostgreSQL URL masked: it may carry a password.

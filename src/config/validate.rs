@@ -50,7 +50,6 @@ pub fn validate(
         access_log: s.access_log,
         admin_listen: address("server.admin_listen", &s.admin_listen)?,
         tls: server_tls(s, base)?,
-        tls_identity: tls_identity(s, base),
     };
 
     let raw = &file.store.url;
@@ -436,11 +435,11 @@ fn address(key: &str, value: &Option<String>) -> Result<Option<SocketAddr>, Conf
 }
 
 /// `server.tls_cert` and `server.tls_key`: both or neither; the chain and key must load
-/// into a TLS 1.2/1.3 server configuration (HTTP/1.1 by ALPN).
+/// and go together (the key is the certificate's).
 fn server_tls(
     s: &ServerFile,
     base: &Path,
-) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
+) -> Result<Option<std::sync::Arc<rustls::sign::CertifiedKey>>, ConfigError> {
     let (cert, key) = match (&s.tls_cert, &s.tls_key) {
         (None, None) => return Ok(None),
         (Some(c), Some(k)) => (base.join(c), base.join(k)),
@@ -471,35 +470,15 @@ fn server_tls(
                 format!("{} holds no PEM private key", key.display()),
             )
         })?;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| cerr("server.tls_cert", e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, private)
-        .map_err(|e| {
+    let provider = rustls::crypto::ring::default_provider();
+    let certified =
+        rustls::sign::CertifiedKey::from_der(chain, private, &provider).map_err(|e| {
             cerr(
                 "server.tls_key",
                 format!("does not go with server.tls_cert: {e}"),
             )
         })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some(std::sync::Arc::new(config)))
-}
-
-/// What identifies the listener's TLS setup: the files and a digest of what they hold.
-fn tls_identity(s: &ServerFile, base: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    let mut digest = Sha256::new();
-    for path in [&s.tls_cert, &s.tls_key].into_iter().flatten() {
-        let path = base.join(path);
-        digest.update(path.display().to_string().as_bytes());
-        digest.update(std::fs::read(&path).unwrap_or_default());
-    }
-    digest.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Ok(Some(std::sync::Arc::new(certified)))
 }
 
 /// A bot's `redact` kinds and `[[bots.redact_pattern]]`s: known kinds, each once; patterns

@@ -453,24 +453,6 @@ async fn https_listener_with_the_operator_routes_on_a_listener_of_their_own() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
-    // New certificate files are not swapped in by a reload: refused, naming the key.
-    let other = TestPki::new();
-    let rotated = text
-        .replace(
-            &pki.path("server.pem").display().to_string(),
-            &other.path("server.pem").display().to_string(),
-        )
-        .replace(
-            &pki.path("server-key.pem").display().to_string(),
-            &other.path("server-key.pem").display().to_string(),
-        );
-    let file = config::parse(&rotated).unwrap();
-    let new = config::validate(&file, dir.path(), |k| {
-        (k == ADMIN_TOKEN_ENV).then(|| ADMIN_TOKEN.to_owned())
-    })
-    .unwrap();
-    let refused = app.reload(&new).unwrap_err().to_string();
-    assert!(refused.contains("server.tls_cert"), "{refused}");
     // The operator's routes refused on the public port are counted and carry a request id.
     let resp = https
         .get(format!("{public}/admin/v1/jobs"))
@@ -490,6 +472,75 @@ async fn https_listener_with_the_operator_routes_on_a_listener_of_their_own() {
     assert_eq!(resp.status(), 303);
     let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.contains("Secure"), "{cookie}");
+
+    // A renewed certificate (here from another authority, to tell them apart) is swapped
+    // in by a reload: new connections get it, on both listeners.
+    let other = TestPki::new();
+    let with = |text: &str| {
+        let file = config::parse(text).unwrap();
+        config::validate(&file, dir.path(), |k| {
+            (k == ADMIN_TOKEN_ENV).then(|| ADMIN_TOKEN.to_owned())
+        })
+    };
+    let rotated = text
+        .replace(
+            &pki.path("server.pem").display().to_string(),
+            &other.path("server.pem").display().to_string(),
+        )
+        .replace(
+            &pki.path("server-key.pem").display().to_string(),
+            &other.path("server-key.pem").display().to_string(),
+        );
+    app.reload(&with(&rotated).unwrap()).unwrap();
+    let trusting = |pki: &TestPki| {
+        let ca =
+            reqwest::Certificate::from_pem(&std::fs::read(pki.path("ca.pem")).unwrap()).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    for base in [&public, &operator] {
+        let resp = trusting(&other)
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{base}");
+        let old = trusting(&pki).get(format!("{base}/healthz")).send().await;
+        assert!(old.is_err(), "{base}: the old certificate is still served");
+    }
+    // The same files rewritten in place are read again too.
+    for name in ["server.pem", "server-key.pem"] {
+        std::fs::copy(pki.path(name), other.path(name)).unwrap();
+    }
+    app.reload(&with(&rotated).unwrap()).unwrap();
+    let resp = trusting(&pki)
+        .get(format!("{public}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // A certificate with a key that is not its own never loads, so no reload takes it.
+    let third = TestPki::new();
+    let mismatched = rotated.replace(
+        &other.path("server.pem").display().to_string(),
+        &third.path("server.pem").display().to_string(),
+    );
+    let e = with(&mismatched).err().unwrap().to_string();
+    assert!(
+        e.contains("server.tls_key") && e.contains("does not go with server.tls_cert"),
+        "{e}"
+    );
+    // Turning TLS off is refused (the listeners would change protocol), naming the key.
+    let plain = text
+        .lines()
+        .filter(|l| !l.starts_with("tls_"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let refused = app.reload(&with(&plain).unwrap()).unwrap_err().to_string();
+    assert!(refused.contains("server.tls_cert"), "{refused}");
     app.stop().await;
 }
 
