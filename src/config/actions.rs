@@ -165,6 +165,11 @@ pub(super) fn validate_action(
         Some(n) if n.trim().is_empty() => return Err(cerr(k("name"), "must not be empty")),
         // `@` is kept for the jobs wrapup names itself (`summary@end`, `crm@summary@7`).
         Some(n) if n.contains('@') => return Err(cerr(k("name"), "must not contain @")),
+        // Nor what marks a re-pointed job (`crm (re-pointed from hook)`): the jobs of an
+        // action are told apart by these names.
+        Some(n) if n.contains(" (re-pointed from ") => {
+            return Err(cerr(k("name"), "must not contain \" (re-pointed from \""));
+        }
         Some(n) => n.clone(),
         None => {
             let same = earlier

@@ -187,3 +187,14 @@ fn an_action_named_summary_is_refused_only_beside_a_summary_table() {
         "bots[0].on_end[0].name: \"summary\" names the bot's [bots.summary] jobs: give this action another name"
     );
 }
+
+#[test]
+fn an_action_name_with_the_re_pointed_marker_is_refused() {
+    let text = format!(
+        "{APP}\n[[bots]]\nid = \"st-1\"\napps = [\"cs-1\"]\n[[bots.on_end]]\nkind = \"nats\"\nname = \"crm (re-pointed from x\"\nurl = \"nats://x\"\nsubject = \"s\"\n"
+    );
+    assert_eq!(
+        check(&text).err().unwrap(),
+        "bots[0].on_end[0].name: must not contain \" (re-pointed from \""
+    );
+}

@@ -472,11 +472,15 @@ fn server_tls(
         })?;
     let provider = rustls::crypto::ring::default_provider();
     let certified =
-        rustls::sign::CertifiedKey::from_der(chain, private, &provider).map_err(|e| {
-            cerr(
+        rustls::sign::CertifiedKey::from_der(chain, private, &provider).map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => cerr(
                 "server.tls_key",
                 format!("does not go with server.tls_cert: {e}"),
-            )
+            ),
+            e => cerr(
+                "server.tls_key",
+                format!("cannot use the key in {}: {e}", key.display()),
+            ),
         })?;
     Ok(Some(std::sync::Arc::new(certified)))
 }
