@@ -177,6 +177,11 @@ pub(crate) async fn retry_many(state: &AppState, req: BulkRetry) -> Result<BulkR
                     Err(e) => return Err(e),
                 }
             }
+            tracing::info!(
+                retried = out.retried,
+                not_retried = out.not_retried.len(),
+                "an operator retried jobs by id"
+            );
             Ok(out)
         }
         BulkRetry {
@@ -207,8 +212,8 @@ pub(crate) async fn retry_many(state: &AppState, req: BulkRetry) -> Result<BulkR
             let retried = state
                 .store
                 .retry_dead(RetryTarget::DeadOfAction {
-                    bot,
-                    action,
+                    bot: bot.clone(),
+                    action: action.clone(),
                     since: Timestamp::from_offset(since),
                     until: until.map(Timestamp::from_offset),
                     known,
@@ -216,6 +221,7 @@ pub(crate) async fn retry_many(state: &AppState, req: BulkRetry) -> Result<BulkR
                 .await?;
             state.wake.notify_one();
             state.forget_stats();
+            tracing::info!(retried, bot, action, %since, "an operator retried the dead jobs of an action");
             Ok(BulkRetried {
                 retried,
                 not_retried: Vec::new(),
@@ -295,6 +301,11 @@ pub(crate) async fn discard_many(
         out.not_discarded.push(NotRetried { id, reason });
     }
     state.forget_stats();
+    tracing::info!(
+        discarded = out.discarded,
+        not_discarded = out.not_discarded.len(),
+        "an operator discarded jobs"
+    );
     Ok(out)
 }
 
