@@ -171,15 +171,41 @@ pub(crate) fn new_job_id() -> String {
 pub(crate) const LOST_ATTEMPT: &str =
     "the worker stopped before recording this attempt; its lease expired";
 
-/// How many lost attempts a job may have. A lost attempt (a crash, a deploy) does not
-/// count against the job's budget, so without a bound a job that itself stops its worker,
-/// or whose attempt the store refuses to record, would run at every lease, for ever.
-/// At its tenth lost attempt in a row (since its last recorded attempt) the job is dead
-/// instead, with [`TOO_MANY_LOST`].
+/// How many lost attempts in a row a job may have. A lost attempt (a crash, a deploy, a
+/// graceful stop that outlasted its grace) does not count against the job's budget, so
+/// without a bound a job that itself stops its worker, or whose attempt the store cannot
+/// record, would run at every lease, for ever. A recorded attempt or an operator's retry
+/// starts the count again.
 pub(crate) const MAX_LOST_ATTEMPTS: i64 = 10;
 
 pub(crate) const TOO_MANY_LOST: &str = "the worker stopped before recording 10 of this job's attempts in a row \
-    (a crash the job itself causes, or an attempt the store cannot record); see the server's log, then retry or discard it";
+    (a crash during its attempt each time: the job itself, or the jobs it ran beside); see the server's log, then retry or discard it";
+
+/// What becomes of a job whose lease expired, by its lost attempts in a row (this one
+/// included).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum AfterLost {
+    /// The first: run again now (a crash or a deploy; the job is likely innocent).
+    Now,
+    /// Again: wait a random time, up to the lease doubled per further loss (at most an
+    /// hour), so jobs lost together because one of them crashes the instance run apart
+    /// from then on and only the culprit keeps being lost.
+    Later(std::time::Duration),
+    /// The tenth in a row: dead, with [`TOO_MANY_LOST`].
+    Dead,
+}
+
+pub(crate) fn after_lost(lost_in_row: i64, lease: std::time::Duration) -> AfterLost {
+    const CAP: std::time::Duration = std::time::Duration::from_secs(3600);
+    match lost_in_row {
+        n if n >= MAX_LOST_ATTEMPTS => AfterLost::Dead,
+        ..=1 => AfterLost::Now,
+        n => {
+            let spread = lease.saturating_mul(1 << (n - 2).min(20)).min(CAP);
+            AfterLost::Later(spread.mul_f64(fastrand::f64()))
+        }
+    }
+}
 
 /// The reason an orphaned job carries, as an SQL expression over its row (both stores).
 pub(crate) const ORPHANED: &str = "'the destination it was scheduled for (' || kind || ' action \"' || action || '\") \
@@ -217,5 +243,28 @@ pub(crate) fn backfill_rows(
 pub(crate) fn backfill_progress(done: u64, batch: usize) {
     if done % 100_000 < batch as u64 {
         tracing::info!(conversations = done, "backfilling conversation tags");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AfterLost, after_lost};
+    use std::time::Duration;
+
+    #[test]
+    fn a_lost_job_runs_now_then_later_and_further_apart_then_is_dead() {
+        let lease = Duration::from_secs(15);
+        assert_eq!(after_lost(1, lease), AfterLost::Now);
+        for n in 2..10 {
+            for _ in 0..200 {
+                let AfterLost::Later(d) = after_lost(n, lease) else {
+                    panic!("{n}: later")
+                };
+                let spread = (lease * (1 << (n - 2))).min(Duration::from_secs(3600));
+                assert!(d <= spread, "{n}: {d:?} over {spread:?}");
+            }
+        }
+        assert_eq!(after_lost(10, lease), AfterLost::Dead);
+        assert_eq!(after_lost(11, lease), AfterLost::Dead);
     }
 }

@@ -1279,10 +1279,10 @@ pub async fn an_actions_jobs_include_those_named_after_it(store: &S, clock: &Man
     );
 }
 
-/// A lost attempt is free, but not for ever: a job whose worker stops ten times in a row
-/// (a job that crashes its instance, an attempt the store cannot record) is dead, says
-/// why, and an operator can still retry it. An attempt recorded in between starts the
-/// count again.
+/// A lost attempt is free, but not for ever: after the first, a lost job waits a random
+/// while (so jobs lost beside a job that crashes its instance run apart from it), and a job
+/// whose worker stops ten times in a row is dead, says why, and can still be retried by an
+/// operator, which starts the count again.
 pub async fn a_job_whose_attempts_are_lost_ten_times_in_a_row_is_dead(
     store: &S,
     clock: &ManualClock,
@@ -1296,21 +1296,33 @@ pub async fn a_job_whose_attempts_are_lost_ten_times_in_a_row_is_dead(
         .await
         .unwrap();
     let lease = Duration::from_secs(30);
-    // One attempt recorded (failed), then nine lost: still running.
     let first = store.claim_jobs(1, lease, known()).await.unwrap();
+    let id = first[0].id.clone();
     assert!(
         store
             .finish_attempt(&first[0], attempt(1, false), NextStep::RetryAt(clock.now()))
             .await
             .unwrap()
     );
-    let mut last = store.claim_jobs(1, lease, known()).await.unwrap();
-    for _ in 0..9 {
+    let second = store.claim_jobs(1, lease, known()).await.unwrap();
+    assert_eq!(second[0].attempt, 2);
+    for n in 1..=9 {
         clock.advance(Duration::from_secs(31));
-        last = store.claim_jobs(1, lease, known()).await.unwrap();
-        assert_eq!(last.len(), 1, "reclaimed after a lost attempt");
+        let mut last = store.claim_jobs(1, lease, known()).await.unwrap();
+        if n > 1 {
+            // Not at once: pending, due within the lease doubled per further loss.
+            assert!(last.is_empty(), "loss {n}: waits");
+            let job = store.job(&id).await.unwrap().unwrap();
+            assert_eq!(job.state, JobState::Pending, "loss {n}");
+            let wait = job.due_at.millis() - clock.now().millis();
+            let spread = (30_000i64 << (n - 2)).min(3_600_000);
+            assert!((0..=spread).contains(&wait), "loss {n}: due in {wait} ms");
+            clock.advance(Duration::from_millis(spread as u64 + 1));
+            last = store.claim_jobs(1, lease, known()).await.unwrap();
+        }
+        assert_eq!(last.len(), 1, "loss {n}: runs again");
+        assert_eq!(last[0].attempt, 2 + n, "loss {n}");
     }
-    assert_eq!(last[0].attempt, 11);
     // The tenth lost attempt in a row: dead, not claimed.
     clock.advance(Duration::from_secs(31));
     assert!(
@@ -1320,7 +1332,7 @@ pub async fn a_job_whose_attempts_are_lost_ten_times_in_a_row_is_dead(
             .unwrap()
             .is_empty()
     );
-    let job = store.job(&first[0].id).await.unwrap().unwrap();
+    let job = store.job(&id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Dead);
     assert!(
         job.last_error
@@ -1338,7 +1350,7 @@ pub async fn a_job_whose_attempts_are_lost_ten_times_in_a_row_is_dead(
             .count(),
         10
     );
-    clock.advance(Duration::from_secs(3600));
+    clock.advance(Duration::from_secs(7200));
     assert!(
         store
             .claim_jobs(1, lease, known())
@@ -1347,16 +1359,19 @@ pub async fn a_job_whose_attempts_are_lost_ten_times_in_a_row_is_dead(
             .is_empty()
     );
 
-    // An operator's retry runs it again, and a recorded attempt ends it.
+    // An operator's retry starts the count again: one more lost attempt runs it at once.
     assert_eq!(
         store
-            .retry_dead(RetryTarget::Job(first[0].id.clone()))
+            .retry_dead(RetryTarget::Job(id.clone()))
             .await
             .unwrap(),
         1
     );
     let again = store.claim_jobs(1, lease, known()).await.unwrap();
     assert_eq!(again.len(), 1);
+    clock.advance(Duration::from_secs(31));
+    let again = store.claim_jobs(1, lease, known()).await.unwrap();
+    assert_eq!(again.len(), 1, "reclaimed at once after a retry");
     assert!(
         store
             .finish_attempt(
@@ -1368,7 +1383,7 @@ pub async fn a_job_whose_attempts_are_lost_ten_times_in_a_row_is_dead(
             .unwrap()
     );
     assert_eq!(
-        store.job(&first[0].id).await.unwrap().unwrap().state,
+        store.job(&id).await.unwrap().unwrap().state,
         JobState::Succeeded
     );
 }

@@ -173,7 +173,8 @@ mod upgrade {
             let conn = rusqlite::Connection::open(&path).unwrap();
             conn.execute_batch(
                 "DROP TABLE conversation_tags; DROP TABLE traffic; DROP TABLE pending_backfill;
-                 DROP INDEX attempts_by_start; DROP TABLE summaries; PRAGMA user_version = 8;",
+                 DROP INDEX attempts_by_start; DROP TABLE summaries;
+                 ALTER TABLE jobs DROP COLUMN lost_in_row; PRAGMA user_version = 8;",
             )
             .unwrap();
         }

@@ -9,9 +9,9 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use crate::domain::Timestamp;
 use crate::domain::ingest::{ActionRef, Target};
 use crate::store::{
-    ATTEMPTS_OF_JOB, AttemptColumns, AttemptRecord, ClaimedJob, Decision, JOB_COLUMNS, JobColumns,
-    JobFilter, JobStats, JobView, Known, LOST_ATTEMPT, MAX_LOST_ATTEMPTS, NextStep, ORPHANED,
-    RetryTarget, StoreError, TOO_MANY_LOST, after_attempt, new_job_id,
+    ATTEMPTS_OF_JOB, AfterLost, AttemptColumns, AttemptRecord, ClaimedJob, Decision, JOB_COLUMNS,
+    JobColumns, JobFilter, JobStats, JobView, Known, LOST_ATTEMPT, NextStep, ORPHANED, RetryTarget,
+    StoreError, TOO_MANY_LOST, after_attempt, after_lost, new_job_id,
 };
 
 /// Writes jobs, one row per action, each with the payload.
@@ -105,53 +105,66 @@ pub(super) async fn claim(
     .await?;
     let mut jobs = due.iter().map(claimed).collect::<Result<Vec<_>, _>>()?;
     if jobs.len() < limit {
-        // Jobs whose worker vanished: record the lost attempt (not counted against
-        // the budget) and run them again with the same id; at its MAX_LOST_ATTEMPTS-th
-        // lost attempt in a row a job is dead instead. (The count is of the lost attempts recorded
-        // before this one: a statement does not see its own inserts.)
+        // Jobs whose worker vanished: record the lost attempt (not counted against the
+        // budget) and claim them again with the same id; then `after_lost` decides whether
+        // each runs now, later, or is dead.
         let lost = sqlx::query(&format!(
             "WITH lost AS (
-                 SELECT seq, id FROM jobs WHERE state = 'running' AND lease_until <= $1 AND destination = ANY($5)
+                 SELECT seq FROM jobs WHERE state = 'running' AND lease_until <= $1 AND destination = ANY($5)
                  ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED),
              recorded AS (
                  INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error)
                  SELECT j.id, j.attempts, j.updated_at, $1 - j.updated_at, 'lost', $4
                  FROM jobs j JOIN lost ON j.seq = lost.seq
-                 ON CONFLICT DO NOTHING),
-             counted AS (
-                 SELECT lost.seq, 1 + (SELECT count(*) FROM attempts a
-                                       WHERE a.job_id = lost.id AND a.outcome = 'lost'
-                                         AND a.attempt > coalesce((SELECT max(b.attempt) FROM attempts b
-                                             WHERE b.job_id = lost.id AND b.outcome <> 'lost'), 0)) >= $6 AS dead
-                 FROM lost)
-             UPDATE jobs j SET
-                    state = CASE WHEN c.dead THEN 'dead' ELSE 'running' END,
-                    attempts = CASE WHEN c.dead THEN j.attempts ELSE j.attempts + 1 END,
-                    max_attempts = CASE WHEN c.dead THEN j.max_attempts ELSE j.max_attempts + 1 END,
-                    lease_until = CASE WHEN c.dead THEN NULL ELSE $3 END,
-                    lease_token = CASE WHEN c.dead THEN NULL ELSE gen_random_uuid()::text END,
-                    due_at = CASE WHEN c.dead THEN $1 ELSE j.due_at END,
-                    last_error = CASE WHEN c.dead THEN $7 ELSE j.last_error END,
-                    updated_at = $1
-             FROM counted c WHERE j.seq = c.seq
-             RETURNING {CLAIMED_COLUMNS}, j.state"
+                 ON CONFLICT DO NOTHING)
+             UPDATE jobs j SET attempts = j.attempts + 1, max_attempts = j.max_attempts + 1,
+                    lost_in_row = j.lost_in_row + 1, lease_until = $3,
+                    lease_token = gen_random_uuid()::text, updated_at = $1
+             FROM lost WHERE j.seq = lost.seq
+             RETURNING {CLAIMED_COLUMNS}, j.lost_in_row"
         ))
         .bind(now)
         .bind((limit - jobs.len()) as i64)
         .bind(lease_until)
         .bind(LOST_ATTEMPT)
         .bind(&known[..])
-        .bind(MAX_LOST_ATTEMPTS)
-        .bind(TOO_MANY_LOST)
         .fetch_all(&mut *conn)
         .await?;
         for row in &lost {
-            let state: String = row
+            let job = claimed(row)?;
+            let in_row: i32 = row
                 .try_get(11)
                 .map_err(|e| StoreError::corrupt("a claimed job row", e))?;
-            if state == "running" {
-                jobs.push(claimed(row)?);
-            }
+            // Not run after all: the claim's attempt number is given back.
+            let (sql, due_at, error) = match after_lost(in_row.into(), lease) {
+                AfterLost::Now => {
+                    jobs.push(job);
+                    continue;
+                }
+                AfterLost::Later(wait) => (
+                    "UPDATE jobs SET state = 'pending', attempts = attempts - 1, due_at = $2,
+                         lease_until = NULL, lease_token = NULL, last_error = coalesce($3, last_error)
+                     WHERE id = $1",
+                    now + wait.as_millis() as i64,
+                    None,
+                ),
+                AfterLost::Dead => {
+                    tracing::warn!(job = %job.id, "{TOO_MANY_LOST}");
+                    (
+                        "UPDATE jobs SET state = 'dead', attempts = attempts - 1, due_at = $2,
+                             lease_until = NULL, lease_token = NULL, last_error = $3
+                         WHERE id = $1",
+                        now,
+                        Some(TOO_MANY_LOST),
+                    )
+                }
+            };
+            sqlx::query(sql)
+                .bind(&job.id)
+                .bind(due_at)
+                .bind(error)
+                .execute(&mut *conn)
+                .await?;
         }
     }
     Ok(jobs)
@@ -183,7 +196,7 @@ pub(super) async fn finish(
     .await?;
     let (state, due_at) = after_attempt(next, now);
     let changed = sqlx::query(
-        "UPDATE jobs SET state = $3, due_at = $4, lease_until = NULL, lease_token = NULL, updated_at = $5, last_error = $6
+        "UPDATE jobs SET state = $3, due_at = $4, lease_until = NULL, lease_token = NULL, updated_at = $5, lost_in_row = 0, last_error = $6
          WHERE id = $1 AND lease_token = $2 AND state = 'running'",
     )
     .bind(&job.id)
@@ -293,7 +306,7 @@ pub(super) async fn retry_dead(
     let sql = format!(
         "UPDATE jobs SET due_at = $1, updated_at = $1,
              max_attempts = CASE WHEN state = 'dead' THEN attempts + budget ELSE max_attempts END,
-             state = 'pending'
+             state = 'pending', lost_in_row = 0
          WHERE {filter}"
     );
     let query = sqlx::query(&sql).bind(now.millis()).bind(value);
@@ -366,7 +379,7 @@ pub(super) async fn decide(
         .rows_affected(),
         Decision::Repoint(to) => sqlx::query(
             "UPDATE jobs SET action = $2 || ' (re-pointed from ' || action || ')', kind = $3, destination = $4, budget = $5,
-                 max_attempts = attempts + $5, state = 'pending', due_at = $6, updated_at = $6,
+                 max_attempts = attempts + $5, state = 'pending', due_at = $6, updated_at = $6, lost_in_row = 0,
                  lease_until = NULL, lease_token = NULL
              WHERE id = $1 AND state IN ('dead', 'orphaned', 'pending')",
         )

@@ -6,9 +6,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::domain::Timestamp;
 use crate::domain::ingest::{ActionRef, Target};
 use crate::store::{
-    ATTEMPTS_OF_JOB, AttemptColumns, AttemptRecord, ClaimedJob, Decision, JOB_COLUMNS, JobColumns,
-    JobFilter, JobStats, JobView, Known, LOST_ATTEMPT, MAX_LOST_ATTEMPTS, NextStep, ORPHANED,
-    RetryTarget, StoreError, TOO_MANY_LOST, after_attempt, new_job_id,
+    ATTEMPTS_OF_JOB, AfterLost, AttemptColumns, AttemptRecord, ClaimedJob, Decision, JOB_COLUMNS,
+    JobColumns, JobFilter, JobStats, JobView, Known, LOST_ATTEMPT, NextStep, ORPHANED, RetryTarget,
+    StoreError, TOO_MANY_LOST, after_attempt, after_lost, new_job_id,
 };
 
 /// Writes jobs: the payload once, shared by one job row per action.
@@ -105,27 +105,35 @@ pub(super) fn claim(
                      ON CONFLICT (job_id, attempt) DO NOTHING",
                 )?
                 .execute(params![seq, now.millis(), LOST_ATTEMPT])?;
-                let lost: i64 = conn
+                let in_row: i64 = conn
                     .prepare_cached(
-                        "WITH j AS (SELECT id FROM jobs WHERE seq = ?1)
-                         SELECT count(*) FROM attempts a, j WHERE a.job_id = j.id AND a.outcome = 'lost'
-                           AND a.attempt > coalesce((SELECT max(attempt) FROM attempts b
-                                                     WHERE b.job_id = j.id AND b.outcome <> 'lost'), 0)",
+                        "UPDATE jobs SET max_attempts = max_attempts + 1, lost_in_row = lost_in_row + 1
+                         WHERE seq = ?1 RETURNING lost_in_row",
                     )?
                     .query_row(params![seq], |r| r.get(0))?;
-                if lost >= MAX_LOST_ATTEMPTS {
-                    conn.prepare_cached(
-                        "UPDATE jobs SET state = 'dead', due_at = ?2, updated_at = ?2, lease_until = NULL,
-                             lease_token = NULL, last_error = ?3
-                         WHERE seq = ?1",
-                    )?
-                    .execute(params![seq, now.millis(), TOO_MANY_LOST])?;
-                    continue;
+                match after_lost(in_row, lease) {
+                    AfterLost::Now => {}
+                    AfterLost::Later(wait) => {
+                        conn.prepare_cached(
+                            "UPDATE jobs SET state = 'pending', due_at = ?2, updated_at = ?3, lease_until = NULL,
+                                 lease_token = NULL
+                             WHERE seq = ?1",
+                        )?
+                        .execute(params![seq, now.millis() + wait.as_millis() as i64, now.millis()])?;
+                        continue;
+                    }
+                    AfterLost::Dead => {
+                        let id: String = conn
+                            .prepare_cached(
+                                "UPDATE jobs SET state = 'dead', due_at = ?2, updated_at = ?2, lease_until = NULL,
+                                     lease_token = NULL, last_error = ?3
+                                 WHERE seq = ?1 RETURNING id",
+                            )?
+                            .query_row(params![seq, now.millis(), TOO_MANY_LOST], |r| r.get(0))?;
+                        tracing::warn!(job = %id, "{TOO_MANY_LOST}");
+                        continue;
+                    }
                 }
-                conn.prepare_cached(
-                    "UPDATE jobs SET max_attempts = max_attempts + 1 WHERE seq = ?1",
-                )?
-                .execute(params![seq])?;
             }
             let token = uuid::Uuid::new_v4().simple().to_string();
             let (mut job, payload_id): (ClaimedJob, i64) = conn
@@ -186,7 +194,7 @@ pub(super) fn finish(
     let (state, due_at) = after_attempt(next, now);
     let changed = conn
         .prepare_cached(
-            "UPDATE jobs SET state = ?3, due_at = ?4, lease_until = NULL, lease_token = NULL, updated_at = ?5, last_error = ?6
+            "UPDATE jobs SET state = ?3, due_at = ?4, lease_until = NULL, lease_token = NULL, updated_at = ?5, lost_in_row = 0, last_error = ?6
              WHERE id = ?1 AND lease_token = ?2 AND state = 'running'",
         )?
         .execute(params![job.id, job.lease_token, state.as_str(), due_at.millis(), now.millis(), a.error])?;
@@ -245,7 +253,7 @@ pub(super) fn retry_dead(
     let sql = format!(
         "UPDATE jobs SET due_at = ?1, updated_at = ?1,
              max_attempts = CASE WHEN state = 'dead' THEN attempts + budget ELSE max_attempts END,
-             state = 'pending'
+             state = 'pending', lost_in_row = 0
          WHERE {filter}"
     );
     let changed = conn
@@ -374,7 +382,7 @@ pub(super) fn decide(
         Decision::Repoint(to) => conn
             .prepare_cached(
                 "UPDATE jobs SET action = ?2 || ' (re-pointed from ' || action || ')', kind = ?3, destination = ?4, budget = ?5,
-                     max_attempts = attempts + ?5, state = 'pending', due_at = ?6, updated_at = ?6
+                     max_attempts = attempts + ?5, state = 'pending', due_at = ?6, updated_at = ?6, lost_in_row = 0
                  WHERE id = ?1 AND state IN ('dead', 'orphaned', 'pending')",
             )?
             .execute(params![
