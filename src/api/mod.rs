@@ -19,6 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -111,6 +112,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::console::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // Inside the access log: a panicking handler is answered, counted and logged
+        // like any other 500, and the connection stays open.
+        .layer(CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn_with_state(state.clone(), record_request))
         .layer(
             ServiceBuilder::new()
@@ -185,11 +189,14 @@ async fn record_request(
         .uri()
         .path_and_query()
         .is_some_and(|pq| pq.as_str().to_ascii_lowercase().contains("%00"));
-    let response = if nul {
+    let mut response = if nul {
         ApiError::BadRequest("the path or query holds a NUL byte (%00)".into()).into_response()
     } else {
         next.run(req).await.into_response()
     };
+    if let Some(answer) = answer_panic(&mut response, &route, &request_id) {
+        response = answer;
+    }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     metrics::counter!("wrapup_http_requests_total", "route" => route.clone(), "status" => status.to_string(), "bot" => bot.clone())
@@ -209,6 +216,42 @@ async fn record_request(
             "request"
         );
     }
+    response
+}
+
+/// What a panicking handler said, carried from [`panicked`] to [`record_request`] (which
+/// knows the request id).
+#[derive(Clone)]
+struct Panicked(String);
+
+/// For a response made by [`panicked`]: the 500 in the vendor's shape, naming the
+/// request id the log line has (and counted).
+fn answer_panic(response: &mut Response, route: &str, request_id: &str) -> Option<Response> {
+    let Panicked(what) = response.extensions_mut().remove::<Panicked>()?;
+    tracing::error!(route, request_id, panic = %what, "a request handler panicked; answered 500");
+    metrics::counter!("wrapup_http_panics_total").increment(1);
+    Some(
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({
+                "code": 500,
+                "message": format!("internal error (request id {request_id})"),
+            })),
+        )
+            .into_response(),
+    )
+}
+
+/// The answer to a request whose handler panicked: a 500 (the body is written by
+/// [`record_request`], with the request id), never a dropped connection.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    let mut response = axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    response.extensions_mut().insert(Panicked(what));
     response
 }
 
@@ -244,5 +287,45 @@ impl MakeRequestId for FastRequestId {
         axum::http::HeaderValue::from_str(&format!("{:032x}", fastrand::u128(..)))
             .ok()
             .map(RequestId::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_500_with_the_request_id() {
+        let app = Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    let v: Vec<u8> = Vec::new();
+                    // A slice out of range, as the SSN check once did.
+                    format!("{}", v[3])
+                }),
+            )
+            .layer(CatchPanicLayer::custom(panicked))
+            .layer(middleware::from_fn(
+                |req: Request<Body>, next: Next| async move {
+                    let mut response = next.run(req).await;
+                    answer_panic(&mut response, "/boom", "req-1").unwrap_or(response)
+                },
+            ));
+        let response = app
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 500);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], 500);
+        assert_eq!(body["message"], "internal error (request id req-1)");
     }
 }

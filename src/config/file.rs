@@ -207,6 +207,11 @@ pub struct BotFile {
     /// any of "card", "email", "phone", "iban", "ssn".
     #[serde(default)]
     pub redact: Vec<String>,
+    /// With "phone": the regions (ISO 3166 codes such as "US", "GB") whose national
+    /// formats are read; numbers with `+` or `00` are read for every country. Default:
+    /// `domain::pii::DEFAULT_PHONE_REGIONS`.
+    #[serde(default)]
+    pub redact_phone_regions: Option<Vec<String>>,
     /// `[[bots.redact_pattern]]`: a bot's own patterns.
     #[serde(default)]
     pub redact_pattern: Vec<RedactPatternFile>,

@@ -536,7 +536,29 @@ fn redactor(bot: &BotFile, key: &str) -> Result<crate::domain::pii::Redactor, Co
         }
         custom.push((p.name.clone(), re));
     }
-    Ok(crate::domain::pii::Redactor::new(&bot.redact, custom))
+    let redactor = crate::domain::pii::Redactor::new(&bot.redact, custom);
+    let Some(regions) = &bot.redact_phone_regions else {
+        return Ok(redactor);
+    };
+    let mut parsed = Vec::new();
+    for (i, r) in regions.iter().enumerate() {
+        let k = format!("{key}.redact_phone_regions[{i}]");
+        let region = r
+            .parse::<crate::domain::pii::Region>()
+            .ok()
+            .filter(|_| r.len() == 2 && r.bytes().all(|b| b.is_ascii_uppercase()))
+            .ok_or_else(|| {
+                cerr(
+                    &k,
+                    format!("\"{r}\" is not a region code such as \"US\" or \"GB\""),
+                )
+            })?;
+        if parsed.contains(&region) {
+            return Err(cerr(k, format!("\"{r}\" is listed twice")));
+        }
+        parsed.push(region);
+    }
+    Ok(redactor.with_phone_regions(parsed))
 }
 
 /// `[bots.summary]`: the provider (`extractive`, or `openai` with its server, model and

@@ -8,6 +8,7 @@
 //! pass ISO 7064 mod 97, so order numbers and the like stay readable. All patterns are
 //! `regex` automata: linear in the text, whatever the caller sends.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use regex::Regex;
@@ -25,6 +26,8 @@ pub type Redactions = BTreeMap<String, u64>;
 pub struct Redactor {
     kinds: Vec<&'static str>,
     custom: Vec<(String, Regex)>,
+    /// Whose national phone formats are read (`redact_phone_regions`).
+    phone_regions: Vec<Region>,
 }
 
 struct Patterns {
@@ -47,8 +50,13 @@ fn patterns() -> &'static Patterns {
         // linear time: each window is at most 19 digits long.
         card: Regex::new(r"\p{Nd}(?:[\s\p{Cf}\p{Pd}\u{2212}\u{34F}./_,*·]{0,4}\p{Nd}){12,}")
             .expect("card pattern"),
-        iban: Regex::new(r"(?i)\b[a-z]{2}\d{2}(?: ?[a-z0-9]){11,30}\b").expect("iban pattern"),
-        ssn: Regex::new(r"\b\d{3}[- ]\d{2}[- ]\d{4}\b").expect("ssn pattern"),
+        // A country, two check digits and up to 32 letters or digits, single spaces
+        // between; what follows may be words (`… 0130 00 thanks`): which prefix is the IBAN
+        // is decided per match (see `iban_span`).
+        iban: Regex::new(r"(?i)\b[a-z]{2}[0-9]{2}(?: ?[a-z0-9]){11,32}\b").expect("iban pattern"),
+        // Digits of any script (`١٢٣-٤٥-٦٧٨٩`), one space or dash of any kind between groups.
+        ssn: Regex::new(r"\p{Nd}{3}[\p{Zs}\p{Pd}\u{2212}]\p{Nd}{2}[\p{Zs}\p{Pd}\u{2212}]\p{Nd}{4}")
+            .expect("ssn pattern"),
         // `@` (or the full-width `＠`, the small `﹫`) with at most a line break or
         // invisible characters beside it — never a space: `cc @anna.smith` is a mention;
         // dots of other scripts (`。`, `．`) in the domain.
@@ -59,8 +67,9 @@ fn patterns() -> &'static Patterns {
         // `+` or `00` and a country code, or a national number; the shape is checked
         // per match (see `phone_ok`). Separators as for cards but on one line: a number
         // at the end of one line and another at the start of the next are two numbers.
+        // An extension (`x456`, `ext. 12`) belongs to the number.
         phone: Regex::new(
-            r"\+?\(?\p{Nd}[\p{Nd}\p{Zs}\t\p{Cf}\p{Pd}\u{2212}().\-/]{5,24}\p{Nd}",
+            r"\+?\(?\p{Nd}[\p{Nd}\p{Zs}\t\p{Cf}\p{Pd}\u{2212}().\-/]{5,24}\p{Nd}(?:\p{Zs}?(?i:x|ext\.?|extension)\p{Zs}?\p{Nd}{1,6})?",
         )
         .expect("phone pattern"),
     })
@@ -69,6 +78,10 @@ fn patterns() -> &'static Patterns {
 impl Redactor {
     /// `kinds` are names from [`KINDS`] (checked by the configuration).
     pub fn new(kinds: &[String], custom: Vec<(String, Regex)>) -> Redactor {
+        if kinds.iter().any(|k| k == "phone") {
+            // libphonenumber's tables load on first use (~0.1 s): at start, not in a request.
+            let _ = phonenumber::parse(None, "+14155552671");
+        }
         Redactor {
             kinds: KINDS
                 .iter()
@@ -76,7 +89,17 @@ impl Redactor {
                 .filter(|k| kinds.iter().any(|c| c == k))
                 .collect(),
             custom,
+            phone_regions: DEFAULT_PHONE_REGIONS
+                .iter()
+                .filter_map(|r| r.parse().ok())
+                .collect(),
         }
+    }
+
+    /// Reads national phone numbers of `regions` instead of [`DEFAULT_PHONE_REGIONS`].
+    pub fn with_phone_regions(mut self, regions: Vec<Region>) -> Redactor {
+        self.phone_regions = regions;
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -85,6 +108,16 @@ impl Redactor {
 
     /// Redacts one text; adds what it found to `counts`.
     pub fn text(&self, text: &str, counts: &mut Redactions) -> Option<String> {
+        self.text_within(text, counts, &Cell::new(PHONE_CHECKS))
+    }
+
+    /// [`Redactor::text`], spending the caller's budget of phone-number checks.
+    fn text_within(
+        &self,
+        text: &str,
+        counts: &mut Redactions,
+        checks: &Cell<u32>,
+    ) -> Option<String> {
         let mut out: Option<String> = None;
         // Every built-in kind needs a digit, an email needs `@`: most strings of a request
         // (`NA`, `voice`, `en`) are passed over without running a pattern.
@@ -95,7 +128,7 @@ impl Redactor {
                 continue;
             }
             let current = out.as_deref().unwrap_or(text);
-            if let Some(changed) = builtin(kind, current, counts) {
+            if let Some(changed) = builtin(kind, current, counts, &self.phone_regions, checks) {
                 out = Some(changed);
             }
         }
@@ -114,68 +147,151 @@ impl Redactor {
         out
     }
 
-    /// Redacts a request body in place: every string value at any depth — message text,
-    /// custom fields, reasons, names, fields the vendor may add — except the identifiers
-    /// ([`IDENTIFIERS`]), which name things rather than say them. Returns the counts per
-    /// event (index in `events`; a message-propagation request is event 0).
+    /// Redacts a request body in place: every string, every number and every object key
+    /// at any depth — message text, custom fields, reasons, names, fields the vendor may
+    /// add — except the identifiers at their documented positions ([`Position`]), which
+    /// name things rather than say them. A number that holds something to redact becomes
+    /// the redacted string (`{"accountNumber": "[card]"}`). Returns the counts per event
+    /// (index in `events`; a message-propagation request is event 0).
     pub fn body(&self, body: &mut Value) -> Vec<Redactions> {
         if self.is_empty() {
             return Vec::new();
         }
-        match body.get_mut("events").and_then(Value::as_array_mut) {
-            Some(events) => events
-                .iter_mut()
-                .map(|e| {
-                    let mut counts = Redactions::new();
-                    self.walk(e, None, &mut counts);
-                    counts
-                })
-                .collect(),
-            None => {
-                let mut counts = Redactions::new();
-                self.walk(body, None, &mut counts);
-                vec![counts]
+        let checks = &Cell::new(PHONE_CHECKS);
+        let Value::Object(root) = body else {
+            let mut counts = Redactions::new();
+            self.walk(body, Position::Other, &mut counts, checks);
+            return vec![counts];
+        };
+        let mut per_event = Vec::new();
+        let mut rest = Redactions::new();
+        for (key, value) in root.iter_mut() {
+            match (key.as_str(), value) {
+                (k, Value::String(_)) if ROOT_IDENTIFIERS.contains(&k) => {}
+                ("events", Value::Array(events)) => {
+                    per_event = events
+                        .iter_mut()
+                        .map(|e| {
+                            let mut counts = Redactions::new();
+                            self.walk(e, Position::Event, &mut counts, checks);
+                            counts
+                        })
+                        .collect();
+                }
+                (_, value) => self.walk(value, Position::Other, &mut rest, checks),
             }
+        }
+        self.keys(root, &mut rest, checks);
+        if root.get("events").is_some_and(Value::is_array) {
+            // What lies beside `events` counts with the first event.
+            if let Some(first) = per_event.first_mut() {
+                for (k, n) in rest {
+                    *first.entry(k).or_default() += n;
+                }
+            }
+            per_event
+        } else {
+            vec![rest]
         }
     }
 
-    fn walk(&self, v: &mut Value, key: Option<&str>, counts: &mut Redactions) {
+    fn walk(&self, v: &mut Value, at: Position, counts: &mut Redactions, checks: &Cell<u32>) {
         match v {
-            Value::String(s) if !key.is_some_and(|k| IDENTIFIERS.contains(&k)) => {
-                if let Some(r) = self.text(s, counts) {
+            Value::String(s) => {
+                if let Some(r) = self.text_within(s, counts, checks) {
                     *s = r;
+                }
+            }
+            Value::Number(n) => {
+                let text = n.to_string();
+                if let Some(r) = self.text_within(&text, counts, checks) {
+                    *v = Value::String(r);
                 }
             }
             Value::Array(items) => {
                 for i in items {
-                    self.walk(i, key, counts);
+                    self.walk(i, Position::Other, counts, checks);
                 }
             }
             Value::Object(map) => {
                 for (k, value) in map.iter_mut() {
-                    self.walk(value, Some(k), counts);
+                    let next = match (at, k.as_str()) {
+                        (Position::Event, "participant") => Position::Participant,
+                        (Position::Participant, "identity") if value.is_string() => continue,
+                        _ => Position::Other,
+                    };
+                    self.walk(value, next, counts, checks);
                 }
+                self.keys(map, counts, checks);
             }
             _ => {}
         }
     }
+
+    /// Redacts an object's keys (`{"jane.doe@example.com": "x"}`). Two keys that become the
+    /// same marker both stay: the later ones get ` 2`, ` 3`… after it.
+    fn keys(
+        &self,
+        map: &mut serde_json::Map<String, Value>,
+        counts: &mut Redactions,
+        checks: &Cell<u32>,
+    ) {
+        let changed: Vec<(String, String)> = map
+            .keys()
+            .filter_map(|k| self.text_within(k, counts, checks).map(|r| (k.clone(), r)))
+            .collect();
+        for (old, new) in changed {
+            let Some(value) = map.remove(&old) else {
+                continue;
+            };
+            let mut key = new.clone();
+            let mut n = 1;
+            while map.contains_key(&key) {
+                n += 1;
+                key = format!("{new} {n}");
+            }
+            map.insert(key, value);
+        }
+    }
 }
 
-/// Keys whose string values are identifiers, never redacted: a conversation, a bot or an
-/// agent keeps its identity (an agent's `identity` may be an email address).
-pub const IDENTIFIERS: [&str; 4] = ["botId", "conversationId", "identity", "agentId"];
+/// Where a value sits in a request: identifiers are exempt only where the vendor's API
+/// puts them — the request's `botId`, `conversationId` and `agentId`, and an event's
+/// `participant.identity` (an agent's identity may be an email address). A key named so
+/// anywhere else (`customFields.caller.identity`) is data like any other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Position {
+    Event,
+    Participant,
+    Other,
+}
+
+/// The request's own identifiers, never redacted.
+pub const ROOT_IDENTIFIERS: [&str; 3] = ["botId", "conversationId", "agentId"];
 
 /// Which parts of a match to replace (byte ranges within it), if any.
-type Spans = fn(&str) -> Option<Vec<(usize, usize)>>;
+type Spans<'a> = &'a dyn Fn(&str) -> Option<Vec<(usize, usize)>>;
 
-fn builtin(kind: &str, text: &str, counts: &mut Redactions) -> Option<String> {
+fn builtin(
+    kind: &str,
+    text: &str,
+    counts: &mut Redactions,
+    regions: &[Region],
+    checks: &Cell<u32>,
+) -> Option<String> {
     let p = patterns();
-    let (re, keep): (&Regex, Spans) = match kind {
-        "card" => (&p.card, card_spans),
-        "iban" => (&p.iban, |m| iban_ok(m).then(|| vec![(0, m.len())])),
-        "ssn" => (&p.ssn, |m| ssn_ok(m).then(|| vec![(0, m.len())])),
-        "email" => (&p.email, |m| Some(vec![(0, m.len())])),
-        "phone" => (&p.phone, |m| phone_ok(m).then(|| vec![(0, m.len())])),
+    // `(020 7946 0958)`: the opening parenthesis of a number written in parentheses is
+    // the text's, not the number's.
+    let phone = |m: &str| {
+        let from = usize::from(m.starts_with('(') && !m.contains(')'));
+        phone_ok(&m[from..], regions, checks).then(|| vec![(from, m.len())])
+    };
+    let (re, keep): (&Regex, Spans<'_>) = match kind {
+        "card" => (&p.card, &card_spans),
+        "iban" => (&p.iban, &|m| iban_span(m).map(|end| vec![(0, end)])),
+        "ssn" => (&p.ssn, &|m| ssn_ok(m).then(|| vec![(0, m.len())])),
+        "email" => (&p.email, &|m| Some(vec![(0, m.len())])),
+        "phone" => (&p.phone, &phone),
         _ => return None,
     };
     let mut out = String::with_capacity(text.len());
@@ -214,14 +330,18 @@ fn builtin(kind: &str, text: &str, counts: &mut Redactions) -> Option<String> {
     Some(out)
 }
 
-/// The first code point of each run of ten decimal digits wrapup reads: ASCII,
-/// Arabic-Indic (both), NKo, the Indic scripts, Thai, Lao, Tibetan, Myanmar, Khmer,
-/// Mongolian, full-width, and the mathematical digits (bold, double-struck, sans-serif,
-/// sans-serif bold, monospace).
-const ZEROS: [u32; 29] = [
+/// The first code point of each run of ten decimal digits (Unicode's `Nd`, which always
+/// comes in runs of ten from 0 to 9), sorted: every script's digits are read, so a number
+/// in Arabic-Indic, Devanagari, full-width or mathematical digits is the same number. A
+/// test checks this table against the `regex` crate's `\p{Nd}`.
+const ZEROS: [u32; 76] = [
     0x30, 0x660, 0x6F0, 0x7C0, 0x966, 0x9E6, 0xA66, 0xAE6, 0xB66, 0xBE6, 0xC66, 0xCE6, 0xD66,
-    0xDE6, 0xE50, 0xED0, 0xF20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0xFF10, 0x1D7CE,
-    0x1D7D8, 0x1D7E2, 0x1D7EC, 0x1D7F6,
+    0xDE6, 0xE50, 0xED0, 0xF20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90,
+    0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10,
+    0x104A0, 0x10D30, 0x10D40, 0x11066, 0x110F0, 0x11136, 0x111D0, 0x112F0, 0x11450, 0x114D0,
+    0x11650, 0x116C0, 0x116D0, 0x116DA, 0x11730, 0x118E0, 0x11950, 0x11BF0, 0x11C50, 0x11D50,
+    0x11DA0, 0x11F50, 0x16130, 0x16A60, 0x16AC0, 0x16B50, 0x16D70, 0x1CCF0, 0x1D7CE, 0x1D7D8,
+    0x1D7E2, 0x1D7EC, 0x1D7F6, 0x1E140, 0x1E2F0, 0x1E4F0, 0x1E5F1, 0x1E950, 0x1FBF0,
 ];
 
 /// A digit's value, in any script of [`ZEROS`].
@@ -230,15 +350,14 @@ fn digit(c: char) -> Option<u8> {
     if c < 0x80 {
         return (0x30..=0x39).contains(&c).then(|| (c - 0x30) as u8);
     }
-    ZEROS
-        .iter()
-        .find(|&&zero| (zero..zero + 10).contains(&c))
-        .map(|zero| (c - zero) as u8)
+    let i = ZEROS.partition_point(|&zero| zero <= c).checked_sub(1)?;
+    let offset = c - ZEROS[i];
+    (offset < 10).then_some(offset as u8)
 }
 
 /// The parts of a digit run that are card numbers. A card is written as one group of 13
 /// to 19 digits, or in groups of four (the last 1 to 4), or as 4-6-5 or 4-6-4 (American
-/// Express, Diners); it starts with 2 to 6 (the issuers' ranges) and passes Luhn. Longer
+/// Express, Diners), or spoken digit by digit or in pairs (`4 1 1 1 …`, `41 11 11 …`); it starts with 2 to 6 (the issuers' ranges) and passes Luhn. Longer
 /// windows win, so `ref 100000007 4111 1111 1111 1111` loses the card, not a 13-digit
 /// window that happens to pass. At most 19 digits per window: linear in the run.
 fn card_spans(run: &str) -> Option<Vec<(usize, usize)>> {
@@ -264,10 +383,12 @@ fn card_spans(run: &str) -> Option<Vec<(usize, usize)>> {
             }
             let sizes: Vec<usize> = groups[i..=j].iter().map(|g| g.2.len()).collect();
             let grouped = sizes.len() == 1
-                || (sizes[..sizes.len() - 1].iter().all(|&n| n == 4)
-                    && (1..=4).contains(&sizes[sizes.len() - 1]))
+                || groups_of(&sizes, 4)
                 || sizes == [4, 6, 5]
-                || sizes == [4, 6, 4];
+                || sizes == [4, 6, 4]
+                // Spoken digit by digit, or in pairs, as speech-to-text writes it.
+                || sizes.iter().all(|&n| n == 1)
+                || groups_of(&sizes, 2);
             if (13..=19).contains(&digits.len())
                 && grouped
                 && (2..=6).contains(&digits[0])
@@ -293,6 +414,13 @@ fn card_spans(run: &str) -> Option<Vec<(usize, usize)>> {
     (!spans.is_empty()).then_some(spans)
 }
 
+/// Groups of `n` digits, the last of 1 to `n`.
+fn groups_of(sizes: &[usize], n: usize) -> bool {
+    sizes
+        .split_last()
+        .is_some_and(|(last, rest)| rest.iter().all(|&s| s == n) && (1..=n).contains(last))
+}
+
 fn luhn_digits(digits: &[u8]) -> bool {
     let mut sum = 0u32;
     for (i, &d) in digits.iter().rev().enumerate() {
@@ -314,40 +442,138 @@ pub fn luhn(digits: &str) -> bool {
     d.iter().all(|&x| x < 10) && luhn_digits(&d)
 }
 
-/// ISO 13616: the country and check digits moved to the end, letters as numbers, mod 97 = 1.
-fn iban_ok(candidate: &str) -> bool {
-    let s: Vec<u8> = candidate
-        .bytes()
-        .filter(|b| *b != b' ')
-        .map(|b| b.to_ascii_uppercase())
+/// The end (in bytes) of the IBAN a candidate starts with, if any: the longest prefix
+/// ending at a space or at the candidate's end that is a valid IBAN for its country (its
+/// length and format, and ISO 7064 mod 97, by `iban_validate`). So the words after it
+/// (`DE89 3704 0044 0532 0130 00 thanks`, `NL91ABNA0417164300 thx`) are not taken for part
+/// of it, and it is redacted however many follow. At most 33 prefixes of at most 34
+/// characters: bounded work per match.
+fn iban_span(candidate: &str) -> Option<usize> {
+    let mut ends: Vec<usize> = candidate
+        .char_indices()
+        .filter(|&(_, c)| c == ' ')
+        .map(|(i, _)| i)
         .collect();
-    if !(15..=34).contains(&s.len()) {
-        return false;
-    }
-    let mut rem: u32 = 0;
-    for b in s[4..].iter().chain(&s[..4]) {
-        let v = match b {
-            b'0'..=b'9' => u32::from(b - b'0'),
-            b'A'..=b'Z' => u32::from(b - b'A') + 10,
-            _ => return false,
-        };
-        rem = if v >= 10 {
-            (rem * 100 + v) % 97
-        } else {
-            (rem * 10 + v) % 97
-        };
-    }
-    rem == 1
+    ends.push(candidate.len());
+    ends.into_iter()
+        .rev()
+        .find(|&end| iban_ok(&candidate[..end]))
 }
 
-/// Area 000, 666 and 9xx, group 00 and serial 0000 are never issued.
+/// Whether `candidate` (single spaces allowed between its characters) is a valid IBAN.
+fn iban_ok(candidate: &str) -> bool {
+    let compact: String = candidate
+        .chars()
+        .filter(|&c| c != ' ')
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    (15..=34).contains(&compact.len()) && compact.parse::<iban::Iban>().is_ok()
+}
+
+/// Area 000, 666 and 9xx, group 00 and serial 0000 are never issued. Read by digit value,
+/// never by byte offset: a digit of another script is several bytes long.
 fn ssn_ok(s: &str) -> bool {
-    let area = &s[..3];
-    area != "000"
-        && area != "666"
-        && !area.starts_with('9')
-        && &s[4..6] != "00"
-        && &s[7..] != "0000"
+    let d: Vec<u8> = s.chars().filter_map(digit).collect();
+    let [a, b, c, g1, g2, s1, s2, s3, s4] = d[..] else {
+        return false;
+    };
+    let area = [a, b, c];
+    area != [0, 0, 0]
+        && area != [6, 6, 6]
+        && a != 9
+        && [g1, g2] != [0, 0]
+        && [s1, s2, s3, s4] != [0, 0, 0, 0]
+}
+
+/// A phone number's country, for numbers written the national way.
+pub type Region = phonenumber::country::Id;
+
+/// The regions whose national formats are read when a bot sets none
+/// (`redact_phone_regions`): North America, the British Isles, Australia and New
+/// Zealand, India, and the largest markets of the European Union.
+pub const DEFAULT_PHONE_REGIONS: [&str; 12] = [
+    "US", "CA", "GB", "IE", "AU", "NZ", "IN", "DE", "FR", "ES", "IT", "NL",
+];
+
+/// Whether a candidate (with its extension, if any) is a phone number: by its shape
+/// (`shaped_like_phone`), or by libphonenumber's rules for its country — international
+/// (`+`, `00`) or national in one of `regions` (`07700 900123`, `0412 345 678`,
+/// `98765 43210`, `011 44 20 7946 0958`) — once it is not a date, an address, an amount
+/// or a code ([`not_a_phone`]).
+fn phone_ok(s: &str, regions: &[Region], checks: &Cell<u32>) -> bool {
+    let number = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(ext) => s[..ext].trim_end_matches(|c: char| digit(c).is_none()),
+        None => s,
+    };
+    if shaped_like_phone(number) {
+        return true;
+    }
+    let digits: Vec<u8> = number.chars().filter_map(digit).collect();
+    let groups = groups(number);
+    if !(7..=15).contains(&digits.len()) || not_a_phone(number, &digits, &groups) {
+        return false;
+    }
+    // libphonenumber reads ASCII: every digit as ASCII, every separator a space.
+    let ascii: String = number
+        .chars()
+        .map(|c| match (c, digit(c)) {
+            (_, Some(d)) => char::from(b'0' + d),
+            ('+' | '(' | ')', _) => c,
+            _ => ' ',
+        })
+        .collect();
+    let valid = |region: Option<Region>| {
+        phonenumber::parse(region, &ascii).is_ok_and(|n| phonenumber::is_valid(&n))
+    };
+    // Past the request's budget of checks, a number that passed every guard is taken
+    // for a phone number unasked: more work is never bought by leaking one.
+    let Some(left) = checks.get().checked_sub(1) else {
+        return true;
+    };
+    checks.set(left);
+    if number.starts_with('+') {
+        return valid(None);
+    }
+    regions.iter().any(|&r| valid(Some(r)))
+}
+
+/// How many candidates one request (or one text) has checked by libphonenumber, at up to
+/// ~90 µs each with the default regions: at most ~45 ms of a request's CPU time.
+const PHONE_CHECKS: u32 = 512;
+
+/// Digit groups' lengths, in order.
+fn groups(s: &str) -> Vec<usize> {
+    s.split(|c: char| digit(c).is_none())
+        .filter(|g| !g.is_empty())
+        .map(|g| g.chars().count())
+        .collect()
+}
+
+/// What a national number's digits may be but people mean otherwise: a bare run not
+/// starting with 0 (an order number), a date (`2026-11-27`, `27.11.2026`), an address
+/// (`192.168.1.100`), an amount in thousands (`1 234 567`), a code led by a year
+/// (`2026-000123`), coordinates, a ZIP+4 code, an SSN's shape.
+fn not_a_phone(s: &str, digits: &[u8], groups: &[usize]) -> bool {
+    let bare = groups.len() == 1 && !s.starts_with('+') && digits.first() != Some(&0);
+    let date = groups.len() >= 3
+        && ((groups[0] == 4 && groups[1] <= 2 && groups[2] <= 2)
+            || (groups[0] <= 2 && groups[1] <= 2 && groups[2] == 4));
+    let address = s.contains('.') && groups.len() == 4 && groups.iter().all(|&g| g <= 3);
+    let thousands = groups.len() >= 2 && groups[0] <= 2 && groups[1..].iter().all(|&g| g == 3);
+    let year_code = groups.len() >= 2
+        && groups[0] == 4
+        && matches!(digits[..2], [1, 9] | [2, 0])
+        && !s.starts_with(['+', '(']);
+    // A decimal number beside another (`51.5074 -0.1278`): a dot among other separators.
+    let separators: Vec<char> = s.chars().filter(|&c| digit(c).is_none()).collect();
+    let decimal = separators.contains(&'.') && separators.iter().any(|&c| c != '.');
+    // A US ZIP+4 code (`94105-1234`) or a social security number's shape (`912-45-6789`).
+    let zip = groups == [5, 4] && s.contains('-') && digits.first() != Some(&0);
+    let ssn = groups == [3, 2, 4];
+    // Spoken digit by digit, a phone number is ten digits or more (`7 7 1 2 0 0 3 4` is a
+    // reference read out).
+    let spoken = groups.len() > 2 && groups.iter().all(|&g| g == 1) && digits.len() < 10;
+    bare || date || address || thousands || year_code || decimal || zip || ssn || spoken
 }
 
 /// With `+` or `00`: 8 to 15 digits. Without: 10 or 11 digits written the way phone
@@ -355,7 +581,7 @@ fn ssn_ok(s: &str) -> bool {
 /// `030 1234 5678`), or five pairs (`01 23 45 67 89`); dots only if every separator is a
 /// dot. A bare run of digits (an order number), a date and time, an address or an amount
 /// is not a phone number.
-fn phone_ok(s: &str) -> bool {
+fn shaped_like_phone(s: &str) -> bool {
     let digits: Vec<u8> = s.chars().filter_map(digit).collect();
     if s.starts_with('+') || (digits.starts_with(&[0, 0]) && !s.starts_with('(')) {
         return (8..=15).contains(&(digits.len() - if s.starts_with('+') { 0 } else { 2 }));
@@ -363,11 +589,7 @@ fn phone_ok(s: &str) -> bool {
     if !(10..=11).contains(&digits.len()) || s.matches('(').count() > 1 {
         return false;
     }
-    let groups: Vec<usize> = s
-        .split(|c: char| digit(c).is_none())
-        .filter(|g| !g.is_empty())
-        .map(|g| g.chars().count())
-        .collect();
+    let groups = groups(s);
     let separators: Vec<char> = s.chars().filter(|&c| digit(c).is_none()).collect();
     if separators.contains(&'.') && separators.iter().any(|&c| c != '.') {
         return false;
@@ -605,6 +827,190 @@ mod tests {
         assert_eq!(counts[1]["phone"], 1);
     }
 
+    #[test]
+    fn every_unicode_decimal_digit_is_read_and_nothing_else() {
+        let nd = Regex::new(r"^\p{Nd}$").unwrap();
+        let mut buf = [0u8; 4];
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            let is_nd = nd.is_match(c.encode_utf8(&mut buf));
+            assert_eq!(digit(c).is_some(), is_nd, "U+{:04X}", c as u32);
+        }
+    }
+
+    #[test]
+    fn a_social_security_number_in_any_script_is_redacted_without_a_panic() {
+        for text in [
+            "SSN ١٢٣-٤٥-٦٧٨٩ ok",
+            "SSN ۱۲۳-۴۵-۶۷۸۹",
+            "SSN １２３－４５－６７８９",
+            "SSN १२३ ४५ ६७८९",
+            "SSN 𝟏𝟐𝟑-𝟒𝟓-𝟔𝟕𝟖𝟗",
+        ] {
+            let (out, counts) = red(text);
+            assert_eq!(counts.get("ssn"), Some(&1), "{text} -> {out}");
+        }
+        // Never issued, in any script.
+        for text in ["SSN ٠٠٠-٤٥-٦٧٨٩", "SSN ９１２-４５-６７８９"] {
+            assert_eq!(red(text).0, text);
+        }
+    }
+
+    #[test]
+    fn an_iban_followed_by_words_is_redacted() {
+        for (text, want) in [
+            (
+                "My IBAN is DE89 3704 0044 0532 0130 00 thanks",
+                "My IBAN is [iban] thanks",
+            ),
+            ("NL91ABNA0417164300 thx", "[iban] thx"),
+            (
+                "iban: GB82 WEST 1234 5698 7654 32 ok bye",
+                "iban: [iban] ok bye",
+            ),
+            ("FR14 2004 1010 0505 0001 3M02 606 merci", "[iban] merci"),
+            ("be68 5390 0754 7034 please", "[iban] please"),
+        ] {
+            assert_eq!(red(text).0, want, "{text}");
+        }
+        // A wrong check digit stays, followed by words or not.
+        for text in [
+            "DE88 3704 0044 0532 0130 00 thanks",
+            "NL92ABNA0417164300 thx",
+        ] {
+            assert_eq!(red(text).0, text);
+        }
+    }
+
+    #[test]
+    fn a_card_spoken_digit_by_digit_or_in_pairs_is_redacted() {
+        for text in [
+            "it's 4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 thanks",
+            "number is 41 11 11 11 11 11 11 11",
+            "5 5 0 0 0 0 0 0 0 0 0 0 0 0 0 4",
+        ] {
+            let (out, counts) = red(text);
+            assert_eq!(counts.get("card"), Some(&1), "{text} -> {out}");
+            assert!(
+                !out.contains("1 1 1 1") && !out.contains("0 0 0 0"),
+                "{out}"
+            );
+        }
+        // Luhn still decides.
+        let text = "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 2";
+        assert_eq!(red(text).0, text);
+    }
+
+    #[test]
+    fn national_phone_formats_and_extensions_are_redacted() {
+        for text in [
+            "call me on 07700 900123 tomorrow",
+            "mobile 0412 345 678",
+            "Handy 0171 1234567 bitte",
+            "my number is 98765 43210",
+            "dial 011 44 20 7946 0958",
+            "office 212-736-5000x456",
+            "office 212-736-5000 ext. 12",
+            "portable 06 12 34 56 78",
+            "móvil 612 34 56 78",
+            "cell 347 123 4567",
+            "mobiel 06 12345678",
+            "call 07700900123",
+        ] {
+            let (out, counts) = red(text);
+            assert_eq!(counts.get("phone"), Some(&1), "{text} -> {out}");
+            let digits_left = out.chars().filter(|c| c.is_ascii_digit()).count();
+            assert!(digits_left <= 3, "{text} -> {out}");
+        }
+        for text in [
+            "ticket 2026-000123",
+            "on 27.11.2026 at 10:30",
+            "order 123456789",
+            "total 1 234 567 EUR",
+            "zip 94105-1234",
+        ] {
+            assert_eq!(red(text).0, text, "{text}");
+        }
+    }
+
+    #[test]
+    fn numbers_keys_and_identifier_named_keys_elsewhere_are_redacted() {
+        let mut body = serde_json::json!({
+            "botId": "st-1", "conversationId": "c-1",
+            "events": [{"name": "END_OF_CONVERSATION", "participant": {"identity": "agent@example.com", "customFields": {
+                "accountNumber": 4111111111111111u64,
+                "jane.doe@example.com": "x",
+                "caller": {"identity": "4012 8888 8888 1881", "conversationId": "4111 1111 1111 1111"},
+                "count": 3
+            }}}]
+        });
+        let counts = all().body(&mut body);
+        let fields = &body["events"][0]["participant"]["customFields"];
+        assert_eq!(fields["accountNumber"], "[card]");
+        assert_eq!(fields["[email]"], "x");
+        assert_eq!(fields["caller"]["identity"], "[card]");
+        assert_eq!(fields["caller"]["conversationId"], "[card]");
+        assert_eq!(fields["count"], 3);
+        // At their documented positions identifiers stay.
+        assert_eq!(
+            body["events"][0]["participant"]["identity"],
+            "agent@example.com"
+        );
+        assert_eq!(counts[0]["card"], 3);
+        assert_eq!(counts[0]["email"], 1);
+        // Two keys that become the same marker both stay.
+        let mut body = serde_json::json!({"a@example.com": 1, "b@example.com": 2});
+        all().body(&mut body);
+        assert_eq!(body.as_object().map(|o| o.len()), Some(2), "{body}");
+    }
+
+    /// The corpus's lines: (input, expected output, the originals).
+    pub(crate) fn corpus() -> Vec<(String, String, Vec<String>)> {
+        let text = include_str!("../../tests/corpus/redaction.txt");
+        let mut out = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        {
+            let (mut input, mut want, mut secrets) = (String::new(), String::new(), Vec::new());
+            let mut rest = line;
+            while let Some(open) = rest.find('⟦') {
+                input.push_str(&rest[..open]);
+                want.push_str(&rest[..open]);
+                let after = &rest[open + '⟦'.len_utf8()..];
+                let close = after.find('⟧').expect("a closed marker");
+                let (kind, value) = after[..close].split_once(':').expect("kind:value");
+                input.push_str(value);
+                want.push_str(&format!("[{kind}]"));
+                secrets.push(value.to_owned());
+                rest = &after[close + '⟧'.len_utf8()..];
+            }
+            input.push_str(rest);
+            want.push_str(rest);
+            out.push((input, want, secrets));
+        }
+        out
+    }
+
+    #[test]
+    fn the_corpus_is_redacted_as_written() {
+        let mut wrong = Vec::new();
+        let corpus = corpus();
+        for (input, want, _) in &corpus {
+            let got = red(input).0;
+            if &got != want {
+                wrong.push(format!("{input}\n   want {want}\n   got  {got}"));
+            }
+        }
+        assert!(corpus.len() >= 300);
+        assert!(
+            wrong.is_empty(),
+            "{} of {} lines:\n{}",
+            wrong.len(),
+            corpus.len(),
+            wrong.join("\n")
+        );
+    }
+
     mod properties {
         use proptest::prelude::*;
 
@@ -669,6 +1075,59 @@ mod tests {
                 let left: String = out.chars().filter(char::is_ascii_digit).collect();
                 prop_assert!(!left.contains(&digits), "{text} -> {out}");
                 prop_assert_eq!(counts.get("card"), Some(&1));
+            }
+
+            /// Every kind, in the digits of every script and with separators of every
+            /// kind: found, and never a panic (a byte slice inside a multi-byte digit).
+            #[test]
+            fn every_kind_is_found_in_every_script(
+                script in 0..ZEROS.len(),
+                sep in prop::sample::select(vec![" ", "-", "\u{a0}", "\u{2009}", "\u{3000}", "\u{2011}", "\u{2013}", "\u{2212}", "\u{FF0D}"]),
+                before in "[a-zA-Z ,.:]{0,12}",
+                after in "[a-zA-Z ,.:]{0,12}",
+            ) {
+                let zero = ZEROS[script];
+                let in_script = |ascii: &str| -> String {
+                    ascii
+                        .chars()
+                        .map(|c| match c.to_digit(10) {
+                            Some(d) => char::from_u32(zero + d).unwrap_or(c),
+                            None if c == '~' => sep.chars().next().unwrap_or(' '),
+                            None => c,
+                        })
+                        .collect()
+                };
+                for (kind, ascii) in [
+                    ("card", "4111~1111~1111~1111"),
+                    ("card", "4~1~1~1~1~1~1~1~1~1~1~1~1~1~1~1"),
+                    ("ssn", "123~45~6789"),
+                    ("phone", "+44~20~7946~0958"),
+                ] {
+                    let value = in_script(ascii);
+                    let text = format!("{before} {value} {after}");
+                    let mut counts = Redactions::new();
+                    let out = Redactor::new(&[kind.to_owned()], Vec::new())
+                        .text(&text, &mut counts)
+                        .unwrap_or_else(|| text.clone());
+                    prop_assert_eq!(counts.get(kind), Some(&1), "{} -> {}", text, out);
+                    prop_assert!(!out.contains(&value));
+                }
+            }
+
+            /// Any mix of digits of any script, separators, letters and signs: every kind
+            /// runs to the end.
+            #[test]
+            fn no_text_makes_redaction_panic(
+                parts in proptest::collection::vec((0..ZEROS.len(), 0u8..10, prop::sample::select(vec!["", " ", "-", ".", "/", "(", ")", "+", "@", "x", "ext. ", "\n", "\u{AD}", "\u{200B}", "DE", "é", "٫"])), 0..60),
+            ) {
+                let text: String = parts
+                    .iter()
+                    .map(|&(script, d, sep)| format!("{}{sep}", char::from_u32(ZEROS[script] + u32::from(d)).unwrap_or('0')))
+                    .collect();
+                let mut counts = Redactions::new();
+                let _ = Redactor::new(&KINDS.map(String::from), Vec::new()).text(&text, &mut counts);
+                let mut body = serde_json::json!({"events": [{"query": text.clone(), text.clone(): 1}]});
+                let _ = Redactor::new(&KINDS.map(String::from), Vec::new()).body(&mut body);
             }
 
             #[test]

@@ -174,3 +174,81 @@ fn redaction_settings_are_checked_and_named() {
     let e = check("[[bots.redact_pattern]]\nname = \"card\"\nregex = \"x\"\n");
     assert!(e.contains("redact_pattern[0].name"), "{e}");
 }
+
+/// The first high finding: an SSN in Arabic-Indic digits panicked the handler (a byte
+/// slice inside a two-byte digit). Now every script is read, and nothing is dropped.
+#[tokio::test]
+async fn numbers_in_any_script_keys_and_numbers_are_redacted_and_never_crash_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let tail = "redact = [\"card\", \"email\", \"phone\", \"iban\", \"ssn\"]\n";
+    let config = config_with_actions(&dir.path().join("w.db"), "", tail);
+    let app = TestApp::spawn_text(tempfile::tempdir().unwrap(), &config).await;
+    let c = unique("scripts");
+    for query in [
+        "SSN ١٢٣-٤٥-٦٧٨٩ thanks",
+        "SSN １２３－４５－６７８９",
+        "My IBAN is DE89 3704 0044 0532 0130 00 thanks",
+        "it's 4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+        "call me on 0412 345 678",
+    ] {
+        let message =
+            json!({"botId": BOT, "conversationId": c, "author": {"type": "USER"}, "query": query});
+        let (status, body) = app
+            .post(
+                &format!("/agentai/api/v1/hooks/{BOT}"),
+                "token",
+                &token(),
+                &message,
+            )
+            .await;
+        assert_eq!(status, 200, "{query}: {body}");
+    }
+    let mut end = seed_with(&c);
+    end["events"][0]["participant"]["customFields"] = json!({
+        "accountNumber": 4111111111111111u64,
+        "jane.doe@example.com": "x",
+        "caller": {"identity": "4012 8888 8888 1881"},
+    });
+    assert_eq!(app.hook(&end).await.0, 200);
+    let (_, record) = app.conversation(&c).await;
+    assert_eq!(
+        record["redactions"],
+        json!({"ssn": 2, "iban": 1, "card": 3, "phone": 1, "email": 1}),
+        "{record}"
+    );
+    let resp = app
+        .client
+        .get(format!(
+            "{}/api/v1/bots/{BOT}/conversations/{c}/events",
+            app.base
+        ))
+        .header("auth", token())
+        .send()
+        .await
+        .unwrap();
+    let events = resp.text().await.unwrap();
+    for kept in [
+        "SSN [ssn] thanks",
+        "My IBAN is [iban] thanks",
+        "it's [card]",
+        "call me on [phone]",
+        "\"accountNumber\":\"[card]\"",
+        "\"[email]\":\"x\"",
+        "\"identity\":\"[card]\"",
+    ] {
+        assert!(events.contains(kept), "{kept} in {events}");
+    }
+    for secret in [
+        "٦٧٨٩",
+        "６７８９",
+        "0130 00",
+        "1 1 1 1",
+        "345 678",
+        "4111111111111111",
+        "jane.doe",
+        "1881",
+    ] {
+        assert!(!events.contains(secret), "{secret} in {events}");
+    }
+    app.stop().await;
+}
