@@ -45,11 +45,91 @@ pub struct Extract {
 pub const MAX_CHARS: usize = 1200;
 
 /// The most sentences scored (centrality compares every pair): the first 100 (where the
-/// problem is stated) and the last 300 (where it is resolved). Each is cut to 1,000
-/// characters. So a summary's work is bounded whatever the conversation's size.
+/// problem is stated) and the last 300 (where it is resolved), chosen before any word
+/// list is built. Each is cut to 1,000 characters and its first 120 words. So a summary's
+/// work is bounded whatever the conversation's size.
 const HEAD_SENTENCES: usize = 100;
 const TAIL_SENTENCES: usize = 300;
 const SENTENCE_CHARS: usize = 1000;
+const SENTENCE_WORDS: usize = 120;
+
+/// The most bytes of messages a summary reads: the first [`HEAD_BYTES`] (where the
+/// problem is stated) and the last [`TAIL_BYTES`] (where it is resolved). Each message is
+/// cut to [`MESSAGE_BYTES`] first. Whatever the transcript (a conversation may hold
+/// thousands of 64 KB messages), a summary holds at most 256 KiB of it in memory.
+pub const HEAD_BYTES: usize = 64 * 1024;
+pub const TAIL_BYTES: usize = 192 * 1024;
+pub const MESSAGE_BYTES: usize = 16 * 1024;
+
+/// The part of a transcript a summary reads, filled one message at a time (oldest first)
+/// in bounded memory: the head is kept once full, the tail drops its oldest message to
+/// take a new one.
+#[derive(Debug, Default)]
+pub struct Window {
+    head: Vec<Turn>,
+    head_bytes: usize,
+    tail: std::collections::VecDeque<Turn>,
+    tail_bytes: usize,
+    left_out: usize,
+}
+
+/// What a [`Window`] kept: its messages in order, and how many were left out after the
+/// first `gap_at` of them.
+#[derive(Debug, Default)]
+pub struct Transcript {
+    pub turns: Vec<Turn>,
+    pub gap_at: usize,
+    pub left_out: usize,
+}
+
+impl Window {
+    pub fn push(&mut self, speaker: Speaker, text: &str) {
+        let text = cut_bytes(text, MESSAGE_BYTES).to_owned();
+        let n = text.len();
+        let turn = Turn { speaker, text };
+        if self.tail.is_empty() && self.head_bytes + n <= HEAD_BYTES {
+            self.head_bytes += n;
+            self.head.push(turn);
+            return;
+        }
+        self.tail_bytes += n;
+        self.tail.push_back(turn);
+        while self.tail_bytes > TAIL_BYTES {
+            let Some(old) = self.tail.pop_front() else {
+                break;
+            };
+            self.tail_bytes -= old.text.len();
+            self.left_out += 1;
+        }
+    }
+
+    pub fn finish(self) -> Transcript {
+        let gap_at = self.head.len();
+        let mut turns = self.head;
+        turns.extend(self.tail);
+        Transcript {
+            turns,
+            gap_at,
+            left_out: self.left_out,
+        }
+    }
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn cut_bytes(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Asked between steps of a summary: `true` once its attempt has timed out, so the work
+/// stops instead of running on after nobody waits for it.
+pub type Stop<'a> = &'a (dyn Fn() -> bool + Sync);
 
 const STOP: &[&str] = &[
     "a", "about", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as", "at",
@@ -102,6 +182,7 @@ fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '-'))
         .map(|w| w.trim_matches(|c| c == '\'' || c == '-').to_lowercase())
         .filter(|w| !w.is_empty() && !STOP.contains(&w.as_str()))
+        .take(SENTENCE_WORDS)
         .collect()
 }
 
@@ -110,15 +191,14 @@ fn words(text: &str) -> Vec<String> {
 fn split(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
-    let chars: Vec<char> = text.chars().collect();
-    for (i, &c) in chars.iter().enumerate() {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
         if c == '\n' {
             push(&mut out, &mut current);
             continue;
         }
         current.push(c);
-        let end =
-            matches!(c, '.' | '?' | '!') && chars.get(i + 1).is_none_or(|n| n.is_whitespace());
+        let end = matches!(c, '.' | '?' | '!') && chars.peek().is_none_or(|n| n.is_whitespace());
         if end {
             push(&mut out, &mut current);
         }
@@ -213,33 +293,46 @@ pub fn replaceable(existing: &str) -> bool {
     !is_completed(existing)
 }
 
-/// Summarizes `turns` into at most [`MAX_CHARS`] characters.
-pub fn extractive(turns: &[Turn]) -> Extract {
-    let mut sentences: Vec<Sentence> = turns
-        .iter()
-        .enumerate()
-        .flat_map(|(turn, t)| {
-            split(&t.text).into_iter().map(move |text| {
-                let text = cut(&text, SENTENCE_CHARS);
-                Sentence {
-                    turn,
-                    speaker: t.speaker,
-                    words: words(&text),
-                    text,
+/// Summarizes `turns` into at most [`MAX_CHARS`] characters; `None` once `stop` says so.
+/// The sentences scored are chosen first (the first [`HEAD_SENTENCES`], a ring of the
+/// last [`TAIL_SENTENCES`]), so no list grows with the transcript.
+pub fn extractive(turns: &[Turn], stop: Stop<'_>) -> Option<Extract> {
+    let mut head: Vec<(usize, Speaker, String)> = Vec::with_capacity(HEAD_SENTENCES);
+    let mut tail: std::collections::VecDeque<(usize, Speaker, String)> =
+        std::collections::VecDeque::with_capacity(TAIL_SENTENCES + 1);
+    for (turn, t) in turns.iter().enumerate() {
+        if stop() {
+            return None;
+        }
+        for text in split(&t.text) {
+            let kept = (turn, t.speaker, cut(&text, SENTENCE_CHARS));
+            if head.len() < HEAD_SENTENCES {
+                head.push(kept);
+            } else {
+                tail.push_back(kept);
+                if tail.len() > TAIL_SENTENCES {
+                    tail.pop_front();
                 }
-            })
+            }
+        }
+    }
+    let sentences: Vec<Sentence> = head
+        .into_iter()
+        .chain(tail)
+        .map(|(turn, speaker, text)| Sentence {
+            turn,
+            speaker,
+            words: words(&text),
+            text,
         })
         .collect();
-    if sentences.len() > HEAD_SENTENCES + TAIL_SENTENCES {
-        sentences.drain(HEAD_SENTENCES..sentences.len() - TAIL_SENTENCES);
-    }
     if sentences.is_empty() {
-        return Extract {
+        return Some(Extract {
             text: String::new(),
             sections: Sections::default(),
-        };
+        });
     }
-    let scores = score(&sentences);
+    let scores = score(&sentences, stop)?;
     // A short conversation gets one sentence per section, a longer one up to two.
     let per = if sentences.len() >= 10 { 2 } else { 1 };
     let last_turn = sentences.iter().map(|s| s.turn).max().unwrap_or(0);
@@ -354,14 +447,14 @@ pub fn extractive(turns: &[Turn]) -> Extract {
             text.push_str(body);
         }
     }
-    Extract {
+    Some(Extract {
         text: cut(&text, MAX_CHARS),
         sections,
-    }
+    })
 }
 
 /// TF-IDF weight times centrality, plus a bonus per fact.
-fn score(sentences: &[Sentence]) -> Vec<f64> {
+fn score(sentences: &[Sentence], stop: Stop<'_>) -> Option<Vec<f64>> {
     let n = sentences.len() as f64;
     let mut df: BTreeMap<&str, f64> = BTreeMap::new();
     for s in sentences {
@@ -384,8 +477,12 @@ fn score(sentences: &[Sentence]) -> Vec<f64> {
         .collect();
     let norm = |v: &BTreeMap<&str, f64>| v.values().map(|x| x * x).sum::<f64>().sqrt();
     let norms: Vec<f64> = vectors.iter().map(norm).collect();
-    (0..sentences.len())
-        .map(|i| {
+    let mut scores = Vec::with_capacity(sentences.len());
+    for i in 0..sentences.len() {
+        if stop() {
+            return None;
+        }
+        scores.push({
             let weight: f64 =
                 vectors[i].values().sum::<f64>() / (sentences[i].words.len().max(1) as f64).sqrt();
             let centrality: f64 = (0..sentences.len())
@@ -405,8 +502,9 @@ fn score(sentences: &[Sentence]) -> Vec<f64> {
                 1.0
             };
             asks * (weight * (1.0 + centrality) + facts(&sentences[i].text) as f64)
-        })
-        .collect()
+        });
+    }
+    Some(scores)
 }
 
 /// The best-scored index (the earliest among equals).
@@ -456,11 +554,38 @@ mod tests {
             ),
             t(Speaker::Customer, "Great, thank you."),
         ];
-        let a = extractive(&turns);
-        assert_eq!(a, extractive(&turns));
+        let a = extractive(&turns, &|| false).unwrap();
+        assert_eq!(Some(a.clone()), extractive(&turns, &|| false));
         assert!(a.sections.situation.contains("48213"), "{a:?}");
         assert!(a.sections.satisfaction.starts_with("satisfied:"), "{a:?}");
-        assert_eq!(extractive(&[]).text, "");
+        assert_eq!(extractive(&[], &|| false).unwrap().text, "");
+        assert_eq!(extractive(&turns, &|| true), None);
+    }
+
+    #[test]
+    fn a_window_holds_at_most_its_bytes_whatever_the_transcript() {
+        let mut w = Window::default();
+        let big = "word ".repeat(64 * 1024 / 5);
+        for i in 0..1000 {
+            let who = if i % 2 == 0 {
+                Speaker::Customer
+            } else {
+                Speaker::Agent
+            };
+            w.push(who, &big);
+        }
+        w.push(Speaker::Customer, "thanks, bye");
+        let t = w.finish();
+        let bytes: usize = t.turns.iter().map(|t| t.text.len()).sum();
+        assert!(bytes <= HEAD_BYTES + TAIL_BYTES, "{bytes}");
+        assert!(t.turns.iter().all(|t| t.text.len() <= MESSAGE_BYTES));
+        assert_eq!(t.turns.len() + t.left_out, 1001);
+        assert_eq!(t.turns.last().map(|t| t.text.as_str()), Some("thanks, bye"));
+        assert_eq!(t.gap_at, HEAD_BYTES / MESSAGE_BYTES);
+        // A multi-byte character is never cut in two.
+        let mut w = Window::default();
+        w.push(Speaker::Customer, &"é".repeat(MESSAGE_BYTES));
+        assert!(w.finish().turns[0].text.len() <= MESSAGE_BYTES);
     }
 
     #[test]

@@ -30,7 +30,7 @@ fn every_fixture_keeps_its_key_facts_within_the_length_bound() {
             })
             .collect();
         let all: usize = turns.iter().map(|t| t.text.chars().count()).sum();
-        let summary = extractive(&turns);
+        let summary = extractive(&turns, &|| false).unwrap();
         let name = path.file_name().unwrap().to_string_lossy();
         println!("== {name}\n{}\n", summary.text);
         for fact in fixture["facts"].as_array().unwrap() {

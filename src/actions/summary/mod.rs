@@ -13,6 +13,7 @@
 pub mod openai;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
 
@@ -22,13 +23,16 @@ use crate::domain::Timestamp;
 use crate::domain::ingest::{ActionRef, Jobs};
 use crate::domain::pii::Redactor;
 use crate::domain::summary::{
-    COMPLETED, FAILED, MessageRange, Sections, Speaker, StoredSummary, Turn, extractive,
+    COMPLETED, FAILED, MessageRange, Sections, Speaker, StoredSummary, Transcript, Window,
+    extractive,
 };
 use crate::store::{ClaimedJob, EventQuery, NewSummary, Store};
 
 /// The most messages a summary reads (a conversation's caps bound it anyway).
 const MAX_MESSAGES: usize = 10_000;
 const PAGE: usize = 1_000;
+/// The most bytes of events one page of the transcript brings (a page holds at least one).
+const PAGE_BYTES: usize = 1 << 20;
 
 /// What one summary job needs besides the job.
 pub struct Summarize<'a> {
@@ -81,13 +85,12 @@ const NO_CONTENT: &str = "INSUFFICIENT_CONVERSATION_CONTENT";
 
 pub async fn run(s: Summarize<'_>, job: &ClaimedJob, now: Timestamp) -> AttemptResult {
     let trigger_seq = trigger_of(&job.action);
-    let (turns, range) = match transcript(s.store, job, trigger_seq).await {
+    let (transcript, messages, range) = match transcript(s.store, job, trigger_seq).await {
         Ok(t) => t,
         Err(e) => return AttemptResult::failed(e),
     };
-    let messages = turns.len();
     let started = std::time::Instant::now();
-    let outcome = if turns.is_empty() {
+    let outcome = if transcript.turns.is_empty() {
         Err(Failure {
             code: NO_CONTENT,
             error: "the conversation has no message to summarize".into(),
@@ -99,8 +102,23 @@ pub async fn run(s: Summarize<'_>, job: &ClaimedJob, now: Timestamp) -> AttemptR
         match s.provider {
             // CPU work, bounded (see `extractive`), off the async workers.
             SummaryProvider::Extractive => {
-                match tokio::task::spawn_blocking(move || extractive(&turns)).await {
-                    Ok(e) => Ok(Made {
+                // When the attempt times out this future is dropped, and the guard tells
+                // the blocking work to stop at its next step.
+                let stop = Arc::new(AtomicBool::new(false));
+                let _guard = StopOnDrop(stop.clone());
+                let turns = transcript.turns;
+                let work = tokio::task::spawn_blocking(move || {
+                    extractive(&turns, &|| stop.load(Ordering::Relaxed))
+                });
+                match work.await {
+                    Ok(None) => Err(Failure {
+                        code: "TIMEOUT",
+                        error: "summarizing was stopped".into(),
+                        status_code: None,
+                        response: None,
+                        retry: Some(Advice::Schedule),
+                    }),
+                    Ok(Some(e)) => Ok(Made {
                         text: e.text,
                         sections: e.sections,
                         model: None,
@@ -115,7 +133,7 @@ pub async fn run(s: Summarize<'_>, job: &ClaimedJob, now: Timestamp) -> AttemptR
                     }),
                 }
             }
-            SummaryProvider::OpenAi(o) => openai::summarize(s.http, o, &turns, s.redact).await,
+            SummaryProvider::OpenAi(o) => openai::summarize(s.http, o, &transcript, s.redact).await,
         }
     };
     // What a provider made passes the bot's redaction too: a model may restate a number
@@ -128,6 +146,8 @@ pub async fn run(s: Summarize<'_>, job: &ClaimedJob, now: Timestamp) -> AttemptR
             resolution: redacted(s.redact, &m.sections.resolution),
             satisfaction: redacted(s.redact, &m.sections.satisfaction),
         },
+        // What the provider says it is, as any text it sends.
+        model: m.model.map(|model| redacted(s.redact, &model)),
         ..m
     });
     let generation_ms = started.elapsed().as_millis() as u64;
@@ -256,14 +276,16 @@ fn trigger_of(name: &str) -> Option<u64> {
     at[..digits].parse().ok()
 }
 
-/// The conversation's messages up to `until` (every one when `None`), as turns, with the
-/// event numbers of the first and last.
+/// The conversation's messages up to `until` (every one when `None`), read a page of at
+/// most [`PAGE_BYTES`] at a time into a [`Window`] (so at most 256 KiB of them are held),
+/// with how many there were and the event numbers of the first and last.
 async fn transcript(
     store: &dyn Store,
     job: &ClaimedJob,
     until: Option<u64>,
-) -> Result<(Vec<Turn>, Option<(u64, u64)>), String> {
-    let mut turns = Vec::new();
+) -> Result<(Transcript, usize, Option<(u64, u64)>), String> {
+    let mut window = Window::default();
+    let mut messages = 0;
     let mut range: Option<(u64, u64)> = None;
     let mut after = 0;
     'pages: loop {
@@ -274,21 +296,23 @@ async fn transcript(
                 only: Some("MESSAGE"),
                 after,
                 limit: PAGE,
-                max_bytes: None,
+                max_bytes: Some(PAGE_BYTES),
             })
             .await
             .map_err(|e| format!("reading the transcript failed: {e}"))?
             .ok_or("the conversation is gone")?;
-        let n = page.events.len();
+        if page.events.is_empty() {
+            break;
+        }
         for e in page.events {
             after = e.seq;
-            if until.is_some_and(|u| e.seq > u) || turns.len() >= MAX_MESSAGES {
+            if until.is_some_and(|u| e.seq > u) || messages >= MAX_MESSAGES {
                 break 'pages;
             }
             let Ok(body) = serde_json::from_str::<Value>(&e.body) else {
                 continue;
             };
-            let text = body["query"].as_str().unwrap_or_default().to_owned();
+            let text = body["query"].as_str().unwrap_or_default();
             if text.trim().is_empty() {
                 continue;
             }
@@ -297,13 +321,20 @@ async fn transcript(
                 _ => Speaker::Customer,
             };
             range = Some((range.map_or(e.seq, |r| r.0), e.seq));
-            turns.push(Turn { speaker, text });
-        }
-        if n < PAGE {
-            break;
+            messages += 1;
+            window.push(speaker, text);
         }
     }
-    Ok((turns, range))
+    Ok((window.finish(), messages, range))
+}
+
+/// Sets its flag when dropped: the attempt that owned it is over.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
