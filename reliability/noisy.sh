@@ -47,6 +47,10 @@ apps = ["$NOISY_APP"]
 # message of the flood is a write to a conversation at its state cap.
 [bots.caps]
 events = 10000000
+
+# A summary of a huge transcript (the last path): extractive, no network.
+[bots.summary]
+provider = "extractive"
 TOML
 }
 
@@ -143,6 +147,47 @@ BUSY2=$(quiet during-flood-limited)
 wait $FLOOD
 stop
 
+# Summary of a huge transcript: 1,000 messages of 64 KB (inside every cap), then one
+# TRIGGER_SUMMARY_EVENT; the quiet app's latency while it is summarized, the server's
+# peak RSS (it once went from 117 MB to 4.3 GB and aborted), the summary's outcome.
+start off
+IDLE3=$(quiet idle-3)
+HUGE=$(python3 - "$BASE" "$NOISY_BOT" "$NOISY_TOKEN" <<'PY'
+import json, sys, time, urllib.request, urllib.error
+base, bot, token = sys.argv[1:4]
+def post(body):
+    req = urllib.request.Request(f"{base}/agentai/api/v1/hooks/{bot}", json.dumps(body).encode(),
+                                 {"content-type": "application/json", "token": token})
+    try:
+        return urllib.request.urlopen(req).status
+    except urllib.error.HTTPError as e:
+        return e.code
+words = ("refund order parcel delivery address invoice account agent customer issue "
+         "tracking payment warehouse courier replacement. ").split(" ")
+text = " ".join(words[i % len(words)] for i in range(12000))[:64000]
+statuses = set()
+for i in range(1000):
+    statuses.add(post({"botId": bot, "conversationId": "huge", "query": text,
+                       "author": {"type": "USER" if i % 2 else "AGENT"}}))
+statuses.add(post({"botId": bot, "conversationId": "huge", "events": [{"name": "TRIGGER_SUMMARY_EVENT",
+                   "data": {"language": "English", "locale": "en", "type": "post"}}]}))
+print(json.dumps(sorted(statuses)))
+PY
+)
+quiet during-summary > "$WORK/quiet3.json" &
+QUIET3=$!
+SUMMARY=""
+for _ in $(seq 600); do
+  SUMMARY=$(curl -s -H "token: $NOISY_TOKEN" "$BASE/api/v1/bots/$NOISY_BOT/conversations/huge/summaries" |
+    python3 -c "import json,sys; s=json.load(sys.stdin).get('summaries',[]); print(s[0]['status'] + ' in ' + str(s[0]['generationTimeMs']) + ' ms of ' + str(s[0]['messages']) + ' messages' if s else '')" 2>/dev/null || true)
+  [ -n "$SUMMARY" ] && break
+  sleep 0.1
+done
+wait $QUIET3
+BUSY3=$(cat "$WORK/quiet3.json")
+PEAK_RSS3=$(kib VmHWM)
+stop
+
 p50() { field "$1" p50_ms; }
 p99() { field "$1" p99_ms; }
 ratio() { python3 -c "print(round($1 / $2, 2))"; }
@@ -153,13 +198,18 @@ echo "  flood: $(( $(field "$(cat "$WORK/flood1.json")" requests) - $(field "$(c
 echo "quiet app, noisy rate_limit = $NOISY_RATE/s: idle p50 $(p50 "$IDLE2") ms; during flood p50 $(p50 "$BUSY2") ms p99 $(p99 "$BUSY2") ms; ratio $(ratio "$(p50 "$BUSY2")" "$(p50 "$IDLE2")")x"
 echo "  flood: $(( $(field "$(cat "$WORK/flood2.json")" requests) - $(field "$(cat "$WORK/flood2.json")" errors) )) stored, $(field "$(cat "$WORK/flood2.json")" limited_429) answered 429"
 echo "peak RSS: $((PEAK_RSS / 1024)) MiB; a 500-conversation list page: $LIST_BYTES bytes"
+echo "huge transcript: posts answered $HUGE; summary ${SUMMARY:-not made}; quiet app idle p50 $(p50 "$IDLE3") ms p99 $(p99 "$IDLE3") ms, during p50 $(p50 "$BUSY3") ms p99 $(p99 "$BUSY3") ms; peak RSS $((PEAK_RSS3 / 1024)) MiB"
 
 # Fail unless the reproduction was refused from its first growth request and the quiet
 # app's median stayed within 3x of idle with the noisy app rate limited.
-python3 - "$GROWTH" "$(p50 "$BUSY2")" "$(p50 "$IDLE2")" <<'PY'
+python3 - "$GROWTH" "$(p50 "$BUSY2")" "$(p50 "$IDLE2")" "$SUMMARY" "$PEAK_RSS3" "$(p50 "$BUSY3")" "$(p50 "$IDLE3")" <<'PY'
 import json, sys
 growth, busy, idle = json.loads(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+summary, rss_kib, busy3, idle3 = sys.argv[4], int(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])
 assert growth == {"na": 200, "warm": [422], "cold": 422}, growth
 assert busy <= 3 * idle, f"quiet median {busy} ms against {idle} ms idle"
+assert summary.startswith("COMPLETED"), f"huge transcript: summary {summary!r}"
+assert rss_kib <= 512 * 1024, f"huge transcript: peak RSS {rss_kib // 1024} MiB over 512 MiB"
+assert busy3 <= 3 * idle3, f"huge transcript: quiet median {busy3} ms against {idle3} ms idle"
 PY
 echo "noisy tenant: ok"

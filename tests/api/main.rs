@@ -11,6 +11,7 @@ mod bounds;
 mod caps;
 mod cli;
 mod console;
+mod corpus;
 mod crash;
 mod destinations;
 mod errors;
