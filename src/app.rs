@@ -83,6 +83,7 @@ impl App {
             clock: clock.clone(),
             live: live.clone(),
             wake: workers.waker(),
+            breakers: workers.breakers(),
             server: settings.server.clone(),
             metrics: crate::telemetry::metrics(),
             traffic: traffic.clone(),

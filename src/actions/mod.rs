@@ -92,7 +92,11 @@ impl Runner {
                 b.on_end
                     .iter()
                     .chain(b.summary.as_ref().map(|s| &s.action))
-                    .map(move |a| ((b.id.clone(), a.kind.destination(&b.id)), a.clone()))
+                    .flat_map(move |a| {
+                        std::iter::once(a.destination(&b.id))
+                            .chain(a.previous_destinations(&b.id))
+                            .map(move |d| ((b.id.clone(), d), a.clone()))
+                    })
             })
             .collect();
         let known = std::iter::once(String::new())
@@ -160,6 +164,18 @@ impl Runner {
     /// The destinations this instance knows (it claims only their jobs).
     pub fn known(&self) -> crate::store::Known {
         self.known.clone()
+    }
+
+    /// Every configured action (summaries included) as `(bot, name)`.
+    pub fn configured(&self) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = self
+            .destinations
+            .iter()
+            .map(|((bot, _), a)| (bot.clone(), a.name.clone()))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
     }
 
     /// The action a job runs against: the one with the destination it was scheduled for
@@ -235,7 +251,7 @@ pub fn action_refs(bot: &BotSettings) -> Arc<[ActionRef]> {
         .map(|a| ActionRef {
             name: a.name.clone(),
             kind: a.kind.name(),
-            destination: a.kind.destination(id),
+            destination: a.destination(id),
             max_attempts: a.retry.max_attempts,
         })
         .chain(at_end)
@@ -248,7 +264,7 @@ pub fn summary_ref(bot_id: &str, s: &crate::config::SummarySettings, at: &str) -
     ActionRef {
         name: format!("summary@{at}"),
         kind: s.action.kind.name(),
-        destination: s.action.kind.destination(bot_id),
+        destination: s.action.destination(bot_id),
         max_attempts: s.action.retry.max_attempts,
     }
 }

@@ -1,5 +1,6 @@
 //! The worker loop: claim due jobs, run them with bounded concurrency, record attempts.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,9 +12,31 @@ use super::{AttemptResult, Runner};
 use crate::clock::{Clock, SharedClock};
 use crate::config::WorkerSettings;
 use crate::domain::Timestamp;
+use crate::domain::outbox::breaker::{Breaker, May};
 use crate::store::{AttemptOutcome, AttemptRecord, ClaimedJob, NextStep, Store};
 
+/// Each destination's circuit breaker (by its identity), shared with the admin API.
+pub type Breakers = Arc<std::sync::Mutex<HashMap<String, Breaker>>>;
+
+/// Milliseconds of this process's monotonic clock, for the breakers.
+fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// A paused destination as the admin API shows it: until when, and its failures in a row.
+pub fn paused(breakers: &Breakers, destination: &str) -> Option<(Duration, u32)> {
+    let b = breakers.lock().ok()?;
+    let b = b.get(destination)?;
+    let until = b.paused_until()?;
+    Some((
+        Duration::from_millis(until.saturating_sub(monotonic_ms())),
+        b.failures_in_row(),
+    ))
+}
+
 pub struct Workers {
+    breakers: Breakers,
     wake: Arc<Notify>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -32,7 +55,12 @@ impl Workers {
         let wake = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let breakers = Breakers::default();
         tracker.spawn(claim_loop(ClaimLoop {
+            breakers: breakers.clone(),
+            concurrency: settings.concurrency,
+            pause_after: settings.pause_after,
+            pause_for: settings.pause_for,
             store,
             clock,
             live,
@@ -45,11 +73,17 @@ impl Workers {
             tracker: tracker.clone(),
         }));
         Self {
+            breakers,
             wake,
             cancel,
             tracker,
             grace: settings.shutdown_grace,
         }
+    }
+
+    /// The destinations' circuit breakers (the admin API shows the paused ones).
+    pub fn breakers(&self) -> Breakers {
+        self.breakers.clone()
     }
 
     /// Wakes the claim loop now (a conversation just ended) instead of at the next poll.
@@ -73,6 +107,10 @@ impl Workers {
 }
 
 struct ClaimLoop {
+    breakers: Breakers,
+    concurrency: usize,
+    pause_after: u32,
+    pause_for: Duration,
     store: Arc<dyn Store>,
     clock: SharedClock,
     live: crate::live::Shared,
@@ -112,6 +150,10 @@ async fn claim_loop(l: ClaimLoop) {
     let mut jumps = l.clock.jumps();
     let mut runner = l.live.load().runner.clone();
     let mut bulkheads = bulkheads_for(&runner, &[], l.per_destination);
+    let mut turn = 0usize;
+    for (bot, action) in runner.configured() {
+        metrics::gauge!("wrapup_destination_paused", "bot" => bot, "action" => action).set(0.0);
+    }
     loop {
         if l.cancel.is_cancelled() {
             break;
@@ -120,6 +162,15 @@ async fn claim_loop(l: ClaimLoop) {
         if !Arc::ptr_eq(&current, &runner) {
             bulkheads = bulkheads_for(&current, &bulkheads, l.per_destination);
             runner = current;
+            // A reload is the operator saying something changed (a URL fixed, a key
+            // rotated): every paused destination is tried again at once.
+            if let Ok(mut b) = l.breakers.lock() {
+                b.clear();
+            }
+            for (bot, action) in runner.configured() {
+                metrics::gauge!("wrapup_destination_paused", "bot" => bot, "action" => action)
+                    .set(0.0);
+            }
         }
         let lease = runner.max_timeout() + l.lease_margin;
         let available = l.permits.available_permits();
@@ -129,20 +180,53 @@ async fn claim_loop(l: ClaimLoop) {
                 permit = l.permits.clone().acquire_owned() => { drop(permit); continue; }
             }
         }
-        // Each destination with room in its bulkhead claims up to that room (and what the
-        // global limit leaves): a destination whose attempts are slow only fills its own.
+        // Each destination claims up to its share (`domain::outbox::share`: stalled
+        // destinations hold only their own shares), starting one further each round so
+        // no destination is always offered freed workers first; a paused one claims
+        // nothing but its probe.
+        let configured = bulkheads.iter().filter(|(d, _)| !d.is_empty()).count();
+        let share = crate::domain::outbox::share(l.concurrency, l.per_destination, configured);
         let mut claimed_all = false;
-        for (destination, bulkhead) in &bulkheads {
-            let room = bulkhead
-                .available_permits()
+        let first = turn % bulkheads.len().max(1);
+        turn = turn.wrapping_add(1);
+        let order = bulkheads[first..].iter().chain(&bulkheads[..first]);
+        for (destination, bulkhead) in order {
+            let running = l.per_destination - bulkhead.available_permits();
+            let mut room = share
+                .saturating_sub(running)
                 .min(l.permits.available_permits());
             if room == 0 {
                 continue;
             }
+            let may = l
+                .breakers
+                .lock()
+                .map(|b| {
+                    b.get(destination)
+                        .map_or(May::Claim, |b| b.may(monotonic_ms()))
+                })
+                .unwrap_or(May::Claim);
+            match may {
+                May::Wait => continue,
+                May::Probe => room = 1,
+                May::Claim => {}
+            }
             let only = Arc::from([destination.clone()]);
-            match l.store.claim_jobs(room, lease, only).await {
+            let claimed = l.store.claim_jobs(room, lease, only).await;
+            if may == May::Probe {
+                let started = claimed.as_ref().is_ok_and(|jobs| !jobs.is_empty());
+                if let Ok(mut b) = l.breakers.lock() {
+                    let b = b.entry(destination.clone()).or_default();
+                    if started {
+                        b.probe_started();
+                    } else {
+                        b.probe_unused();
+                    }
+                }
+            }
+            match claimed {
                 Ok(jobs) => {
-                    claimed_all |= jobs.len() == room;
+                    claimed_all |= jobs.len() == room && may == May::Claim;
                     for job in jobs {
                         // Only this loop takes permits, so the room counted above is still free.
                         let (Ok(permit), Ok(slot)) = (
@@ -157,8 +241,19 @@ async fn claim_loop(l: ClaimLoop) {
                             l.clock.clone(),
                             l.wake.clone(),
                         );
+                        let (breakers, destination) = (l.breakers.clone(), destination.clone());
+                        let (pause_after, pause_for) = (l.pause_after, l.pause_for);
                         l.tracker.spawn(async move {
-                            attempt(store, runner, &*clock, job).await;
+                            let failed = attempt(store, runner.clone(), &*clock, job.clone()).await;
+                            let paused = breakers.lock().ok().map(|mut b| {
+                                b.entry(destination)
+                                    .or_default()
+                                    .record(failed, monotonic_ms(), pause_after, pause_for.as_millis() as u64)
+                            });
+                            if let (Some(paused), Some(a)) = (paused, runner.action_for(&job)) {
+                                metrics::gauge!("wrapup_destination_paused", "bot" => job.bot_id.clone(), "action" => a.name.clone())
+                                    .set(if paused { 1.0 } else { 0.0 });
+                            }
                             drop((permit, slot));
                             // Room freed in a bulkhead: look for its waiting jobs now.
                             wake.notify_one();
@@ -181,8 +276,15 @@ async fn claim_loop(l: ClaimLoop) {
     }
 }
 
+/// Runs one attempt and records it; returns whether the destination failed (an error or
+/// a retryable answer: what its circuit breaker counts).
 #[tracing::instrument(skip_all, fields(job = %job.id, action = %job.action, attempt = job.attempt))]
-async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, clock: &dyn Clock, job: ClaimedJob) {
+async fn attempt(
+    store: Arc<dyn Store>,
+    runner: Arc<Runner>,
+    clock: &dyn Clock,
+    job: ClaimedJob,
+) -> bool {
     let started_at = clock.now();
     let timer = Instant::now();
     let action = runner.action_for(&job);
@@ -207,6 +309,7 @@ async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, clock: &dyn Clock, 
         )),
     };
     let elapsed = timer.elapsed();
+    let failed = !result.ok && result.next != super::Advice::Never;
     let next = if result.ok {
         NextStep::Succeeded
     } else {
@@ -234,10 +337,19 @@ async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, clock: &dyn Clock, 
     } else {
         AttemptOutcome::Failed
     };
-    // Bot and action are bounded by the configuration (and the jobs of earlier ones).
-    metrics::counter!("wrapup_action_attempts_total", "kind" => job.kind.clone(), "bot" => job.bot_id.clone(), "action" => job.action.clone(), "outcome" => outcome.as_str())
+    // Labels bounded by the configuration: the configured action's name (every summary
+    // delivery of `crm` is `crm`), never the job's own name, which grows per trigger.
+    let label = action
+        .map_or("(unconfigured)", |a| a.name.as_str())
+        .to_owned();
+    let bot = if action.is_some() {
+        job.bot_id.clone()
+    } else {
+        String::new()
+    };
+    metrics::counter!("wrapup_action_attempts_total", "kind" => job.kind.clone(), "bot" => bot.clone(), "action" => label.clone(), "outcome" => outcome.as_str())
         .increment(1);
-    metrics::histogram!("wrapup_action_attempt_duration_seconds", "kind" => job.kind.clone(), "bot" => job.bot_id.clone(), "action" => job.action.clone())
+    metrics::histogram!("wrapup_action_attempt_duration_seconds", "kind" => job.kind.clone(), "bot" => bot, "action" => label)
         .record(elapsed.as_secs_f64());
     match next {
         NextStep::Succeeded => {
@@ -277,4 +389,5 @@ async fn attempt(store: Arc<dyn Store>, runner: Arc<Runner>, clock: &dyn Clock, 
             tracing::error!(error = %e.chain(), "recording the attempt failed; the job will run again after its lease")
         }
     }
+    failed
 }

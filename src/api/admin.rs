@@ -149,13 +149,8 @@ pub(crate) async fn retry_one(state: &AppState, id: String) -> Result<u64, ApiEr
     if let Some(job) = state.store.job(&id).await?
         && job.state == JobState::Dead
         && !job.destination.is_empty()
-        && !state.live().plans.get(&job.bot_id).is_some_and(|bot| {
-            // The summary job's destination too (`at_end = false` leaves it out of on_end).
-            bot.on_end
-                .iter()
-                .chain(bot.summary.iter())
-                .any(|a| a.destination == job.destination)
-        })
+        // Every action's identity, its previous names' and the summary's.
+        && !state.live().runner.known().contains(&job.destination)
     {
         return Err(ApiError::Conflict(format!(
             "job {id}'s destination ({} action \"{}\") is not in the configuration; re-point it (POST /admin/v1/jobs/{id}/repoint) or discard it (POST /admin/v1/jobs/{id}/discard)",

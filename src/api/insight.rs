@@ -388,6 +388,14 @@ pub struct DestinationStats {
     pub latency_p50_ms: Option<u64>,
     pub latency_p99_ms: Option<u64>,
     pub last_error: Option<LastError>,
+    /// Paused by its circuit breaker after `workers.pause_after` failed attempts in a row
+    /// (in this instance): its due jobs wait without spending attempts; one probe runs
+    /// every `workers.pause_for`.
+    pub paused: bool,
+    /// When paused: seconds until the next probe may run.
+    pub next_probe_in_s: Option<u64>,
+    /// When paused: its failed attempts in a row.
+    pub failures_in_row: Option<u32>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -443,7 +451,11 @@ async fn compute_destination_stats(state: &AppState) -> Result<Destinations, Api
     let mut by: BTreeMap<(String, String), (StateCounts, Vec<&RecentAttempt>)> = BTreeMap::new();
     let live = state.live();
     for bot in live.bots.values() {
-        for a in &bot.on_end {
+        for a in bot
+            .on_end
+            .iter()
+            .chain(bot.summary.as_ref().map(|s| &s.action))
+        {
             by.entry((bot.id.clone(), a.name.clone())).or_default();
         }
     }
@@ -467,7 +479,12 @@ async fn compute_destination_stats(state: &AppState) -> Result<Destinations, Api
                 .live()
                 .bots
                 .get(&bot_id)
-                .and_then(|b| b.on_end.iter().find(|a| a.name == action))
+                .and_then(|b| {
+                    b.on_end
+                        .iter()
+                        .chain(b.summary.as_ref().map(|s| &s.action))
+                        .find(|a| a.name == action)
+                })
                 .map(|a| a.kind.name().to_owned());
             let last_hour: Vec<_> = attempts
                 .iter()
@@ -492,7 +509,16 @@ async fn compute_destination_stats(state: &AppState) -> Result<Destinations, Api
                     status_code: a.status_code,
                     error: a.error.clone().unwrap_or_default(),
                 });
+            let paused = kind.as_deref().and_then(|k| {
+                crate::actions::worker::paused(
+                    &state.breakers,
+                    &crate::config::destination(&bot_id, k, &action),
+                )
+            });
             DestinationStats {
+                paused: paused.is_some(),
+                next_probe_in_s: paused.map(|(wait, _)| wait.as_secs()),
+                failures_in_row: paused.map(|(_, n)| n),
                 configured: kind.is_some(),
                 kind: kind.unwrap_or_default(),
                 attempts_1h: last_hour.len() as u64,
@@ -520,11 +546,9 @@ async fn compute_destination_stats(state: &AppState) -> Result<Destinations, Api
 /// The action a job runs for: a re-pointed job (`crm (re-pointed from webhook)`) counts
 /// as its new action's.
 fn base_action(action: &str) -> String {
-    action
-        .split(" (re-pointed from ")
-        .next()
-        .unwrap_or(action)
-        .to_owned()
+    let name = action.split(" (re-pointed from ").next().unwrap_or(action);
+    // `crm@summary@7` (a summary's delivery) is crm's; `summary@end` is the summary's.
+    name.split('@').next().unwrap_or(name).to_owned()
 }
 
 /// Counts of one 10-second bucket.

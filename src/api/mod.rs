@@ -41,6 +41,8 @@ pub struct AppState {
     pub live: crate::live::Shared,
     /// Wakes the action workers when a conversation ends.
     pub wake: Arc<Notify>,
+    /// The destinations' circuit breakers (which are paused).
+    pub breakers: crate::actions::worker::Breakers,
     pub server: ServerSettings,
     pub metrics: PrometheusHandle,
     /// This instance's traffic counts for the console's charts.

@@ -146,41 +146,38 @@ pub(super) fn validate_action(
             }
         }
     };
-    // Two actions of one bot with one destination would be one identity for two settings
-    // (secret, headers, retry): refused.
-    if let Some(j) = earlier
-        .iter()
-        .position(|e| e.kind.destination("") == kind.destination(""))
-    {
-        return Err(cerr(
-            k("url"),
-            format!(
-                "is the same destination as on_end[{j}] (kind and target); two actions of one bot may not share one"
-            ),
-        ));
-    }
-    let (name, timeout, retry) = a.common();
+    let common = a.common();
     let kind_name = a.kind();
-    let name = match name {
-        Some(n) if n.trim().is_empty() => return Err(cerr(k("name"), "must not be empty")),
+    let name_ok = |key: String, n: &str| match n {
+        n if n.trim().is_empty() => Err(cerr(key, "must not be empty")),
         // `@` is kept for the jobs wrapup names itself (`summary@end`, `crm@summary@7`).
-        Some(n) if n.contains('@') => return Err(cerr(k("name"), "must not contain @")),
+        n if n.contains('@') => Err(cerr(key, "must not contain @")),
         // Nor what marks a re-pointed job (`crm (re-pointed from hook)`): the jobs of an
         // action are told apart by these names.
-        Some(n) if n.contains(" (re-pointed from ") => {
-            return Err(cerr(k("name"), "must not contain \" (re-pointed from \""));
+        n if n.contains(" (re-pointed from ") => {
+            Err(cerr(key, "must not contain \" (re-pointed from \""))
         }
-        Some(n) => n.clone(),
+        _ => Ok(()),
+    };
+    // An action's identity is its bot, its kind and its name: a job follows its action's
+    // settings (URL, secret, headers, retry) as they are when an attempt starts. A name
+    // defaults to the kind; a second action of the same kind must be named (a default
+    // by position would hand jobs to another action when the list is reordered).
+    let name = match common.name {
+        Some(n) => {
+            name_ok(k("name"), n)?;
+            n.clone()
+        }
         None => {
-            let same = earlier
-                .iter()
-                .filter(|e| e.kind.name() == kind_name)
-                .count();
-            if same == 0 {
-                kind_name.to_owned()
-            } else {
-                format!("{kind_name}-{}", same + 1)
+            if let Some(j) = earlier.iter().position(|e| e.kind.name() == kind_name) {
+                return Err(cerr(
+                    k("name"),
+                    format!(
+                        "is required: on_end[{j}] is a {kind_name} action too; name each (jobs follow their action by name)"
+                    ),
+                ));
             }
+            kind_name.to_owned()
         }
     };
     if earlier.iter().any(|e| e.name == name) {
@@ -189,9 +186,26 @@ pub(super) fn validate_action(
             format!("\"{name}\" is used by another action of this bot"),
         ));
     }
+    for (i, old) in common.previous_names.iter().enumerate() {
+        let key = k(&format!("previous_names[{i}]"));
+        name_ok(key.clone(), old)?;
+        let taken = *old == name
+            || earlier
+                .iter()
+                .any(|e| e.name == *old || e.previous_names.contains(old))
+            || common.previous_names[..i].contains(old);
+        if taken {
+            return Err(cerr(
+                key,
+                format!("\"{old}\" is this bot's action's name already"),
+            ));
+        }
+    }
+    let (timeout, retry) = (common.timeout, common.retry);
     let timeout = positive(&k("timeout"), timeout.unwrap_or(Duration::from_secs(10)))?;
     Ok(ActionSettings {
         name,
+        previous_names: common.previous_names.to_vec(),
         kind,
         timeout,
         retry: retry_policy(retry, &k)?,

@@ -46,8 +46,14 @@ pub struct WorkersFile {
     /// (for an instance that knows it, as during a rolling deploy) before it is `orphaned`.
     #[serde(with = "humantime_serde")]
     pub orphan_after: Duration,
-    /// Attempts one destination may have running at once in this process.
+    /// Attempts one destination may have running at once in this process (at most its
+    /// even share of `concurrency` among the destinations).
     pub per_destination: usize,
+    /// Failed attempts in a row after which a destination is paused (0: never).
+    pub pause_after: u32,
+    /// How long a paused destination waits between probe attempts.
+    #[serde(with = "humantime_serde")]
+    pub pause_for: Duration,
     /// How long succeeded and discarded jobs (and their attempts) are kept after they
     /// finished; the sweeper deletes them after. Dead and orphaned jobs are kept until an
     /// operator retries or discards them.
@@ -64,6 +70,8 @@ impl Default for WorkersFile {
             shutdown_grace: Duration::from_secs(30),
             orphan_after: Duration::from_secs(600),
             per_destination: 8,
+            pause_after: 5,
+            pause_for: Duration::from_secs(30),
             keep_finished_jobs: Duration::from_secs(7 * 24 * 3600),
         }
     }
@@ -283,6 +291,9 @@ pub struct RetentionFile {
 pub enum ActionFile {
     Webhook {
         name: Option<String>,
+        /// Names this action had: their jobs are this action's.
+        #[serde(default)]
+        previous_names: Vec<String>,
         url: String,
         secret: Option<String>,
         secret_env: Option<String>,
@@ -298,6 +309,8 @@ pub enum ActionFile {
     },
     Nats {
         name: Option<String>,
+        #[serde(default)]
+        previous_names: Vec<String>,
         url: String,
         subject: String,
         /// TLS beyond the URL (`tls://` turns it on): a CA and a client certificate.
@@ -308,6 +321,8 @@ pub enum ActionFile {
     },
     RedisCleanup {
         name: Option<String>,
+        #[serde(default)]
+        previous_names: Vec<String>,
         url: String,
         keys: Vec<String>,
         /// TLS for a `rediss://` URL: a CA and a client certificate.
@@ -316,6 +331,14 @@ pub enum ActionFile {
         timeout: Option<Duration>,
         retry: Option<RetryFile>,
     },
+}
+
+/// The keys every kind of action has.
+pub struct Common<'a> {
+    pub name: &'a Option<String>,
+    pub previous_names: &'a [String],
+    pub timeout: Option<Duration>,
+    pub retry: Option<&'a RetryFile>,
 }
 
 impl ActionFile {
@@ -329,26 +352,34 @@ impl ActionFile {
     }
 
     /// What every kind has: its name, attempt timeout and retry policy.
-    pub fn common(&self) -> (&Option<String>, Option<Duration>, Option<&RetryFile>) {
+    pub fn common(&self) -> Common<'_> {
         match self {
             ActionFile::Webhook {
                 name,
+                previous_names,
                 timeout,
                 retry,
                 ..
             }
             | ActionFile::Nats {
                 name,
+                previous_names,
                 timeout,
                 retry,
                 ..
             }
             | ActionFile::RedisCleanup {
                 name,
+                previous_names,
                 timeout,
                 retry,
                 ..
-            } => (name, *timeout, retry.as_ref()),
+            } => Common {
+                name,
+                previous_names,
+                timeout: *timeout,
+                retry: retry.as_ref(),
+            },
         }
     }
 }

@@ -86,6 +86,8 @@ pub struct WorkerSettings {
     pub orphan_after: Duration,
     pub keep_finished_jobs: Duration,
     pub per_destination: usize,
+    pub pause_after: u32,
+    pub pause_for: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +179,8 @@ pub struct ActionSettings {
     /// Unique within the bot; jobs refer to their action by it, so reordering the list
     /// never sends a job to another action.
     pub name: String,
+    /// Names it had (`previous_names`): their jobs are its jobs.
+    pub previous_names: Vec<String>,
     pub kind: ActionKind,
     pub timeout: Duration,
     pub retry: RetryPolicy,
@@ -289,35 +293,31 @@ impl fmt::Debug for ClientTls {
     }
 }
 
-impl ActionKind {
-    /// The identity of this action of `bot_id`: the bot, the kind and the target (URL
-    /// without its credentials, subject, key templates), hashed. Jobs carry it, and a job
-    /// runs only against the action with the same identity, so a reorder, rename or
-    /// removal in the configuration can never hand a job to another destination (or
-    /// another bot's). Secrets, headers and URL credentials are not part of it: rotating
-    /// one keeps the jobs.
+/// A destination's identity: its bot, its kind and its name (`webhook:crm@st-1`; a kind
+/// has no `:` and a name no `@`, so two identities are equal only for the same three).
+/// Jobs carry it and run only against the action it names, with that action's settings
+/// as they are when the attempt starts: fixing a URL delivers the queue, while removing
+/// an action or changing its kind under the same name never hands its jobs to another.
+pub fn destination(bot_id: &str, kind: &str, name: &str) -> String {
+    format!("{kind}:{name}@{bot_id}")
+}
+
+impl ActionSettings {
+    /// This action's identity as a destination of `bot_id`.
     pub fn destination(&self, bot_id: &str) -> String {
-        use sha2::{Digest, Sha256};
-        let target = match self {
-            ActionKind::Webhook { url, .. } => without_credentials(url.as_str()),
-            ActionKind::Nats { url, subject, .. } => {
-                format!("{}\n{subject}", without_credentials(url))
-            }
-            ActionKind::RedisCleanup { url, keys, .. } => {
-                format!("{}\n{}", without_credentials(url), keys.join("\n"))
-            }
-            ActionKind::Summary { provider } => match provider {
-                SummaryProvider::Extractive => "extractive".to_owned(),
-                // The server is the target; the model and instructions are settings.
-                SummaryProvider::OpenAi(o) => {
-                    format!("openai\n{}", without_credentials(o.base_url.as_str()))
-                }
-            },
-        };
-        let digest = Sha256::digest(format!("{bot_id}\n{}\n{target}", self.name()).as_bytes());
-        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+        destination(bot_id, self.kind.name(), &self.name)
     }
 
+    /// The identities of its previous names: their jobs are its own.
+    pub fn previous_destinations(&self, bot_id: &str) -> impl Iterator<Item = String> + '_ {
+        let (bot_id, kind) = (bot_id.to_owned(), self.kind.name());
+        self.previous_names
+            .iter()
+            .map(move |old| destination(&bot_id, kind, old))
+    }
+}
+
+impl ActionKind {
     pub fn name(&self) -> &'static str {
         match self {
             ActionKind::Webhook { .. } => "webhook",
@@ -436,18 +436,5 @@ impl fmt::Debug for ActionKind {
                 .field("max_tokens", &o.max_tokens)
                 .finish(),
         }
-    }
-}
-
-/// A URL as its destination is identified: parsed (so equal URLs compare equal), without
-/// user name or password.
-fn without_credentials(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        Err(_) => url.to_owned(),
     }
 }

@@ -91,20 +91,31 @@ fn durations_are_typed_and_zero_is_refused_where_it_would_spin() {
 }
 
 #[test]
-fn two_actions_of_one_bot_may_not_share_a_destination() {
-    let hook = |secret: &str| {
+fn a_second_action_of_a_kind_must_be_named_and_may_share_a_target() {
+    let hook = |name: &str| {
         format!(
-            "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"https://crm.example/hook\"\nsecret = \"{secret}\"\n"
+            "[[bots.on_end]]\nkind = \"webhook\"\n{name}url = \"https://crm.example/hook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
         )
     };
-    let text = format!(
-        "{APP}\n[[bots]]\nid = \"st-1\"\napps = [\"cs-1\"]\n{}{}",
-        hook("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-        hook("whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm")
-    );
-    let err = check(&text).err().unwrap();
+    let bot = format!("{APP}\n[[bots]]\nid = \"st-1\"\napps = [\"cs-1\"]\n");
+    let err = check(&format!("{bot}{}{}", hook(""), hook("")))
+        .err()
+        .unwrap();
     assert!(
-        err.starts_with("bots[0].on_end[1].url: is the same destination as on_end[0]"),
+        err.starts_with("bots[0].on_end[1].name: is required: on_end[0] is a webhook action too"),
+        "{err}"
+    );
+    // An action is its name: two may send to one URL (with other headers, say).
+    check(&format!("{bot}{}{}", hook(""), hook("name = \"audit\"\n"))).unwrap();
+    let err = check(&format!(
+        "{bot}{}{}",
+        hook("previous_names = [\"old\"]\n"),
+        hook("name = \"audit\"\nprevious_names = [\"old\"]\n")
+    ))
+    .err()
+    .unwrap();
+    assert!(
+        err.starts_with("bots[0].on_end[1].previous_names[0]"),
         "{err}"
     );
 }

@@ -193,6 +193,8 @@ pub fn validate(
         orphan_after: w.orphan_after,
         keep_finished_jobs: positive("workers.keep_finished_jobs", w.keep_finished_jobs)?,
         per_destination: w.per_destination,
+        pause_after: w.pause_after,
+        pause_for: positive("workers.pause_for", w.pause_for)?,
     };
     let admin_token = match (&file.admin.token_env, &file.admin.token) {
         (None, None) => None,
@@ -671,6 +673,7 @@ fn summary_settings(
         at_end: s.at_end.unwrap_or(true),
         action: ActionSettings {
             name: "summary".into(),
+            previous_names: Vec::new(),
             kind: ActionKind::Summary { provider },
             timeout: timeout + margin,
             retry: super::actions::retry_policy(s.retry.as_ref(), &k)?,

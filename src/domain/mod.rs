@@ -7,6 +7,7 @@
 pub mod caps;
 pub mod conversation;
 pub mod ingest;
+pub mod outbox;
 pub mod payload;
 pub mod pii;
 pub mod record;

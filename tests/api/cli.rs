@@ -309,7 +309,7 @@ fn wrapup_migrate_creates_the_schema_once_even_when_run_twice() {
         let said = stdout(&out);
         assert!(
             said.ends_with(
-                "the sqlite store's schema is at version 11 (this wrapup's newest is 11)"
+                "the sqlite store's schema is at version 12 (this wrapup's newest is 12)"
             ),
             "{said}"
         );

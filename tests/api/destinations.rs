@@ -42,7 +42,8 @@ async fn an_unreachable_or_silent_destination_never_fails_a_healthy_one() {
         "[[bots.on_end]]\nname = \"cache\"\nkind = \"redis_cleanup\"\nurl = \"redis://127.0.0.1:6379\"\nkeys = [\"wrapupdest:{run}:{{conversationId}}\"]\n{ONE_ATTEMPT}\
          [[bots.on_end]]\nname = \"dead-cache\"\nkind = \"redis_cleanup\"\nurl = \"redis://127.0.0.1:1\"\nkeys = [\"wrapupdest:{run}:{{conversationId}}\"]\n{ONE_ATTEMPT}\
          [[bots.on_end]]\nname = \"bus\"\nkind = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"wrapupdest.{run}.ended\"\n{ONE_ATTEMPT}\
-         [[bots.on_end]]\nname = \"silent-bus\"\nkind = \"nats\"\nurl = \"nats://{silent_addr}\"\nsubject = \"wrapupdest.{run}.silent\"\n{ONE_ATTEMPT}"
+         [[bots.on_end]]\nname = \"silent-bus\"\nkind = \"nats\"\nurl = \"nats://{silent_addr}\"\nsubject = \"wrapupdest.{run}.silent\"\n{ONE_ATTEMPT}\
+         [workers]\npause_after = 0\n"
     );
     let app = TestApp::spawn_with_actions(&tail).await;
     let ids: Vec<String> = (0..20).map(|_| unique("dest")).collect();
@@ -94,7 +95,7 @@ fn two_webhooks(a: &Receiver, b: &Receiver, which: &[char]) -> String {
     for w in which {
         let url = if *w == 'a' { &a.url } else { &b.url };
         tail.push_str(&format!(
-            "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n{retry}\n"
+            "[[bots.on_end]]\nkind = \"webhook\"\nname = \"{w}\"\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n{retry}\n"
         ));
     }
     // Longer than the retry delay (48 to 60 min with jitter), so a waiting job is overdue
@@ -142,11 +143,11 @@ async fn a_job_reaches_only_its_own_destination_whatever_the_configuration_becom
         assert_eq!(app.end(c).await.0, 200);
     }
     let jobs = all_waiting(&app, &first, 2).await;
-    // Scheduled with A first: A's jobs are named "webhook", B's "webhook-2".
-    let for_a = ids_of(&jobs, |j| j["action"] == "webhook");
-    let for_b = ids_of(&jobs, |j| j["action"] == "webhook-2");
+    // Each job is its action's, by name.
+    let for_a = ids_of(&jobs, |j| j["action"] == "a");
+    let for_b = ids_of(&jobs, |j| j["action"] == "b");
 
-    // The order swapped: B is now "webhook", A "webhook-2".
+    // The order swapped: each job still follows its action's name.
     app.reconfigure(&two_webhooks(&a, &b, &['b', 'a'])).await;
     a.always(None);
     b.always(None);
@@ -181,7 +182,7 @@ async fn a_job_reaches_only_its_own_destination_whatever_the_configuration_becom
     let jobs = all_waiting(&app, &second, 2).await;
     let a_jobs: Vec<Value> = jobs
         .iter()
-        .filter(|j| j["action"] == "webhook-2")
+        .filter(|j| j["action"] == "a")
         .cloned()
         .collect();
     assert_eq!(a_jobs.len(), 2);
@@ -232,7 +233,7 @@ async fn a_job_reaches_only_its_own_destination_whatever_the_configuration_becom
     );
 
     // The operator decides: retrying an orphaned job is refused with the way out, one is
-    // re-pointed at B (now "webhook"), the other discarded.
+    // re-pointed at B, the other discarded.
     let (first_id, second_id) = (
         a_jobs[0]["id"].as_str().unwrap_or_default(),
         a_jobs[1]["id"].as_str().unwrap_or_default(),
@@ -251,7 +252,7 @@ async fn a_job_reaches_only_its_own_destination_whatever_the_configuration_becom
         .client
         .post(format!("{}/admin/v1/jobs/{first_id}/repoint", app.base))
         .bearer_auth(ADMIN_TOKEN)
-        .json(&serde_json::json!({"action": "webhook"}))
+        .json(&serde_json::json!({"action": "b"}))
         .send()
         .await
         .expect("request");
@@ -268,7 +269,7 @@ async fn a_job_reaches_only_its_own_destination_whatever_the_configuration_becom
     // A re-pointed job counts as its new action's: in the action filter, and in the
     // destination statistics (no row for a name no configuration has).
     let (_, listed) = app
-        .admin(reqwest::Method::GET, "/jobs?action=webhook&limit=1000")
+        .admin(reqwest::Method::GET, "/jobs?action=b&limit=1000")
         .await;
     assert!(
         listed["jobs"]
@@ -414,42 +415,154 @@ async fn a_slow_destination_fills_only_its_own_bulkhead() {
 /// Issue 16, low 7: retrying a dead job whose destination is gone is refused with the way
 /// out, instead of answering `{"retried": 1}` and letting it die again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retrying_a_dead_job_whose_destination_is_gone_is_refused() {
-    let (old, new) = (Receiver::start().await, Receiver::start().await);
-    old.always(Some(500));
-    let hook = |url: &str| {
+async fn fixing_a_url_delivers_the_queue_and_a_retried_dead_job_to_the_new_url() {
+    // The operator's reproduction: an action points at a closed port; jobs wait for their
+    // retry; the URL is corrected and the configuration reloaded.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let (first, fixed) = (Receiver::start().await, Receiver::start().await);
+    let hook = |url: &str, name: &str, kind_extra: &str| {
         format!(
-            "[[bots.on_end]]\nname = \"crm\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretry = {{ max_attempts = 1 }}\n"
+            "[[bots.on_end]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretry = {{ max_attempts = 5, initial_delay = \"60s\", max_delay = \"60s\" }}\n{kind_extra}"
         )
     };
-    let mut app = TestApp::spawn_with_actions(&hook(&old.url)).await;
-    let c = unique("gone");
-    assert_eq!(app.end(&c).await.0, 200);
-    let jobs = app.settled_jobs(&c, 1).await;
-    assert_eq!(jobs[0]["state"], "dead");
+    // One job first dies at once (410 from the first receiver), then five wait.
+    first.always(Some(410));
+    let mut app = TestApp::spawn_with_actions(&hook(&first.url, "crm", "")).await;
+    let dead_c = unique("dead");
+    assert_eq!(app.end(&dead_c).await.0, 200);
+    let dead = app.settled_jobs(&dead_c, 1).await;
+    assert_eq!(dead[0]["state"], "dead");
+    app.reconfigure(&hook(&closed_url, "crm", "")).await;
+    let waiting: Vec<String> = (0..5).map(|_| unique("queued")).collect();
+    for c in &waiting {
+        assert_eq!(app.end(c).await.0, 200);
+    }
+    let jobs = all_waiting(&app, &waiting, 1).await;
+    let ids: Vec<String> = jobs
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect();
+
+    // The URL fixed: the queue is delivered there, each job under its own webhook-id.
+    app.reconfigure(&hook(&fixed.url, "crm", "")).await;
+    app.advance(Duration::from_secs(61));
+    for c in &waiting {
+        let settled = app.settled_jobs(c, 1).await;
+        assert_eq!(settled[0]["state"], "succeeded", "{settled:?}");
+    }
+    let delivered: Vec<String> = fixed.deliveries().iter().map(|d| d.id()).collect();
+    for id in &ids {
+        assert!(delivered.contains(id), "{id} in {delivered:?}");
+    }
+    // The dead one, retried, goes to the corrected URL too.
+    let dead_id = dead[0]["id"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .admin(reqwest::Method::POST, &format!("/jobs/{dead_id}/retry"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually("the retried dead job reaches the fixed URL", || async {
+        fixed
+            .deliveries()
+            .iter()
+            .any(|d| d.id() == dead_id)
+            .then_some(())
+    })
+    .await;
+
+    // Renamed with previous_names, the action keeps the old name's jobs.
+    fixed.always(Some(500));
+    let renamed = unique("renamed");
+    assert_eq!(app.end(&renamed).await.0, 200);
+    all_waiting(&app, std::slice::from_ref(&renamed), 1).await;
+    fixed.always(None);
+    app.reconfigure(&hook(&fixed.url, "sales", "previous_names = [\"crm\"]\n"))
+        .await;
+    app.advance(Duration::from_secs(61));
+    let settled = app.settled_jobs(&renamed, 1).await;
+    assert_eq!(settled[0]["state"], "succeeded", "{settled:?}");
+
+    // A kind change under the same name is another destination: the jobs are orphaned,
+    // never sent over NATS.
+    fixed.always(Some(500));
+    let changed = unique("kind");
+    assert_eq!(app.end(&changed).await.0, 200);
+    let jobs = all_waiting(&app, std::slice::from_ref(&changed), 1).await;
+    app.reconfigure(
+        "[[bots.on_end]]\nname = \"sales\"\nkind = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"wrapuptest.kind\"\n\n[workers]\norphan_after = \"2h\"\n",
+    )
+    .await;
+    app.advance(Duration::from_secs(3 * 3600));
     let id = jobs[0]["id"].as_str().unwrap_or_default().to_owned();
-    // The same name now points elsewhere: another destination.
-    app.reconfigure(&hook(&new.url)).await;
-    let (status, body) = app
-        .admin(reqwest::Method::POST, &format!("/jobs/{id}/retry"))
-        .await;
-    assert_eq!(status, 409, "{body}");
+    let orphaned = eventually("the webhook job is orphaned", || async {
+        let (_, j) = app
+            .admin(reqwest::Method::GET, &format!("/jobs/{id}"))
+            .await;
+        (j["state"] == "orphaned").then_some(j)
+    })
+    .await;
+    assert_eq!(orphaned["attempts"], 1, "{orphaned}");
+}
+
+/// A destination that keeps failing is paused: its jobs wait without spending attempts,
+/// one probe runs per `pause_for`, and its first success resumes it — while a healthy
+/// destination of the same bot is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_destination_is_paused_probed_and_resumed_without_spending_attempts() {
+    let (down, healthy) = (Receiver::start().await, Receiver::start().await);
+    down.always(Some(503));
+    let hook = |name: &str, url: &str| {
+        format!(
+            "[[bots.on_end]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretry = {{ max_attempts = 3, initial_delay = \"100ms\", max_delay = \"100ms\" }}\n"
+        )
+    };
+    let tail = format!(
+        "{}{}[workers]\npause_after = 3\npause_for = \"1s\"\n",
+        hook("crm", &down.url),
+        hook("audit", &healthy.url)
+    );
+    let app = TestApp::spawn_with_actions(&tail).await;
+    let ids: Vec<String> = (0..10).map(|_| unique("paused")).collect();
+    for c in &ids {
+        assert_eq!(app.end(c).await.0, 200);
+    }
+    eventually("the healthy destination gets all ten", || async {
+        (healthy.deliveries().len() == 10).then_some(())
+    })
+    .await;
+    let (_, stats) = eventually("crm is paused", || async {
+        let (status, stats) = app.admin(reqwest::Method::GET, "/destinations").await;
+        let crm = stats["destinations"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["action"] == "crm").cloned());
+        crm.filter(|c| c["paused"] == true).map(|c| (status, c))
+    })
+    .await;
+    assert!(stats["failuresInRow"].as_u64().unwrap_or(0) >= 3, "{stats}");
+    // Paused for a few probe intervals: at most one attempt per interval was spent, and
+    // no job died (three attempts each would have killed them all without the pause).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let started = down.started();
     assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("not in the configuration"),
-        "{body}"
+        started <= 3 + 4,
+        "{started} attempts reached the paused destination"
     );
-    // The bot's bulk retry leaves it dead too.
-    let (status, body) = app
-        .admin(reqwest::Method::POST, &format!("/bots/{BOT}/jobs/retry"))
-        .await;
-    assert_eq!(
-        (status.as_u16(), body["retried"].clone()),
-        (200, serde_json::json!(0))
-    );
-    assert!(new.deliveries().is_empty());
+    for c in &ids {
+        assert!(app.jobs_of(c).await.iter().all(|j| j["state"] != "dead"));
+    }
+    // It recovers: the next probe succeeds and the queue is delivered.
+    down.always(None);
+    for c in &ids {
+        let jobs = app.settled_jobs(c, 2).await;
+        assert!(jobs.iter().all(|j| j["state"] == "succeeded"), "{jobs:?}");
+    }
+    let (_, stats) = app.admin(reqwest::Method::GET, "/destinations").await;
+    let crm = stats["destinations"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["action"] == "crm").cloned())
+        .unwrap_or_default();
+    assert_eq!(crm["paused"], false, "{crm}");
 }
 
 /// Issue 16, low 6: a record larger than the NATS server's `max_payload` would never fit;

@@ -68,31 +68,38 @@ pub(super) fn claim(
     known: &Known,
     now: Timestamp,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
-    let known = known_json(known);
     let lease_until = now.millis() + lease.as_millis() as i64;
     let mut claimed = Vec::new();
-    // Due jobs first, then jobs whose worker vanished (lease expired). No `LIMIT ?`: SQLite
-    // plans with a bound LIMIT's value and so re-prepares such a statement at every call
-    // (~45k instructions each, see BENCHMARKS.md); stepping stops after `remaining` rows.
-    for (query, lost) in [
-        (
-            "SELECT seq FROM jobs WHERE state = 'pending' AND due_at <= ?1
-             AND destination IN (SELECT value FROM json_each(?2)) ORDER BY due_at",
-            false,
-        ),
-        (
-            "SELECT seq FROM jobs WHERE state = 'running' AND lease_until <= ?1
-             AND destination IN (SELECT value FROM json_each(?2)) ORDER BY lease_until",
-            true,
-        ),
-    ] {
+    // Per destination, due jobs first, then jobs whose worker vanished (lease expired),
+    // each read through an index led by the destination (`jobs_claim`,
+    // `jobs_claim_lease`): a claim steps over no job of another destination, so it costs
+    // the same at any backlog elsewhere. No `LIMIT ?`: SQLite plans with a bound LIMIT's
+    // value and so re-prepares such a statement at every call (~45k instructions each, see
+    // BENCHMARKS.md); stepping stops after `remaining` rows.
+    let passes = known.iter().flat_map(|d| {
+        [
+            (
+                "SELECT seq FROM jobs INDEXED BY jobs_claim
+                 WHERE destination = ?2 AND state = 'pending' AND due_at <= ?1 ORDER BY due_at",
+                false,
+                d,
+            ),
+            (
+                "SELECT seq FROM jobs INDEXED BY jobs_claim_lease
+                 WHERE destination = ?2 AND state = 'running' AND lease_until <= ?1 ORDER BY lease_until",
+                true,
+                d,
+            ),
+        ]
+    });
+    for (query, lost, destination) in passes {
         let remaining = limit.saturating_sub(claimed.len());
         if remaining == 0 {
             break;
         }
         let seqs: Vec<i64> = conn
             .prepare_cached(query)?
-            .query_map(params![now.millis(), known], |r| r.get(0))?
+            .query_map(params![now.millis(), destination], |r| r.get(0))?
             .take(remaining)
             .collect::<rusqlite::Result<_>>()?;
         for seq in seqs {
