@@ -100,6 +100,10 @@ fn describe() {
             "Action attempts, by kind, bot, action and outcome",
         ),
         (
+            "wrapup_http_panics_total",
+            "Requests whose handler panicked, answered 500 with their request id",
+        ),
+        (
             "wrapup_jobs_orphaned_total",
             "Jobs moved to orphaned: their destination is not in the configuration",
         ),
@@ -160,6 +164,10 @@ fn describe() {
         (
             "wrapup_build_info",
             "1, labelled with the version of this instance",
+        ),
+        (
+            "wrapup_destination_paused",
+            "1 while this instance's circuit breaker pauses the action (workers.pause_after failed attempts in a row), else 0",
         ),
     ];
     for (name, help) in gauges {
