@@ -20,6 +20,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::config::{ActionKind, ActionSettings, BotSettings};
+use crate::domain::outbox::JobEvent;
 use crate::store::{ActionRef, ClaimedJob};
 
 /// How an attempt went, as far as the action can tell.
@@ -248,11 +249,13 @@ pub fn action_refs(bot: &BotSettings) -> Arc<[ActionRef]> {
         .map(|s| summary_ref(id, s, "end"));
     bot.on_end
         .iter()
-        .map(|a| ActionRef {
-            name: a.name.clone(),
-            kind: a.kind.name(),
-            destination: a.destination(id),
-            max_attempts: a.retry.max_attempts,
+        .map(|a| {
+            ActionRef::on_end(
+                &a.name,
+                a.kind.name(),
+                a.destination(id),
+                a.retry.max_attempts,
+            )
         })
         .chain(at_end)
         .collect()
@@ -263,9 +266,13 @@ pub fn action_refs(bot: &BotSettings) -> Arc<[ActionRef]> {
 pub fn summary_ref(bot_id: &str, s: &crate::config::SummarySettings, at: &str) -> ActionRef {
     ActionRef {
         name: format!("summary@{at}"),
+        action: s.action.name.clone(),
         kind: s.action.kind.name(),
         destination: s.action.destination(bot_id),
         max_attempts: s.action.retry.max_attempts,
+        event: JobEvent::Summary,
+        // The end's; a trigger's job sets its own (`domain::ingest`).
+        trigger: None,
     }
 }
 
@@ -282,15 +289,9 @@ pub fn envelope(job: &ClaimedJob) -> Value {
     })
 }
 
-/// The event a webhook or NATS job delivers. Action names cannot hold `@` (the
-/// configuration refuses it), so only the names of wrapup's own summary deliveries do.
+/// The event a webhook or NATS job delivers, from its `event` column.
 pub fn event_type(job: &ClaimedJob) -> &'static str {
-    // `crm@summary@7`, or `bus (re-pointed from crm@summary@7)`.
-    if job.action.contains('@') {
-        "conversation.summarized"
-    } else {
-        "conversation.ended"
-    }
+    job.event.as_str()
 }
 
 /// Fills `{botId}` and `{conversationId}` in a template, passing each value through `escape`.

@@ -347,9 +347,10 @@ async fn attempt(
     } else {
         String::new()
     };
-    metrics::counter!("wrapup_action_attempts_total", "kind" => job.kind.clone(), "bot" => bot.clone(), "action" => label.clone(), "outcome" => outcome.as_str())
+    let event = job.event.as_str();
+    metrics::counter!("wrapup_action_attempts_total", "kind" => job.kind.clone(), "bot" => bot.clone(), "action" => label.clone(), "event" => event, "outcome" => outcome.as_str())
         .increment(1);
-    metrics::histogram!("wrapup_action_attempt_duration_seconds", "kind" => job.kind.clone(), "bot" => bot, "action" => label)
+    metrics::histogram!("wrapup_action_attempt_duration_seconds", "kind" => job.kind.clone(), "bot" => bot, "action" => label, "event" => event)
         .record(elapsed.as_secs_f64());
     match next {
         NextStep::Succeeded => {

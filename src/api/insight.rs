@@ -460,13 +460,13 @@ async fn compute_destination_stats(state: &AppState) -> Result<Destinations, Api
         }
     }
     for (bot, action, st, n) in &rows.counts {
-        by.entry((bot.clone(), base_action(action)))
+        by.entry((bot.clone(), action.clone()))
             .or_default()
             .0
             .add(*st, *n);
     }
     for a in &rows.attempts {
-        by.entry((a.bot_id.clone(), base_action(&a.action)))
+        by.entry((a.bot_id.clone(), a.action.clone()))
             .or_default()
             .1
             .push(a);
@@ -503,7 +503,7 @@ async fn compute_destination_stats(state: &AppState) -> Result<Destinations, Api
             let last_error = rows
                 .failures
                 .iter()
-                .find(|a| a.bot_id == bot_id && base_action(&a.action) == action)
+                .find(|a| a.bot_id == bot_id && a.action == action)
                 .map(|a| LastError {
                     at: a.started_at.to_rfc3339(),
                     status_code: a.status_code,
@@ -541,14 +541,6 @@ async fn compute_destination_stats(state: &AppState) -> Result<Destinations, Api
         })
         .collect();
     Ok(Destinations { destinations })
-}
-
-/// The action a job runs for: a re-pointed job (`crm (re-pointed from webhook)`) counts
-/// as its new action's.
-fn base_action(action: &str) -> String {
-    let name = action.split(" (re-pointed from ").next().unwrap_or(action);
-    // `crm@summary@7` (a summary's delivery) is crm's; `summary@end` is the summary's.
-    name.split('@').next().unwrap_or(name).to_owned()
 }
 
 /// Counts of one 10-second bucket.

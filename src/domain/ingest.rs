@@ -26,11 +26,33 @@ use super::{Applied, EventKind};
 /// What scheduling needs to know of one of the bot's `on_end` actions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionRef {
+    /// The job's name, unique per conversation: the action's (`crm`), or one wrapup makes
+    /// (`summary@7`, `crm@summary@7`). Shown, never parsed: the columns below say what it is.
     pub name: String,
+    /// The configured action the job belongs to.
+    pub action: String,
     pub kind: &'static str,
-    /// The destination's identity (kind and target, hashed), stored with the job.
+    /// The destination's identity (`webhook:crm@st-1`), stored with the job.
     pub destination: String,
     pub max_attempts: u32,
+    pub event: super::outbox::JobEvent,
+    /// The event number of the trigger the job came from; `None` for the end's.
+    pub trigger: Option<u64>,
+}
+
+impl ActionRef {
+    /// An `on_end` action's: its jobs deliver `conversation.ended` under its own name.
+    pub fn on_end(name: &str, kind: &'static str, destination: String, max_attempts: u32) -> Self {
+        ActionRef {
+            name: name.to_owned(),
+            action: name.to_owned(),
+            kind,
+            destination,
+            max_attempts,
+            event: super::outbox::JobEvent::Ended,
+            trigger: None,
+        }
+    }
 }
 
 /// One entry to append to the conversation's event log.
@@ -205,6 +227,7 @@ fn plan_events<'a>(
                 if let (EventKind::Summary(_), Some(summary)) = (&event.kind, &bot.summary) {
                     triggers.push(ActionRef {
                         name: format!("summary@{seq}"),
+                        trigger: Some(seq),
                         ..summary.clone()
                     });
                 }

@@ -74,6 +74,10 @@ pub struct ClaimedJob {
     pub kind: String,
     /// The destination's identity the job was scheduled for ('' for jobs from before).
     pub destination: String,
+    /// What it delivers or makes.
+    pub event: crate::domain::outbox::JobEvent,
+    /// The event number of the summary trigger it came from; `None` for the end's.
+    pub trigger: Option<u64>,
     /// This attempt's number, 1-based.
     pub attempt: u32,
     pub max_attempts: u32,
@@ -136,8 +140,14 @@ pub struct JobView {
     pub conversation_id: String,
     pub action: String,
     pub kind: String,
-    /// The destination's identity (kind and target, hashed); empty for jobs from before it.
+    /// The destination's identity (`webhook:crm@st-1`: its kind, name and bot); empty for
+    /// jobs from before it.
     pub destination: String,
+    /// `conversation.ended`, `conversation.summarized` or `summary`.
+    pub event: String,
+    /// The event number of the summary trigger it came from; absent for the end's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<u64>,
     pub state: JobState,
     pub attempts: u32,
     pub max_attempts: u32,

@@ -48,7 +48,7 @@ impl JobStats {
 /// The columns a job is read with, in [`JobColumns`]' order; the same SQL on both stores.
 pub(crate) const JOB_COLUMNS: &str = "seq, id, bot_id, conversation_id, action, kind, \
     CAST(attempts AS BIGINT), CAST(max_attempts AS BIGINT), created_at, updated_at, due_at, last_error, state, \
-    destination";
+    destination, event, CAST(trigger_seq AS BIGINT)";
 
 /// A job row as read with [`JOB_COLUMNS`].
 pub(crate) type JobColumns = (
@@ -66,6 +66,8 @@ pub(crate) type JobColumns = (
     Option<String>,
     String,
     String,
+    String,
+    Option<i64>,
 );
 
 impl JobView {
@@ -87,6 +89,8 @@ impl JobView {
             last_error: c.11,
             state: JobState::from_column(&c.12)?,
             destination: c.13,
+            event: c.14,
+            trigger: c.15.and_then(|t| u64::try_from(t).ok()),
             overdue_ms: None,
             attempt_log: None,
         })

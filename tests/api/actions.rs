@@ -275,7 +275,7 @@ async fn job_metrics_are_exported() {
         "wrapup_jobs_due",
         "wrapup_jobs_oldest_due_age_seconds",
         &format!(
-            "wrapup_action_attempts_total{{kind=\"webhook\",bot=\"{BOT}\",action=\"webhook\",outcome=\"succeeded\"}}"
+            "wrapup_action_attempts_total{{kind=\"webhook\",bot=\"{BOT}\",action=\"webhook\",event=\"conversation.ended\",outcome=\"succeeded\"}}"
         ),
         "wrapup_action_delivery_latency_seconds_bucket",
     ] {

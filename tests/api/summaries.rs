@@ -258,3 +258,89 @@ async fn a_nats_action_gets_the_summary_then_the_end_carrying_it() {
         .await
         .unwrap();
 }
+
+/// Summary deliveries are labelled by the action that sends them: a hundred summary
+/// triggers add no series to `/metrics`, and the destinations view lists exactly the
+/// configured actions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_summary_triggers_add_no_metric_series_and_no_destination() {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use crate::helpers::*;
+
+    let receiver = crate::receiver::Receiver::start().await;
+    let tail = format!(
+        "[[bots.on_end]]\nname = \"series-crm\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\n[bots.caps]\nsummary_requests = 200\n\n[bots.summary]\nat_end = false\n",
+        receiver.url
+    );
+    let app = TestApp::spawn_with_actions(&tail).await;
+    let hooks = format!("/agentai/api/v1/hooks/{BOT}");
+    let series = || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        // The registry is the process's: other tests add their own series beside.
+        let labels: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("wrapup_action_"))
+            .filter_map(|l| l.split("action=\"").nth(1))
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(!labels.iter().any(|a| a.contains('@')), "{labels:?}");
+        text.lines()
+            .filter(|l| l.starts_with("wrapup_action_") && l.contains("action=\"series-crm\""))
+            .map(|l| l.rsplit_once(' ').map_or(l, |(name, _)| name).to_owned())
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    let say = |c: &str| json!({"botId": BOT, "conversationId": c, "query": "My parcel never arrived.", "author": {"type": "USER"}});
+    // One trigger first: every series of a summary and of its delivery exists.
+    let first = unique("series");
+    assert_eq!(
+        app.post(&hooks, "token", &token(), &say(&first)).await.0,
+        200
+    );
+    assert_eq!(
+        app.hook(&event_body(&first, json!([summary()]))).await.0,
+        200
+    );
+    app.settled_jobs(&first, 2).await;
+    let before = series().await;
+    let c = unique("series");
+    assert_eq!(app.post(&hooks, "token", &token(), &say(&c)).await.0, 200);
+    for _ in 0..100 {
+        assert_eq!(app.hook(&event_body(&c, json!([summary()]))).await.0, 200);
+    }
+    let jobs = eventually_within(Duration::from_secs(120), "200 jobs settle", || async {
+        let jobs = app.jobs_of(&c).await;
+        (jobs.len() == 200 && jobs.iter().all(|j| j["state"] == "succeeded")).then_some(jobs)
+    })
+    .await;
+    assert_eq!(jobs.len(), 200);
+    let after = series().await;
+    assert_eq!(
+        after.difference(&before).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "new series"
+    );
+    let (_, stats) = app.admin(reqwest::Method::GET, "/destinations").await;
+    let mine: Vec<(String, bool)> = stats["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["botId"] == BOT)
+        .map(|d| {
+            (
+                d["action"].as_str().unwrap().to_owned(),
+                d["configured"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        mine,
+        vec![
+            ("series-crm".to_owned(), true),
+            ("summary".to_owned(), true)
+        ],
+        "{stats}"
+    );
+}

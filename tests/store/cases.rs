@@ -46,12 +46,7 @@ fn message(conversation: &str, text: &str) -> Vec<Event> {
 fn actions(names: &[&str]) -> Arc<[ActionRef]> {
     names
         .iter()
-        .map(|n| ActionRef {
-            name: n.to_string(),
-            kind: "webhook",
-            destination: format!("dest-{n}"),
-            max_attempts: 2,
-        })
+        .map(|n| ActionRef::on_end(n, "webhook", format!("dest-{n}"), 2))
         .collect()
 }
 
@@ -1120,9 +1115,9 @@ pub async fn a_summary_is_stored_once_per_id(store: &S, clock: &ManualClock) {
             payload: format!("{{\"announce\":{n}}}"),
             actions: Arc::from([ActionRef {
                 name: "hook@summary@2".into(),
-                kind: "webhook",
-                destination: "dest-hook".into(),
-                max_attempts: 2,
+                event: wrapup::domain::outbox::JobEvent::Summarized,
+                trigger: Some(2),
+                ..ActionRef::on_end("hook", "webhook", "dest-hook".into(), 2)
             }]),
         })
     };
@@ -1199,17 +1194,29 @@ pub async fn a_summary_is_stored_once_per_id(store: &S, clock: &ManualClock) {
 /// named after it (`crm@summary@7` for `crm`, `summary@7` for `summary`) and those
 /// re-pointed to it; never another action whose name merely starts the same way.
 pub async fn an_actions_jobs_include_those_named_after_it(store: &S, clock: &ManualClock) {
-    let names = [
-        "crm",
-        "crm@summary@7",
-        "crm (re-pointed from hook)",
-        "crmx",
-        "cr",
-        "summary@7",
-        "summary@end",
-        "summaryx",
+    use wrapup::domain::outbox::JobEvent;
+    // (job name, the action it is scheduled for, its event): the origin is in columns,
+    // the name only shown.
+    let jobs = [
+        ("crm", "crm", JobEvent::Ended),
+        ("crm@summary@7", "crm", JobEvent::Summarized),
+        ("crm (re-pointed from hook)", "crm", JobEvent::Ended),
+        ("crmx", "crmx", JobEvent::Ended),
+        ("cr", "cr", JobEvent::Ended),
+        ("summary@7", "summary", JobEvent::Summary),
+        ("summary@end", "summary", JobEvent::Summary),
+        ("summaryx", "summaryx", JobEvent::Ended),
     ];
-    let acts = actions(&names);
+    let names: Vec<&str> = jobs.iter().map(|j| j.0).collect();
+    let acts: Arc<[ActionRef]> = jobs
+        .iter()
+        .map(|&(name, action, event)| ActionRef {
+            name: name.into(),
+            event,
+            trigger: name.ends_with("@7").then_some(7),
+            ..ActionRef::on_end(action, "webhook", format!("dest-{name}"), 2)
+        })
+        .collect();
     let known: Known = std::iter::once(String::new())
         .chain(names.iter().map(|n| format!("dest-{n}")))
         .collect();
@@ -1222,6 +1229,19 @@ pub async fn an_actions_jobs_include_those_named_after_it(store: &S, clock: &Man
         .await
         .unwrap();
     assert_eq!(claimed.len(), names.len());
+    let delivery = claimed
+        .iter()
+        .find(|j| j.action == "crm@summary@7")
+        .unwrap();
+    assert_eq!(
+        (delivery.event, delivery.trigger),
+        (JobEvent::Summarized, Some(7))
+    );
+    let end_summary = claimed.iter().find(|j| j.action == "summary@end").unwrap();
+    assert_eq!(
+        (end_summary.event, end_summary.trigger),
+        (JobEvent::Summary, None)
+    );
     for job in &claimed {
         assert!(
             store

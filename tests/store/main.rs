@@ -174,7 +174,9 @@ mod upgrade {
             conn.execute_batch(
                 "DROP TABLE conversation_tags; DROP TABLE traffic; DROP TABLE pending_backfill;
                  DROP INDEX attempts_by_start; DROP TABLE summaries;
-                 ALTER TABLE jobs DROP COLUMN lost_in_row; PRAGMA user_version = 8;",
+                 ALTER TABLE jobs DROP COLUMN lost_in_row; ALTER TABLE jobs DROP COLUMN action_name;
+                 ALTER TABLE jobs DROP COLUMN event; ALTER TABLE jobs DROP COLUMN trigger_seq;
+                 ALTER TABLE jobs DROP COLUMN repointed_from; PRAGMA user_version = 8;",
             )
             .unwrap();
         }

@@ -21,6 +21,7 @@ use super::{Advice, AttemptResult};
 use crate::config::SummaryProvider;
 use crate::domain::Timestamp;
 use crate::domain::ingest::{ActionRef, Jobs};
+use crate::domain::outbox::JobEvent;
 use crate::domain::pii::Redactor;
 use crate::domain::summary::{
     COMPLETED, FAILED, MessageRange, Sections, Speaker, StoredSummary, Transcript, Window,
@@ -84,7 +85,7 @@ pub struct Failure {
 const NO_CONTENT: &str = "INSUFFICIENT_CONVERSATION_CONTENT";
 
 pub async fn run(s: Summarize<'_>, job: &ClaimedJob, now: Timestamp) -> AttemptResult {
-    let trigger_seq = trigger_of(&job.action);
+    let trigger_seq = job.trigger;
     let (transcript, messages, range) = match transcript(s.store, job, trigger_seq).await {
         Ok(t) => t,
         Err(e) => return AttemptResult::failed(e),
@@ -214,6 +215,8 @@ pub async fn run(s: Summarize<'_>, job: &ClaimedJob, now: Timestamp) -> AttemptR
             .iter()
             .map(|a| ActionRef {
                 name: format!("{}@{}", a.name, job.action),
+                event: JobEvent::Summarized,
+                trigger: job.trigger,
                 ..a.clone()
             })
             .collect::<Arc<[_]>>(),
@@ -266,14 +269,6 @@ pub async fn run(s: Summarize<'_>, job: &ClaimedJob, now: Timestamp) -> AttemptR
             next: Advice::Never,
         },
     }
-}
-
-/// The event number of a summary job's trigger: `summary@7` (also once re-pointed,
-/// `summary (re-pointed from summary@7)`); `None` for the end's (`summary@end`).
-fn trigger_of(name: &str) -> Option<u64> {
-    let at = name.rsplit("summary@").next()?;
-    let digits = at.find(|c: char| !c.is_ascii_digit()).unwrap_or(at.len());
-    at[..digits].parse().ok()
 }
 
 /// The conversation's messages up to `until` (every one when `None`), read a page of at
@@ -334,22 +329,5 @@ struct StopOnDrop(Arc<AtomicBool>);
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_trigger_is_read_from_the_job_name_even_once_re_pointed() {
-        assert_eq!(super::trigger_of("summary@7"), Some(7));
-        assert_eq!(super::trigger_of("summary@end"), None);
-        assert_eq!(
-            super::trigger_of("summary (re-pointed from summary (re-pointed from summary@12))"),
-            Some(12)
-        );
-        assert_eq!(
-            super::trigger_of("summary (re-pointed from summary@end)"),
-            None
-        );
     }
 }

@@ -38,12 +38,7 @@ fn summary() -> Event {
 
 fn actions(n: usize) -> Arc<[ActionRef]> {
     (0..n)
-        .map(|i| ActionRef {
-            name: format!("hook{i}"),
-            kind: "webhook",
-            destination: format!("dest{i}"),
-            max_attempts: 3,
-        })
+        .map(|i| ActionRef::on_end(&format!("hook{i}"), "webhook", format!("dest{i}"), 3))
         .collect()
 }
 

@@ -3,6 +3,34 @@
 
 pub mod breaker;
 
+/// What a job does, stored in its `event` column (never read out of its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JobEvent {
+    /// Delivers `conversation.ended` (an `on_end` action's job).
+    #[default]
+    Ended,
+    /// Delivers `conversation.summarized` (scheduled when a summary is stored).
+    Summarized,
+    /// Makes a summary (`[bots.summary]`).
+    Summary,
+}
+
+impl JobEvent {
+    pub const ALL: [JobEvent; 3] = [JobEvent::Ended, JobEvent::Summarized, JobEvent::Summary];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobEvent::Ended => "conversation.ended",
+            JobEvent::Summarized => "conversation.summarized",
+            JobEvent::Summary => "summary",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobEvent> {
+        Self::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+}
+
 /// The attempts one destination may run at once: at most `per_destination`, and at most
 /// its even share of `concurrency` among the `destinations` this instance serves, so the
 /// shares of every destination fit in the workers together. Stalled destinations can then

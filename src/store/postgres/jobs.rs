@@ -8,6 +8,7 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use crate::domain::Timestamp;
 use crate::domain::ingest::{ActionRef, Target};
+use crate::domain::outbox::JobEvent;
 use crate::store::{
     ATTEMPTS_OF_JOB, AfterLost, AttemptColumns, AttemptRecord, ClaimedJob, Decision, JOB_COLUMNS,
     JobColumns, JobFilter, JobStats, JobView, Known, LOST_ATTEMPT, NextStep, ORPHANED, RetryTarget,
@@ -24,8 +25,9 @@ pub(super) async fn schedule(
 ) -> Result<(), StoreError> {
     for action in actions {
         sqlx::query(
-            "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload, destination)
-             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $7, $7, $7, $8, $9)",
+            "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload, destination,
+                               action_name, event, trigger_seq)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $7, $7, $7, $8, $9, $10, $11, $12)",
         )
         .bind(new_job_id())
         .bind(target.bot_id)
@@ -36,6 +38,9 @@ pub(super) async fn schedule(
         .bind(now.millis())
         .bind(payload)
         .bind(&action.destination)
+        .bind(&action.action)
+        .bind(action.event.as_str())
+        .bind(action.trigger.map(|t| t as i64))
         .execute(&mut *conn)
         .await?;
     }
@@ -72,12 +77,16 @@ fn claimed(r: &PgRow) -> Result<ClaimedJob, StoreError> {
             created_at: Timestamp::from_millis(r.try_get(8)?),
             lease_token: r.try_get(9)?,
             destination: r.try_get(10)?,
+            event: JobEvent::parse(r.try_get::<&str, _>(11)?).unwrap_or_default(),
+            trigger: r
+                .try_get::<Option<i64>, _>(12)?
+                .and_then(|t| u64::try_from(t).ok()),
         })
     })();
     job.map_err(|e| StoreError::corrupt("a claimed job row", e))
 }
 
-const CLAIMED_COLUMNS: &str = "j.id, j.bot_id, j.conversation_id, j.action, j.kind, j.attempts, j.max_attempts, j.payload, j.created_at, j.lease_token, j.destination";
+const CLAIMED_COLUMNS: &str = "j.id, j.bot_id, j.conversation_id, j.action, j.kind, j.attempts, j.max_attempts, j.payload, j.created_at, j.lease_token, j.destination, j.event, j.trigger_seq";
 
 pub(super) async fn claim(
     conn: &mut PgConnection,
@@ -153,7 +162,7 @@ async fn claim_one(
         for row in &lost {
             let job = claimed(row)?;
             let in_row: i32 = row
-                .try_get(11)
+                .try_get(13)
                 .map_err(|e| StoreError::corrupt("a claimed job row", e))?;
             // Not run after all: the claim's attempt number is given back.
             let (sql, due_at, error) = match after_lost(in_row.into(), lease) {
@@ -242,14 +251,8 @@ pub(super) async fn list(pool: &PgPool, f: JobFilter) -> Result<Vec<JobView>, St
         q.push(" AND conversation_id = ").push_bind(c.clone());
     }
     if let Some(action) = &f.action {
-        // Jobs wrapup named after the action, and jobs re-pointed to it, count as its own.
-        q.push(" AND (action = ")
-            .push_bind(action.clone())
-            .push(" OR starts_with(action, ")
-            .push_bind(action.clone())
-            .push(" || '@') OR starts_with(action, ")
-            .push_bind(action.clone())
-            .push(" || ' (re-pointed from '))");
+        // Its deliveries of summaries, and jobs re-pointed to it, count as its own.
+        q.push(" AND action_name = ").push_bind(action.clone());
     }
     if let Some(since) = f.since {
         q.push(" AND created_at >= ").push_bind(since.millis());
@@ -306,8 +309,7 @@ pub(super) async fn retry_dead(
         } => (
             "state = 'dead' AND bot_id = $2 AND destination = ANY($3)
              AND created_at >= $5 AND created_at < $6
-             AND (action = $4 OR starts_with(action, $4 || '@')
-                  OR starts_with(action, $4 || ' (re-pointed from '))",
+             AND action_name = $4",
             bot,
             Some(known),
             Some((
@@ -398,7 +400,8 @@ pub(super) async fn decide(
         .await?
         .rows_affected(),
         Decision::Repoint(to) => sqlx::query(
-            "UPDATE jobs SET action = $2 || ' (re-pointed from ' || action || ')', kind = $3, destination = $4, budget = $5,
+            "UPDATE jobs SET action = $2 || ' (re-pointed from ' || action || ')', repointed_from = action_name,
+                 action_name = $2, kind = $3, destination = $4, budget = $5,
                  max_attempts = attempts + $5, state = 'pending', due_at = $6, updated_at = $6, lost_in_row = 0,
                  lease_until = NULL, lease_token = NULL
              WHERE id = $1 AND state IN ('dead', 'orphaned', 'pending')",

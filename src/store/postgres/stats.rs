@@ -50,7 +50,7 @@ pub(super) async fn destination_rows(
     limit: usize,
 ) -> Result<DestinationRows, StoreError> {
     let counts: Vec<(String, String, String, i64)> = sqlx::query_as(
-        "SELECT bot_id, action, state, count(*) FROM jobs GROUP BY bot_id, action, state",
+        "SELECT bot_id, action_name, state, count(*) FROM jobs GROUP BY bot_id, action_name, state",
     )
     .fetch_all(pool)
     .await?;
@@ -62,7 +62,7 @@ pub(super) async fn destination_rows(
         .collect::<Result<_, StoreError>>()?;
     let attempts = recent(
         pool,
-        "SELECT j.bot_id, j.action, a.started_at, a.duration_ms, a.outcome, a.status_code, NULL::text
+        "SELECT j.bot_id, j.action_name, a.started_at, a.duration_ms, a.outcome, a.status_code, NULL::text
          FROM attempts a JOIN jobs j ON j.id = a.job_id
          WHERE a.started_at >= $1 ORDER BY a.started_at DESC LIMIT $2",
         (since, limit),
@@ -70,7 +70,7 @@ pub(super) async fn destination_rows(
     .await?;
     let failures = recent(
         pool,
-        "SELECT j.bot_id, j.action, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error
+        "SELECT j.bot_id, j.action_name, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error
          FROM attempts a JOIN jobs j ON j.id = a.job_id
          WHERE a.started_at >= $1 AND a.outcome <> 'succeeded' ORDER BY a.started_at DESC LIMIT $2",
         (since, 500),

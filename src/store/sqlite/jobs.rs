@@ -5,6 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::Timestamp;
 use crate::domain::ingest::{ActionRef, Target};
+use crate::domain::outbox::JobEvent;
 use crate::store::{
     ATTEMPTS_OF_JOB, AfterLost, AttemptColumns, AttemptRecord, ClaimedJob, Decision, JOB_COLUMNS,
     JobColumns, JobFilter, JobStats, JobView, Known, LOST_ATTEMPT, NextStep, ORPHANED, RetryTarget,
@@ -23,8 +24,9 @@ pub(super) fn schedule(
         .prepare_cached("INSERT INTO job_payloads (payload) VALUES (?1)")?
         .insert(params![payload])?;
     let mut insert = conn.prepare_cached(
-        "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload_id, destination)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?7, ?7, ?7, ?8, ?9)",
+        "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload_id, destination,
+                           action_name, event, trigger_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?7, ?7, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     for action in actions {
         insert.execute(params![
@@ -36,7 +38,10 @@ pub(super) fn schedule(
             action.max_attempts,
             now.millis(),
             payload_id,
-            action.destination
+            action.destination,
+            action.action,
+            action.event.as_str(),
+            action.trigger.map(|t| t as i64)
         ])?;
     }
     Ok(())
@@ -147,7 +152,8 @@ pub(super) fn claim(
                 .prepare_cached(
                     "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?2, lease_token = ?3, updated_at = ?4
                      WHERE seq = ?1
-                     RETURNING id, bot_id, conversation_id, action, kind, attempts, max_attempts, payload_id, created_at, destination",
+                     RETURNING id, bot_id, conversation_id, action, kind, attempts, max_attempts, payload_id, created_at, destination,
+                               event, trigger_seq",
                 )?
                 .query_row(params![seq, lease_until, token, now.millis()], |r| {
                     let job = ClaimedJob {
@@ -157,6 +163,10 @@ pub(super) fn claim(
                         action: r.get(3)?,
                         kind: r.get(4)?,
                         destination: r.get(9)?,
+                        event: JobEvent::parse(&r.get::<_, String>(10)?).unwrap_or_default(),
+                        trigger: r
+                            .get::<_, Option<i64>>(11)?
+                            .and_then(|t| u64::try_from(t).ok()),
                         attempt: r.get(5)?,
                         max_attempts: r.get(6)?,
                         // Filled in just below from `job_payloads`.
@@ -208,14 +218,11 @@ pub(super) fn finish(
     Ok(changed == 1)
 }
 
-/// The jobs of the action named by parameter `?n`: its own, those wrapup named after it
-/// (`summary@7` for `summary`, `crm@summary@7` for `crm`; action names have no `@`), and
-/// those re-pointed to it.
+/// The jobs of the action named by parameter `?n`: its own, its `conversation.summarized`
+/// deliveries, the summary's jobs for `summary`, and those re-pointed to it (the
+/// `action_name` column).
 fn of_action(n: usize) -> String {
-    format!(
-        "(action = ?{n} OR substr(action, 1, length(?{n}) + 1) = ?{n} || '@'
-          OR substr(action, 1, length(?{n} || ' (re-pointed from ')) = ?{n} || ' (re-pointed from ')"
-    )
+    format!("action_name = ?{n}")
 }
 
 pub(super) fn retry_dead(
@@ -388,7 +395,8 @@ pub(super) fn decide(
             .execute(params![id, now.millis()])?,
         Decision::Repoint(to) => conn
             .prepare_cached(
-                "UPDATE jobs SET action = ?2 || ' (re-pointed from ' || action || ')', kind = ?3, destination = ?4, budget = ?5,
+                "UPDATE jobs SET action = ?2 || ' (re-pointed from ' || action || ')', repointed_from = action_name,
+                     action_name = ?2, kind = ?3, destination = ?4, budget = ?5,
                      max_attempts = attempts + ?5, state = 'pending', due_at = ?6, updated_at = ?6, lost_in_row = 0
                  WHERE id = ?1 AND state IN ('dead', 'orphaned', 'pending')",
             )?

@@ -44,7 +44,7 @@ pub(super) fn destination_rows(
 ) -> Result<DestinationRows, StoreError> {
     let counts = conn
         .prepare_cached(
-            "SELECT bot_id, action, state, count(*) FROM jobs GROUP BY bot_id, action, state",
+            "SELECT bot_id, action_name, state, count(*) FROM jobs GROUP BY bot_id, action_name, state",
         )?
         .query_map([], |r| {
             Ok((
@@ -80,13 +80,13 @@ pub(super) fn destination_rows(
             .collect::<rusqlite::Result<Vec<_>>>()?)
     };
     let attempts = read(
-        "SELECT j.bot_id, j.action, a.started_at, a.duration_ms, a.outcome, a.status_code, NULL
+        "SELECT j.bot_id, j.action_name, a.started_at, a.duration_ms, a.outcome, a.status_code, NULL
          FROM attempts a INDEXED BY attempts_by_start JOIN jobs j ON j.id = a.job_id
          WHERE a.started_at >= ?1 ORDER BY a.started_at DESC LIMIT ?2",
         limit,
     )?;
     let failures = read(
-        "SELECT j.bot_id, j.action, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error
+        "SELECT j.bot_id, j.action_name, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error
          FROM attempts a INDEXED BY attempts_by_start JOIN jobs j ON j.id = a.job_id
          WHERE a.started_at >= ?1 AND a.outcome <> 'succeeded' ORDER BY a.started_at DESC LIMIT ?2",
         500,

@@ -14,3 +14,28 @@ WHERE destination <> '';
 DROP INDEX IF EXISTS jobs_lease;
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (destination, state, due_at);
 CREATE INDEX IF NOT EXISTS jobs_claim_lease ON jobs (destination, state, lease_until);
+-- Every job's typed origin, in columns, so no code reads it back out of the job's name:
+-- the action it belongs to, its event (`conversation.ended`, `conversation.summarized`,
+-- or `summary`: the summary itself), the event number of the trigger it came from (none
+-- for the end's), and the action it was re-pointed from.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS action_name TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS event TEXT NOT NULL DEFAULT 'conversation.ended';
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS trigger_seq BIGINT;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS repointed_from TEXT;
+-- The names as wrapup wrote them (read here once, at the upgrade): `crm`, `summary@7`,
+-- `summary@end`, `crm@summary@7`, `crm (re-pointed from hook)`.
+UPDATE jobs SET
+    action_name = CASE WHEN strpos(action, ' (re-pointed from ') > 0
+                            THEN substr(action, 1, strpos(action, ' (re-pointed from ') - 1)
+                       WHEN strpos(action, '@') > 0 THEN substr(action, 1, strpos(action, '@') - 1)
+                       ELSE action END,
+    event = CASE WHEN kind = 'summary' THEN 'summary'
+                 WHEN strpos(action, '@summary@') > 0 THEN 'conversation.summarized'
+                 ELSE 'conversation.ended' END,
+    trigger_seq = CASE WHEN strpos(action, 'summary@') > 0
+                       THEN CAST(NULLIF(substring(substr(action, strpos(action, 'summary@') + 8) from '^[0-9]+'), '') AS BIGINT) END,
+    repointed_from = CASE WHEN strpos(action, ' (re-pointed from ') > 0
+                          THEN substr(action, strpos(action, ' (re-pointed from ') + 18,
+                                      length(action) - strpos(action, ' (re-pointed from ') - 18) END;
+-- `summary@end` reads as 0 above: the end's summary has no trigger.
+UPDATE jobs SET trigger_seq = NULL WHERE trigger_seq = 0;
