@@ -45,6 +45,13 @@ impl JobStats {
     }
 }
 
+/// Every destination that has jobs (but `''`), walked through the index led by it.
+pub(crate) const DESTINATIONS: &str = "WITH RECURSIVE d(x) AS (
+        SELECT (SELECT min(destination) FROM jobs WHERE destination > '')
+        UNION ALL
+        SELECT (SELECT min(destination) FROM jobs WHERE destination > d.x) FROM d WHERE d.x IS NOT NULL)
+    SELECT x FROM d WHERE x IS NOT NULL";
+
 /// The columns a job is read with, in [`JobColumns`]' order; the same SQL on both stores.
 pub(crate) const JOB_COLUMNS: &str = "seq, id, bot_id, conversation_id, action, kind, \
     CAST(attempts AS BIGINT), CAST(max_attempts AS BIGINT), created_at, updated_at, due_at, last_error, state, \

@@ -363,17 +363,25 @@ pub(super) async fn orphan_unknown(
     due_before: Timestamp,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    Ok(sqlx::query(&format!(
-        "UPDATE jobs SET state = 'orphaned', updated_at = $3, last_error = {ORPHANED}
-         WHERE state = 'pending' AND due_at <= $2 AND destination <> ''
-           AND NOT (destination = ANY($1))"
-    ))
-    .bind(&known[..])
-    .bind(due_before.millis())
-    .bind(now.millis())
-    .execute(pool)
-    .await?
-    .rows_affected())
+    // The destinations with jobs, one index step each (`jobs_claim` leads with the
+    // destination): the sweep reads no job of a destination this instance knows.
+    let present: Vec<String> = sqlx::query_scalar(crate::store::rows::DESTINATIONS)
+        .fetch_all(pool)
+        .await?;
+    let mut orphaned = 0;
+    for d in present.iter().filter(|d| !known.contains(*d)) {
+        orphaned += sqlx::query(&format!(
+            "UPDATE jobs SET state = 'orphaned', updated_at = $3, last_error = {ORPHANED}
+             WHERE destination = $1 AND state = 'pending' AND due_at <= $2"
+        ))
+        .bind(d)
+        .bind(due_before.millis())
+        .bind(now.millis())
+        .execute(pool)
+        .await?
+        .rows_affected();
+    }
+    Ok(orphaned)
 }
 
 pub(super) async fn decide(

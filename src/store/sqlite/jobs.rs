@@ -360,17 +360,23 @@ pub(super) fn orphan_unknown(
     due_before: Timestamp,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "UPDATE jobs SET state = 'orphaned', updated_at = ?3, last_error = {ORPHANED}
-             WHERE state = 'pending' AND due_at <= ?2 AND destination <> ''
-               AND destination NOT IN (SELECT value FROM json_each(?1))"
-        ))?
-        .execute(params![
-            known_json(known),
-            due_before.millis(),
-            now.millis()
-        ])? as u64)
+    // The destinations with jobs, one index step each (`jobs_claim` leads with the
+    // destination): the sweep reads no job of a destination this instance knows, so a
+    // backlog elsewhere costs it nothing.
+    let present: Vec<String> = conn
+        .prepare_cached(crate::store::rows::DESTINATIONS)?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut orphaned = 0;
+    for d in present.iter().filter(|d| !known.contains(*d)) {
+        orphaned += conn
+            .prepare_cached(&format!(
+                "UPDATE jobs SET state = 'orphaned', updated_at = ?3, last_error = {ORPHANED}
+                 WHERE destination = ?1 AND state = 'pending' AND due_at <= ?2"
+            ))?
+            .execute(params![d, due_before.millis(), now.millis()])? as u64;
+    }
+    Ok(orphaned)
 }
 
 pub(super) fn decide(
