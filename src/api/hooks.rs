@@ -55,6 +55,9 @@ hook_route!(hook_agentai, "/agentai/api/v1/hooks/{botId}");
 hook_route!(hook_agentassist, "/agentassist/api/v1/hooks/{botId}");
 hook_route!(hook_api, "/api/v1/hooks/{botId}");
 
+/// Bodies larger than this are redacted on a blocking thread.
+const BLOCKING_REDACTION_BYTES: usize = 16 * 1024;
+
 pub async fn hook(
     State(state): State<Arc<AppState>>,
     Caller { bot_id, verified }: Caller,
@@ -66,7 +69,20 @@ pub async fn hook(
     let mut value = crate::domain::strict_json::parse(&bytes)?;
     let live = state.live();
     // Redacted before it is parsed: the original text is in no event, state or payload.
+    // A large body's redaction (up to ~0.3 s of CPU for a 1 MiB body of numbers) runs off
+    // the async workers, so it never holds up other requests.
     let redacted = match live.bots.get(&bot_id) {
+        Some(b) if !b.redact.is_empty() && bytes.len() > BLOCKING_REDACTION_BYTES => {
+            let redact = b.redact.clone();
+            let (redacted_value, counts) = tokio::task::spawn_blocking(move || {
+                let counts = redact.body(&mut value);
+                (value, counts)
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("redaction failed: {e}")))?;
+            value = redacted_value;
+            counts
+        }
         Some(b) => b.redact.body(&mut value),
         None => Vec::new(),
     };
