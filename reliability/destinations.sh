@@ -6,11 +6,14 @@
 # due jobs behind a receiver that never answers (its breaker off, the worst case), or while
 # eight webhooks never answer.
 # Usage: reliability/destinations.sh    (a few minutes after the release build)
-# Knobs: RATE=100 DURATION=5s PORT=8099 BACKLOG=86000
+# Knobs: RATE=100 DURATION=20s PORT=8099 BACKLOG=86000 STORE=sqlite|postgres
+#        (postgres: DATABASE_URL, default postgres://postgres@127.0.0.1:5432/test, a schema per case)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${RATE:-100}
-DURATION=${DURATION:-5s}
+DURATION=${DURATION:-20s}
+STORE=${STORE:-sqlite}
+DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 PORT=${PORT:-8099}
 RECEIVER_PORT=$((PORT + 1))
 SLOW_PORT=$((PORT + 2))
@@ -68,8 +71,11 @@ webhook() {
 }
 run() { # run LABEL NEIGHBOUR(no|slow|big|backlog|stalled8) PER_DESTINATION
   rm -f "$WORK"/wrapup.db*
+  local schema="wrapup_dest_$$_${1//[^a-z0-9]/_}"
+  local store_url="sqlite://$WORK/wrapup.db"
+  [ "$STORE" = postgres ] && store_url="$DATABASE_URL\"\nschema = \"$schema"
   {
-    sed -e "s#sqlite://wrapup.db#sqlite://$WORK/wrapup.db#" -e "s#^listen = .*#listen = \"127.0.0.1:$PORT\"#" \
+    sed -e "s#^url = \"sqlite://wrapup.db\"#url = \"$store_url\"#" -e "s#^listen = .*#listen = \"127.0.0.1:$PORT\"#" \
         -e '/^inactivity_timeout/d' examples/wrapup.toml
     webhook fast "http://127.0.0.1:$RECEIVER_PORT/fast"
     [ "$2" = slow ] && webhook slow "http://127.0.0.1:$SLOW_PORT/slow"
@@ -86,6 +92,15 @@ run() { # run LABEL NEIGHBOUR(no|slow|big|backlog|stalled8) PER_DESTINATION
     # BACKLOG jobs of the stalled webhook, due now: what a stalled receiver builds in
     # ten minutes at 150 ends per second.
     target/release/wrapup migrate --config "$WORK/wrapup.toml" > /dev/null
+    if [ "$STORE" = postgres ]; then
+      psql -q "$DATABASE_URL" -c "SET search_path = $schema;
+        INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, attempts, max_attempts, budget, due_at,
+                          created_at, updated_at, payload, destination, action_name)
+        SELECT md5(i::text), '$BOT', 'backlog-' || i, 'stalled', 'webhook', 'pending', 0, 8, 8,
+               (extract(epoch from now()) * 1000)::bigint - 60000, (extract(epoch from now()) * 1000)::bigint - 60000,
+               (extract(epoch from now()) * 1000)::bigint - 60000, '{}', 'webhook:stalled@$BOT', 'stalled'
+        FROM generate_series(1, $BACKLOG) i; ANALYZE jobs;"
+    else
     python3 - "$WORK/wrapup.db" "$BACKLOG" "$BOT" <<'PY'
 import sqlite3, sys, time, uuid
 db, n, bot = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -99,6 +114,7 @@ c.executemany(
 c.commit()
 print(c.execute("SELECT count(*) FROM jobs WHERE state = 'pending'").fetchone()[0], file=sys.stderr)
 PY
+    fi
   fi
   WRAPUP_LOG=warn target/release/wrapup serve --config "$WORK/wrapup.toml" > "$WORK/server.log" 2>&1 &
   local server=$!
@@ -107,6 +123,8 @@ PY
     --duration "$DURATION" --warmup 0s --quiet --receiver "127.0.0.1:$RECEIVER_PORT" --label "$1"
   awk '$1 == "VmHWM:" {print $2}' "/proc/$server/status" > "$WORK/peak-$1"
   kill -INT "$server"; wait "$server" || true
+  [ "$STORE" = postgres ] && psql -q "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" > /dev/null 2>&1
+  true
 }
 BASE=$(run baseline no 8)
 BULK=$(run slow-neighbour-bulkheads slow 8)
