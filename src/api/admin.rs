@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::auth::Admin;
 use super::error::ApiError;
+use crate::domain::Timestamp;
 use crate::store::{Decision, JobFilter, JobState, JobView, RetryTarget};
 
 /// `GET /admin/v1/jobs`'s query.
@@ -264,39 +265,8 @@ pub async fn repoint_job(
         .job(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-    // A job carries what its kind needs: a summary job a trigger, a delivery a record or
-    // a summary. So a summary job goes only to the bot's summary (`"summary"`: a provider
-    // that replaced the one it was made for), any other only to an `on_end` action.
-    let live = state.live();
-    let bot = live.plans.get(&job.bot_id);
-    let action = if job.kind == "summary" {
-        bot.and_then(|b| b.summary.as_ref())
-            .filter(|_| to.action == "summary")
-            .map(|s| crate::store::ActionRef {
-                name: "summary".into(),
-                ..s.clone()
-            })
-    } else {
-        bot.and_then(|b| {
-            b.on_end
-                .iter()
-                .find(|a| a.name == to.action && a.kind != "summary")
-                .cloned()
-        })
-    };
-    let action = action.ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "action: bot {} has no action named \"{}\" that can take a {} job{}",
-            job.bot_id,
-            to.action,
-            job.kind,
-            if job.kind == "summary" {
-                " (a summary job goes to \"summary\", the bot's [bots.summary])"
-            } else {
-                ""
-            }
-        ))
-    })?;
+    let action = repoint_target(&state.live(), &job.bot_id, &job.kind, &to.action)
+        .map_err(ApiError::BadRequest)?;
     let applied = state.store.decide(&id, Decision::Repoint(action)).await?;
     let answer = settle(
         &state,
@@ -308,6 +278,164 @@ pub async fn repoint_job(
     state.wake.notify_one();
     state.forget_stats();
     Ok(answer)
+}
+
+/// The action a job of `kind` may be re-pointed to, or why not. A job carries what its kind
+/// needs: a summary job a trigger, a delivery a record or a summary. So a summary job goes
+/// only to the bot's summary (`"summary"`: a provider that replaced the one it was made
+/// for), any other only to an `on_end` action.
+pub(crate) fn repoint_target(
+    live: &crate::live::Live,
+    bot_id: &str,
+    kind: &str,
+    to: &str,
+) -> Result<crate::store::ActionRef, String> {
+    let bot = live.plans.get(bot_id);
+    let action = if kind == "summary" {
+        bot.and_then(|b| b.summary.as_ref())
+            .filter(|_| to == "summary")
+            .map(|s| crate::store::ActionRef {
+                name: "summary".into(),
+                ..s.clone()
+            })
+    } else {
+        bot.and_then(|b| {
+            b.on_end
+                .iter()
+                .find(|a| a.name == to && a.kind != "summary")
+                .cloned()
+        })
+    };
+    action.ok_or_else(|| {
+        format!(
+            "action: bot {bot_id} has no action named \"{to}\" that can take a {kind} job{}",
+            if kind == "summary" {
+                " (a summary job goes to \"summary\", the bot's [bots.summary])"
+            } else {
+                ""
+            }
+        )
+    })
+}
+
+/// `POST /admin/v1/jobs/repoint`'s body: the jobs of one action of a bot (configured or
+/// not any more), in one state, and the action to point them at.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRepoint {
+    pub bot: String,
+    /// The action the jobs belong to (`GET /admin/v1/jobs?action=` lists them).
+    pub from: String,
+    /// The action to run them with, as configured now.
+    pub to: String,
+    /// `orphaned` (the default), `dead` or `pending`.
+    pub state: Option<String>,
+    /// Only jobs created at or after this instant (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>)]
+    pub since: Option<time::OffsetDateTime>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkRepointed {
+    /// How many jobs now point at `to`, due now.
+    pub repointed: u64,
+    /// Matching jobs that were not re-pointed, and why.
+    pub not_repointed: Vec<super::insight::NotRetried>,
+    /// At most 1,000 jobs are taken per call: `true` when there may be more (call again).
+    pub more: bool,
+}
+
+/// The most jobs one bulk re-point takes (it answers `more` when there may be others).
+const REPOINT_BATCH: usize = 1000;
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/jobs/repoint",
+    tag = "admin",
+    request_body = BulkRepoint,
+    responses(
+        (status = 200, description = "What was re-pointed, what was not and why", body = BulkRepointed),
+        (status = 400, description = "An unknown bot, state or target action", body = super::openapi::ErrorBody),
+        (status = 401, description = "No admin token", body = super::openapi::ErrorBody),
+        (status = 404, description = "Admin API off", body = super::openapi::ErrorBody),
+    ),
+    security(("admin" = []))
+)]
+pub async fn repoint_jobs(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    body: Result<Json<BulkRepoint>, JsonRejection>,
+) -> Result<Json<BulkRepointed>, ApiError> {
+    let Json(req) = body?;
+    let live = state.live();
+    if !live.plans.contains_key(&req.bot) {
+        return Err(ApiError::BadRequest(format!(
+            "bot: {} is not configured",
+            req.bot
+        )));
+    }
+    let job_state = match req.state.as_deref().unwrap_or("orphaned") {
+        s @ ("orphaned" | "dead" | "pending") => JobState::parse(s),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "state: {other:?} is not orphaned, dead or pending"
+            )));
+        }
+    };
+    let jobs = state
+        .store
+        .list_jobs(crate::store::JobFilter {
+            state: job_state,
+            bot_id: Some(req.bot.clone()),
+            action: Some(req.from.clone()),
+            since: req.since.map(Timestamp::from_offset),
+            limit: REPOINT_BATCH,
+            ..Default::default()
+        })
+        .await?;
+    let mut out = BulkRepointed {
+        repointed: 0,
+        not_repointed: Vec::new(),
+        more: jobs.len() == REPOINT_BATCH,
+    };
+    for job in jobs {
+        let target = match repoint_target(&live, &job.bot_id, &job.kind, &req.to) {
+            Ok(t) => t,
+            Err(reason) => {
+                out.not_repointed
+                    .push(super::insight::NotRetried { id: job.id, reason });
+                continue;
+            }
+        };
+        match state
+            .store
+            .decide(&job.id, Decision::Repoint(target))
+            .await?
+        {
+            Some(true) => out.repointed += 1,
+            Some(false) => out.not_repointed.push(super::insight::NotRetried {
+                reason: format!("job {} is no longer {}", job.id, job.state.as_str()),
+                id: job.id,
+            }),
+            None => out.not_repointed.push(super::insight::NotRetried {
+                reason: format!("job {} is gone", job.id),
+                id: job.id,
+            }),
+        }
+    }
+    state.wake.notify_one();
+    state.forget_stats();
+    tracing::info!(
+        repointed = out.repointed,
+        not_repointed = out.not_repointed.len(),
+        bot = req.bot,
+        from = req.from,
+        to = req.to,
+        "an operator re-pointed jobs"
+    );
+    Ok(Json(out))
 }
 
 /// The answer to an operator's decision: the job as it is now, 404 or 409.

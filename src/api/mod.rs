@@ -85,6 +85,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(admin::retry_bot))
         .routes(routes!(admin::discard_job))
         .routes(routes!(admin::repoint_job))
+        .routes(routes!(admin::repoint_jobs))
         .routes(routes!(insight::find_conversation))
         .routes(routes!(insight::bulk_retry))
         .routes(routes!(insight::bulk_discard))

@@ -291,13 +291,24 @@ pub enum JobsWhat {
         #[arg(required = true, num_args = 1..=1000)]
         ids: Vec<String>,
     },
-    /// Point a dead, orphaned or pending job at one of its bot's actions (by name), due now.
+    /// Point a dead, orphaned or pending job at one of its bot's actions (by name), due now;
+    /// or, with --bot and --from, every job of an action in one state (orphaned by default).
     Repoint {
         /// The job's id (job_...).
-        id: String,
+        #[arg(required_unless_present = "from", conflicts_with_all = ["from", "bot", "state"])]
+        id: Option<String>,
         /// The name of the action to run it with.
         #[arg(long)]
         action: String,
+        /// With --from: the bot whose jobs to re-point.
+        #[arg(long, requires = "from")]
+        bot: Option<String>,
+        /// Every job of this action (a removed or renamed one, say) instead of one job.
+        #[arg(long, requires = "bot")]
+        from: Option<String>,
+        /// With --from: orphaned (default), dead or pending.
+        #[arg(long, requires = "from")]
+        state: Option<String>,
     },
 }
 

@@ -235,11 +235,35 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("{body}");
                     Ok(exit(ok))
                 }
-                JobsWhat::Repoint { id, action } => {
-                    let url = format!("{base}/jobs/{id}/repoint");
-                    let (ok, body) = admin_json(&url, &token, &json!({ "action": action }))?;
+                JobsWhat::Repoint {
+                    id,
+                    action,
+                    bot,
+                    from,
+                    state,
+                } => {
+                    let (ok, body) = match (id, bot, from) {
+                        (Some(id), _, _) => {
+                            let url = format!("{base}/jobs/{id}/repoint");
+                            admin_json(&url, &token, &json!({ "action": action }))?
+                        }
+                        (None, Some(bot), Some(from)) => {
+                            let url = format!("{base}/jobs/repoint");
+                            let req =
+                                json!({ "bot": bot, "from": from, "to": action, "state": state });
+                            admin_json(&url, &token, &req)?
+                        }
+                        _ => bail!("give a job id, or --bot and --from"),
+                    };
                     println!("{body}");
-                    Ok(exit(ok))
+                    // Matching nothing is no error (said on standard error); matching jobs
+                    // and re-pointing none of them is.
+                    let repointed = body["repointed"].as_u64();
+                    let refused = body["notRepointed"].as_array().map_or(0, Vec::len);
+                    if repointed == Some(0) && refused == 0 {
+                        eprintln!("no job matched: nothing was re-pointed");
+                    }
+                    Ok(exit(ok && !(repointed == Some(0) && refused > 0)))
                 }
             }
         }

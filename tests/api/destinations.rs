@@ -659,3 +659,89 @@ async fn an_answer_cut_off_mid_way_is_recorded_as_such() {
         "{job}"
     );
 }
+
+/// An action removed (or renamed without `previous_names`): its jobs are orphaned, and an
+/// operator re-points them all to another action in one call — by the admin API and by
+/// the CLI, which says what was done and exits 0, or says on standard error that nothing
+/// matched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actions_orphaned_jobs_are_re_pointed_in_bulk() {
+    let (old, new) = (Receiver::start().await, Receiver::start().await);
+    old.always(Some(500));
+    let hook = |name: &str, url: &str| {
+        format!(
+            "[[bots.on_end]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretry = {{ max_attempts = 5, initial_delay = \"1h\", max_delay = \"1h\" }}\n"
+        )
+    };
+    let orphan_fast = "[workers]\norphan_after = \"1s\"\n";
+    let mut app = TestApp::spawn_with_actions(&hook("hubspot", &old.url)).await;
+    let ids: Vec<String> = (0..4).map(|_| unique("bulk")).collect();
+    for c in &ids {
+        assert_eq!(app.end(c).await.0, 200);
+    }
+    all_waiting(&app, &ids, 1).await;
+    // hubspot is replaced by crm: its waiting jobs are orphaned.
+    app.reconfigure(&format!("{}{orphan_fast}", hook("crm", &new.url)))
+        .await;
+    app.advance(Duration::from_secs(2 * 3600));
+    for c in &ids {
+        eventually("orphaned", || async {
+            app.jobs_of(c)
+                .await
+                .iter()
+                .all(|j| j["state"] == "orphaned")
+                .then_some(())
+        })
+        .await;
+    }
+    // One through the API…
+    let resp = app
+        .client
+        .post(format!("{}/admin/v1/jobs/repoint", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"bot": BOT, "from": "hubspot", "to": "nowhere"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = into_json(resp).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["repointed"], 0);
+    assert_eq!(
+        body["notRepointed"].as_array().map(Vec::len),
+        Some(4),
+        "{body}"
+    );
+    // …the rest through the CLI.
+    let cli = |from: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wrapup"))
+            .args([
+                "jobs",
+                "repoint",
+                "--url",
+                &app.base,
+                "--admin-token",
+                ADMIN_TOKEN,
+                "--bot",
+                BOT,
+                "--from",
+                from,
+                "--action",
+                "crm",
+            ])
+            .output()
+            .expect("wrapup runs")
+    };
+    let out = cli("hubspot");
+    assert!(out.status.success(), "{out:?}");
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["repointed"], 4, "{said}");
+    for c in &ids {
+        let jobs = app.settled_jobs(c, 1).await;
+        assert_eq!(jobs[0]["state"], "succeeded", "{jobs:?}");
+    }
+    assert_eq!(new.deliveries().len(), 4);
+    // Nothing left: exit 0, and standard error says so.
+    let out = cli("hubspot");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job matched"));
+}

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-const EXPECTED: [(&str, &str); 23] = [
+const EXPECTED: [(&str, &str); 24] = [
     ("post", "/agentai/api/v1/hooks/{botId}"),
     ("post", "/agentassist/api/v1/hooks/{botId}"),
     ("post", "/api/v1/hooks/{botId}"),
@@ -29,6 +29,7 @@ const EXPECTED: [(&str, &str); 23] = [
     ("post", "/admin/v1/jobs/{id}/repoint"),
     ("post", "/admin/v1/bots/{botId}/jobs/retry"),
     ("post", "/admin/v1/jobs/retry"),
+    ("post", "/admin/v1/jobs/repoint"),
     ("post", "/admin/v1/jobs/discard"),
     ("get", "/admin/v1/conversations"),
     ("get", "/admin/v1/destinations"),
