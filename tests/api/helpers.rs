@@ -522,3 +522,27 @@ pub async fn stream_messages(
     }
     messages
 }
+
+/// Every table of a PostgreSQL schema, each as the text of all its rows: what a scan for
+/// data that must not be stored reads.
+pub async fn pg_tables_as_text(pool: &sqlx::PgPool, schema: &str) -> Vec<(String, String)> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(tables.len() >= 5, "{tables:?}");
+    let mut out = Vec::new();
+    for table in tables {
+        let rows: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT string_agg(t::text, '') FROM {schema}.{table} t"
+        ))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        out.push((table, rows.unwrap_or_default()));
+    }
+    out
+}

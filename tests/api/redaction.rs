@@ -122,22 +122,8 @@ async fn on_postgres_no_row_holds_the_originals() {
     converse(&app, &c).await;
     check_record(&app, &c).await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
-    )
-    .bind(&schema)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert!(tables.len() >= 5, "{tables:?}");
-    for table in tables {
-        let rows: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT string_agg(t::text, '') FROM {schema}.{table} t"
-        ))
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_absent(rows.unwrap_or_default().as_bytes(), &table);
+    for (table, rows) in pg_tables_as_text(&pool, &schema).await {
+        assert_absent(rows.as_bytes(), &table);
     }
     app.stop().await;
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
