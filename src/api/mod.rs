@@ -177,6 +177,7 @@ async fn record_request(
         .unwrap_or_default()
         .to_owned();
     let method = req.method().clone();
+    let path = req.uri().path().to_owned();
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -199,6 +200,18 @@ async fn record_request(
     };
     if let Some(answer) = answer_panic(&mut response, &route, &request_id) {
         response = answer;
+    }
+    // Records and the admin API's answers hold callers' data and operators' views: no
+    // shared cache (a proxy, a browser's) may keep them.
+    if (path.starts_with("/api/v1/") || path.starts_with("/admin/v1/"))
+        && !response
+            .headers()
+            .contains_key(axum::http::header::CACHE_CONTROL)
+    {
+        response.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
     }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();

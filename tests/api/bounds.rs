@@ -98,6 +98,35 @@ async fn every_answer_says_nosniff() {
     }
 }
 
+/// Records and admin answers hold callers' data: no cache may keep them (issue 23, low).
+#[tokio::test]
+async fn records_and_admin_answers_say_no_store() {
+    let app = TestApp::spawn().await;
+    for (path, admin) in [
+        (format!("/api/v1/bots/{BOT}/conversations"), false),
+        ("/api/v1/bots/x/conversations".to_owned(), false),
+        ("/admin/v1/jobs".to_owned(), true),
+    ] {
+        let mut req = app
+            .client
+            .get(format!("{}{path}", app.base))
+            .header("auth", token());
+        if admin {
+            req = req.bearer_auth(ADMIN_TOKEN);
+        }
+        let resp = req.send().await.expect("request");
+        assert_eq!(
+            resp.headers().get("cache-control").map(|v| v.as_bytes()),
+            Some(&b"no-store"[..]),
+            "{path}: {}",
+            resp.status()
+        );
+    }
+    // The health check may be cached as before.
+    let resp = app.get("/healthz").await;
+    assert!(resp.headers().get("cache-control").is_none());
+}
+
 /// A stored event is served again three levels deeper inside an events page; bodies
 /// nesting deeper than 64 levels are refused, so every page stays readable by JSON
 /// readers that stop at 128.
