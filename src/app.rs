@@ -354,7 +354,7 @@ async fn serve(
                     hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                         // The client's address, for the console's per-address sign-in limit.
                         req.extensions_mut()
-                            .insert(axum::Extension(axum::extract::ConnectInfo(peer)));
+                            .insert(axum::extract::ConnectInfo(peer));
                         let elsewhere = admin_elsewhere && operator_path(req.uri().path());
                         let router = router.clone();
                         async move {
@@ -538,7 +538,7 @@ async fn serve_side(side: Side, listener: TcpListener, cancel: CancellationToken
         let (router, serves, refusal) = (side.router.clone(), side.serves, side.refusal);
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut()
-                .insert(axum::Extension(axum::extract::ConnectInfo(peer)));
+                .insert(axum::extract::ConnectInfo(peer));
             let router = router.clone();
             async move {
                 if serves(req.uri().path()) {

@@ -184,6 +184,8 @@ pub async fn login(
     let Some(expected) = &live.admin_token else {
         return ConsoleError::off().into_response();
     };
+    // The connection's peer (every listener sets it, `app`); never one key for everybody,
+    // or ten wrong tokens from anywhere would lock every operator out.
     let addr = connect.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.0.ip());
     if !state.console_logins.allow(addr) {
         tracing::warn!(%addr, "console sign-in attempts over the limit");

@@ -659,3 +659,43 @@ async fn without_an_admin_token_the_console_does_not_exist() {
         .unwrap();
     assert_eq!(resp.status(), 404);
 }
+
+/// Issue 23, item 5: the sign-in limit is per client address. Ten wrong tokens from one
+/// address get it 429; an operator at another address still signs in with the right one.
+#[tokio::test]
+async fn wrong_tokens_from_one_address_do_not_lock_out_another() {
+    let app = TestApp::spawn().await;
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    };
+    let post = |client: reqwest::Client, token: &'static str| {
+        let url = format!("{}/console/login", app.base);
+        async move {
+            client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let attacker = from([127, 0, 0, 2]);
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(
+            post(attacker.clone(), "wrong-token-0123456789")
+                .await
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // Another address: the right token signs in (a redirect to the console).
+    let operator = post(from([127, 0, 0, 1]), ADMIN_TOKEN).await;
+    assert!(operator.is_redirection(), "{operator}");
+}
