@@ -87,6 +87,23 @@ pub async fn hook(
         None => Vec::new(),
     };
     let mut request = parse_request(&value, &bot_id, &live.limits)?;
+    // An end is the last event of a request: another event after it in the same request
+    // would be refused as "after the end" although the end itself was never stored (and a
+    // platform does not retry a 409). Said as what it is, before anything is written.
+    if let Some(first_end) = request
+        .events
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::End(_)))
+        && let Some(after) = request.events[first_end..]
+            .iter()
+            .position(|e| !matches!(e.kind, EventKind::End(_)))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "events[{}]: {} follows the END_OF_CONVERSATION at events[{first_end}] in the same request; the end must be the last event; nothing of this request was stored",
+            first_end + after,
+            request.events[first_end + after].kind.name()
+        )));
+    }
     for (event, counts) in request.events.iter_mut().zip(redacted) {
         event.redactions = counts;
     }

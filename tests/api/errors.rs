@@ -57,6 +57,23 @@ async fn an_unknown_event_name_lists_the_supported_ones() {
     );
 }
 
+/// Issue 23, low: an end followed by another event in one request stored nothing but was
+/// answered 409 "ended at …". It is a 400 saying what it is; the same end alone then works.
+#[tokio::test]
+async fn an_event_after_the_end_in_the_same_request_is_a_400_that_says_so() {
+    let app = TestApp::spawn().await;
+    let c = unique("same");
+    let end = seed_with(&c)["events"][0].clone();
+    let (status, answer) = app.hook(&event_body(&c, json!([end, summary()]))).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        answer["message"],
+        "events[1]: TRIGGER_SUMMARY_EVENT follows the END_OF_CONVERSATION at events[0] in the same request; the end must be the last event; nothing of this request was stored"
+    );
+    assert_eq!(app.conversation(&c).await.0, 404);
+    assert_eq!(app.hook(&event_body(&c, json!([end]))).await.0, 200);
+}
+
 #[tokio::test]
 async fn an_event_after_the_end_gets_409_saying_when_it_ended() {
     let app = TestApp::spawn().await;

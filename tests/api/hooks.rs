@@ -154,7 +154,7 @@ async fn a_request_is_stored_whole_or_not_at_all() {
             json!([summary(), end, transfer("NA", "exit", "a1")]),
         ))
         .await;
-    assert_eq!(status, 409, "{body}");
+    assert_eq!(status, 400, "{body}");
     assert_eq!(
         app.conversation(&c).await.0,
         404,
