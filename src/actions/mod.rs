@@ -34,17 +34,7 @@ pub struct AttemptResult {
     pub next: Advice,
 }
 
-/// A destination's word on a failed attempt.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Advice {
-    /// Nothing: the action's retry schedule applies.
-    #[default]
-    Schedule,
-    /// Try again after this long (`Retry-After` on a 429 or 503), within `max_delay`.
-    After(std::time::Duration),
-    /// Do not try again (`410 Gone`): the job is dead at once.
-    Never,
-}
+pub use crate::domain::outbox::Advice;
 
 impl AttemptResult {
     pub fn failed(error: impl Into<String>) -> Self {

@@ -11,8 +11,8 @@ use tokio_util::task::TaskTracker;
 use super::{AttemptResult, Runner};
 use crate::clock::{Clock, SharedClock};
 use crate::config::WorkerSettings;
-use crate::domain::Timestamp;
 use crate::domain::outbox::breaker::{Breaker, May};
+use crate::domain::outbox::{Attempted, step_after};
 use crate::store::{AttemptOutcome, AttemptRecord, ClaimedJob, NextStep, Store};
 
 /// Each destination's circuit breaker (by its identity), shared with the admin API.
@@ -309,29 +309,19 @@ async fn attempt(
         )),
     };
     let elapsed = timer.elapsed();
-    let failed = !result.ok && result.next != super::Advice::Never;
-    let next = if result.ok {
-        NextStep::Succeeded
-    } else {
-        match action {
-            _ if result.next == super::Advice::Never => NextStep::Dead,
-            Some(a) if job.attempt < job.max_attempts => {
-                let delay = match result.next {
-                    // The receiver said when; the action's longest wait still bounds it.
-                    // (never sooner than the action's first delay: `Retry-After: 0` forever
-                    // would be a tight loop).
-                    super::Advice::After(wait) => {
-                        wait.clamp(a.retry.initial_delay, a.retry.max_delay)
-                    }
-                    _ => a.retry.delay(job.attempt, fastrand::f64()),
-                };
-                NextStep::RetryAt(Timestamp::from_millis(
-                    clock.now().millis() + delay.as_millis() as i64,
-                ))
-            }
-            _ => NextStep::Dead,
-        }
+    let attempted = Attempted {
+        ok: result.ok,
+        advice: result.next,
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
     };
+    let failed = attempted.destination_failed();
+    let next = step_after(
+        attempted,
+        action.map(|a| &a.retry),
+        clock.now(),
+        fastrand::f64(),
+    );
     let outcome = if result.ok {
         AttemptOutcome::Succeeded
     } else {

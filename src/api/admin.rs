@@ -13,6 +13,7 @@ use super::AppState;
 use super::auth::Admin;
 use super::error::ApiError;
 use crate::domain::Timestamp;
+use crate::domain::outbox::Operation;
 use crate::store::{Decision, JobFilter, JobState, JobView, RetryTarget};
 
 /// `GET /admin/v1/jobs`'s query.
@@ -166,8 +167,9 @@ pub(crate) async fn retry_one(state: &AppState, id: String) -> Result<u64, ApiEr
                 "job {id} is orphaned: the destination it was scheduled for is not in the configuration; re-point it (POST /admin/v1/jobs/{id}/repoint) or discard it (POST /admin/v1/jobs/{id}/discard)"
             ))),
             Some(job) => Err(ApiError::Conflict(format!(
-                "job {id} is {}; only dead and pending jobs can be retried",
-                job.state.as_str()
+                "job {id} is {}; {}",
+                job.state.as_str(),
+                Operation::Retry.refusal()
             ))),
         };
     }
@@ -221,13 +223,7 @@ pub async fn discard_job(
 ) -> Result<Json<JobView>, ApiError> {
     let Path(id) = path?;
     let applied = state.store.decide(&id, Decision::Discard).await?;
-    settle(
-        &state,
-        &id,
-        applied,
-        "only dead or orphaned jobs can be discarded",
-    )
-    .await
+    settle(&state, &id, applied, &Operation::Discard.refusal()).await
 }
 
 /// `POST …/repoint`'s body.
@@ -268,13 +264,7 @@ pub async fn repoint_job(
     let action = repoint_target(&state.live(), &job.bot_id, &job.kind, &to.action)
         .map_err(ApiError::BadRequest)?;
     let applied = state.store.decide(&id, Decision::Repoint(action)).await?;
-    let answer = settle(
-        &state,
-        &id,
-        applied,
-        "only dead, orphaned or pending jobs can be re-pointed",
-    )
-    .await?;
+    let answer = settle(&state, &id, applied, &Operation::Repoint.refusal()).await?;
     state.wake.notify_one();
     state.forget_stats();
     Ok(answer)

@@ -16,6 +16,7 @@ use super::admin::{known_of, retry_one};
 use super::auth::Admin;
 use super::error::ApiError;
 use crate::domain::Timestamp;
+use crate::domain::outbox::Operation;
 use crate::store::{Decision, JobState, RecentAttempt, RetryTarget};
 use crate::traffic::BUCKET_MS;
 
@@ -292,8 +293,9 @@ pub(crate) async fn discard_many(
             None => format!("no job {id}"),
             Some(false) => match state.store.job(&id).await? {
                 Some(job) => format!(
-                    "job {id} is {}; only dead or orphaned jobs can be discarded",
-                    job.state.as_str()
+                    "job {id} is {}; {}",
+                    job.state.as_str(),
+                    Operation::Discard.refusal()
                 ),
                 None => format!("no job {id}"),
             },

@@ -17,6 +17,14 @@ impl Timestamp {
         self.0
     }
 
+    /// This instant plus `d`, to the millisecond (saturating).
+    pub fn plus(self, d: std::time::Duration) -> Self {
+        Self(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+
     /// The instant, to the millisecond.
     pub fn from_offset(t: OffsetDateTime) -> Self {
         Self((t.unix_timestamp_nanos() / 1_000_000) as i64)

@@ -18,51 +18,7 @@ pub struct Ingest {
     pub bot: Bot,
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    /// Waiting for its due time.
-    Pending,
-    /// Claimed by a worker whose lease has not expired.
-    Running,
-    Succeeded,
-    /// Failed its last attempt; an operator may retry it.
-    Dead,
-    /// Its destination is not in the configuration (removed, or its kind or target
-    /// changed); it waits for an operator to re-point or discard it, and never runs
-    /// against another destination.
-    Orphaned,
-    /// Given up by an operator (a dead or orphaned job).
-    Discarded,
-}
-
-impl JobState {
-    pub const ALL: [JobState; 6] = [
-        JobState::Pending,
-        JobState::Running,
-        JobState::Succeeded,
-        JobState::Dead,
-        JobState::Orphaned,
-        JobState::Discarded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Pending => "pending",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Dead => "dead",
-            JobState::Orphaned => "orphaned",
-            JobState::Discarded => "discarded",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-}
+pub use crate::domain::outbox::{JobState, NextStep};
 
 /// A job a worker has claimed: it holds the lease until `lease_until`.
 #[derive(Debug, Clone)]
@@ -121,14 +77,6 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     /// The receiver's answer, truncated.
     pub response: Option<String>,
-}
-
-/// What happens to a job after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NextStep {
-    Succeeded,
-    RetryAt(Timestamp),
-    Dead,
 }
 
 /// A job as the admin API shows it.

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::domain::Timestamp;
+use crate::domain::outbox::Operation;
 
 /// Keeps items while the bytes before each stay under `max_bytes`: the item that reaches
 /// the budget is the page's last, and a page holds at least one.
@@ -145,15 +146,6 @@ impl Purge {
     }
 }
 
-/// Where a job goes after an attempt: its new state, and when it is next due.
-pub(crate) fn after_attempt(next: NextStep, now: Timestamp) -> (JobState, Timestamp) {
-    match next {
-        NextStep::Succeeded => (JobState::Succeeded, now),
-        NextStep::RetryAt(at) => (JobState::Pending, at),
-        NextStep::Dead => (JobState::Dead, now),
-    }
-}
-
 /// The state a plan writes; never an empty text (a state that failed to serialize would
 /// make the conversation unreadable for good).
 pub(crate) fn plan_state<'p>(
@@ -177,45 +169,6 @@ pub(crate) fn parse_state(json: &str) -> Result<Conversation, StoreError> {
 /// it) lands at the right edge of its index instead of a random leaf page.
 pub(crate) fn new_job_id() -> String {
     format!("job_{}", uuid::Uuid::now_v7().simple())
-}
-
-pub(crate) const LOST_ATTEMPT: &str =
-    "the worker stopped before recording this attempt; its lease expired";
-
-/// How many lost attempts in a row a job may have. A lost attempt (a crash, a deploy, a
-/// graceful stop that outlasted its grace) does not count against the job's budget, so
-/// without a bound a job that itself stops its worker, or whose attempt the store cannot
-/// record, would run at every lease, for ever. A recorded attempt or an operator's retry
-/// starts the count again.
-pub(crate) const MAX_LOST_ATTEMPTS: i64 = 10;
-
-pub(crate) const TOO_MANY_LOST: &str = "the worker stopped before recording 10 of this job's attempts in a row \
-    (a crash during its attempt each time: the job itself, or the jobs it ran beside); see the server's log, then retry or discard it";
-
-/// What becomes of a job whose lease expired, by its lost attempts in a row (this one
-/// included).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum AfterLost {
-    /// The first: run again now (a crash or a deploy; the job is likely innocent).
-    Now,
-    /// Again: wait a random time, up to the lease doubled per further loss (at most an
-    /// hour), so jobs lost together because one of them crashes the instance run apart
-    /// from then on and only the culprit keeps being lost.
-    Later(std::time::Duration),
-    /// The tenth in a row: dead, with [`TOO_MANY_LOST`].
-    Dead,
-}
-
-pub(crate) fn after_lost(lost_in_row: i64, lease: std::time::Duration) -> AfterLost {
-    const CAP: std::time::Duration = std::time::Duration::from_secs(3600);
-    match lost_in_row {
-        n if n >= MAX_LOST_ATTEMPTS => AfterLost::Dead,
-        ..=1 => AfterLost::Now,
-        n => {
-            let spread = lease.saturating_mul(1 << (n - 2).min(20)).min(CAP);
-            AfterLost::Later(spread.mul_f64(fastrand::f64()))
-        }
-    }
 }
 
 /// The reason an orphaned job carries, as an SQL expression over its row (both stores).
@@ -257,25 +210,91 @@ pub(crate) fn backfill_progress(done: u64, batch: usize) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{AfterLost, after_lost};
-    use std::time::Duration;
+/// An action's name and the `[since, until)` of its jobs' creation, in milliseconds.
+pub(crate) type ActionWindow<'a> = (&'a str, i64, i64);
 
-    #[test]
-    fn a_lost_job_runs_now_then_later_and_further_apart_then_is_dead() {
-        let lease = Duration::from_secs(15);
-        assert_eq!(after_lost(1, lease), AfterLost::Now);
-        for n in 2..10 {
-            for _ in 0..200 {
-                let AfterLost::Later(d) = after_lost(n, lease) else {
-                    panic!("{n}: later")
-                };
-                let spread = (lease * (1 << (n - 2))).min(Duration::from_secs(3600));
-                assert!(d <= spread, "{n}: {d:?} over {spread:?}");
+impl RetryTarget {
+    /// One job's retry, or a filter's (which takes only dead jobs).
+    pub(crate) fn operation(&self) -> Operation {
+        match self {
+            RetryTarget::Job(_) => Operation::Retry,
+            RetryTarget::DeadOfBot { .. } | RetryTarget::DeadOfAction { .. } => {
+                Operation::RetryMany
             }
         }
-        assert_eq!(after_lost(10, lease), AfterLost::Dead);
-        assert_eq!(after_lost(11, lease), AfterLost::Dead);
     }
+
+    /// What [`RetryTarget::sql`] binds: `$2`, `$3` (when the filter reads it) and
+    /// `$4`..`$6` (when it has an action).
+    pub(crate) fn binds(&self) -> (&str, Option<&Known>, Option<ActionWindow<'_>>) {
+        match self {
+            RetryTarget::Job(id) => (id, None, None),
+            RetryTarget::DeadOfBot { bot, known } => (bot, Some(known), None),
+            RetryTarget::DeadOfAction {
+                bot,
+                action,
+                since,
+                until,
+                known,
+            } => (
+                bot,
+                Some(known),
+                Some((
+                    action,
+                    since.millis(),
+                    until.map_or(i64::MAX, |u| u.millis()),
+                )),
+            ),
+        }
+    }
+
+    /// The retry as one statement, from the states the domain allows: a dead job gets a
+    /// fresh budget, a pending one keeps what it has left. `$1` is now, `$2` the job id or
+    /// the bot, `$3` the known destinations (read by the store's `in_known`, e.g.
+    /// `destination = ANY($3)`), `$4`..`$6` the action and its created-at window.
+    pub(crate) fn sql(&self, in_known: &str) -> String {
+        let filter = match self {
+            RetryTarget::Job(_) => "id = $2".to_owned(),
+            RetryTarget::DeadOfBot { .. } => format!("bot_id = $2 AND {in_known}"),
+            RetryTarget::DeadOfAction { .. } => format!(
+                "bot_id = $2 AND {in_known} AND action_name = $4 AND created_at >= $5 AND created_at < $6"
+            ),
+        };
+        format!(
+            "UPDATE jobs SET due_at = $1, updated_at = $1,
+                 max_attempts = CASE WHEN state = 'dead' THEN attempts + budget ELSE max_attempts END,
+                 state = 'pending', lost_in_row = 0, lease_until = NULL, lease_token = NULL
+             WHERE state IN ({}) AND {filter}",
+            self.operation().sql_states()
+        )
+    }
+}
+
+impl Decision {
+    /// The decision as one statement on job `$1` (`$2` is now; a re-point binds the
+    /// action's name, kind, destination and attempts as `$3`..`$6`), from the states the
+    /// domain allows. The same text on both stores (SQLite's through [`sqlite`]).
+    pub(crate) fn sql(&self) -> String {
+        match self {
+            Decision::Discard => format!(
+                "UPDATE jobs SET state = 'discarded', updated_at = $2
+                 WHERE id = $1 AND state IN ({})",
+                Operation::Discard.sql_states()
+            ),
+            Decision::Repoint(_) => format!(
+                "UPDATE jobs SET action = $3 || ' (re-pointed from ' || action || ')', repointed_from = action_name,
+                     action_name = $3, kind = $4, destination = $5, budget = $6,
+                     max_attempts = attempts + $6, state = 'pending', due_at = $2, updated_at = $2, lost_in_row = 0,
+                     lease_until = NULL, lease_token = NULL
+                 WHERE id = $1 AND state IN ({})",
+                Operation::Repoint.sql_states()
+            ),
+        }
+    }
+}
+
+/// A statement written with PostgreSQL's `$n` parameters, for SQLite (`?n`). Only for
+/// statements whose text holds no `$` of its own.
+pub(crate) fn sqlite(sql: &str) -> String {
+    sql.replace('$', "?")
 }

@@ -1407,3 +1407,199 @@ pub async fn a_job_whose_attempts_are_lost_ten_times_in_a_row_is_dead(
         JobState::Succeeded
     );
 }
+
+/// `find_conversation` finds an id among the bots it is given (newest first) and no
+/// other bot's; `count_active` counts active conversations across bots and drops an ended
+/// one; `schema_version` is the newest this build knows.
+pub async fn a_conversation_is_found_among_its_bots_and_active_ones_counted(
+    store: &S,
+    clock: &ManualClock,
+) {
+    let before = store.count_active().await.unwrap();
+    for bot in ["st-find-a", "st-find-b", "st-find-c"] {
+        let mut i = ingest("shared-id", message("shared-id", "hello"), actions(&[]));
+        i.bot_id = bot.into();
+        store.ingest(i).await.unwrap();
+        clock.advance(Duration::from_secs(1));
+    }
+    assert_eq!(store.count_active().await.unwrap(), before + 3);
+
+    let found = store
+        .find_conversation(
+            vec!["st-find-a".into(), "st-find-c".into(), "st-nobody".into()],
+            "shared-id",
+        )
+        .await
+        .unwrap();
+    let bots: Vec<&str> = found.iter().map(|f| f.bot_id.as_str()).collect();
+    assert_eq!(
+        bots,
+        ["st-find-c", "st-find-a"],
+        "newest first, only the bots asked"
+    );
+    assert!(found.iter().all(|f| f.status == Status::Active));
+    assert!(found[0].sort_at >= found[1].sort_at);
+    assert!(
+        store
+            .find_conversation(vec!["st-find-a".into()], "no-such-id")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut end_b = ingest(
+        "shared-id",
+        events("shared-id", json!([end()])),
+        actions(&[]),
+    );
+    end_b.bot_id = "st-find-b".into();
+    store.ingest(end_b).await.unwrap();
+    assert_eq!(store.count_active().await.unwrap(), before + 2);
+    let found = store
+        .find_conversation(vec!["st-find-b".into()], "shared-id")
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].status, Status::Ended);
+
+    let v = store.schema_version().await.unwrap();
+    assert!(v.known > 0);
+    assert_eq!(v.current, v.known, "a new database is at the newest schema");
+}
+
+/// Traffic buckets from several instances add up; a purge removes only older buckets.
+pub async fn traffic_buckets_add_up_across_instances_and_old_ones_are_purged(
+    store: &S,
+    _clock: &ManualClock,
+) {
+    use wrapup::store::TrafficBucket;
+    let bucket = |at_ms, events, ends, duplicate_ends| TrafficBucket {
+        at_ms,
+        events,
+        ends,
+        duplicate_ends,
+    };
+    // Two instances count the same bucket; one also counts the next.
+    store
+        .add_traffic(vec![bucket(1_000_000, 5, 2, 1), bucket(1_010_000, 1, 0, 0)])
+        .await
+        .unwrap();
+    store
+        .add_traffic(vec![bucket(1_000_000, 3, 1, 0)])
+        .await
+        .unwrap();
+    store
+        .add_traffic(vec![bucket(900_000, 9, 9, 9)])
+        .await
+        .unwrap();
+    let since = Timestamp::from_millis(1_000_000);
+    assert_eq!(
+        store.traffic(since).await.unwrap(),
+        vec![bucket(1_000_000, 8, 3, 1), bucket(1_010_000, 1, 0, 0)],
+        "summed, oldest first, none before `since`"
+    );
+    assert_eq!(store.purge_traffic(since).await.unwrap(), 1);
+    assert_eq!(store.purge_traffic(since).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .traffic(Timestamp::from_millis(0))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+/// The destinations view's rows: jobs counted per bot, action and state, attempts since
+/// an instant newest first (bounded), failures with their error.
+pub async fn destination_rows_count_jobs_and_list_recent_attempts(store: &S, clock: &ManualClock) {
+    let since = clock.now();
+    for c in ["dr-1", "dr-2", "dr-3"] {
+        store
+            .ingest(ingest(
+                c,
+                events(c, json!([end()])),
+                actions(&["hook", "crm"]),
+            ))
+            .await
+            .unwrap();
+    }
+    let lease = Duration::from_secs(30);
+    let claimed = store.claim_jobs(4, lease, known()).await.unwrap();
+    assert_eq!(claimed.len(), 4);
+    for (i, job) in claimed.iter().enumerate() {
+        let ok = i % 2 == 0;
+        let next = if ok {
+            NextStep::Succeeded
+        } else {
+            NextStep::Dead
+        };
+        assert!(
+            store
+                .finish_attempt(job, attempt(1, ok), next)
+                .await
+                .unwrap()
+        );
+    }
+    let rows = store.destination_rows(since, 100).await.unwrap();
+    let count = |action: &str, state: JobState| {
+        rows.counts
+            .iter()
+            .filter(|(b, a, s, _)| b == BOT && a == action && *s == state)
+            .map(|(.., n)| *n)
+            .sum::<u64>()
+    };
+    let total: u64 = ["hook", "crm"]
+        .iter()
+        .flat_map(|a| JobState::ALL.map(|s| count(a, s)))
+        .sum();
+    assert_eq!(total, 6, "{:?}", rows.counts);
+    assert_eq!(
+        ["hook", "crm"]
+            .iter()
+            .map(|a| count(a, JobState::Succeeded))
+            .sum::<u64>(),
+        2
+    );
+    assert_eq!(
+        ["hook", "crm"]
+            .iter()
+            .map(|a| count(a, JobState::Pending))
+            .sum::<u64>(),
+        2
+    );
+    assert_eq!(rows.attempts.len(), 4);
+    assert_eq!(rows.attempts.iter().filter(|a| a.succeeded).count(), 2);
+    assert!(
+        rows.attempts
+            .windows(2)
+            .all(|w| w[0].started_at >= w[1].started_at),
+        "newest first"
+    );
+    assert_eq!(rows.failures.len(), 2);
+    assert!(
+        rows.failures
+            .iter()
+            .all(|f| f.error.as_deref() == Some("500"))
+    );
+    // The bound holds.
+    assert_eq!(
+        store
+            .destination_rows(since, 1)
+            .await
+            .unwrap()
+            .attempts
+            .len(),
+        1
+    );
+    // Attempts before `since` are not listed.
+    let later = Timestamp::from_millis(wrapup::clock::SystemClock.now().millis() + 60_000);
+    assert!(
+        store
+            .destination_rows(later, 100)
+            .await
+            .unwrap()
+            .attempts
+            .is_empty()
+    );
+}

@@ -137,6 +137,9 @@ both_stores!(
     a_summary_is_stored_once_per_id,
     an_actions_jobs_include_those_named_after_it,
     a_job_whose_attempts_are_lost_ten_times_in_a_row_is_dead,
+    a_conversation_is_found_among_its_bots_and_active_ones_counted,
+    traffic_buckets_add_up_across_instances_and_old_ones_are_purged,
+    destination_rows_count_jobs_and_list_recent_attempts,
 );
 
 /// Upgrading a database from before the tag index: the migration derives every stored

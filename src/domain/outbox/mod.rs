@@ -1,7 +1,11 @@
-//! The outbox's rules that are not SQL: when a destination that keeps failing is paused,
-//! and how many attempts each destination may run at once.
+//! The outbox's rules, none of them SQL: the job state machine (`rules`), when a
+//! destination that keeps failing is paused (`breaker`), and how many attempts each
+//! destination may run at once.
 
 pub mod breaker;
+mod rules;
+
+pub use rules::*;
 
 /// What a job does, stored in its `event` column (never read out of its name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

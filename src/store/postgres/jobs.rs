@@ -8,11 +8,12 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use crate::domain::Timestamp;
 use crate::domain::ingest::{ActionRef, Target};
-use crate::domain::outbox::JobEvent;
+use crate::domain::outbox::{
+    AfterLost, JobEvent, LOST_ATTEMPT, NextStep, TOO_MANY_LOST, after_attempt, after_lost,
+};
 use crate::store::{
-    ATTEMPTS_OF_JOB, AfterLost, AttemptColumns, AttemptRecord, ClaimedJob, Decision, JOB_COLUMNS,
-    JobColumns, JobFilter, JobStats, JobView, Known, LOST_ATTEMPT, NextStep, ORPHANED, RetryTarget,
-    StoreError, TOO_MANY_LOST, after_attempt, after_lost, new_job_id,
+    ATTEMPTS_OF_JOB, AttemptColumns, AttemptRecord, ClaimedJob, Decision, JOB_COLUMNS, JobColumns,
+    JobFilter, JobStats, JobView, Known, ORPHANED, RetryTarget, StoreError, new_job_id,
 };
 
 /// Writes jobs, one row per action, each with the payload.
@@ -165,7 +166,7 @@ async fn claim_one(
                 .try_get(13)
                 .map_err(|e| StoreError::corrupt("a claimed job row", e))?;
             // Not run after all: the claim's attempt number is given back.
-            let (sql, due_at, error) = match after_lost(in_row.into(), lease) {
+            let (sql, due_at, error) = match after_lost(in_row.into(), lease, fastrand::f64()) {
                 AfterLost::Now => {
                     jobs.push(job);
                     continue;
@@ -292,45 +293,8 @@ pub(super) async fn retry_dead(
     target: RetryTarget,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    let (filter, value, known, action) = match &target {
-        RetryTarget::Job(id) => ("id = $2", id, None, None),
-        RetryTarget::DeadOfBot { bot, known } => (
-            "bot_id = $2 AND destination = ANY($3)",
-            bot,
-            Some(known),
-            None,
-        ),
-        RetryTarget::DeadOfAction {
-            bot,
-            action,
-            since,
-            until,
-            known,
-        } => (
-            "state = 'dead' AND bot_id = $2 AND destination = ANY($3)
-             AND created_at >= $5 AND created_at < $6
-             AND action_name = $4",
-            bot,
-            Some(known),
-            Some((
-                action,
-                since.millis(),
-                until.map_or(i64::MAX, |u| u.millis()),
-            )),
-        ),
-    };
-    let filter = match &target {
-        RetryTarget::Job(_) => format!("state IN ('dead', 'pending') AND {filter}"),
-        RetryTarget::DeadOfBot { .. } => format!("state = 'dead' AND {filter}"),
-        RetryTarget::DeadOfAction { .. } => filter.to_owned(),
-    };
-    // A dead job gets a fresh budget; a pending one keeps what it has left.
-    let sql = format!(
-        "UPDATE jobs SET due_at = $1, updated_at = $1,
-             max_attempts = CASE WHEN state = 'dead' THEN attempts + budget ELSE max_attempts END,
-             state = 'pending', lost_in_row = 0
-         WHERE {filter}"
-    );
+    let (value, known, action) = target.binds();
+    let sql = target.sql("destination = ANY($3)");
     let query = sqlx::query(&sql).bind(now.millis()).bind(value);
     let query = match known {
         Some(known) => query.bind(&known[..]),
@@ -397,33 +361,17 @@ pub(super) async fn decide(
     if exists.is_none() {
         return Ok(None);
     }
-    let changed = match decision {
-        Decision::Discard => sqlx::query(
-            "UPDATE jobs SET state = 'discarded', updated_at = $2
-             WHERE id = $1 AND state IN ('dead', 'orphaned')",
-        )
-        .bind(id)
-        .bind(now.millis())
-        .execute(pool)
-        .await?
-        .rows_affected(),
-        Decision::Repoint(to) => sqlx::query(
-            "UPDATE jobs SET action = $2 || ' (re-pointed from ' || action || ')', repointed_from = action_name,
-                 action_name = $2, kind = $3, destination = $4, budget = $5,
-                 max_attempts = attempts + $5, state = 'pending', due_at = $6, updated_at = $6, lost_in_row = 0,
-                 lease_until = NULL, lease_token = NULL
-             WHERE id = $1 AND state IN ('dead', 'orphaned', 'pending')",
-        )
-        .bind(id)
-        .bind(&to.name)
-        .bind(to.kind)
-        .bind(&to.destination)
-        .bind(to.max_attempts as i32)
-        .bind(now.millis())
-        .execute(pool)
-        .await?
-        .rows_affected(),
+    let sql = decision.sql();
+    let query = sqlx::query(&sql).bind(id).bind(now.millis());
+    let query = match decision {
+        Decision::Discard => query,
+        Decision::Repoint(to) => query
+            .bind(&to.name)
+            .bind(to.kind)
+            .bind(&to.destination)
+            .bind(to.max_attempts as i32),
     };
+    let changed = query.execute(pool).await?.rows_affected();
     Ok(Some(changed == 1))
 }
 

@@ -5,11 +5,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::Timestamp;
 use crate::domain::ingest::{ActionRef, Target};
-use crate::domain::outbox::JobEvent;
+use crate::domain::outbox::{
+    AfterLost, JobEvent, LOST_ATTEMPT, NextStep, TOO_MANY_LOST, after_attempt, after_lost,
+};
 use crate::store::{
-    ATTEMPTS_OF_JOB, AfterLost, AttemptColumns, AttemptRecord, ClaimedJob, Decision, JOB_COLUMNS,
-    JobColumns, JobFilter, JobStats, JobView, Known, LOST_ATTEMPT, NextStep, ORPHANED, RetryTarget,
-    StoreError, TOO_MANY_LOST, after_attempt, after_lost, new_job_id,
+    ATTEMPTS_OF_JOB, AttemptColumns, AttemptRecord, ClaimedJob, Decision, JOB_COLUMNS, JobColumns,
+    JobFilter, JobStats, JobView, Known, ORPHANED, RetryTarget, StoreError, new_job_id, sqlite,
 };
 
 /// Writes jobs: the payload once, shared by one job row per action.
@@ -123,7 +124,7 @@ pub(super) fn claim(
                          WHERE seq = ?1 RETURNING lost_in_row",
                     )?
                     .query_row(params![seq], |r| r.get(0))?;
-                match after_lost(in_row, lease) {
+                match after_lost(in_row, lease, fastrand::f64()) {
                     AfterLost::Now => {}
                     AfterLost::Later(wait) => {
                         conn.prepare_cached(
@@ -231,47 +232,17 @@ pub(super) fn retry_dead(
     now: Timestamp,
 ) -> Result<u64, StoreError> {
     let mut args: Vec<rusqlite::types::Value> = vec![now.millis().into()];
-    let filter = match target {
-        RetryTarget::Job(id) => {
-            args.push(id.clone().into());
-            "id = ?2"
-        }
-        RetryTarget::DeadOfBot { bot, known } => {
-            args.extend([bot.clone().into(), known_json(known).into()]);
-            "bot_id = ?2 AND destination IN (SELECT value FROM json_each(?3))"
-        }
-        RetryTarget::DeadOfAction {
-            bot,
-            action,
-            since,
-            until,
-            known,
-        } => {
-            args.extend([
-                bot.clone().into(),
-                known_json(known).into(),
-                action.clone().into(),
-                since.millis().into(),
-                until.map_or(i64::MAX, |u| u.millis()).into(),
-            ]);
-            "state = 'dead' AND bot_id = ?2 AND destination IN (SELECT value FROM json_each(?3))
-             AND created_at >= ?5 AND created_at < ?6 AND "
-        }
-    };
-    let filter = match target {
-        RetryTarget::Job(_) => format!("state IN ('dead', 'pending') AND {filter}"),
-        RetryTarget::DeadOfBot { .. } => format!("state = 'dead' AND {filter}"),
-        RetryTarget::DeadOfAction { .. } => format!("{filter}{}", of_action(4)),
-    };
-    // A dead job gets a fresh budget; a pending one keeps what it has left.
-    let sql = format!(
-        "UPDATE jobs SET due_at = ?1, updated_at = ?1,
-             max_attempts = CASE WHEN state = 'dead' THEN attempts + budget ELSE max_attempts END,
-             state = 'pending', lost_in_row = 0
-         WHERE {filter}"
-    );
+    let (value, known, action) = target.binds();
+    args.push(value.to_owned().into());
+    if let Some(known) = known {
+        args.push(known_json(known).into());
+    }
+    if let Some((action, since, until)) = action {
+        args.extend([action.to_owned().into(), since.into(), until.into()]);
+    }
+    let sql = target.sql("destination IN (SELECT value FROM json_each($3))");
     let changed = conn
-        .prepare_cached(&sql)?
+        .prepare_cached(&sqlite(&sql))?
         .execute(rusqlite::params_from_iter(args))?;
     Ok(changed as u64)
 }
@@ -392,28 +363,18 @@ pub(super) fn decide(
     if exists.is_none() {
         return Ok(None);
     }
+    let sql = sqlite(&decision.sql());
+    let mut stmt = conn.prepare_cached(&sql)?;
     let changed = match decision {
-        Decision::Discard => conn
-            .prepare_cached(
-                "UPDATE jobs SET state = 'discarded', updated_at = ?2
-                 WHERE id = ?1 AND state IN ('dead', 'orphaned')",
-            )?
-            .execute(params![id, now.millis()])?,
-        Decision::Repoint(to) => conn
-            .prepare_cached(
-                "UPDATE jobs SET action = ?2 || ' (re-pointed from ' || action || ')', repointed_from = action_name,
-                     action_name = ?2, kind = ?3, destination = ?4, budget = ?5,
-                     max_attempts = attempts + ?5, state = 'pending', due_at = ?6, updated_at = ?6, lost_in_row = 0
-                 WHERE id = ?1 AND state IN ('dead', 'orphaned', 'pending')",
-            )?
-            .execute(params![
-                id,
-                to.name,
-                to.kind,
-                to.destination,
-                to.max_attempts,
-                now.millis()
-            ])?,
+        Decision::Discard => stmt.execute(params![id, now.millis()])?,
+        Decision::Repoint(to) => stmt.execute(params![
+            id,
+            now.millis(),
+            to.name,
+            to.kind,
+            to.destination,
+            to.max_attempts
+        ])?,
     };
     Ok(Some(changed == 1))
 }
