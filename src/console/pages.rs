@@ -193,8 +193,9 @@ fn destinations_table(rows: &[DestinationStats]) -> Markup {
                 @for d in rows {
                     tr {
                         td { (d.bot_id) }
-                        td { a href=(format!("/console/jobs?bot={}&action={}", enc(&d.bot_id), enc(&d.action))) { (d.action) } @if !d.configured { " " span.badge.warn { "not configured" } } }
-                        td { (d.kind) }
+                        td { a href=(format!("/console/jobs?bot={}&action={}", enc(&d.bot_id), enc(&d.action))) { (d.action) } @if !d.configured { " " span.badge.warn { "not configured" } }
+                            @if d.paused { " " span.badge.bad.paused title=(format!("{} failed attempts in a row; its due jobs wait without spending attempts; next probe in {} s", d.failures_in_row.unwrap_or(0), d.next_probe_in_s.unwrap_or(0))) { "paused" } } }
+                        td.nowrap { (d.kind) }
                         td.num { (d.jobs.pending) }
                         td.num { (d.jobs.running) }
                         td.num { (d.jobs.succeeded) }
@@ -255,7 +256,7 @@ pub async fn destinations(
     let d = destination_stats(&state).await?;
     let body = html! {
         h1 { "Destinations" }
-        p.hint { "Every bot's on_end action. Success rates count attempts; latency is the attempts' duration over the last 24 hours (the newest 50,000 attempts)." }
+        p.hint { "Every bot's on_end action. Success rates count attempts; latency is the attempts' duration over the last 24 hours (the newest 50,000 attempts). A paused destination failed too often in a row: its jobs wait without spending attempts, one probe per interval resumes it ([workers] pause_after, pause_for; a reload retries at once)." }
         (destinations_table(&d.destinations))
     };
     Ok(page("Destinations", &op, "destinations", body).into_response())

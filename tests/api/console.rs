@@ -699,3 +699,51 @@ async fn wrong_tokens_from_one_address_do_not_lock_out_another() {
     let operator = post(from([127, 0, 0, 1]), ADMIN_TOKEN).await;
     assert!(operator.is_redirection(), "{operator}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_destination_is_marked_paused_on_the_destinations_page() {
+    let receiver = Receiver::start().await;
+    receiver.always(Some(503));
+    let tail = format!(
+        "[[bots.on_end]]\nname = \"crm\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\nretry = {{ max_attempts = 5, initial_delay = \"100ms\", max_delay = \"100ms\" }}\n[workers]\npause_after = 2\npause_for = \"1h\"\n",
+        receiver.url
+    );
+    let app = console_app(&tail).await;
+    for _ in 0..3 {
+        app.end(&unique("paused")).await;
+    }
+    eventually("crm is paused", || async {
+        let (_, stats) = app.admin(reqwest::Method::GET, "/destinations").await;
+        stats["destinations"]
+            .as_array()
+            .and_then(|d| {
+                d.iter()
+                    .find(|d| d["action"] == "crm" && d["paused"] == true)
+            })
+            .map(|_| ())
+    })
+    .await;
+    let b = Browser::open(&app.base).await;
+    b.sign_in(ADMIN_TOKEN).await;
+    b.go("/console/destinations").await;
+    assert_eq!(
+        b.texts("#destinations tbody .badge.paused").await,
+        ["paused"]
+    );
+    let title = b
+        .client
+        .find(Locator::Css("#destinations .badge.paused"))
+        .await
+        .unwrap()
+        .attr("title")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(
+        title.contains("failed attempts in a row") && title.contains("next probe in"),
+        "{title}"
+    );
+    b.screenshot("destination-paused").await;
+    assert_eq!(b.console_errors().await, Vec::<String>::new());
+    b.close().await;
+}
