@@ -219,7 +219,12 @@ async fn record_request(
         .increment(1);
     metrics::histogram!("wrapup_http_request_duration_seconds", "route" => route.clone())
         .record(elapsed.as_secs_f64());
-    if state.server.access_log {
+    let suppressed = if status == 429 {
+        refusals_to_log(&route)
+    } else {
+        Some(0)
+    };
+    if let (true, Some(suppressed)) = (state.server.access_log, suppressed) {
         tracing::info!(
             target: "wrapup::access",
             method = %method,
@@ -229,10 +234,39 @@ async fn record_request(
             app = note.0.get().map(String::as_str).unwrap_or(""),
             bot,
             request_id,
+            suppressed,
             "request"
         );
     }
     response
+}
+
+/// A 429 flood must not become a log flood (each refusal costs the caller nothing and
+/// the disk ~450 bytes): at most one access line per route and second for 429 answers,
+/// which says how many 429 lines of that route were left out since the one before
+/// (`suppressed`; every other line says 0). `None`: leave this one out. Every request is
+/// still counted in `wrapup_http_requests_total`. Bounded: one entry per route template.
+fn refusals_to_log(route: &str) -> Option<u64> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static START: OnceLock<Instant> = OnceLock::new();
+    static LAST: OnceLock<Mutex<HashMap<String, (u64, u64)>>> = OnceLock::new();
+    let second = START.get_or_init(Instant::now).elapsed().as_secs();
+    let mut last = LAST.get_or_init(Default::default).lock().ok()?;
+    match last.get_mut(route) {
+        Some((at, left_out)) if *at == second => {
+            *left_out += 1;
+            None
+        }
+        Some((at, left_out)) => {
+            *at = second;
+            Some(std::mem::take(left_out))
+        }
+        None => {
+            last.insert(route.to_owned(), (second, 0));
+            Some(0)
+        }
+    }
 }
 
 /// What a panicking handler said, carried from [`panicked`] to [`record_request`] (which

@@ -289,3 +289,98 @@ async fn a_nul_byte_in_a_path_or_an_id_is_a_400_and_a_request_id_must_look_like_
         assert_eq!(id == sent, kept, "{sent}");
     }
 }
+
+/// A 429 flood is not a log flood: at most one access line per route and second for 429
+/// answers, each saying how many it left out; every request is still counted.
+#[tokio::test]
+async fn a_flood_of_429s_writes_at_most_one_access_line_per_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&dir.path().join("w.db"), "").replace(
+        &format!("client_id = \"{HS512_APP}\"\n"),
+        &format!("client_id = \"{HS512_APP}\"\nrate_limit = 1\nrate_burst = 1\n"),
+    );
+    assert!(text.contains("rate_burst = 1"));
+    let config = write_config(dir.path(), &text);
+    let (_server, started, logs) = crate::crash::serve_env(&config, &[]);
+    let base = format!("http://{}", started["listen"].as_str().unwrap());
+    let client = client();
+    let limited = sign(
+        jsonwebtoken::Algorithm::HS512,
+        HS512_SECRET,
+        json!({"appId": HS512_APP}),
+    );
+    let began = std::time::Instant::now();
+    let mut refused = 0u64;
+    for _ in 0..400 {
+        let resp = client
+            .post(format!("{base}/agentai/api/v1/hooks/{BOT}"))
+            .header("token", &limited)
+            .json(&seed_with(&unique("flood")))
+            .send()
+            .await
+            .unwrap();
+        refused += u64::from(resp.status() == 429);
+    }
+    let seconds = began.elapsed().as_secs();
+    assert!(refused >= 350, "{refused} of 400 refused");
+    // A second later, one more 429 (the first request may take the token that came back):
+    // its line reports what the flood's last second left out.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut last_refused = false;
+    for _ in 0..5 {
+        let resp = client
+            .post(format!("{base}/agentai/api/v1/hooks/{BOT}"))
+            .header("token", &limited)
+            .json(&seed_with(&unique("flood")))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 429 {
+            refused += 1;
+            last_refused = true;
+            break;
+        }
+    }
+    let lines: Vec<serde_json::Value> = eventually("the access lines are written", || async {
+        let lines: Vec<serde_json::Value> = logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|v: &serde_json::Value| {
+                v["target"] == "wrapup::access" && v["fields"]["status"] == 429
+            })
+            .collect();
+        (!lines.is_empty()).then_some(lines)
+    })
+    .await;
+    assert!(
+        (lines.len() as u64) <= seconds + 3,
+        "{} access lines for 429s in {seconds} s",
+        lines.len()
+    );
+    let accounted: u64 = lines.len() as u64
+        + lines
+            .iter()
+            .map(|l| l["fields"]["suppressed"].as_u64().unwrap())
+            .sum::<u64>();
+    assert!(accounted <= refused, "{accounted} > {refused}");
+    if last_refused {
+        // Every refusal but those of the last line's own second is written or counted.
+        assert_eq!(accounted, refused, "{lines:?}");
+    }
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("wrapup_http_requests_total{") && l.contains("status=\"429\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, refused, "every 429 is counted");
+}
