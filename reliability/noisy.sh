@@ -7,7 +7,9 @@
 # during the flood (with the noisy app's rate_limit off, then on), peak RSS, and the
 # bytes of a 500-conversation list page.
 # The flood goes to a second conversation, grown to its state cap with valid requests.
-# Usage: reliability/noisy.sh     (about 1 minute after the release build)
+# Then 10,000 distinct ~8 KiB valid tokens from the rate-limited noisy app (the token
+# cache's memory, the 429 access lines written) against the quiet app.
+# Usage: reliability/noisy.sh     (about 2 minutes after the release build)
 # Knobs: DURATION=10s NOISY_RATE=200 PORT=8097
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,7 +59,7 @@ TOML
 SERVER=
 start() {
   config "$1" > "$WORK/wrapup.toml"
-  WRAPUP_LOG=warn target/release/wrapup serve --config "$WORK/wrapup.toml" >> "$WORK/server.log" 2>&1 &
+  WRAPUP_LOG=${LOG:-warn} target/release/wrapup serve --config "$WORK/wrapup.toml" >> "$WORK/server.log" 2>&1 &
   SERVER=$!
   for _ in $(seq 100); do curl -sf "$BASE/healthz" > /dev/null && break; sleep 0.1; done
 }
@@ -188,6 +190,52 @@ BUSY3=$(cat "$WORK/quiet3.json")
 PEAK_RSS3=$(kib VmHWM)
 stop
 
+# Large tokens and a 429 flood: 10,000 distinct valid tokens of ~8 KiB (the largest
+# taken) from the rate-limited noisy app over 8 connections. The verified-token cache
+# once kept every token's text (RSS 34 -> 181 MB) and every 429 wrote a 435-byte access
+# line; now the cache keeps digests and 429 lines are sampled (one per route and second).
+LOG=info start "$NOISY_RATE"
+IDLE4=$(quiet idle-4)
+RSS4_BEFORE=$(kib VmRSS)
+LOG4_BEFORE=$(grep -c "" "$WORK/server.log" || true)
+python3 - "$BASE" "$NOISY_BOT" "$NOISY_APP" "$NOISY_SECRET" > "$WORK/tokens.json" <<'PY' &
+import base64, hashlib, hmac, json, sys, threading, urllib.request, urllib.error
+from collections import Counter
+base, bot, app, secret = sys.argv[1:5]
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+def token(i):
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps({"appId": app, "n": i, "pad": "x" * 5900}).encode())
+    sig = b64(hmac.new(secret.encode(), head + b"." + body, hashlib.sha256).digest())
+    return (head + b"." + body + b"." + sig).decode()
+statuses, lock = Counter(), threading.Lock()
+def worker(k):
+    for i in range(k, 10000, 8):
+        body = json.dumps({"botId": bot, "conversationId": f"tok-{i}", "query": "hi", "author": {"type": "USER"}}).encode()
+        req = urllib.request.Request(f"{base}/agentai/api/v1/hooks/{bot}", body,
+                                     {"content-type": "application/json", "token": token(i)})
+        try:
+            s = urllib.request.urlopen(req).status
+        except urllib.error.HTTPError as e:
+            s = e.code
+        with lock:
+            statuses[s] += 1
+threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(json.dumps({"token_bytes": len(token(9999)), "statuses": dict(statuses)}))
+PY
+TOKENS=$!
+sleep 1
+BUSY4=$(quiet during-big-tokens)
+wait $TOKENS
+RSS4_AFTER=$(kib VmRSS)
+# The access lines of the noisy bot's 429s only (its 200s and the quiet app's are logged too).
+NOISY_LOG_BYTES=$(tail -n +"$((LOG4_BEFORE + 1))" "$WORK/server.log" | grep -F "\"bot\":\"$NOISY_BOT\"" |
+  grep -F '"status":429' | wc -c)
+TOKENS_RESULT=$(cat "$WORK/tokens.json")
+stop
+
 p50() { field "$1" p50_ms; }
 p99() { field "$1" p99_ms; }
 ratio() { python3 -c "print(round($1 / $2, 2))"; }
@@ -199,13 +247,22 @@ echo "quiet app, noisy rate_limit = $NOISY_RATE/s: idle p50 $(p50 "$IDLE2") ms; 
 echo "  flood: $(( $(field "$(cat "$WORK/flood2.json")" requests) - $(field "$(cat "$WORK/flood2.json")" errors) )) stored, $(field "$(cat "$WORK/flood2.json")" limited_429) answered 429"
 echo "peak RSS: $((PEAK_RSS / 1024)) MiB; a 500-conversation list page: $LIST_BYTES bytes"
 echo "huge transcript: posts answered $HUGE; summary ${SUMMARY:-not made}; quiet app idle p50 $(p50 "$IDLE3") ms p99 $(p99 "$IDLE3") ms, during p50 $(p50 "$BUSY3") ms p99 $(p99 "$BUSY3") ms; peak RSS $((PEAK_RSS3 / 1024)) MiB"
+echo "big tokens: $TOKENS_RESULT; RSS $((RSS4_BEFORE / 1024)) -> $((RSS4_AFTER / 1024)) MiB; access log of its 429s $NOISY_LOG_BYTES bytes; quiet app idle p50 $(p50 "$IDLE4") ms, during p50 $(p50 "$BUSY4") ms p99 $(p99 "$BUSY4") ms"
 
 # Fail unless the reproduction was refused from its first growth request and the quiet
 # app's median stayed within 3x of idle with the noisy app rate limited.
-python3 - "$GROWTH" "$(p50 "$BUSY2")" "$(p50 "$IDLE2")" "$SUMMARY" "$PEAK_RSS3" "$(p50 "$BUSY3")" "$(p50 "$IDLE3")" <<'PY'
+python3 - "$GROWTH" "$(p50 "$BUSY2")" "$(p50 "$IDLE2")" "$SUMMARY" "$PEAK_RSS3" "$(p50 "$BUSY3")" "$(p50 "$IDLE3")" \
+  "$RSS4_BEFORE" "$RSS4_AFTER" "$NOISY_LOG_BYTES" "$(p50 "$BUSY4")" "$(p50 "$IDLE4")" "$TOKENS_RESULT" <<'PY'
 import json, sys
 growth, busy, idle = json.loads(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 summary, rss_kib, busy3, idle3 = sys.argv[4], int(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])
+rss4_before, rss4_after, log4 = int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10])
+busy4, idle4, tokens = float(sys.argv[11]), float(sys.argv[12]), json.loads(sys.argv[13])
+assert sum(tokens["statuses"].values()) == 10000 and set(tokens["statuses"]) <= {"200", "429"}, tokens
+assert tokens["token_bytes"] > 7900, tokens
+assert rss4_after - rss4_before <= 64 * 1024, f"big tokens: RSS grew {(rss4_after - rss4_before) // 1024} MiB"
+assert log4 <= 64 * 1024, f"429 flood: {log4} bytes of access log for its 429s"
+assert busy4 <= 3 * idle4, f"big tokens: quiet median {busy4} ms against {idle4} ms idle"
 assert growth == {"na": 200, "warm": [422], "cold": 422}, growth
 assert busy <= 3 * idle, f"quiet median {busy} ms against {idle} ms idle"
 assert summary.startswith("COMPLETED"), f"huge transcript: summary {summary!r}"
