@@ -29,6 +29,10 @@ pub struct JobsQuery {
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[param(value_type = Option<String>)]
     pub since: Option<time::OffsetDateTime>,
+    /// RFC 3339: only jobs created before this instant.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>)]
+    pub until: Option<time::OffsetDateTime>,
     /// 1 to 1000, default 50.
     pub limit: Option<usize>,
     /// `nextCursor` of the previous page.
@@ -78,6 +82,7 @@ pub async fn list_jobs(
             conversation_id: q.conversation,
             action: q.action,
             since: q.since.map(crate::domain::Timestamp::from_offset),
+            until: q.until.map(crate::domain::Timestamp::from_offset),
             limit,
             before: q.cursor,
         })
@@ -324,6 +329,10 @@ pub struct BulkRepoint {
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>)]
     pub since: Option<time::OffsetDateTime>,
+    /// Only jobs created before this instant (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>)]
+    pub until: Option<time::OffsetDateTime>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -359,12 +368,34 @@ pub async fn repoint_jobs(
     body: Result<Json<BulkRepoint>, JsonRejection>,
 ) -> Result<Json<BulkRepointed>, ApiError> {
     let Json(req) = body?;
+    Ok(Json(repoint_many(&state, req).await?))
+}
+
+/// Re-points up to [`REPOINT_BATCH`] jobs of one action of a bot in one state (and created
+/// in `[since, until)`) to another action: the admin API's and the console's bulk re-point.
+pub(crate) async fn repoint_many(
+    state: &AppState,
+    req: BulkRepoint,
+) -> Result<BulkRepointed, ApiError> {
     let live = state.live();
-    if !live.plans.contains_key(&req.bot) {
+    let Some(plan) = live.plans.get(&req.bot) else {
         return Err(ApiError::BadRequest(format!(
             "bot: {} is not configured",
             req.bot
         )));
+    };
+    // A target that is no action at all is a typo: refused whether or not jobs match.
+    let summary = req.to == "summary" && plan.summary.is_some();
+    if !summary && !plan.on_end.iter().any(|a| a.name == req.to) {
+        return Err(ApiError::BadRequest(format!(
+            "to: bot {} has no action {:?}",
+            req.bot, req.to
+        )));
+    }
+    if let (Some(since), Some(until)) = (req.since, req.until)
+        && until <= since
+    {
+        return Err(ApiError::BadRequest("until: must be after since".into()));
     }
     let job_state = match req.state.as_deref().unwrap_or("orphaned") {
         s @ ("orphaned" | "dead" | "pending") => JobState::parse(s),
@@ -381,6 +412,7 @@ pub async fn repoint_jobs(
             bot_id: Some(req.bot.clone()),
             action: Some(req.from.clone()),
             since: req.since.map(Timestamp::from_offset),
+            until: req.until.map(Timestamp::from_offset),
             limit: REPOINT_BATCH,
             ..Default::default()
         })
@@ -425,7 +457,7 @@ pub async fn repoint_jobs(
         to = req.to,
         "an operator re-pointed jobs"
     );
-    Ok(Json(out))
+    Ok(out)
 }
 
 /// The answer to an operator's decision: the job as it is now, 404 or 409.

@@ -275,8 +275,8 @@ pub enum JobsWhat {
         /// The job's id (job_...).
         id: String,
     },
-    /// Put a dead job (or all dead jobs of --bot) back in the queue, or make a pending job
-    /// (waiting out its backoff) due now.
+    /// Put a dead job (or all dead jobs of --bot, or of --bot's --action created since
+    /// --since) back in the queue, or make a pending job (waiting out its backoff) due now.
     Retry {
         /// The job's id (job_...).
         #[arg(required_unless_present = "bot", conflicts_with = "bot")]
@@ -284,6 +284,15 @@ pub enum JobsWhat {
         /// Every dead job of this bot instead.
         #[arg(long)]
         bot: Option<String>,
+        /// With --bot and --since: only this action's dead jobs.
+        #[arg(long, requires_all = ["bot", "since"])]
+        action: Option<String>,
+        /// RFC 3339, with --action: only jobs created at or after this instant.
+        #[arg(long, requires = "action")]
+        since: Option<String>,
+        /// RFC 3339, with --since: only jobs created before this instant.
+        #[arg(long, requires = "since")]
+        until: Option<String>,
     },
     /// Give up dead or orphaned jobs for good (clears a dead-job alert).
     Discard {
@@ -309,6 +318,12 @@ pub enum JobsWhat {
         /// With --from: orphaned (default), dead or pending.
         #[arg(long, requires = "from")]
         state: Option<String>,
+        /// RFC 3339, with --from: only jobs created at or after this instant.
+        #[arg(long, requires = "from")]
+        since: Option<String>,
+        /// RFC 3339, with --from: only jobs created before this instant.
+        #[arg(long, requires = "from")]
+        until: Option<String>,
     },
 }
 

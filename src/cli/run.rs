@@ -214,14 +214,35 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("{}", serde_json::to_string_pretty(&body)?);
                     Ok(exit(ok))
                 }
-                JobsWhat::Retry { id, bot } => {
-                    let url = match (id, bot) {
-                        (Some(id), _) => format!("{base}/jobs/{id}/retry"),
-                        (None, Some(bot)) => format!("{base}/bots/{bot}/jobs/retry"),
-                        (None, None) => bail!("give a job id or --bot"),
+                JobsWhat::Retry {
+                    id,
+                    bot,
+                    action,
+                    since,
+                    until,
+                } => {
+                    let (ok, body) = match (id, bot, action) {
+                        (Some(id), _, _) => {
+                            let url = format!("{base}/jobs/{id}/retry");
+                            admin_call(reqwest::Method::POST, &url, &token)?
+                        }
+                        (None, Some(bot), Some(action)) => {
+                            let url = format!("{base}/jobs/retry");
+                            let req = json!({ "bot": bot, "action": action, "since": since, "until": until });
+                            admin_json(&url, &token, &req)?
+                        }
+                        (None, Some(bot), None) => {
+                            let url = format!("{base}/bots/{bot}/jobs/retry");
+                            admin_call(reqwest::Method::POST, &url, &token)?
+                        }
+                        (None, None, _) => bail!("give a job id or --bot"),
                     };
-                    let (ok, body) = admin_call(reqwest::Method::POST, &url, &token)?;
                     println!("{body}");
+                    if body["retried"].as_u64() == Some(0)
+                        && body["notRetried"].as_array().is_none_or(Vec::is_empty)
+                    {
+                        eprintln!("no dead job matched: nothing was retried");
+                    }
                     Ok(exit(ok))
                 }
                 JobsWhat::Discard { ids } => {
@@ -241,6 +262,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     bot,
                     from,
                     state,
+                    since,
+                    until,
                 } => {
                     let (ok, body) = match (id, bot, from) {
                         (Some(id), _, _) => {
@@ -249,8 +272,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         }
                         (None, Some(bot), Some(from)) => {
                             let url = format!("{base}/jobs/repoint");
-                            let req =
-                                json!({ "bot": bot, "from": from, "to": action, "state": state });
+                            let req = json!({
+                                "bot": bot, "from": from, "to": action, "state": state,
+                                "since": since, "until": until,
+                            });
                             admin_json(&url, &token, &req)?
                         }
                         _ => bail!("give a job id, or --bot and --from"),

@@ -251,6 +251,7 @@ pub async fn jobs(
             conversation_id: None,
             action: some(&q.action),
             since: since.map(Timestamp::from_offset),
+            until: None,
             limit: 100,
             before: q.cursor,
         })
@@ -295,7 +296,22 @@ pub async fn jobs(
             label { span { "Bot" } select name="bot" { @for b in &bots { option value=(b) selected[q.bot.as_deref() == Some(b.as_str())] { (b) } } } }
             label { span { "Action" } input type="text" name="action" required value=[q.action.as_deref()]; }
             label { span { "Created since (UTC)" } input type="datetime-local" name="since" required value=[q.since.as_deref()]; }
+            label { span { "until (optional)" } input type="datetime-local" name="until"; }
             button type="submit" { "Retry all" }
+        }
+        form.bulk #repoint method="post" action="/console/jobs/repoint" {
+            input type="hidden" name="csrf" value=(op.csrf);
+            input type="hidden" name="back" value=(back);
+            strong { "Re-point every" }
+            label { span { "State" } select name="state" {
+                @for s in ["orphaned", "dead", "pending"] { option value=(s) selected[q.state.as_deref() == Some(s)] { (s) } }
+            } }
+            label { span { "Bot" } select name="bot" { @for b in &bots { option value=(b) selected[q.bot.as_deref() == Some(b.as_str())] { (b) } } } }
+            label { span { "job of action" } input type="text" name="from" required value=[q.action.as_deref()]; }
+            label { span { "to action" } input type="text" name="to" required; }
+            label { span { "Created since (UTC, optional)" } input type="datetime-local" name="since" value=[q.since.as_deref()]; }
+            label { span { "until (optional)" } input type="datetime-local" name="until"; }
+            button type="submit" { "Re-point all" }
         }
         form #jobs-form method="post" action="/console/jobs/retry" {
             input type="hidden" name="csrf" value=(op.csrf);
@@ -351,6 +367,7 @@ pub async fn retry(
             bot: form.get("bot"),
             action: form.get("action"),
             since: when("since", &form.get("since"))?,
+            until: when("until", &form.get("until"))?,
             ..Default::default()
         },
         _ => {
@@ -370,6 +387,38 @@ pub async fn retry(
         done.not_retried.len()
     );
     Ok(redirect(back, &outcome))
+}
+
+/// `POST /console/jobs/repoint`: every job of an action in one state (created in a window)
+/// pointed at another action, 1,000 at a time; answers with a redirect back, carrying what
+/// happened.
+pub async fn repoint(
+    State(state): State<Arc<AppState>>,
+    op: Operator,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsoleError> {
+    let form = JobsForm::read(&op, &body)?;
+    let field = |name: &str| {
+        form.get(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ConsoleError::new(StatusCode::BAD_REQUEST, format!("{name}: required")))
+    };
+    let req = crate::api::admin::BulkRepoint {
+        bot: field("bot")?,
+        from: field("from")?,
+        to: field("to")?,
+        state: form.get("state"),
+        since: when("since", &form.get("since"))?,
+        until: when("until", &form.get("until"))?,
+    };
+    let done = crate::api::admin::repoint_many(&state, req).await?;
+    let outcome = format!(
+        "repointed={}&skipped={}&more={}",
+        done.repointed,
+        done.not_repointed.len(),
+        u8::from(done.more)
+    );
+    Ok(redirect(&form.back, &outcome))
 }
 
 /// `POST /console/jobs/discard`: gives up the selected jobs (dead or orphaned) for good;

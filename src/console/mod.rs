@@ -52,6 +52,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/console/jobs", get(lists::jobs))
         .route("/console/jobs/retry", post(lists::retry))
         .route("/console/jobs/discard", post(lists::discard))
+        .route("/console/jobs/repoint", post(lists::repoint))
         .route("/console/destinations", get(pages::destinations))
         .route(
             "/console/style.css",

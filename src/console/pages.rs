@@ -268,7 +268,9 @@ pub async fn destinations(
 pub struct Outcome {
     retried: Option<u64>,
     discarded: Option<u64>,
+    repointed: Option<u64>,
     skipped: Option<u64>,
+    more: Option<u8>,
     empty: Option<u8>,
 }
 
@@ -282,6 +284,17 @@ impl Outcome {
                 t.push_str(&format!(
                     " {s} not discarded: not dead or orphaned any more, or unknown."
                 ));
+            }
+            t
+        } else if let Some(n) = self.repointed {
+            let mut t = format!("Re-pointed {n} job{}.", if n == 1 { "" } else { "s" });
+            if let Some(s) = self.skipped.filter(|s| *s > 0) {
+                t.push_str(&format!(
+                    " {s} not re-pointed: the action cannot take their kind, or they changed state."
+                ));
+            }
+            if self.more == Some(1) {
+                t.push_str(" There may be more: submit again.");
             }
             t
         } else {

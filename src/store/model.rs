@@ -136,6 +136,8 @@ pub struct JobFilter {
     pub action: Option<String>,
     /// Only jobs created at or after this instant.
     pub since: Option<Timestamp>,
+    /// Only jobs created before this instant.
+    pub until: Option<Timestamp>,
     pub limit: usize,
     /// List jobs older than this cursor (newest first).
     pub before: Option<i64>,

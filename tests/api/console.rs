@@ -747,3 +747,92 @@ async fn a_paused_destination_is_marked_paused_on_the_destinations_page() {
     assert_eq!(b.console_errors().await, Vec::<String>::new());
     b.close().await;
 }
+
+/// An action's dead jobs re-pointed in bulk from the jobs page: a window that holds none
+/// says so and changes nothing; the whole backlog then goes to the other action, each job
+/// delivered once under its own id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actions_dead_jobs_are_re_pointed_in_bulk_from_the_jobs_page() {
+    let (old, new) = (Receiver::start().await, Receiver::start().await);
+    old.always(Some(500));
+    let hook = |name: &str, url: &str| {
+        format!(
+            "[[bots.on_end]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\nretry = {{ max_attempts = 1 }}\n"
+        )
+    };
+    let app = console_app(&format!(
+        "{}{}",
+        hook("legacy", &old.url),
+        hook("crm", &new.url)
+    ))
+    .await;
+    let ids: Vec<String> = (0..3).map(|_| unique("bulkrp")).collect();
+    let mut dead = Vec::new();
+    for c in &ids {
+        assert_eq!(app.end(c).await.0, 200);
+        let jobs = app.settled_jobs(c, 2).await;
+        let legacy = jobs.iter().find(|j| j["action"] == "legacy").unwrap();
+        assert_eq!(legacy["state"], "dead", "{jobs:?}");
+        dead.push(legacy["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(new.deliveries().len(), 3);
+
+    let b = Browser::open(&app.base).await;
+    b.sign_in(ADMIN_TOKEN).await;
+    b.go(&format!("/console/jobs?state=dead&bot={BOT}&action=legacy"))
+        .await;
+    let fill = |css: &'static str, value: &'static str| {
+        let client = b.client.clone();
+        async move {
+            client
+                .execute(
+                    &format!("document.querySelector('{css}').value = arguments[0]"),
+                    vec![json!(value)],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // A window before every job: nothing matches, nothing moves.
+    fill("#repoint input[name=to]", "crm").await;
+    fill("#repoint input[name=until]", "2000-01-01T00:00").await;
+    b.screenshot("jobs-repoint").await;
+    b.click_and_wait("#repoint button").await;
+    assert_eq!(b.text("p.notice").await, "Re-pointed 0 jobs.");
+    assert_eq!(
+        b.texts("#jobs tbody .badge").await,
+        ["dead", "dead", "dead"]
+    );
+    // The whole backlog.
+    fill("#repoint input[name=to]", "crm").await;
+    b.click_and_wait("#repoint button").await;
+    assert_eq!(b.text("p.notice").await, "Re-pointed 3 jobs.");
+    eventually("the re-pointed jobs are delivered to crm", || async {
+        (new.deliveries().len() == 6).then_some(())
+    })
+    .await;
+    for id in &dead {
+        let (_, job) = app
+            .admin(reqwest::Method::GET, &format!("/jobs/{id}"))
+            .await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+    let ids_seen: Vec<String> = new.deliveries().iter().map(|d| d.id()).collect();
+    for id in &dead {
+        assert_eq!(
+            ids_seen.iter().filter(|s| *s == id).count(),
+            1,
+            "{id} in {ids_seen:?}"
+        );
+    }
+    assert_eq!(b.console_errors().await, Vec::<String>::new());
+    // An action that does not exist: a clear refusal naming the field (a 400 page).
+    b.go(&format!("/console/jobs?state=dead&bot={BOT}&action=legacy"))
+        .await;
+    fill("#repoint input[name=to]", "nowhere").await;
+    b.click_and_wait("#repoint button").await;
+    let said = b.text("body").await;
+    assert!(said.contains("to: bot"), "{said}");
+    b.screenshot("jobs-repoint-refused").await;
+    b.close().await;
+}

@@ -696,7 +696,7 @@ async fn an_actions_orphaned_jobs_are_re_pointed_in_bulk() {
         })
         .await;
     }
-    // One through the API…
+    // A target that is no action: refused, naming the field…
     let resp = app
         .client
         .post(format!("{}/admin/v1/jobs/repoint", app.base))
@@ -706,15 +706,13 @@ async fn an_actions_orphaned_jobs_are_re_pointed_in_bulk() {
         .await
         .unwrap();
     let (status, body) = into_json(resp).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["repointed"], 0);
-    assert_eq!(
-        body["notRepointed"].as_array().map(Vec::len),
-        Some(4),
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().starts_with("to:"),
         "{body}"
     );
-    // …the rest through the CLI.
-    let cli = |from: &str| {
+    // …the rest through the CLI, first with a window that holds none of them.
+    let cli = |from: &str, window: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_wrapup"))
             .args([
                 "jobs",
@@ -730,10 +728,14 @@ async fn an_actions_orphaned_jobs_are_re_pointed_in_bulk() {
                 "--action",
                 "crm",
             ])
+            .args(window)
             .output()
             .expect("wrapup runs")
     };
-    let out = cli("hubspot");
+    let out = cli("hubspot", &["--until", "2000-01-01T00:00:00Z"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job matched"));
+    let out = cli("hubspot", &["--since", "2000-01-01T00:00:00Z"]);
     assert!(out.status.success(), "{out:?}");
     let said: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(said["repointed"], 4, "{said}");
@@ -743,7 +745,7 @@ async fn an_actions_orphaned_jobs_are_re_pointed_in_bulk() {
     }
     assert_eq!(new.deliveries().len(), 4);
     // Nothing left: exit 0, and standard error says so.
-    let out = cli("hubspot");
+    let out = cli("hubspot", &[]);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no job matched"));
 }

@@ -258,6 +258,9 @@ pub(super) async fn list(pool: &PgPool, f: JobFilter) -> Result<Vec<JobView>, St
     if let Some(since) = f.since {
         q.push(" AND created_at >= ").push_bind(since.millis());
     }
+    if let Some(until) = f.until {
+        q.push(" AND created_at < ").push_bind(until.millis());
+    }
     if let Some(before) = f.before {
         q.push(" AND seq < ").push_bind(before);
     }

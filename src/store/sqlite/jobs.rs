@@ -270,6 +270,10 @@ pub(super) fn list(conn: &Connection, f: &JobFilter) -> Result<Vec<JobView>, Sto
         args.push(since.millis().into());
         sql.push_str(&format!(" AND created_at >= ?{}", args.len()));
     }
+    if let Some(until) = f.until {
+        args.push(until.millis().into());
+        sql.push_str(&format!(" AND created_at < ?{}", args.len()));
+    }
     if let Some(before) = f.before {
         args.push(before.into());
         sql.push_str(&format!(" AND seq < ?{}", args.len()));
