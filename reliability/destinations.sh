@@ -4,9 +4,11 @@
 # end request's latency while another webhook of the same bot answers in 1.5 s (with and
 # without bulkheads: `per_destination = 64` is the same as none), holds a backlog of BACKLOG
 # due jobs behind a receiver that never answers (its breaker off, the worst case), or while
-# eight webhooks never answer.
+# eight webhooks never answer, or while eight webhooks misbehave each its own way (a stall, a
+# closed port, 500s, 429s, 410s, a 100 MB answer, a redirect loop, a self-signed certificate;
+# the circuit breaker as configured by default).
 # Usage: reliability/destinations.sh    (a few minutes after the release build)
-# Knobs: RATE=100 DURATION=20s PORT=8099 BACKLOG=86000 STORE=sqlite|postgres
+# Knobs: RATE=100 DURATION=20s PORT=8099 BACKLOG=86000 STORE=sqlite|postgres CASES="eight-stalled …"
 #        (postgres: DATABASE_URL, default postgres://postgres@127.0.0.1:5432/test, a schema per case)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,9 @@ RECEIVER_PORT=$((PORT + 1))
 SLOW_PORT=$((PORT + 2))
 BIG_PORT=$((PORT + 3))
 STALL_PORT=$((PORT + 4))
+ODD_PORT=$((PORT + 5))
+TLS_PORT=$((PORT + 6))
+CLOSED_PORT=$((PORT + 7))
 BACKLOG=${BACKLOG:-86000}
 BOT=st-56fbfece-0293-55a3-9154-7e3e19xxxxxx
 WORK=$(mktemp -d)
@@ -66,10 +71,48 @@ while True:
     c, _ = s.accept(); held.append(c)
 PY
 
+# A receiver that misbehaves by path: /500, /429 (Retry-After: 1), /410, /big (100 MB),
+# /loop (a redirect to itself); and the same behind a self-signed certificate.
+cat > "$WORK/odd.py" <<'PY'
+import ssl, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+BIG = b"x" * (100 << 20)
+class Odd(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        status, headers, body = {
+            "/500": (500, {}, b"boom"),
+            "/429": (429, {"retry-after": "1"}, b""),
+            "/410": (410, {}, b"gone"),
+            "/big": (200, {}, BIG),
+            "/loop": (307, {"location": self.path}, b""),
+        }.get(self.path, (404, {}, b""))
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    def log_message(self, *a): pass
+server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Odd)
+if len(sys.argv) > 2:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+PY
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -keyout "$WORK/key.pem" \
+  -out "$WORK/cert.pem" 2> /dev/null
+python3 "$WORK/odd.py" "$ODD_PORT" &
+python3 "$WORK/odd.py" "$TLS_PORT" "$WORK/cert.pem" "$WORK/key.pem" &
+
 webhook() {
   printf '[[bots.on_end]]\nname = "%s"\nkind = "webhook"\nurl = "%s"\nsecret = "whsec_ZGVtby13ZWJob29rLXNlY3JldC1ETy1OT1QtVVNF"\n' "$1" "$2"
 }
-run() { # run LABEL NEIGHBOUR(no|slow|big|backlog|stalled8) PER_DESTINATION
+run() { # run LABEL NEIGHBOUR(no|slow|big|backlog|stalled8|odd8) PER_DESTINATION
   rm -f "$WORK"/wrapup.db*
   local schema="wrapup_dest_$$_${1//[^a-z0-9]/_}"
   local store_url="sqlite://$WORK/wrapup.db"
@@ -83,6 +126,12 @@ run() { # run LABEL NEIGHBOUR(no|slow|big|backlog|stalled8) PER_DESTINATION
     [ "$2" = backlog ] && webhook stalled "http://127.0.0.1:$STALL_PORT/stalled"
     if [ "$2" = stalled8 ]; then
       for i in 1 2 3 4 5 6 7 8; do webhook "stalled$i" "http://127.0.0.1:$STALL_PORT/s$i"; done
+    fi
+    if [ "$2" = odd8 ]; then
+      webhook stall "http://127.0.0.1:$STALL_PORT/stall"
+      webhook closed "http://127.0.0.1:$CLOSED_PORT/closed"
+      for p in 500 429 410 big loop; do webhook "odd$p" "http://127.0.0.1:$ODD_PORT/$p"; done
+      webhook selfsigned "https://localhost:$TLS_PORT/500"
     fi
     printf '[workers]\nper_destination = %s\n' "$3"
     # The backlog case measures claims beside a backlog that keeps being claimed.
@@ -126,17 +175,23 @@ PY
   [ "$STORE" = postgres ] && psql -q "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" > /dev/null 2>&1
   true
 }
-BASE=$(run baseline no 8)
-BULK=$(run slow-neighbour-bulkheads slow 8)
-NONE=$(run slow-neighbour-no-bulkheads slow 64)
-BACK=$(run "backlog-$BACKLOG-due" backlog 8)
-EIGHT=$(run eight-stalled stalled8 8)
-# 50 MB answers, up to 64 at once: only their first KiB is read.
-run big-answers big 64 > /dev/null
-echo "peak RSS: baseline $(( $(cat "$WORK/peak-baseline") / 1024 )) MiB; beside a receiver answering 50 MB to each of up to 64 deliveries at once $(( $(cat "$WORK/peak-big-answers") / 1024 )) MiB"
-python3 - "$BASE" "$BULK" "$NONE" "$BACK" "$EIGHT" <<'PY'
+# CASES: which to run (the baseline always runs first).
+CASES=${CASES:-"slow-neighbour-bulkheads slow-neighbour-no-bulkheads backlog eight-stalled eight-misbehaving big-answers"}
+want() { [[ " $CASES " == *" $1 "* ]]; }
+run baseline no 8 >> "$WORK/results"
+want slow-neighbour-bulkheads && run slow-neighbour-bulkheads slow 8 >> "$WORK/results"
+want slow-neighbour-no-bulkheads && run slow-neighbour-no-bulkheads slow 64 >> "$WORK/results"
+want backlog && run "backlog-$BACKLOG-due" backlog 8 >> "$WORK/results"
+want eight-stalled && run eight-stalled stalled8 8 >> "$WORK/results"
+want eight-misbehaving && run eight-misbehaving odd8 8 >> "$WORK/results"
+if want big-answers; then
+  # 50 MB answers, up to 64 at once: only their first KiB is read.
+  run big-answers big 64 > /dev/null
+  echo "peak RSS: baseline $(( $(cat "$WORK/peak-baseline") / 1024 )) MiB; beside a receiver answering 50 MB to each of up to 64 deliveries at once $(( $(cat "$WORK/peak-big-answers") / 1024 )) MiB"
+fi
+python3 - "$WORK/results" <<'PY'
 import json, sys
-rows = [json.loads(a) for a in sys.argv[1:]]
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 print("| case | ends | fast webhook: acknowledgement to delivery p50 / p99 | end request p50 / p99 |")
 print("|---|---|---|---|")
 for r in rows:

@@ -89,12 +89,17 @@ fn claimed(r: &PgRow) -> Result<ClaimedJob, StoreError> {
 
 const CLAIMED_COLUMNS: &str = "j.id, j.bot_id, j.conversation_id, j.action, j.kind, j.attempts, j.max_attempts, j.payload, j.created_at, j.lease_token, j.destination, j.event, j.trigger_seq";
 
+/// Claims up to `limit` due jobs of each of `known`'s destinations in turn (`limit` in all),
+/// and, when `check_lost` says a destination's turn has come, the jobs of that destination
+/// whose worker vanished. A due claim is one statement (atomic on its own, no transaction
+/// around it: one round trip, and a claim that finds nothing costs one index probe).
 pub(super) async fn claim(
     conn: &mut PgConnection,
     limit: usize,
     lease: Duration,
     known: &Known,
     now: Timestamp,
+    mut check_lost: impl FnMut(&str) -> bool,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
     let mut jobs = Vec::new();
     // One destination at a time, through an index led by it (`jobs_claim`): a claim reads
@@ -104,12 +109,18 @@ pub(super) async fn claim(
         if left == 0 {
             break;
         }
-        jobs.extend(claim_one(&mut *conn, left, lease, destination, now).await?);
+        jobs.extend(claim_due(&mut *conn, left, lease, destination, now).await?);
+        let left = limit - jobs.len();
+        if left > 0 && check_lost(destination) {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            jobs.extend(claim_lost(&mut tx, left, lease, destination, now).await?);
+            tx.commit().await?;
+        }
     }
     Ok(jobs)
 }
 
-async fn claim_one(
+async fn claim_due(
     conn: &mut PgConnection,
     limit: usize,
     lease: Duration,
@@ -133,11 +144,23 @@ async fn claim_one(
     .bind(destination)
     .fetch_all(&mut *conn)
     .await?;
-    let mut jobs = due.iter().map(claimed).collect::<Result<Vec<_>, _>>()?;
-    if jobs.len() < limit {
-        // Jobs whose worker vanished: record the lost attempt (not counted against the
-        // budget) and claim them again with the same id; then `after_lost` decides whether
-        // each runs now, later, or is dead.
+    due.iter().map(claimed).collect()
+}
+
+/// Jobs of `destination` whose worker vanished (their lease ran out): each lost attempt is
+/// recorded (not counted against the budget) and the job claimed again with the same id;
+/// then `after_lost` decides whether each runs now, later, or is dead.
+async fn claim_lost(
+    conn: &mut PgConnection,
+    limit: usize,
+    lease: Duration,
+    destination: &str,
+    now: Timestamp,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let now = now.millis();
+    let lease_until = now + lease.as_millis() as i64;
+    let mut jobs = Vec::new();
+    {
         let lost = sqlx::query(&format!(
             "WITH lost AS (
                  SELECT seq FROM jobs WHERE destination = $5 AND state = 'running' AND lease_until <= $1
@@ -154,7 +177,7 @@ async fn claim_one(
              RETURNING {CLAIMED_COLUMNS}, j.lost_in_row"
         ))
         .bind(now)
-        .bind((limit - jobs.len()) as i64)
+        .bind(limit as i64)
         .bind(lease_until)
         .bind(LOST_ATTEMPT)
         .bind(destination)
@@ -200,44 +223,59 @@ async fn claim_one(
     Ok(jobs)
 }
 
-pub(super) async fn finish(
+/// One attempt to record: the job's id and lease, what happened, and what comes next.
+pub(super) struct Finished {
+    pub id: String,
+    pub lease_token: String,
+    pub attempt: AttemptRecord,
+    pub next: NextStep,
+}
+
+/// Records several attempts in one transaction (two statements, whatever their number):
+/// what [`finish`] does for each, so a burst of attempts ending together (a stalled
+/// destination's timeouts) costs one commit, not one per attempt holding a connection each.
+/// Job ids must be distinct. Says, per attempt, whether its job took the step (its lease
+/// still held).
+pub(super) async fn finish_many(
     conn: &mut PgConnection,
-    job: &ClaimedJob,
-    a: &AttemptRecord,
-    next: NextStep,
+    batch: &[Finished],
     now: Timestamp,
-) -> Result<bool, StoreError> {
+) -> Result<Vec<bool>, StoreError> {
+    let col = |f: fn(&Finished) -> String| batch.iter().map(f).collect::<Vec<_>>();
     sqlx::query(
         "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, status_code, error, response)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::text[], $6::int[], $7::text[], $8::text[])
          ON CONFLICT (job_id, attempt) DO UPDATE SET started_at = excluded.started_at,
            duration_ms = excluded.duration_ms, outcome = excluded.outcome, status_code = excluded.status_code,
            error = excluded.error, response = excluded.response",
     )
-    .bind(&job.id)
-    .bind(a.attempt as i32)
-    .bind(a.started_at.millis())
-    .bind(a.duration_ms as i64)
-    .bind(a.outcome.as_str())
-    .bind(a.status_code.map(i32::from))
-    .bind(&a.error)
-    .bind(&a.response)
+    .bind(col(|f| f.id.clone()))
+    .bind(batch.iter().map(|f| f.attempt.attempt as i32).collect::<Vec<_>>())
+    .bind(batch.iter().map(|f| f.attempt.started_at.millis()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|f| f.attempt.duration_ms as i64).collect::<Vec<_>>())
+    .bind(col(|f| f.attempt.outcome.as_str().to_owned()))
+    .bind(batch.iter().map(|f| f.attempt.status_code.map(i32::from)).collect::<Vec<_>>())
+    .bind(batch.iter().map(|f| f.attempt.error.clone()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|f| f.attempt.response.clone()).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
-    let (state, due_at) = after_attempt(next, now);
-    let changed = sqlx::query(
-        "UPDATE jobs SET state = $3, due_at = $4, lease_until = NULL, lease_token = NULL, updated_at = $5, lost_in_row = 0, last_error = $6
-         WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+    let steps: Vec<_> = batch.iter().map(|f| after_attempt(f.next, now)).collect();
+    let changed: Vec<String> = sqlx::query_scalar(
+        "UPDATE jobs j SET state = u.state, due_at = u.due_at, lease_until = NULL, lease_token = NULL,
+                updated_at = $6, lost_in_row = 0, last_error = u.error
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) AS u(id, token, state, due_at, error)
+         WHERE j.id = u.id AND j.lease_token = u.token AND j.state = 'running'
+         RETURNING j.id",
     )
-    .bind(&job.id)
-    .bind(&job.lease_token)
-    .bind(state.as_str())
-    .bind(due_at.millis())
+    .bind(col(|f| f.id.clone()))
+    .bind(col(|f| f.lease_token.clone()))
+    .bind(steps.iter().map(|(s, _)| s.as_str().to_owned()).collect::<Vec<_>>())
+    .bind(steps.iter().map(|(_, d)| d.millis()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|f| f.attempt.error.clone()).collect::<Vec<_>>())
     .bind(now.millis())
-    .bind(&a.error)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(changed.rows_affected() == 1)
+    Ok(batch.iter().map(|f| changed.contains(&f.id)).collect())
 }
 
 pub(super) async fn list(pool: &PgPool, f: JobFilter) -> Result<Vec<JobView>, StoreError> {

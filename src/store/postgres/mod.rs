@@ -35,6 +35,73 @@ use crate::domain::{JtiUse, Timestamp};
 pub struct PostgresStore {
     pool: PgPool,
     clock: SharedClock,
+    /// Attempts to record, taken together by one task (see [`record_attempts`]).
+    finished: tokio::sync::mpsc::Sender<(jobs::Finished, Reply)>,
+    /// When each destination's lost leases were last looked for (by the store's clock).
+    lost_checked: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
+}
+
+/// How often a destination's claims also look for jobs whose worker vanished (their lease
+/// ran out): a lost job waits at most this long past its lease, and claims that find nothing
+/// due cost one statement, not two and a transaction.
+const LOST_CHECK_EVERY_MS: i64 = 1000;
+
+type Reply = tokio::sync::oneshot::Sender<Result<bool, StoreError>>;
+
+/// The most attempts recorded in one transaction.
+const FINISH_BATCH: usize = 128;
+
+/// Records the attempts the workers finish, those that wait together in one transaction:
+/// when a stalled destination's attempts all time out at once, their records take one
+/// commit and one connection instead of one each, and the hooks' requests keep theirs.
+async fn record_attempts(
+    pool: PgPool,
+    clock: SharedClock,
+    mut rx: tokio::sync::mpsc::Receiver<(jobs::Finished, Reply)>,
+) {
+    let mut carried = None;
+    loop {
+        let first = match carried.take() {
+            Some(f) => f,
+            None => match rx.recv().await {
+                Some(f) => f,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        while batch.len() < FINISH_BATCH {
+            match rx.try_recv() {
+                // One job twice (a stale worker's late record beside the new lease's): the
+                // second waits for the next transaction, as each statement takes a row once.
+                Ok(f) if batch.iter().any(|(b, _)| b.id == f.0.id) => {
+                    carried = Some(f);
+                    break;
+                }
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        let (rows, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let result = async {
+            let mut tx = pool.begin().await?;
+            let changed = jobs::finish_many(&mut tx, &rows, clock.now()).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(changed)
+        }
+        .await;
+        match result {
+            Ok(changed) => {
+                for (reply, changed) in replies.into_iter().zip(changed) {
+                    let _ = reply.send(Ok(changed));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
 }
 
 impl PostgresStore {
@@ -43,9 +110,14 @@ impl PostgresStore {
         settings: &StoreSettings,
         clock: SharedClock,
     ) -> Result<Self, StoreError> {
+        let pool = schema::connect(url, settings).await?;
+        let (finished, rx) = tokio::sync::mpsc::channel(4 * FINISH_BATCH);
+        tokio::spawn(record_attempts(pool.clone(), clock.clone(), rx));
         Ok(Self {
-            pool: schema::connect(url, settings).await?,
+            pool,
             clock,
+            finished,
+            lost_checked: Default::default(),
         })
     }
 
@@ -127,10 +199,20 @@ impl Store for PostgresStore {
         lease: Duration,
         known: Known,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let jobs = jobs::claim(&mut tx, limit, lease, &known, self.now()).await?;
-        tx.commit().await?;
-        Ok(jobs)
+        let mut conn = self.pool.acquire().await?;
+        let now = self.now();
+        let check_lost = |destination: &str| {
+            let Ok(mut checked) = self.lost_checked.lock() else {
+                return true;
+            };
+            let last = checked.get(destination).copied();
+            let due = last.is_none_or(|l| now.millis() - l.millis() >= LOST_CHECK_EVERY_MS);
+            if due {
+                checked.insert(destination.to_owned(), now);
+            }
+            due
+        };
+        jobs::claim(&mut conn, limit, lease, &known, now, check_lost).await
     }
 
     async fn finish_attempt(
@@ -139,10 +221,20 @@ impl Store for PostgresStore {
         a: AttemptRecord,
         next: NextStep,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let changed = jobs::finish(&mut tx, job, &a, next, self.now()).await?;
-        tx.commit().await?;
-        Ok(changed)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let row = jobs::Finished {
+            id: job.id.clone(),
+            lease_token: job.lease_token.clone(),
+            attempt: a,
+            next,
+        };
+        self.finished
+            .send((row, reply))
+            .await
+            .map_err(|_| StoreError::down("the store is closed"))?;
+        answer
+            .await
+            .map_err(|_| StoreError::down("the store is closed"))?
     }
 
     async fn orphan_unknown(&self, known: Known, due_before: Timestamp) -> Result<u64, StoreError> {
