@@ -128,10 +128,14 @@ run() { # run LABEL NEIGHBOUR(no|slow|big|backlog|stalled8|odd8) PER_DESTINATION
       for i in 1 2 3 4 5 6 7 8; do webhook "stalled$i" "http://127.0.0.1:$STALL_PORT/s$i"; done
     fi
     if [ "$2" = odd8 ]; then
-      webhook stall "http://127.0.0.1:$STALL_PORT/stall"
-      webhook closed "http://127.0.0.1:$CLOSED_PORT/closed"
-      for p in 500 429 410 big loop; do webhook "odd$p" "http://127.0.0.1:$ODD_PORT/$p"; done
-      webhook selfsigned "https://localhost:$TLS_PORT/500"
+      for odd in ${ODD:-stall closed 500 429 410 big loop selfsigned}; do
+        case $odd in
+          stall) webhook stall "http://127.0.0.1:$STALL_PORT/stall" ;;
+          closed) webhook closed "http://127.0.0.1:$CLOSED_PORT/closed" ;;
+          selfsigned) webhook selfsigned "https://localhost:$TLS_PORT/500" ;;
+          *) webhook "odd$odd" "http://127.0.0.1:$ODD_PORT/$odd" ;;
+        esac
+      done
     fi
     printf '[workers]\nper_destination = %s\n' "$3"
     # The backlog case measures claims beside a backlog that keeps being claimed.
@@ -172,7 +176,7 @@ PY
     --duration "$DURATION" --warmup 0s --quiet --receiver "127.0.0.1:$RECEIVER_PORT" --label "$1"
   awk '$1 == "VmHWM:" {print $2}' "/proc/$server/status" > "$WORK/peak-$1"
   kill -INT "$server"; wait "$server" || true
-  [ "$STORE" = postgres ] && psql -q "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" > /dev/null 2>&1
+  [ "$STORE" = postgres ] && [ -z "${KEEP:-}" ] && psql -q "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" > /dev/null 2>&1
   true
 }
 # CASES: which to run (the baseline always runs first).

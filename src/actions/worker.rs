@@ -1,6 +1,6 @@
 //! The worker loop: claim due jobs, run them with bounded concurrency, record attempts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -151,6 +151,16 @@ async fn claim_loop(l: ClaimLoop) {
     let mut runner = l.live.load().runner.clone();
     let mut bulkheads = bulkheads_for(&runner, &[], l.per_destination);
     let mut turn = 0usize;
+    // Room freed by a finished attempt: wakes the loop without saying new jobs are due.
+    let freed = Arc::new(Notify::new());
+    // Destinations whose last claim found fewer due jobs than it asked for: not claimed
+    // again until something may have become due (a wake from the hooks or an operator, the
+    // poll interval, a clock jump, a reload). So a finished attempt costs a claim only for
+    // a destination with more waiting, not one per destination with room: with several
+    // busy destinations on PostgreSQL, the claims (a round trip each) no longer queue the
+    // fast destination's behind theirs.
+    let mut drained: HashSet<String> = HashSet::new();
+    let mut poll_at = Instant::now() + l.poll;
     for (bot, action) in runner.configured() {
         metrics::gauge!("wrapup_destination_paused", "bot" => bot, "action" => action).set(0.0);
     }
@@ -162,6 +172,7 @@ async fn claim_loop(l: ClaimLoop) {
         if !Arc::ptr_eq(&current, &runner) {
             bulkheads = bulkheads_for(&current, &bulkheads, l.per_destination);
             runner = current;
+            drained.clear();
             // A reload is the operator saying something changed (a URL fixed, a key
             // rotated): every paused destination is tried again at once.
             if let Ok(mut b) = l.breakers.lock() {
@@ -191,6 +202,9 @@ async fn claim_loop(l: ClaimLoop) {
         turn = turn.wrapping_add(1);
         let order = bulkheads[first..].iter().chain(&bulkheads[..first]);
         for (destination, bulkhead) in order {
+            if drained.contains(destination) {
+                continue;
+            }
             let running = l.per_destination - bulkhead.available_permits();
             let mut room = share
                 .saturating_sub(running)
@@ -227,6 +241,9 @@ async fn claim_loop(l: ClaimLoop) {
             match claimed {
                 Ok(jobs) => {
                     claimed_all |= jobs.len() == room && may == May::Claim;
+                    if jobs.len() < room {
+                        drained.insert(destination.clone());
+                    }
                     for job in jobs {
                         // Only this loop takes permits, so the room counted above is still free.
                         let (Ok(permit), Ok(slot)) = (
@@ -239,7 +256,7 @@ async fn claim_loop(l: ClaimLoop) {
                             l.store.clone(),
                             runner.clone(),
                             l.clock.clone(),
-                            l.wake.clone(),
+                            freed.clone(),
                         );
                         let (breakers, destination) = (l.breakers.clone(), destination.clone());
                         let (pause_after, pause_for) = (l.pause_after, l.pause_for);
@@ -270,9 +287,15 @@ async fn claim_loop(l: ClaimLoop) {
         }
         tokio::select! {
             _ = l.cancel.cancelled() => break,
+            _ = freed.notified() => continue,
             _ = l.wake.notified() => {}
-            _ = crate::clock::sleep(&mut jumps, l.poll) => {}
+            // The poll runs on its own deadline, so finished attempts waking the loop all
+            // the time never put off a retry falling due.
+            _ = crate::clock::sleep(&mut jumps, poll_at.saturating_duration_since(Instant::now())) => {
+                poll_at = Instant::now() + l.poll;
+            }
         }
+        drained.clear();
     }
 }
 

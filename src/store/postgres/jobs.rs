@@ -16,7 +16,8 @@ use crate::store::{
     JobFilter, JobStats, JobView, Known, ORPHANED, RetryTarget, StoreError, new_job_id,
 };
 
-/// Writes jobs, one row per action, each with the payload.
+/// Writes jobs, one row per action, each with the payload: one statement, whatever the
+/// number of actions.
 pub(super) async fn schedule(
     conn: &mut PgConnection,
     target: Target<'_>,
@@ -24,27 +25,32 @@ pub(super) async fn schedule(
     actions: &[ActionRef],
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    for action in actions {
-        sqlx::query(
-            "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload, destination,
-                               action_name, event, trigger_seq)
-             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $7, $7, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(new_job_id())
-        .bind(target.bot_id)
-        .bind(target.conversation_id)
-        .bind(&action.name)
-        .bind(action.kind)
-        .bind(action.max_attempts as i32)
-        .bind(now.millis())
-        .bind(payload)
-        .bind(&action.destination)
-        .bind(&action.action)
-        .bind(action.event.as_str())
-        .bind(action.trigger.map(|t| t as i64))
-        .execute(&mut *conn)
-        .await?;
+    if actions.is_empty() {
+        return Ok(());
     }
+    let col = |f: fn(&ActionRef) -> String| actions.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload, destination,
+                           action_name, event, trigger_seq)
+         SELECT a.id, $1, $2, a.name, a.kind, 'pending', a.max_attempts, a.max_attempts, $3, $3, $3, $4, a.destination,
+                a.action, a.event, a.trigger_seq
+         FROM unnest($5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::text[], $11::text[], $12::bigint[])
+              AS a(id, name, kind, max_attempts, destination, action, event, trigger_seq)",
+    )
+    .bind(target.bot_id)
+    .bind(target.conversation_id)
+    .bind(now.millis())
+    .bind(payload)
+    .bind(actions.iter().map(|_| new_job_id()).collect::<Vec<_>>())
+    .bind(col(|a| a.name.clone()))
+    .bind(col(|a| a.kind.to_owned()))
+    .bind(actions.iter().map(|a| a.max_attempts as i32).collect::<Vec<_>>())
+    .bind(col(|a| a.destination.clone()))
+    .bind(col(|a| a.action.clone()))
+    .bind(col(|a| a.event.as_str().to_owned()))
+    .bind(actions.iter().map(|a| a.trigger.map(|t| t as i64)).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

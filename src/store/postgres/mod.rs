@@ -51,6 +51,9 @@ type Reply = tokio::sync::oneshot::Sender<Result<bool, StoreError>>;
 /// The most attempts recorded in one transaction.
 const FINISH_BATCH: usize = 128;
 
+/// Transactions recording attempts at once (each holds a connection of the pool).
+const FINISH_TRANSACTIONS: usize = 4;
+
 /// Records the attempts the workers finish, those that wait together in one transaction:
 /// when a stalled destination's attempts all time out at once, their records take one
 /// commit and one connection instead of one each, and the hooks' requests keep theirs.
@@ -59,6 +62,7 @@ async fn record_attempts(
     clock: SharedClock,
     mut rx: tokio::sync::mpsc::Receiver<(jobs::Finished, Reply)>,
 ) {
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(FINISH_TRANSACTIONS));
     let mut carried = None;
     loop {
         let first = match carried.take() {
@@ -81,26 +85,37 @@ async fn record_attempts(
                 Err(_) => break,
             }
         }
+        // In job-id order, so two batches that share a job (only a stale worker's record
+        // can) take its rows in the same order and never deadlock.
+        batch.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         let (rows, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let result = async {
-            let mut tx = pool.begin().await?;
-            let changed = jobs::finish_many(&mut tx, &rows, clock.now()).await?;
-            tx.commit().await?;
-            Ok::<_, StoreError>(changed)
-        }
-        .await;
-        match result {
-            Ok(changed) => {
-                for (reply, changed) in replies.into_iter().zip(changed) {
-                    let _ = reply.send(Ok(changed));
+        // A few batches at once: one slow commit never holds up every worker's record.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let (pool, now) = (pool.clone(), clock.now());
+        tokio::spawn(async move {
+            let result = async {
+                let mut tx = pool.begin().await?;
+                let changed = jobs::finish_many(&mut tx, &rows, now).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(changed)
+            }
+            .await;
+            drop(permit);
+            match result {
+                Ok(changed) => {
+                    for (reply, changed) in replies.into_iter().zip(changed) {
+                        let _ = reply.send(Ok(changed));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
                 }
             }
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
+        });
     }
 }
 
