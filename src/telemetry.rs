@@ -162,6 +162,10 @@ fn describe() {
             "How long the oldest due job has waited, cluster-wide (alert on max, not sum)",
         ),
         (
+            "wrapup_jobs_oldest_waiting_age_seconds",
+            "How long the oldest dead or orphaned job has waited for an operator (since it died, or since it fell due), cluster-wide; 0 when none (alert on max, not sum)",
+        ),
+        (
             "wrapup_build_info",
             "1, labelled with the version of this instance",
         ),

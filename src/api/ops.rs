@@ -66,6 +66,12 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         metrics::gauge!("wrapup_jobs_due").set(stats.due as f64);
         metrics::gauge!("wrapup_jobs_oldest_due_age_seconds")
             .set(stats.oldest_due_age.map(|d| d.as_secs_f64()).unwrap_or(0.0));
+        metrics::gauge!("wrapup_jobs_oldest_waiting_age_seconds").set(
+            stats
+                .oldest_waiting_age
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        );
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -311,6 +311,9 @@ pub struct JobStats {
     pub due: u64,
     /// Age of the oldest due job.
     pub oldest_due_age: Option<std::time::Duration>,
+    /// How long the oldest job waiting for an operator (dead, or orphaned) has waited: since
+    /// it died, or since it fell due for an orphan.
+    pub oldest_waiting_age: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,24 +27,35 @@ pub(crate) fn within_budget<T>(
 }
 
 impl JobStats {
-    /// From `(kind, state, count)` rows and the count and earliest due time of due jobs.
+    /// From `(kind, state, count)` rows, the count and earliest due time of due jobs, and
+    /// the earliest due time of the dead and orphaned ones.
     pub(crate) fn from_rows(
         rows: Vec<(String, String, i64)>,
         due: i64,
         oldest_due: Option<i64>,
+        oldest_waiting: Option<i64>,
         now: Timestamp,
     ) -> Result<Self, StoreError> {
+        let age = |t: Option<i64>| {
+            t.map(|t| std::time::Duration::from_millis((now.millis() - t).max(0) as u64))
+        };
         Ok(JobStats {
             by_kind_and_state: rows
                 .into_iter()
                 .map(|(kind, state, n)| Ok((kind, JobState::from_column(&state)?, n.max(0) as u64)))
                 .collect::<Result<_, StoreError>>()?,
             due: due.max(0) as u64,
-            oldest_due_age: oldest_due
-                .map(|t| std::time::Duration::from_millis((now.millis() - t).max(0) as u64)),
+            oldest_due_age: age(oldest_due),
+            oldest_waiting_age: age(oldest_waiting),
         })
     }
 }
+
+/// The earliest due time of the jobs waiting for an operator: a dead job's is when it died,
+/// an orphan's when it fell due. Two steps of the `(state, due_at)` index.
+pub(crate) const OLDEST_WAITING: &str = "SELECT min(t) FROM (
+        SELECT (SELECT min(due_at) FROM jobs WHERE state = 'dead') AS t
+        UNION ALL SELECT (SELECT min(due_at) FROM jobs WHERE state = 'orphaned')) w";
 
 /// Every destination that has jobs (but `''`), walked through the index led by it.
 pub(crate) const DESTINATIONS: &str = "WITH RECURSIVE d(x) AS (

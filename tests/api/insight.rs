@@ -161,6 +161,19 @@ async fn dead_jobs_of_an_action_since_an_instant_are_retried_in_bulk_and_counted
     let (_, overview) = app.admin(reqwest::Method::GET, "/overview").await;
     assert_eq!(overview["jobs"]["dead"], 3, "{overview}");
     assert_eq!(overview["traffic"].as_array().unwrap().len(), 90);
+    // Ten minutes later the dead jobs are still waiting for a person: the gauge the
+    // oldest-job alert reads says so (the due gauge cannot: a dead job is not due).
+    app.advance(std::time::Duration::from_secs(700));
+    let waiting = || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("wrapup_jobs_oldest_waiting_age_seconds "))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    eventually("the oldest dead job's wait is exported", || async {
+        waiting().await.filter(|s| *s >= 700.0)
+    })
+    .await;
 
     receiver.always(None);
     let retry = |body: Value| {
@@ -214,6 +227,10 @@ async fn dead_jobs_of_an_action_since_an_instant_are_retried_in_bulk_and_counted
     for c in &convs {
         assert_eq!(app.settled_jobs(c, 1).await[0]["state"], "succeeded");
     }
+    eventually("nothing waits for a person any more", || async {
+        waiting().await.filter(|s| *s == 0.0)
+    })
+    .await;
     // Selected jobs: a succeeded one is not retried, and says why.
     let id = app.jobs_of(&convs[0]).await[0]["id"]
         .as_str()

@@ -365,7 +365,10 @@ pub(super) async fn stats(pool: &PgPool, now: Timestamp) -> Result<JobStats, Sto
     .bind(now.millis())
     .fetch_one(pool)
     .await?;
-    JobStats::from_rows(rows, due, oldest, now)
+    let waiting: Option<i64> = sqlx::query_scalar(crate::store::rows::OLDEST_WAITING)
+        .fetch_one(pool)
+        .await?;
+    JobStats::from_rows(rows, due, oldest, waiting, now)
 }
 
 pub(super) async fn orphan_unknown(

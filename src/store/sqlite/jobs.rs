@@ -321,7 +321,10 @@ pub(super) fn stats(conn: &Connection, now: Timestamp) -> Result<JobStats, Store
             "SELECT count(*), min(due_at) FROM jobs WHERE state = 'pending' AND due_at <= ?1",
         )?
         .query_row(params![now.millis()], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    JobStats::from_rows(rows, due, oldest, now)
+    let waiting: Option<i64> = conn
+        .prepare_cached(crate::store::rows::OLDEST_WAITING)?
+        .query_row([], |r| r.get(0))?;
+    JobStats::from_rows(rows, due, oldest, waiting, now)
 }
 
 /// The known destinations as SQL reads them (`json_each`).
