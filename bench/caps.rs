@@ -81,6 +81,7 @@ async fn main() {
         queue_capacity: 1024,
         max_batch: 256,
         pool_size: 4,
+        read_connections: 4,
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(5),
         schema: "public".into(),

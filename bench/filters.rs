@@ -125,6 +125,7 @@ async fn main() {
         queue_capacity: 16_384,
         max_batch: 1024,
         pool_size: 16,
+        read_connections: 4,
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(30),
         schema: schema.clone(),

@@ -52,6 +52,8 @@ pub struct JobPage {
 #[derive(Serialize, ToSchema)]
 pub struct Retried {
     pub retried: u64,
+    /// At most 1,000 jobs are taken per call: `true` when there may be more (call again).
+    pub more: bool,
 }
 
 #[utoipa::path(
@@ -146,7 +148,10 @@ pub async fn retry_job(
 ) -> Result<Json<Retried>, ApiError> {
     let Path(id) = path?;
     let retried = retry_one(&state, id).await?;
-    Ok(Json(Retried { retried }))
+    Ok(Json(Retried {
+        retried,
+        more: false,
+    }))
 }
 
 /// Retries one dead job (the admin API's and the console's button): a conflict names
@@ -188,7 +193,7 @@ pub(crate) async fn retry_one(state: &AppState, id: String) -> Result<u64, ApiEr
     path = "/admin/v1/bots/{botId}/jobs/retry",
     tag = "admin",
     params(("botId" = String, Path)),
-    responses((status = 200, description = "Every dead job of the bot back in the queue", body = Retried), (status = 401, description = "No admin token", body = super::openapi::ErrorBody),
+    responses((status = 200, description = "The bot's dead jobs back in the queue, 1,000 at most per call", body = Retried), (status = 400, description = "The bot is not configured", body = super::openapi::ErrorBody), (status = 401, description = "No admin token", body = super::openapi::ErrorBody),
         (status = 404, description = "Admin API off, or no such job", body = super::openapi::ErrorBody),),
     security(("admin" = []))
 )]
@@ -198,6 +203,11 @@ pub async fn retry_bot(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Retried>, ApiError> {
     let Path(bot) = path?;
+    if !state.live().plans.contains_key(&bot) {
+        return Err(ApiError::BadRequest(format!(
+            "bot: {bot} is not configured"
+        )));
+    }
     let known = known_of(&state, &bot);
     let retried = state
         .store
@@ -205,7 +215,10 @@ pub async fn retry_bot(
         .await?;
     state.wake.notify_one();
     state.forget_stats();
-    Ok(Json(Retried { retried }))
+    Ok(Json(Retried {
+        retried,
+        more: retried >= crate::store::RETRY_BATCH,
+    }))
 }
 
 #[utoipa::path(
@@ -268,7 +281,11 @@ pub async fn repoint_job(
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
     let action = repoint_target(&state.live(), &job.bot_id, &job.kind, &to.action)
         .map_err(ApiError::BadRequest)?;
-    let applied = state.store.decide(&id, Decision::Repoint(action)).await?;
+    let decision = Decision::Repoint {
+        to: action,
+        from: job.destination.clone(),
+    };
+    let applied = state.store.decide(&id, decision).await?;
     let answer = settle(&state, &id, applied, &Operation::Repoint.refusal()).await?;
     state.wake.notify_one();
     state.forget_stats();
@@ -294,20 +311,24 @@ pub(crate) fn repoint_target(
                 ..s.clone()
             })
     } else {
+        // A delivery (webhook, NATS) goes to a delivery, a cache cleanup to a cache
+        // cleanup: a job never becomes something of another nature (an announcement
+        // turned into a key deletion).
+        let family = |k: &str| if k == "redis_cleanup" { 1 } else { 0 };
         bot.and_then(|b| {
             b.on_end
                 .iter()
-                .find(|a| a.name == to && a.kind != "summary")
+                .find(|a| a.name == to && a.kind != "summary" && family(a.kind) == family(kind))
                 .cloned()
         })
     };
     action.ok_or_else(|| {
         format!(
             "action: bot {bot_id} has no action named \"{to}\" that can take a {kind} job{}",
-            if kind == "summary" {
-                " (a summary job goes to \"summary\", the bot's [bots.summary])"
-            } else {
-                ""
+            match kind {
+                "summary" => " (a summary job goes to \"summary\", the bot's [bots.summary])",
+                "redis_cleanup" => " (a redis_cleanup job goes only to a redis_cleanup action)",
+                _ => " (a delivery goes only to a webhook or nats action)",
             }
         )
     })
@@ -342,7 +363,8 @@ pub struct BulkRepointed {
     pub repointed: u64,
     /// Matching jobs that were not re-pointed, and why.
     pub not_repointed: Vec<super::insight::NotRetried>,
-    /// At most 1,000 jobs are taken per call: `true` when there may be more (call again).
+    /// At most 1,000 jobs are taken per call: `true` when there may be more (call again);
+    /// `false` when the 1,000 taken were all refused (their reasons say why).
     pub more: bool,
 }
 
@@ -420,8 +442,9 @@ pub(crate) async fn repoint_many(
     let mut out = BulkRepointed {
         repointed: 0,
         not_repointed: Vec::new(),
-        more: jobs.len() == REPOINT_BATCH,
+        more: false,
     };
+    let full = jobs.len() == REPOINT_BATCH;
     for job in jobs {
         let target = match repoint_target(&live, &job.bot_id, &job.kind, &req.to) {
             Ok(t) => t,
@@ -433,12 +456,23 @@ pub(crate) async fn repoint_many(
         };
         match state
             .store
-            .decide(&job.id, Decision::Repoint(target))
+            .decide(
+                &job.id,
+                Decision::Repoint {
+                    to: target,
+                    from: job.destination.clone(),
+                },
+            )
             .await?
         {
             Some(true) => out.repointed += 1,
             Some(false) => out.not_repointed.push(super::insight::NotRetried {
-                reason: format!("job {} is no longer {}", job.id, job.state.as_str()),
+                reason: format!(
+                    "job {} changed meanwhile: no longer {} or no longer of {}",
+                    job.id,
+                    job.state.as_str(),
+                    req.from
+                ),
                 id: job.id,
             }),
             None => out.not_repointed.push(super::insight::NotRetried {
@@ -447,6 +481,9 @@ pub(crate) async fn repoint_many(
             }),
         }
     }
+    // More may match only if this batch moved some: a batch refused whole (jobs `to`
+    // cannot take) would be the same batch again.
+    out.more = full && out.repointed > 0;
     state.wake.notify_one();
     state.forget_stats();
     tracing::info!(

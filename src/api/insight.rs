@@ -130,6 +130,9 @@ pub struct BulkRetried {
     pub retried: u64,
     /// Listed jobs that were not retried (not dead, unknown, or their destination gone).
     pub not_retried: Vec<NotRetried>,
+    /// A retry by action takes at most 1,000 jobs a call: `true` when there may be more
+    /// (call again). Always `false` for a list of ids.
+    pub more: bool,
 }
 
 #[utoipa::path(
@@ -168,6 +171,7 @@ pub(crate) async fn retry_many(state: &AppState, req: BulkRetry) -> Result<BulkR
             let mut out = BulkRetried {
                 retried: 0,
                 not_retried: Vec::new(),
+                more: false,
             };
             for id in ids {
                 match retry_one(state, id.clone()).await {
@@ -226,6 +230,7 @@ pub(crate) async fn retry_many(state: &AppState, req: BulkRetry) -> Result<BulkR
             Ok(BulkRetried {
                 retried,
                 not_retried: Vec::new(),
+                more: retried >= crate::store::RETRY_BATCH,
             })
         }
         _ => Err(ApiError::BadRequest(

@@ -238,6 +238,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         (None, None, _) => bail!("give a job id or --bot"),
                     };
                     println!("{body}");
+                    if body["more"] == true {
+                        eprintln!("more jobs may match: run the command again");
+                    }
                     if body["retried"].as_u64() == Some(0)
                         && body["notRetried"].as_array().is_none_or(Vec::is_empty)
                     {
@@ -285,6 +288,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     // and re-pointing none of them is.
                     let repointed = body["repointed"].as_u64();
                     let refused = body["notRepointed"].as_array().map_or(0, Vec::len);
+                    if body["more"] == true {
+                        eprintln!("more jobs may match: run the command again");
+                    }
                     if repointed == Some(0) && refused == 0 {
                         eprintln!("no job matched: nothing was re-pointed");
                     }

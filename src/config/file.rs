@@ -148,6 +148,8 @@ pub struct StoreFile {
     pub max_batch: usize,
     /// PostgreSQL: connections per instance.
     pub pool_size: u32,
+    /// SQLite: read-only connections (reads run beside the writer, each on its own).
+    pub read_connections: u32,
     /// PostgreSQL: how long to wait for a connection (503 after).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -165,6 +167,7 @@ impl Default for StoreFile {
             queue_capacity: 16_384,
             max_batch: 1024,
             pool_size: 16,
+            read_connections: 4,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
             schema: "public".into(),

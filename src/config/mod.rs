@@ -121,6 +121,7 @@ pub struct StoreSettings {
     pub queue_capacity: usize,
     pub max_batch: usize,
     pub pool_size: u32,
+    pub read_connections: u32,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
     pub schema: String,

@@ -209,3 +209,16 @@ fn an_action_name_with_the_re_pointed_marker_is_refused() {
         "bots[0].on_end[0].name: must not contain \" (re-pointed from \""
     );
 }
+
+#[test]
+fn the_sqlite_read_connections_are_bounded() {
+    assert_eq!(check(APP).unwrap().store.read_connections, 4);
+    for n in [0, 65] {
+        assert_eq!(
+            check(&format!("{APP}\n[store]\nread_connections = {n}\n"))
+                .err()
+                .unwrap(),
+            "store.read_connections: must be 1 to 64"
+        );
+    }
+}

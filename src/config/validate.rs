@@ -80,11 +80,15 @@ pub fn validate(
     if file.store.pool_size == 0 {
         return Err(cerr("store.pool_size", "must be greater than 0"));
     }
+    if !(1..=64).contains(&file.store.read_connections) {
+        return Err(cerr("store.read_connections", "must be 1 to 64"));
+    }
     let store = StoreSettings {
         url,
         queue_capacity: file.store.queue_capacity,
         max_batch: file.store.max_batch,
         pool_size: file.store.pool_size,
+        read_connections: file.store.read_connections,
         connect_timeout: positive("store.connect_timeout", file.store.connect_timeout)?,
         statement_timeout: positive("store.statement_timeout", file.store.statement_timeout)?,
         schema: schema.clone(),

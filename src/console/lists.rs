@@ -464,7 +464,13 @@ impl JobsForm {
         op.check_csrf(&form.get("csrf").unwrap_or_default())?;
         form.back = form
             .get("back")
-            .filter(|b| b.starts_with("/console") && b.chars().all(|c| c.is_ascii_graphic()))
+            .filter(|b| {
+                b.starts_with("/console")
+                    && b.chars().all(|c| c.is_ascii_graphic() && c != '\\')
+                    && !b.split(['/', '?']).any(|seg| seg == ".." || seg == ".")
+                    && !b.to_ascii_lowercase().contains("%2e")
+                    && !b.to_ascii_lowercase().contains("%5c")
+            })
             .unwrap_or_else(|| "/console/jobs".to_owned());
         Ok(form)
     }

@@ -24,6 +24,7 @@ mod rows;
 
 pub use error::*;
 pub use model::*;
+pub use rows::RETRY_BATCH;
 pub(crate) use rows::*;
 
 #[async_trait]

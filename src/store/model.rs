@@ -155,7 +155,12 @@ pub enum Decision {
     /// A dead, orphaned or pending job is pointed at this action instead, due now with the
     /// action's attempts; its name becomes `<action> (re-pointed from <old name>)`, so it
     /// stays apart from the job the action has of its own for the conversation.
-    Repoint(ActionRef),
+    Repoint {
+        to: ActionRef,
+        /// The job's destination when the operator chose: a job moved meanwhile (by
+        /// another re-point) is left alone.
+        from: String,
+    },
 }
 
 /// Which dead jobs to put back in the queue.

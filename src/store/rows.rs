@@ -221,6 +221,10 @@ pub(crate) fn backfill_progress(done: u64, batch: usize) {
     }
 }
 
+/// The most jobs one retry by filter puts back in the queue (the answer's `more` says to
+/// call again): one call's transaction stays bounded whatever the backlog.
+pub const RETRY_BATCH: u64 = 1000;
+
 /// An action's name and the `[since, until)` of its jobs' creation, in milliseconds.
 pub(crate) type ActionWindow<'a> = (&'a str, i64, i64);
 
@@ -271,20 +275,29 @@ impl RetryTarget {
                 "bot_id = $2 AND {in_known} AND action_name = $4 AND created_at >= $5 AND created_at < $6"
             ),
         };
+        let states = self.operation().sql_states();
+        // A filter takes at most RETRY_BATCH jobs a call (oldest first): the caller asks
+        // again while it gets a full batch.
+        let filter = match self {
+            RetryTarget::Job(_) => format!("state IN ({states}) AND {filter}"),
+            _ => format!(
+                "seq IN (SELECT seq FROM jobs WHERE state IN ({states}) AND {filter} ORDER BY seq LIMIT {RETRY_BATCH})"
+            ),
+        };
         format!(
             "UPDATE jobs SET due_at = $1, updated_at = $1,
                  max_attempts = CASE WHEN state = 'dead' THEN attempts + budget ELSE max_attempts END,
                  state = 'pending', lost_in_row = 0, lease_until = NULL, lease_token = NULL
-             WHERE state IN ({}) AND {filter}",
-            self.operation().sql_states()
+             WHERE {filter}"
         )
     }
 }
 
 impl Decision {
     /// The decision as one statement on job `$1` (`$2` is now; a re-point binds the
-    /// action's name, kind, destination and attempts as `$3`..`$6`), from the states the
-    /// domain allows. The same text on both stores (SQLite's through [`sqlite`]).
+    /// action's name, kind, destination and attempts as `$3`..`$6`, and the destination
+    /// the job had when the operator chose it as `$7`, so two re-points racing move a job
+    /// once), from the states the domain allows. The same text on both stores (SQLite's through [`sqlite`]).
     pub(crate) fn sql(&self) -> String {
         match self {
             Decision::Discard => format!(
@@ -292,12 +305,12 @@ impl Decision {
                  WHERE id = $1 AND state IN ({})",
                 Operation::Discard.sql_states()
             ),
-            Decision::Repoint(_) => format!(
+            Decision::Repoint { .. } => format!(
                 "UPDATE jobs SET action = $3 || ' (re-pointed from ' || action || ')', repointed_from = action_name,
                      action_name = $3, kind = $4, destination = $5, budget = $6,
                      max_attempts = attempts + $6, state = 'pending', due_at = $2, updated_at = $2, lost_in_row = 0,
                      lease_until = NULL, lease_token = NULL
-                 WHERE id = $1 AND state IN ({})",
+                 WHERE id = $1 AND destination = $7 AND state IN ({})",
                 Operation::Repoint.sql_states()
             ),
         }

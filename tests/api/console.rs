@@ -580,11 +580,48 @@ async fn a_post_without_the_csrf_token_is_refused_and_pages_carry_the_security_h
     b.sign_in(ADMIN_TOKEN).await;
     let cookie = b.client.get_named_cookie("wrapup_console").await.unwrap();
     let session = format!("wrapup_console={}", cookie.value());
+    b.go("/console/jobs").await;
+    let csrf = b
+        .client
+        .find(Locator::Css("input[name=csrf]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
     b.close().await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    // A form's way back stays a console page: dot segments and backslashes fall back to
+    // the jobs page.
+    for back in [
+        "/console/../../evil",
+        "/console/..%5C..%5Cevil",
+        "/console/%2e%2e/evil",
+        "/console\\..\\evil",
+    ] {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("csrf", &csrf)
+            .append_pair("back", back)
+            .finish();
+        let resp = http
+            .post(format!("{}/console/jobs/discard", app.base))
+            .header("cookie", &session)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303, "{back}");
+        assert_eq!(
+            resp.headers()["location"],
+            "/console/jobs?empty=1",
+            "{back}"
+        );
+    }
     // Signed in, but without (or with a wrong) CSRF token: refused, nothing done.
     for body in [
         "mode=selected&ids=job_x",

@@ -86,6 +86,38 @@ async fn an_unreachable_or_silent_destination_never_fails_a_healthy_one() {
         let error = job["lastError"].as_str().unwrap_or_default();
         assert!(error.contains("no answer within 2s"), "{error}");
     }
+    // A job keeps its nature: a cache cleanup is never re-pointed to a delivery, nor a
+    // delivery to a key deletion (each refusal says why).
+    for (from, to, why) in [
+        (
+            "dead-cache",
+            "bus",
+            "a redis_cleanup job goes only to a redis_cleanup action",
+        ),
+        (
+            "silent-bus",
+            "cache",
+            "a delivery goes only to a webhook or nats action",
+        ),
+    ] {
+        let (status, body) = app
+            .post(
+                "/admin/v1/jobs/repoint",
+                "bearer",
+                ADMIN_TOKEN,
+                &serde_json::json!({"bot": BOT, "from": from, "to": to, "state": "dead"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["repointed"], 0, "{body}");
+        let refused = body["notRepointed"].as_array().unwrap();
+        assert_eq!(refused.len(), 20, "{body}");
+        assert!(
+            refused[0]["reason"].as_str().unwrap().contains(why),
+            "{body}"
+        );
+        assert_eq!(body["more"], false);
+    }
     js.delete_stream(&stream_name).await.expect("cleanup");
 }
 

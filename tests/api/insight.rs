@@ -224,6 +224,22 @@ async fn dead_jobs_of_an_action_since_an_instant_are_retried_in_bulk_and_counted
     assert!(out.status.success(), "{out:?}");
     let said: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(said["retried"], 3, "{said}");
+    assert_eq!(said["more"], false, "{said}");
+    // A bot that is not configured is an error, not "nothing matched".
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wrapup"))
+        .args([
+            "jobs",
+            "retry",
+            "--url",
+            &app.base,
+            "--admin-token",
+            ADMIN_TOKEN,
+        ])
+        .args(["--bot", "st-not-configured"])
+        .output()
+        .expect("wrapup runs");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bot: st-not-configured"));
     for c in &convs {
         assert_eq!(app.settled_jobs(c, 1).await[0]["state"], "succeeded");
     }

@@ -923,12 +923,32 @@ pub async fn unknown_destinations_are_left_then_orphaned_and_decided(
     );
     // Re-pointed at crm's destination: pending again, claimable by an instance knowing crm.
     let to = actions(&["crm"])[0].clone();
+    let repoint = |from: &str| Decision::Repoint {
+        to: to.clone(),
+        from: from.to_owned(),
+    };
+    // Chosen when the job was another action's: refused (two operators racing).
     assert_eq!(
         store
-            .decide(&cache.id, Decision::Repoint(to))
+            .decide(&cache.id, repoint("dest-other"))
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        store
+            .decide(&cache.id, repoint(&cache.destination))
             .await
             .unwrap(),
         Some(true)
+    );
+    // The second of two racing re-points, from the destination it read: refused.
+    assert_eq!(
+        store
+            .decide(&cache.id, repoint(&cache.destination))
+            .await
+            .unwrap(),
+        Some(false)
     );
     let job = store.job(&cache.id).await.unwrap().unwrap();
     assert_eq!(
@@ -1602,4 +1622,41 @@ pub async fn destination_rows_count_jobs_and_list_recent_attempts(store: &S, clo
             .attempts
             .is_empty()
     );
+}
+
+/// A retry by filter takes at most a batch of jobs a call (oldest first), so one call's
+/// transaction is bounded whatever the backlog; the rest are taken by the next call.
+pub async fn a_retry_by_filter_takes_at_most_a_batch(store: &S, _clock: &ManualClock) {
+    let n = wrapup::store::RETRY_BATCH as usize + 1;
+    let acts: Arc<[ActionRef]> = (0..n)
+        .map(|i| ActionRef::on_end(&format!("a{i}"), "webhook", format!("dest-{i}"), 1))
+        .collect();
+    let known: Known = std::iter::once(String::new())
+        .chain((0..n).map(|i| format!("dest-{i}")))
+        .collect();
+    store
+        .ingest(ingest("batch", events("batch", json!([end()])), acts))
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_jobs(2 * n, Duration::from_secs(30), known.clone())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), n);
+    for job in &claimed {
+        store
+            .finish_attempt(job, attempt(1, false), NextStep::Dead)
+            .await
+            .unwrap();
+    }
+    let all = || RetryTarget::DeadOfBot {
+        bot: BOT.into(),
+        known: known.clone(),
+    };
+    assert_eq!(
+        store.retry_dead(all()).await.unwrap(),
+        wrapup::store::RETRY_BATCH
+    );
+    assert_eq!(store.retry_dead(all()).await.unwrap(), 1);
+    assert_eq!(store.retry_dead(all()).await.unwrap(), 0);
 }

@@ -21,6 +21,7 @@ pub fn settings(url: StoreUrl, schema: &str) -> StoreSettings {
         queue_capacity: 16_384,
         max_batch: 1024,
         pool_size: 16,
+        read_connections: 4,
         connect_timeout: std::time::Duration::from_secs(5),
         statement_timeout: std::time::Duration::from_secs(10),
         schema: schema.to_owned(),
@@ -140,6 +141,7 @@ both_stores!(
     a_conversation_is_found_among_its_bots_and_active_ones_counted,
     traffic_buckets_add_up_across_instances_and_old_ones_are_purged,
     destination_rows_count_jobs_and_list_recent_attempts,
+    a_retry_by_filter_takes_at_most_a_batch,
 );
 
 /// Upgrading a database from before the tag index: the migration derives every stored

@@ -415,11 +415,12 @@ pub(super) async fn decide(
     let query = sqlx::query(&sql).bind(id).bind(now.millis());
     let query = match decision {
         Decision::Discard => query,
-        Decision::Repoint(to) => query
+        Decision::Repoint { to, from } => query
             .bind(&to.name)
             .bind(to.kind)
             .bind(&to.destination)
-            .bind(to.max_attempts as i32),
+            .bind(to.max_attempts as i32)
+            .bind(from),
     };
     let changed = query.execute(pool).await?.rows_affected();
     Ok(Some(changed == 1))

@@ -374,13 +374,14 @@ pub(super) fn decide(
     let mut stmt = conn.prepare_cached(&sql)?;
     let changed = match decision {
         Decision::Discard => stmt.execute(params![id, now.millis()])?,
-        Decision::Repoint(to) => stmt.execute(params![
+        Decision::Repoint { to, from } => stmt.execute(params![
             id,
             now.millis(),
             to.name,
             to.kind,
             to.destination,
-            to.max_attempts
+            to.max_attempts,
+            from
         ])?,
     };
     Ok(Some(changed == 1))

@@ -16,7 +16,7 @@ mod stats;
 mod writer;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
@@ -35,10 +35,39 @@ use crate::domain::{JtiUse, Timestamp};
 
 pub use backup::{BackupReport, backup};
 
+/// Opens the read-only connections of the pool.
+#[derive(Debug)]
+struct Readers {
+    path: std::path::PathBuf,
+}
+
+impl r2d2::ManageConnection for Readers {
+    type Connection = Connection;
+    type Error = StoreError;
+
+    fn connect(&self) -> Result<Connection, StoreError> {
+        schema::open_connection(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+    }
+
+    fn is_valid(&self, conn: &mut Connection) -> Result<(), StoreError> {
+        Ok(conn.execute_batch("")?)
+    }
+
+    fn has_broken(&self, _: &mut Connection) -> bool {
+        false
+    }
+}
+
 pub struct SqliteStore {
     clock: SharedClock,
     tx: mpsc::Sender<Command>,
-    reader: Arc<Mutex<Connection>>,
+    /// Read-only connections (`[store] read_connections`): in WAL mode each reads its own
+    /// snapshot beside the writer, so one caller's long read holds one connection, not every
+    /// reader's turn.
+    readers: r2d2::Pool<Readers>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -50,13 +79,16 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         let path = path.to_owned();
         let max_batch = settings.max_batch;
-        let (conn, reader) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        let (readers_n, wait) = (settings.read_connections, settings.connect_timeout);
+        let (conn, readers) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let conn = schema::open_writer(&path)?;
-            let reader = schema::open_connection(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            Ok((conn, reader))
+            let readers = r2d2::Pool::builder()
+                .max_size(readers_n)
+                .min_idle(Some(1))
+                .connection_timeout(wait)
+                .build(Readers { path })
+                .map_err(|e| StoreError::unavailable("opening the read connections", e))?;
+            Ok((conn, readers))
         })
         .await
         .map_err(|e| StoreError::unavailable("opening the database", e))??;
@@ -79,7 +111,7 @@ impl SqliteStore {
         Ok(Self {
             clock,
             tx,
-            reader: Arc::new(Mutex::new(reader)),
+            readers,
             writer: Mutex::new(Some(writer)),
         })
     }
@@ -102,11 +134,10 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let reader = self.reader.clone();
+        let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = reader
-                .lock()
-                .map_err(|_| StoreError::down("the reader connection is poisoned"))?;
+            // Every connection busy for `connect_timeout`: the store is overloaded (503).
+            let conn = readers.get().map_err(|_| StoreError::Overloaded)?;
             f(&conn)
         })
         .await
