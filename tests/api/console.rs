@@ -595,6 +595,18 @@ async fn a_post_without_the_csrf_token_is_refused_and_pages_carry_the_security_h
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    let post_form = |route: &'static str, body: String| {
+        let (http, session, base) = (http.clone(), session.clone(), app.base.clone());
+        async move {
+            http.post(format!("{base}/console/jobs/{route}"))
+                .header("cookie", &session)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
     // A form's way back stays a console page: dot segments and backslashes fall back to
     // the jobs page.
     for back in [
@@ -607,14 +619,7 @@ async fn a_post_without_the_csrf_token_is_refused_and_pages_carry_the_security_h
             .append_pair("csrf", &csrf)
             .append_pair("back", back)
             .finish();
-        let resp = http
-            .post(format!("{}/console/jobs/discard", app.base))
-            .header("cookie", &session)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_form("discard", body).await;
         assert_eq!(resp.status(), 303, "{back}");
         assert_eq!(
             resp.headers()["location"],
@@ -627,15 +632,8 @@ async fn a_post_without_the_csrf_token_is_refused_and_pages_carry_the_security_h
         "mode=selected&ids=job_x",
         "mode=selected&ids=job_x&csrf=forged",
     ] {
-        for route in ["retry", "discard"] {
-            let resp = http
-                .post(format!("{}/console/jobs/{route}", app.base))
-                .header("cookie", &session)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
+        for route in ["retry", "discard", "repoint"] {
+            let resp = post_form(route, body.to_owned()).await;
             assert_eq!(resp.status(), 403, "{route}: {body}");
         }
     }

@@ -207,37 +207,31 @@ async fn dead_jobs_of_an_action_since_an_instant_are_retried_in_bulk_and_counted
     let (status, body) =
         retry(json!({"bot": BOT, "action": "crm", "since": since, "until": since})).await;
     assert_eq!(status, 400, "{body}");
+    let cli_retry = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wrapup"))
+            .args(["jobs", "retry", "--url", &app.base])
+            .args(["--admin-token", ADMIN_TOKEN])
+            .args(args)
+            .output()
+            .expect("wrapup runs")
+    };
     // The window through the CLI: every dead job of crm created in it.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wrapup"))
-        .args([
-            "jobs",
-            "retry",
-            "--url",
-            &app.base,
-            "--admin-token",
-            ADMIN_TOKEN,
-        ])
-        .args(["--bot", BOT, "--action", "crm", "--since", &since])
-        .args(["--until", "2100-01-01T00:00:00Z"])
-        .output()
-        .expect("wrapup runs");
+    let out = cli_retry(&[
+        "--bot",
+        BOT,
+        "--action",
+        "crm",
+        "--since",
+        &since,
+        "--until",
+        "2100-01-01T00:00:00Z",
+    ]);
     assert!(out.status.success(), "{out:?}");
     let said: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(said["retried"], 3, "{said}");
     assert_eq!(said["more"], false, "{said}");
     // A bot that is not configured is an error, not "nothing matched".
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wrapup"))
-        .args([
-            "jobs",
-            "retry",
-            "--url",
-            &app.base,
-            "--admin-token",
-            ADMIN_TOKEN,
-        ])
-        .args(["--bot", "st-not-configured"])
-        .output()
-        .expect("wrapup runs");
+    let out = cli_retry(&["--bot", "st-not-configured"]);
     assert!(!out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("bot: st-not-configured"));
     for c in &convs {
