@@ -47,9 +47,25 @@ pub fn token(headers: &HeaderMap) -> Result<&str, AuthError> {
 /// Each rate-limited app's token bucket: `rate_limit` requests per second, `rate_burst`
 /// at once. Kept in each instance's memory: with N instances an app gets up to N times
 /// its rate, which bounds what it can take from the others on each instance.
+///
+/// A request is charged by its cost, not counted once: a records answer of `b` bytes
+/// costs one request more per [`COST_UNIT`] bytes (at most a burst), taken with the app's
+/// next request. So an app reading 5 MB pages gets about 1/80 of the pages per second it
+/// would get of small answers, and its share of the readers and the CPU is what its rate
+/// says, not 80 times that.
 #[derive(Default)]
 pub struct RateLimits {
-    apps: HashMap<String, DefaultDirectRateLimiter>,
+    apps: HashMap<String, AppRate>,
+}
+
+/// The bytes of answer one request's worth of the rate buys.
+pub const COST_UNIT: u64 = 64 * 1024;
+
+struct AppRate {
+    limiter: DefaultDirectRateLimiter,
+    burst: u32,
+    /// Requests' worth owed for answers already sent, paid with the next request.
+    owed: std::sync::atomic::AtomicU32,
 }
 
 impl RateLimits {
@@ -59,18 +75,54 @@ impl RateLimits {
             .filter_map(|a| {
                 let r = a.rate_limit?;
                 let quota = Quota::per_second(r.per_second).allow_burst(r.burst);
-                Some((a.client_id.clone(), RateLimiter::direct(quota)))
+                let rate = AppRate {
+                    limiter: RateLimiter::direct(quota),
+                    burst: r.burst.get(),
+                    owed: Default::default(),
+                };
+                Some((a.client_id.clone(), rate))
             })
             .collect();
         Self { apps }
     }
 
-    /// Takes one request from `client_id`'s share, or says when to come back.
+    /// Charges `client_id` for an answer of `bytes` bytes: one request's worth per
+    /// [`COST_UNIT`], paid with its next request (a burst at most).
+    pub fn charge(&self, client_id: &str, bytes: u64) {
+        use std::sync::atomic::Ordering;
+        let Some(rate) = self.apps.get(client_id) else {
+            return;
+        };
+        let units = u32::try_from(bytes / COST_UNIT).unwrap_or(u32::MAX);
+        if units > 0 {
+            let cap = rate.burst.saturating_sub(1);
+            let _ = rate
+                .owed
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| {
+                    Some(o.saturating_add(units).min(cap))
+                });
+        }
+    }
+
+    /// Takes one request, and what the app owes for its earlier answers, from
+    /// `client_id`'s share, or says when to come back (the debt then stays owed).
     fn take(&self, client_id: &str) -> Result<(), ApiError> {
-        let Some(limiter) = self.apps.get(client_id) else {
+        use std::sync::atomic::Ordering;
+        let Some(rate) = self.apps.get(client_id) else {
             return Ok(());
         };
-        limiter.check().map_err(|not_until| {
+        let owed = rate.owed.swap(0, Ordering::Relaxed);
+        let n = std::num::NonZeroU32::new(owed.saturating_add(1).min(rate.burst))
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let checked = match rate.limiter.check_n(n) {
+            Ok(result) => result,
+            // More than a burst: cannot happen (owed is capped below it); charge one.
+            Err(_) => rate.limiter.check(),
+        };
+        if checked.is_err() {
+            rate.owed.fetch_add(owed, Ordering::Relaxed);
+        }
+        checked.map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             metrics::counter!("wrapup_requests_rate_limited_total").increment(1);
             ApiError::TooManyRequests {

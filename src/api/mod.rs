@@ -213,6 +213,15 @@ async fn record_request(
             axum::http::HeaderValue::from_static("no-store"),
         );
     }
+    // A records answer is charged to its app's rate by its size (`auth::RateLimits`).
+    if path.starts_with("/api/v1/")
+        && let (Some(app), Some(bytes)) = (
+            note.0.get(),
+            axum::body::HttpBody::size_hint(response.body()).exact(),
+        )
+    {
+        state.live().rates.charge(app, bytes);
+    }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     metrics::counter!("wrapup_http_requests_total", "route" => route.clone(), "status" => status.to_string(), "bot" => bot.clone())

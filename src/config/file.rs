@@ -85,6 +85,7 @@ pub struct AdminFile {
     pub token_env: Option<String>,
     /// The token itself, for demos (the example configuration's is published: never use
     /// it in production).
+    #[serde(default, deserialize_with = "secret")]
     pub token: Option<String>,
 }
 
@@ -179,6 +180,7 @@ impl Default for StoreFile {
 #[serde(deny_unknown_fields)]
 pub struct AppFile {
     pub client_id: String,
+    #[serde(default, deserialize_with = "secret")]
     pub client_secret: Option<String>,
     pub client_secret_env: Option<String>,
     pub public_key_file: Option<PathBuf>,
@@ -298,6 +300,7 @@ pub enum ActionFile {
         #[serde(default)]
         previous_names: Vec<String>,
         url: String,
+        #[serde(default, deserialize_with = "secret")]
         secret: Option<String>,
         secret_env: Option<String>,
         headers: Option<BTreeMap<String, String>>,
@@ -440,4 +443,40 @@ pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
 
 fn one_line(s: &str) -> String {
     s.trim().replace('\n', " ")
+}
+
+/// A secret's value: a string, and an error that never repeats what was written (a
+/// mistyped secret — a number, a table — would otherwise be echoed into a log).
+fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Secret;
+    impl serde::de::Visitor<'_> for Secret {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string (the value written is not shown)")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<String, E> {
+            Err(E::custom(
+                "a secret must be a string in quotes (the value written is not shown)",
+            ))
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<String, E> {
+            Err(E::custom(
+                "a secret must be a string in quotes (the value written is not shown)",
+            ))
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<String, E> {
+            Err(E::custom(
+                "a secret must be a string in quotes (the value written is not shown)",
+            ))
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<String, E> {
+            Err(E::custom(
+                "a secret must be a string in quotes (the value written is not shown)",
+            ))
+        }
+    }
+    d.deserialize_any(Secret).map(Some)
 }

@@ -222,3 +222,18 @@ fn the_sqlite_read_connections_are_bounded() {
         );
     }
 }
+
+#[test]
+fn a_secret_written_as_a_number_is_refused_without_echoing_it() {
+    let text = APP.replace(
+        "client_secret = \"0123456789abcdef0123\"",
+        "client_secret = 1234567890123456",
+    );
+    assert!(text.contains("1234567890123456"));
+    let err = check(&text).err().unwrap();
+    assert!(
+        err.contains("client_secret") && err.contains("must be a string"),
+        "{err}"
+    );
+    assert!(!err.contains("1234567890123456"), "{err}");
+}

@@ -439,3 +439,55 @@ async fn an_app_over_its_rate_limit_gets_429_and_other_apps_do_not() {
         assert_eq!(app.end(&unique("free")).await.0, 200);
     }
 }
+
+/// A records answer is charged by its size: after a page of about 600 KB (nine units of
+/// 64 KiB), a rate-limited app gets about ten fewer small requests from its burst than it
+/// would have, where before every answer cost one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_records_answer_costs_its_app_by_its_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config_with_actions(&dir.path().join("wrapup.db"), "", "").replace(
+        &format!("client_id = \"{HS512_APP}\"\n"),
+        &format!("client_id = \"{HS512_APP}\"\nrate_limit = 1\nrate_burst = 20\n"),
+    );
+    let app = TestApp::spawn_text(dir, &text).await;
+    let c = unique("costly");
+    for i in 0..20 {
+        let text = format!("{i:02}{}", "x".repeat(30_000));
+        let (status, body) = app
+            .hook(&json!({"botId": BOT, "conversationId": c, "query": text, "author": {"type": "USER"}}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let limited = sign(Algorithm::HS512, HS512_SECRET, json!({"appId": HS512_APP}));
+    let get = |path: String| {
+        let (client, base, limited) = (app.client.clone(), app.base.clone(), limited.clone());
+        async move {
+            client
+                .get(format!("{base}{path}"))
+                .header("token", limited)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let page = get(format!("/api/v1/bots/{BOT}/conversations/{c}/events")).await;
+    assert_eq!(page.status(), 200);
+    let bytes = page.bytes().await.unwrap().len();
+    assert!(bytes > 9 * 64 * 1024, "{bytes}");
+    let mut answered = 0;
+    for _ in 0..20 {
+        let resp = get(format!("/api/v1/bots/{BOT}/conversations?limit=1")).await;
+        if resp.status() == 429 {
+            break;
+        }
+        assert_eq!(resp.status(), 200);
+        answered += 1;
+    }
+    // 19 left of the burst if the page had cost one; 19 - 9 = 10 as it costs ten (one or
+    // two more may refill meanwhile, at one a second).
+    assert!(
+        (9..=12).contains(&answered),
+        "{answered} small requests answered"
+    );
+}
