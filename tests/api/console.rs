@@ -76,9 +76,7 @@ impl Browser {
             Value::Object(m) => m,
             _ => unreachable!(),
         };
-        wrapup::install_tls_provider();
-        let client = ClientBuilder::rustls()
-            .unwrap()
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
