@@ -10,7 +10,6 @@ use axum::http::{Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +19,7 @@ use crate::actions::worker::Workers;
 use crate::api::{self, AppState};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
+use crate::connections::{AddressKey, ClientAddress, Connections, Held, Refused, client_address};
 use crate::store::{self, Store};
 
 pub struct App {
@@ -114,6 +114,7 @@ impl App {
                     connections: 64,
                     tls: None,
                     header_read_timeout: state.server.header_read_timeout,
+                    trusted: Arc::new(state.server.trusted_proxies.clone()),
                 },
                 listener,
                 cancel.clone(),
@@ -128,6 +129,7 @@ impl App {
                     connections: 256,
                     tls: acceptor.clone(),
                     header_read_timeout: state.server.header_read_timeout,
+                    trusted: Arc::new(state.server.trusted_proxies.clone()),
                 },
                 listener,
                 cancel.clone(),
@@ -298,7 +300,11 @@ fn restart_part(settings: &Settings) -> String {
             s.header_read_timeout,
             s.body_read_timeout,
             s.request_timeout,
-            s.max_connections,
+            (
+                s.max_connections,
+                s.max_connections_per_address,
+                &s.trusted_proxies,
+            ),
             s.shutdown_grace,
             s.access_log,
             &settings.workers.concurrency,
@@ -322,13 +328,23 @@ async fn serve(
     let router = api::router(state.clone());
     let server = &state.server;
     // Bounds open connections (and so memory and file descriptors); past it a client
-    // gets an immediate 503 instead of waiting in the kernel's backlog.
+    // gets an immediate 503 instead of waiting in the kernel's backlog, once no idle
+    // connection is left to close for it.
     let connections = Arc::new(Semaphore::new(server.max_connections));
-    // Connections being refused (each answered once, within the header timeout) are
-    // bounded too, at half the limit (at least 128).
+    let open = Connections::new(server.max_connections_per_address);
+    // Connections being refused (each answered once, within the header timeout), and new
+    // ones waiting for an idle one to close, are bounded too: half the limit, at least 128.
     let shed = Arc::new(Semaphore::new((server.max_connections / 2).max(128)));
-    let graceful = GracefulShutdown::new();
-    let admin_elsewhere = server.admin_listen.is_some();
+    // Cancelled at shutdown: every connection finishes its request and closes.
+    let closing = CancellationToken::new();
+    let tasks = tokio_util::task::TaskTracker::new();
+    let serving = Serving {
+        router: router.clone(),
+        tls: tls.clone(),
+        header_read_timeout: server.header_read_timeout,
+        admin_elsewhere: server.admin_listen.is_some(),
+        trusted: Arc::new(server.trusted_proxies.clone()),
+    };
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -343,104 +359,78 @@ async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(server.header_read_timeout);
-        match connections.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let router = router.clone();
-                let service =
-                    hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                        // The client's address, for the console's per-address sign-in limit.
-                        req.extensions_mut()
-                            .insert(axum::extract::ConnectInfo(peer));
-                        let elsewhere = admin_elsewhere && operator_path(req.uri().path());
-                        let router = router.clone();
-                        async move {
-                            if elsewhere {
-                                Ok(not_here(
-                                    req.method(),
-                                    r#"{"code":404,"message":"no such endpoint"}"#,
-                                ))
-                            } else {
-                                router.oneshot(req).await
-                            }
-                        }
-                    });
-                let watcher = graceful.watcher();
-                let tls = tls.clone();
-                let handshake = server.header_read_timeout;
-                tokio::spawn(async move {
-                    match tls {
-                        None => {
-                            let io = TokioIo::new(stream);
-                            let _ = watcher.watch(builder.serve_connection(io, service)).await;
-                        }
-                        Some(tls) => {
-                            if let Some(stream) = handshake_within(&tls, stream, handshake).await {
-                                let io = TokioIo::new(stream);
-                                let _ = watcher.watch(builder.serve_connection(io, service)).await;
-                            }
-                        }
-                    }
-                    drop(permit);
-                });
+        let limited = !serving.trusted_peer(peer.ip());
+        let close = closing.child_token();
+        let held = match open.open(AddressKey::of(peer.ip()), limited, close.clone()) {
+            Ok(held) => held,
+            Err(Refused::PerAddress) => {
+                metrics::counter!("wrapup_connections_refused_total", "reason" => "per_address")
+                    .increment(1);
+                refuse(
+                    &shed,
+                    &router,
+                    &tls,
+                    stream,
+                    server.header_read_timeout,
+                    too_many_from_address,
+                );
+                continue;
             }
-            Err(_) => match shed.clone().try_acquire_owned() {
-                Ok(shed_permit) => {
-                    // Past the limit a connection gets one answer and is closed: a 503 with
-                    // Retry-After, except health checks, which are still answered, so an
-                    // orchestrator does not restart a server that is only busy.
-                    metrics::counter!("wrapup_connections_refused_total").increment(1);
-                    let router = router.clone();
-                    builder.keep_alive(false);
-                    let service =
-                        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                            let router = router.clone();
-                            async move {
-                                let health = req.method() == hyper::Method::GET
-                                    && matches!(req.uri().path(), "/healthz" | "/readyz");
-                                if health {
-                                    router.oneshot(req).await
-                                } else {
-                                    Ok(overloaded())
-                                }
-                            }
-                        });
-                    let tls = tls.clone();
-                    let handshake = server.header_read_timeout;
-                    tokio::spawn(async move {
-                        match tls {
-                            None => {
-                                let io = TokioIo::new(stream);
-                                let _ = builder.serve_connection(io, service).await;
-                            }
-                            Some(tls) => {
-                                if let Some(s) = handshake_within(&tls, stream, handshake).await {
-                                    let _ =
-                                        builder.serve_connection(TokioIo::new(s), service).await;
-                                }
-                            }
-                        }
-                        drop(shed_permit);
-                    });
-                }
-                Err(_) => {
-                    // Even the shedding is bounded: past it the socket gets the same 503 without
-                    // being read (one non-blocking write, no task) and is closed; a TLS client
-                    // cannot read plain bytes, so its socket is just closed.
-                    metrics::counter!("wrapup_connections_dropped_total").increment(1);
-                    if tls.is_none() {
+        };
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) if open.close_longest_idle() => {
+                // An idle connection was asked to close; it gives its place back as soon
+                // as it has. The wait is bounded in time and, with the refusals, in number.
+                let Ok(waiting) = shed.clone().try_acquire_owned() else {
+                    drop_overloaded(stream, &tls);
+                    continue;
+                };
+                let (connections, serving) = (connections.clone(), serving.clone());
+                tasks.spawn(async move {
+                    let permit = tokio::time::timeout(
+                        std::time::Duration::from_secs(1),
+                        connections.acquire_owned(),
+                    )
+                    .await;
+                    drop(waiting);
+                    if let Ok(Ok(permit)) = permit {
+                        serving.serve(stream, peer, held, close).await;
+                        drop(permit);
+                    } else {
+                        metrics::counter!("wrapup_connections_refused_total", "reason" => "full")
+                            .increment(1);
                         let _ = stream.try_write(OVERLOADED_RAW);
                     }
-                }
-            },
-        }
+                });
+                continue;
+            }
+            Err(_) => {
+                drop(held);
+                metrics::counter!("wrapup_connections_refused_total", "reason" => "full")
+                    .increment(1);
+                refuse(
+                    &shed,
+                    &router,
+                    &tls,
+                    stream,
+                    server.header_read_timeout,
+                    overloaded,
+                );
+                continue;
+            }
+        };
+        let serving = serving.clone();
+        tasks.spawn(async move {
+            serving.serve(stream, peer, held, close).await;
+            drop(permit);
+        });
     }
     drop(listener);
     tracing::info!("shutting down: answering in-flight requests");
-    if tokio::time::timeout(server.shutdown_grace, graceful.shutdown())
+    closing.cancel();
+    tasks.close();
+    if tokio::time::timeout(server.shutdown_grace, tasks.wait())
         .await
         .is_err()
     {
@@ -452,6 +442,169 @@ async fn serve(
     state.traffic.flush(&*store).await;
     store.close().await;
     tracing::info!("stopped");
+}
+
+/// What serving one connection of the main listener needs.
+#[derive(Clone)]
+struct Serving {
+    router: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    header_read_timeout: std::time::Duration,
+    admin_elsewhere: bool,
+    trusted: Arc<Vec<ipnet::IpNet>>,
+}
+
+impl Serving {
+    fn trusted_peer(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted
+            .iter()
+            .any(|net| net.contains(&ip.to_canonical()))
+    }
+
+    /// Serves one admitted connection until it ends or is asked to close (`close`: the
+    /// server stops, or the listener is full and this one is idle).
+    async fn serve(
+        self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        held: Held,
+        close: CancellationToken,
+    ) {
+        let (router, trusted, elsewhere) = (self.router, self.trusted, self.admin_elsewhere);
+        held.serving();
+        let held = Arc::new(held);
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            // Busy until the answer's body is sent: an idle connection is one between requests.
+            let busy = held.request();
+            let client = client_address(
+                peer.ip(),
+                req.headers().get_all("x-forwarded-for"),
+                &trusted,
+            );
+            req.extensions_mut().insert(ClientAddress(client));
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let elsewhere = elsewhere && operator_path(req.uri().path());
+            let router = router.clone();
+            async move {
+                let response = if elsewhere {
+                    not_here(req.method(), r#"{"code":404,"message":"no such endpoint"}"#)
+                } else {
+                    match router.oneshot(req).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
+                };
+                Ok::<_, std::convert::Infallible>(response.map(|body| {
+                    Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                        let _ = &busy;
+                        frame
+                    }))
+                }))
+            }
+        });
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout);
+        match self.tls {
+            None => {
+                until_closed(
+                    builder.serve_connection(TokioIo::new(stream), service),
+                    close,
+                )
+                .await
+            }
+            Some(tls) => {
+                if let Some(stream) = handshake_within(&tls, stream, self.header_read_timeout).await
+                {
+                    until_closed(
+                        builder.serve_connection(TokioIo::new(stream), service),
+                        close,
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+/// Drives a connection; when `close` is cancelled, lets its request in progress finish
+/// (an idle one closes at once) and closes it.
+async fn until_closed<I, S>(connection: http1::Connection<I, S>, close: CancellationToken)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming, ResBody = Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = close.cancelled() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
+
+/// A connection that is not taken gets one answer (`answer`) and is closed; health checks
+/// are still answered, so an orchestrator does not restart a server that is only busy.
+/// Past the bound on refusals, the socket gets the 503 without being read.
+fn refuse(
+    shed: &Arc<Semaphore>,
+    router: &axum::Router,
+    tls: &Option<tokio_rustls::TlsAcceptor>,
+    stream: tokio::net::TcpStream,
+    handshake: std::time::Duration,
+    answer: fn() -> Response<Body>,
+) {
+    let Ok(shed_permit) = shed.clone().try_acquire_owned() else {
+        drop_overloaded(stream, tls);
+        return;
+    };
+    let router = router.clone();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake)
+        .keep_alive(false);
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let router = router.clone();
+        async move {
+            let health = req.method() == hyper::Method::GET
+                && matches!(req.uri().path(), "/healthz" | "/readyz");
+            if health {
+                router.oneshot(req).await
+            } else {
+                Ok(answer())
+            }
+        }
+    });
+    let tls = tls.clone();
+    tokio::spawn(async move {
+        match tls {
+            None => {
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+            Some(tls) => {
+                if let Some(s) = handshake_within(&tls, stream, handshake).await {
+                    let _ = builder.serve_connection(TokioIo::new(s), service).await;
+                }
+            }
+        }
+        drop(shed_permit);
+    });
+}
+
+/// Even the shedding is bounded: past it the socket gets the 503 without being read (one
+/// non-blocking write, no task) and is closed; a TLS client cannot read plain bytes, so
+/// its socket is just closed.
+fn drop_overloaded(stream: tokio::net::TcpStream, tls: &Option<tokio_rustls::TlsAcceptor>) {
+    metrics::counter!("wrapup_connections_dropped_total").increment(1);
+    if tls.is_none() {
+        let _ = stream.try_write(OVERLOADED_RAW);
+    }
 }
 
 /// The TLS handshake, bounded like reading a request's header.
@@ -517,6 +670,7 @@ struct Side {
     connections: usize,
     tls: Option<tokio_rustls::TlsAcceptor>,
     header_read_timeout: std::time::Duration,
+    trusted: Arc<Vec<ipnet::IpNet>>,
 }
 
 async fn serve_side(side: Side, listener: TcpListener, cancel: CancellationToken) {
@@ -536,7 +690,14 @@ async fn serve_side(side: Side, listener: TcpListener, cancel: CancellationToken
             continue;
         };
         let (router, serves, refusal) = (side.router.clone(), side.serves, side.refusal);
+        let trusted = side.trusted.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            let client = client_address(
+                peer.ip(),
+                req.headers().get_all("x-forwarded-for"),
+                &trusted,
+            );
+            req.extensions_mut().insert(ClientAddress(client));
             req.extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
             let router = router.clone();
@@ -575,6 +736,15 @@ const OVERLOADED_BODY: &str = r#"{"code":503,"message":"too many connections; re
 
 /// The same answer as [`overloaded`], as bytes for a socket that is not read.
 const OVERLOADED_RAW: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 60\r\n\r\n{\"code\":503,\"message\":\"too many connections; retry shortly\"}";
+
+fn too_many_from_address() -> Response<Body> {
+    let mut response = overloaded();
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    *response.body_mut() = Body::from(
+        r#"{"code":429,"message":"too many connections from this address (server.max_connections_per_address); retry shortly"}"#,
+    );
+    response
+}
 
 fn overloaded() -> Response<Body> {
     let mut response = Response::new(Body::from(OVERLOADED_BODY));

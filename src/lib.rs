@@ -10,7 +10,8 @@
 //! of `auth` or `api`):
 //!
 //! ```text
-//! app     binds, bounds connections, graceful shutdown
+//! app     binds, bounds connections (connections: per address, idle ones closed first),
+//!         graceful shutdown
 //!  ├ console  server-rendered pages under /console (maud), signed session cookie, CSRF;
 //!  │          renders what the admin API answers (api::insight, api::admin)
 //!  └ api      HTTP only: routes, auth (JWT, per-app rate), one ApiError -> {"code","message"},
@@ -39,6 +40,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod console;
 pub mod domain;
 pub mod live;

@@ -89,7 +89,11 @@ fn describe() {
         ),
         (
             "wrapup_connections_refused_total",
-            "Connections answered 503 because server.max_connections were open",
+            "Connections refused, by reason: full (503: server.max_connections open, none idle) or per_address (429: server.max_connections_per_address)",
+        ),
+        (
+            "wrapup_connections_idle_closed_total",
+            "Idle connections closed to make room for a new one (the listener or its address was full)",
         ),
         (
             "wrapup_connections_dropped_total",

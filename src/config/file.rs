@@ -102,6 +102,12 @@ pub struct ServerFile {
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     pub max_connections: usize,
+    /// Connections one client address may hold (an IPv6 client is its /64); default a
+    /// quarter of `max_connections`. `trusted_proxies` are not limited by it.
+    pub max_connections_per_address: Option<usize>,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client, for
+    /// the console's sign-in limit; not limited per address.
+    pub trusted_proxies: Vec<String>,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// A second address that answers only `/healthz`, `/readyz` and `/metrics`, with its
@@ -129,6 +135,8 @@ impl Default for ServerFile {
             body_read_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             max_connections: 4096,
+            max_connections_per_address: None,
+            trusted_proxies: Vec::new(),
             shutdown_grace: Duration::from_secs(30),
             health_listen: None,
             access_log: true,

@@ -99,6 +99,8 @@ pub struct ServerSettings {
     pub body_read_timeout: Duration,
     pub request_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub shutdown_grace: Duration,
     pub health_listen: Option<SocketAddr>,
     pub access_log: bool,

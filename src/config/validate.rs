@@ -45,6 +45,33 @@ pub fn validate(
         body_read_timeout: positive("server.body_read_timeout", s.body_read_timeout)?,
         request_timeout: positive("server.request_timeout", s.request_timeout)?,
         max_connections: s.max_connections,
+        max_connections_per_address: match s.max_connections_per_address {
+            None => s.max_connections.div_ceil(4),
+            Some(n) if n == 0 || n > s.max_connections => {
+                return Err(cerr(
+                    "server.max_connections_per_address",
+                    format!(
+                        "must be from 1 to server.max_connections ({})",
+                        s.max_connections
+                    ),
+                ));
+            }
+            Some(n) => n,
+        },
+        trusted_proxies: s
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        cerr(
+                            "server.trusted_proxies",
+                            format!("\"{p}\" is not an address or a CIDR block like 10.0.0.0/8"),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?,
         shutdown_grace: s.shutdown_grace,
         health_listen: address("server.health_listen", &s.health_listen)?,
         access_log: s.access_log,

@@ -6,11 +6,11 @@
 //! Signing out removes the cookie from the browser; a copy taken before stays valid until
 //! it expires (12 hours at most).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256, Sha512};
 
 use super::pages::{ConsoleError, login_page};
 use crate::api::AppState;
+use crate::connections::ClientAddress;
 
 const COOKIE: &str = "wrapup_console";
 /// How long a sign-in lasts.
@@ -176,7 +177,7 @@ pub struct LoginForm {
 
 pub async fn login(
     State(state): State<Arc<AppState>>,
-    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    client: Option<axum::Extension<ClientAddress>>,
     headers: HeaderMap,
     form: Result<axum::Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -184,9 +185,10 @@ pub async fn login(
     let Some(expected) = &live.admin_token else {
         return ConsoleError::off().into_response();
     };
-    // The connection's peer (every listener sets it, `app`); never one key for everybody,
-    // or ten wrong tokens from anywhere would lock every operator out.
-    let addr = connect.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.0.ip());
+    // The client (every listener sets it, `app`: the peer, or what a trusted proxy says it
+    // forwarded for); never one key for everybody, or ten wrong tokens from anywhere would
+    // lock every operator out.
+    let addr = client.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.0);
     if !state.console_logins.allow(addr) {
         tracing::warn!(%addr, "console sign-in attempts over the limit");
         return login_page(

@@ -733,6 +733,51 @@ async fn wrong_tokens_from_one_address_do_not_lock_out_another() {
     assert!(operator.is_redirection(), "{operator}");
 }
 
+/// Issue 23, item 5: behind a proxy listed in `server.trusted_proxies`, the sign-in limit
+/// is per client the proxy forwarded for; from anyone else, `X-Forwarded-For` is ignored.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_sign_in_limit_is_per_forwarded_client() {
+    let app = TestApp::spawn_with("trusted_proxies = [\"127.0.0.2\"]").await;
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    };
+    let post = |client: &reqwest::Client, forwarded: &str, token: &str| {
+        client
+            .post(format!("{}/console/login", app.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", forwarded)
+            .body(format!("token={token}"))
+            .send()
+    };
+    let proxy = from([127, 0, 0, 2]);
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        // The attacker writes an address of its own in front; the proxy appends the real one.
+        let resp = post(
+            &proxy,
+            "203.0.113.50, 198.51.100.66",
+            "wrong-token-0123456789",
+        );
+        statuses.push(resp.await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // Another client through the same proxy signs in.
+    let operator = post(&proxy, "198.51.100.7", ADMIN_TOKEN).await.unwrap();
+    assert!(operator.status().is_redirection(), "{}", operator.status());
+    // Not a trusted proxy: a different X-Forwarded-For per try does not escape the limit.
+    let direct = from([127, 0, 0, 3]);
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let resp = post(&direct, &format!("192.0.2.{i}"), "wrong-token-0123456789");
+        statuses.push(resp.await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_destination_is_marked_paused_on_the_destinations_page() {
     let receiver = Receiver::start().await;

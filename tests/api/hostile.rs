@@ -110,11 +110,16 @@ async fn a_duplicate_key_is_named() {
 
 #[tokio::test]
 async fn past_the_connection_limit_clients_get_503_with_retry_after_but_health_checks_answer() {
-    let app = TestApp::spawn_with("max_connections = 4\nhealth_listen = \"127.0.0.1:0\"").await;
+    let app = TestApp::spawn_with(
+        "max_connections = 4\nmax_connections_per_address = 4\nhealth_listen = \"127.0.0.1:0\"",
+    )
+    .await;
     let addr = app.base.trim_start_matches("http://").to_owned();
+    // Four connections busy with a request (a body that is slow to arrive): none is idle,
+    // so none is closed to make room.
     let mut held = Vec::new();
     for _ in 0..4 {
-        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+        held.push(busy_upload(&addr, [127, 0, 0, 2]).await);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let exchange = |request: &'static [u8]| {
@@ -199,4 +204,114 @@ async fn serde_json_private_keys_are_refused_and_cannot_poison_a_conversation() 
         200,
         "a repeated end is still fine"
     );
+}
+
+/// A connection from `from` that has sent a hooks request's header and the first byte of
+/// a 100-byte body: the server is reading its body, so the connection is busy.
+async fn busy_upload(addr: &str, from: [u8; 4]) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    let mut stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let head = format!(
+        "POST /agentai/api/v1/hooks/{BOT} HTTP/1.1\r\nhost: x\r\ntoken: {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{",
+        token()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// A connection from `from` that sends nothing.
+async fn silent(addr: &str, from: [u8; 4]) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    socket.connect(addr.parse().unwrap()).await.unwrap()
+}
+
+/// Issue 23, item 6: sockets opened and left silent cannot fill `max_connections` and keep
+/// a client with a request out: the longest-idle one is closed for the newcomer.
+#[tokio::test]
+async fn silent_sockets_cannot_keep_a_client_out_the_longest_idle_is_closed_for_it() {
+    let app = TestApp::spawn_with("max_connections = 8\nmax_connections_per_address = 8").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(silent(&addr, [127, 0, 0, 2]).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..20 {
+        // A fresh connection each time (reqwest would keep one alive).
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let resp = client
+            .post(format!("{}/agentai/api/v1/hooks/{BOT}", app.base))
+            .header("token", token())
+            .json(&seed_with(&unique(&format!("idle-{i}"))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "request {i} got in past silent sockets");
+        // The attacker opens a new silent one each time, as the review's script did.
+        idle.push(silent(&addr, [127, 0, 0, 2]).await);
+    }
+    // The silent sockets were closed by the server: reading them ends.
+    let mut closed = 0;
+    for stream in &mut idle {
+        let mut buf = [0u8; 16];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await
+        {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 20,
+        "{closed} of {} silent sockets closed",
+        idle.len()
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("wrapup_connections_idle_closed_total"),
+        "counted in the metrics"
+    );
+}
+
+/// Issue 23, item 6: one address holds at most `max_connections_per_address` busy
+/// connections (past it: 429 on a closed connection); other addresses are not affected.
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_busy_connections() {
+    let app = TestApp::spawn_with("max_connections = 16\nmax_connections_per_address = 3").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(busy_upload(&addr, [127, 0, 0, 2]).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut answer = Vec::new();
+    let mut extra = silent(&addr, [127, 0, 0, 2]).await;
+    extra
+        .write_all(
+            b"POST /agentai/api/v1/hooks/x HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}",
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 429"), "{answer}");
+    assert!(answer.contains("max_connections_per_address"), "{answer}");
+    // Another address gets in.
+    assert_eq!(app.end(&unique("other-address")).await.0, 200);
+    assert!(
+        app.get("/metrics")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("wrapup_connections_refused_total{reason=\"per_address\"} ")
+    );
+    drop(held);
 }
