@@ -232,7 +232,12 @@ async fn main() {
             filter.limit = 50;
             filter.max_bytes = Some(4 << 20);
             let t = Instant::now();
-            let page = store.list_conversations(BOT, filter).await.expect("list");
+            filter.scan = wrapup::api::conversations::LIST_SCAN_ROWS;
+            let page = store
+                .list_conversations(BOT, filter)
+                .await
+                .expect("list")
+                .listed;
             let records: Vec<ConversationRecord> = page
                 .iter()
                 .map(|l| {

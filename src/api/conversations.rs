@@ -124,6 +124,12 @@ pub async fn summaries(
 /// this plus one conversation's record.
 pub const PAGE_BYTES: usize = 4 << 20;
 
+/// A filtered page (by tag or status) examines at most this many conversations of the
+/// index it reads, whatever the filter passes over: a filter that matches nothing in
+/// 30,000 conversations costs what a page of 2,000 costs (about 2–3 ms), and `nextCursor`
+/// continues from where examining stopped, so a page can be short, or empty, with a cursor.
+pub const LIST_SCAN_ROWS: usize = 2_000;
+
 /// An event log or transcript page stops once its entries' bodies reach this many bytes
 /// (`nextAfter` continues); an entry is at most one request body.
 pub const EVENT_PAGE_BYTES: usize = 4 << 20;
@@ -184,14 +190,17 @@ pub(crate) async fn list_page(
     filter: ConversationFilter,
 ) -> Result<ConversationPage, ApiError> {
     let limit = filter.limit;
-    let page = state.store.list_conversations(bot_id, filter).await?;
+    let list = state.store.list_conversations(bot_id, filter).await?;
+    let page = list.listed;
     let bytes: usize = page.iter().map(|l| l.bytes).sum();
-    let next = (page.len() == limit || bytes >= PAGE_BYTES)
-        .then(|| {
-            page.last()
-                .map(|l| encode_cursor(l.sort_at, &l.conversation.conversation_id))
-        })
-        .flatten();
+    let next = if page.len() == limit || bytes >= PAGE_BYTES {
+        page.last()
+            .map(|l| encode_cursor(l.sort_at, &l.conversation.conversation_id))
+    } else {
+        // The scan bound was reached before the page filled: more may match past where
+        // examining stopped (the page may even be empty), so the cursor continues there.
+        list.examined_to.map(|(at, id)| encode_cursor(at, &id))
+    };
     let records: Vec<ConversationRecord> = page
         .iter()
         .map(|l| {
@@ -396,6 +405,7 @@ impl ListQuery {
             limit: super::limit(self.limit, 50, 500)?,
             after: self.cursor.as_deref().map(decode_cursor).transpose()?,
             max_bytes: Some(PAGE_BYTES),
+            scan: LIST_SCAN_ROWS,
         })
     }
 
@@ -447,7 +457,8 @@ pub struct EventsQuery {
 #[serde(rename_all = "camelCase")]
 pub struct ConversationPage {
     pub conversations: Vec<ConversationRecord>,
-    /// Pass as `cursor` for the next page; null on the last.
+    /// Pass as `cursor` for the next page; null on the last. A filtered page that examined
+    /// its bound of conversations may be short or empty and still have one.
     pub next_cursor: Option<String>,
 }
 

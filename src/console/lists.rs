@@ -173,7 +173,10 @@ pub async fn conversations(
             button type="submit" { "Filter" }
             a.reset href="/console/conversations" { "Clear" }
         }
-        @if result.conversations.is_empty() { p.empty { "No conversation matches." } }
+        @if result.conversations.is_empty() && result.next_cursor.is_some() {
+            p.empty { "No conversation matches among the newest examined; older ones may (a filtered page examines at most "
+                (crate::api::conversations::LIST_SCAN_ROWS) " conversations)." }
+        } @else if result.conversations.is_empty() { p.empty { "No conversation matches." } }
         @else {
             table.data #conversations {
                 thead { tr { th { "Conversation" } th { "Status" } th { "Last event" } th { "Ended" } th { "Reason" } th { "Agents" } th.num { "Events" } th.num { "Anomalies" } th.num { "Duplicate ends" } } }

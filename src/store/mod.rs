@@ -72,7 +72,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         bot_id: &str,
         filter: ConversationFilter,
-    ) -> Result<Vec<ListedConversation>, StoreError>;
+    ) -> Result<ConversationList, StoreError>;
 
     /// A page of a conversation's log; `None` for an unknown conversation.
     async fn events(&self, q: EventQuery<'_>) -> Result<Option<EventPage>, StoreError>;

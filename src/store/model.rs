@@ -243,6 +243,19 @@ pub struct ConversationFilter {
     /// Stop after the conversation whose stored state takes the page to this many bytes
     /// (a page holds at least one); `None`: only `limit` counts.
     pub max_bytes: Option<usize>,
+    /// With a tag or status filter, examine at most this many conversations of the index
+    /// the list is read through (0: no bound); the list then says where it stopped.
+    pub scan: usize,
+}
+
+/// A page of conversations, and where examining stopped when the scan bound was reached
+/// before the page filled (more may match after it: continue from there).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConversationList {
+    pub listed: Vec<ListedConversation>,
+    /// The `(sort time, conversation id)` of the last conversation examined, when
+    /// `scan` conversations were examined.
+    pub examined_to: Option<(Timestamp, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

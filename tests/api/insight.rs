@@ -263,3 +263,56 @@ async fn dead_jobs_of_an_action_since_an_instant_are_retried_in_bulk_and_counted
     })
     .await;
 }
+
+/// Issue 23, item 4: a filtered page examines at most 2,000 conversations, however few
+/// match: a filter that passes over them answers a short (here empty) page whose
+/// `nextCursor` continues where examining stopped, and the walk still finds every match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_that_matches_almost_nothing_examines_a_bounded_page_and_walks_on() {
+    let app = TestApp::spawn().await;
+    let p = unique("walk");
+    let agent = format!("{p}-busy");
+    // The oldest conversation is the only one that ended with this reason.
+    let first = format!("{p}-0000");
+    let end = json!({"name": "END_OF_CONVERSATION", "reason": "customer_hangup", "language": "en", "experience": "voice", "participant": {"identity": agent, "name": "A", "type": "agent"}});
+    assert_eq!(
+        app.hook(&event_body(
+            &first,
+            json!([transfer("NA", "entry", &agent), end])
+        ))
+        .await
+        .0,
+        200
+    );
+    let app = std::sync::Arc::new(app);
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let (app, agent, p) = (app.clone(), agent.clone(), p.clone());
+        tasks.spawn(async move {
+            for i in (1..=2050).filter(|i| i % 8 == worker) {
+                let c = format!("{p}-{i:04}");
+                let (status, _) = app
+                    .hook(&event_body(&c, json!([transfer("NA", "entry", &agent)])))
+                    .await;
+                assert_eq!(status, 200);
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let query = format!("agent={agent}&reason=customer_hangup");
+    let (status, page) = list(&app, &query).await;
+    assert_eq!(status, 200);
+    assert!(
+        ids(&page).is_empty(),
+        "the newest 2,000 examined hold no match"
+    );
+    let cursor = page["nextCursor"]
+        .as_str()
+        .expect("a cursor on an empty page");
+    let (status, page) = list(&app, &format!("{query}&cursor={cursor}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&page), [first]);
+    assert!(page["nextCursor"].is_null(), "the walk is complete");
+}

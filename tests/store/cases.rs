@@ -653,7 +653,8 @@ pub async fn listing_pages_through_every_conversation_once(store: &S, _clock: &M
                 },
             )
             .await
-            .unwrap();
+            .unwrap()
+            .listed;
         if page.is_empty() {
             break;
         }
@@ -679,7 +680,8 @@ pub async fn listing_pages_through_every_conversation_once(store: &S, _clock: &M
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .listed;
     assert_eq!(active.len(), 50);
 }
 
@@ -825,7 +827,8 @@ pub async fn pages_stop_at_their_byte_budget(store: &S, _clock: &ManualClock) {
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .listed;
     assert_eq!(all.len(), 20);
     let state = all[0].bytes;
     assert!(state > 0);
@@ -840,7 +843,8 @@ pub async fn pages_stop_at_their_byte_budget(store: &S, _clock: &ManualClock) {
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .listed;
     assert_eq!(budgeted.len(), 3);
     assert_eq!(
         budgeted
@@ -1008,7 +1012,8 @@ pub async fn lists_filter_by_agent_queue_anomaly_and_reason(store: &S, clock: &M
                         },
                     )
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .listed;
                 let Some(last) = page.last() else { break };
                 after = Some((last.sort_at, last.conversation.conversation_id.clone()));
                 seen.extend(page.into_iter().map(|l| l.conversation.conversation_id));
@@ -1057,6 +1062,54 @@ pub async fn lists_filter_by_agent_queue_anomaly_and_reason(store: &S, clock: &M
         expect(&|i| i % 4 == 3 && i % 2 == 1)
     );
     assert!(list(&["agent:nobody"], None, 50).await.is_empty());
+    // Issue 23, item 4: with a bound on the conversations examined, a page stops there
+    // (short, or empty) and says where; walking on from there finds the same ones.
+    let walk = |tags: &[&str], status: Option<Status>, scan: usize| {
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        async move {
+            let (mut seen, mut pages, mut after) = (Vec::new(), 0, None);
+            loop {
+                let page = store
+                    .list_conversations(
+                        BOT,
+                        ConversationFilter {
+                            tags: tags.clone(),
+                            status,
+                            limit: 50,
+                            after: after.clone(),
+                            scan,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                pages += 1;
+                assert!(page.listed.len() <= scan, "at most what was examined");
+                seen.extend(
+                    page.listed
+                        .into_iter()
+                        .map(|l| l.conversation.conversation_id),
+                );
+                match page.examined_to {
+                    Some(to) => after = Some(to),
+                    None => break,
+                }
+            }
+            (seen, pages)
+        }
+    };
+    let (rare, pages) = walk(&["agent:a0", "anomaly:repeated_na_entry"], None, 3).await;
+    assert_eq!(rare, expect(&|i| i % 20 == 0));
+    assert_eq!(pages, 4, "10 conversations of a0, 3 examined a page");
+    let (active, pages) = walk(&[], Some(Status::Active), 7).await;
+    assert_eq!(active, expect(&|i| i % 2 == 1));
+    assert_eq!(pages, 6, "40 conversations, 7 examined a page");
+    let (none, pages) = walk(&["agent:a1", "agent:a2"], None, 4).await;
+    assert!(none.is_empty());
+    assert_eq!(
+        pages, 3,
+        "10 conversations of a1, 4 examined a page, none matching"
+    );
     // A later event moves the conversation to the top of its filters, and the end adds
     // its reason.
     let c = "tag-01";

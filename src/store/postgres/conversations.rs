@@ -9,8 +9,9 @@ use crate::domain::ingest::{self, Plan, Target};
 use crate::domain::tags::TagRows;
 use crate::domain::{Conversation, JtiUse, Timestamp};
 use crate::store::{
-    ConversationFilter, EventPage, EventQuery, Expiry, Ingest, IngestOutcome, ListedConversation,
-    Purge, StoreError, StoredConversation, StoredEvent, parse_state, plan_state,
+    ConversationFilter, ConversationList, EventPage, EventQuery, Expiry, Ingest, IngestOutcome,
+    ListedConversation, Purge, StoreError, StoredConversation, StoredEvent, parse_state,
+    plan_state,
 };
 
 /// Records `jti`; false if this app used it before.
@@ -275,11 +276,70 @@ pub(super) async fn conversation(
         .transpose()
 }
 
+/// The range both a page and its horizon read: the filter's times and the cursor, on the
+/// columns of `k` (`c`: conversations, `t`: the tag index).
+fn push_range(q: &mut QueryBuilder<'_, Postgres>, k: &str, f: &ConversationFilter) {
+    if let Some(from) = f.from {
+        q.push(format!(" AND {k}.sort_at >= "))
+            .push_bind(from.millis());
+    }
+    if let Some(to) = f.to {
+        q.push(format!(" AND {k}.sort_at <= "))
+            .push_bind(to.millis());
+    }
+    if let Some((at, id)) = &f.after {
+        q.push(format!(" AND ({k}.sort_at, {k}.conversation_id) < ("))
+            .push_bind(at.millis())
+            .push(", ")
+            .push_bind(id.clone())
+            .push(")");
+    }
+}
+
+/// The `scan`-th conversation of the range the list reads, when there are that many and
+/// a filter may pass some of them over (bounding the rows examined, not only returned).
+async fn horizon(
+    pool: &PgPool,
+    bot_id: &str,
+    f: &ConversationFilter,
+) -> Result<Option<(i64, String)>, StoreError> {
+    if f.scan == 0 || (f.tags.is_empty() && f.status.is_none()) {
+        return Ok(None);
+    }
+    let mut q = QueryBuilder::<Postgres>::new("");
+    let k = match f.tags.first() {
+        Some(first) => {
+            q.push(
+                "SELECT t.sort_at, t.conversation_id FROM conversation_tags t WHERE t.bot_id = ",
+            )
+            .push_bind(bot_id)
+            .push(" AND t.tag = ")
+            .push_bind(first.clone());
+            "t"
+        }
+        None => {
+            q.push("SELECT c.sort_at, c.conversation_id FROM conversations c WHERE c.bot_id = ")
+                .push_bind(bot_id);
+            "c"
+        }
+    };
+    push_range(&mut q, k, f);
+    q.push(format!(
+        " ORDER BY {k}.sort_at DESC, {k}.conversation_id DESC LIMIT 1 OFFSET "
+    ))
+    .push_bind(f.scan as i64 - 1);
+    let row = q.build().fetch_optional(pool).await?;
+    row.map(|r| Ok::<_, sqlx::Error>((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?)))
+        .transpose()
+        .map_err(|e| StoreError::corrupt("a conversation row", e))
+}
+
 pub(super) async fn list(
     pool: &PgPool,
     bot_id: &str,
     f: ConversationFilter,
-) -> Result<Vec<ListedConversation>, StoreError> {
+) -> Result<ConversationList, StoreError> {
+    let horizon = horizon(pool, bot_id, &f).await?;
     // The page's rows with the bytes of state before each (a running sum), so that the
     // rows past the byte budget never leave the database.
     let mut q = QueryBuilder::<Postgres>::new(
@@ -324,17 +384,10 @@ pub(super) async fn list(
         q.push(format!(" AND {k}.status = "))
             .push_bind(status.as_str());
     }
-    if let Some(from) = f.from {
-        q.push(format!(" AND {k}.sort_at >= "))
-            .push_bind(from.millis());
-    }
-    if let Some(to) = f.to {
-        q.push(format!(" AND {k}.sort_at <= "))
-            .push_bind(to.millis());
-    }
-    if let Some((at, id)) = &f.after {
-        q.push(format!(" AND ({k}.sort_at, {k}.conversation_id) < ("))
-            .push_bind(at.millis())
+    push_range(&mut q, k, &f);
+    if let Some((at, id)) = &horizon {
+        q.push(format!(" AND ({k}.sort_at, {k}.conversation_id) >= ("))
+            .push_bind(*at)
             .push(", ")
             .push_bind(id.clone())
             .push(")");
@@ -354,7 +407,8 @@ pub(super) async fn list(
         .push_bind(budget(f.max_bytes))
         .push(" ORDER BY sort_at DESC, conversation_id DESC");
     let rows = q.build().fetch_all(pool).await?;
-    rows.iter()
+    let listed = rows
+        .iter()
         .map(|r| {
             let columns = (|| {
                 Ok::<_, sqlx::Error>((
@@ -375,7 +429,11 @@ pub(super) async fn list(
                 sort_at: Timestamp::from_millis(sort_at),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(ConversationList {
+        listed,
+        examined_to: horizon.map(|(at, id)| (Timestamp::from_millis(at), id)),
+    })
 }
 
 pub(super) async fn event_page(

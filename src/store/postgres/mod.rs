@@ -23,9 +23,9 @@ use async_trait::async_trait;
 use sqlx::postgres::PgPool;
 
 use super::{
-    AttemptRecord, ClaimedJob, ConversationFilter, Decision, EventPage, EventQuery, Expiry, Ingest,
-    IngestOutcome, JobFilter, JobStats, JobView, Known, ListedConversation, NewSummary, NextStep,
-    Purge, RetryTarget, Store, StoreError, StoredConversation,
+    AttemptRecord, ClaimedJob, ConversationFilter, ConversationList, Decision, EventPage,
+    EventQuery, Expiry, Ingest, IngestOutcome, JobFilter, JobStats, JobView, Known, NewSummary,
+    NextStep, Purge, RetryTarget, Store, StoreError, StoredConversation,
 };
 use super::{DestinationRows, FoundConversation, TrafficBucket};
 use crate::clock::SharedClock;
@@ -173,7 +173,7 @@ impl Store for PostgresStore {
         &self,
         bot_id: &str,
         f: ConversationFilter,
-    ) -> Result<Vec<ListedConversation>, StoreError> {
+    ) -> Result<ConversationList, StoreError> {
         conversations::list(&self.pool, bot_id, f).await
     }
 

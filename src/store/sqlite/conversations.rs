@@ -8,8 +8,9 @@ use crate::domain::ingest::{self, Plan, Target};
 use crate::domain::tags::TagRows;
 use crate::domain::{Conversation, JtiUse, Timestamp};
 use crate::store::{
-    ConversationFilter, EventPage, EventQuery, Expiry, Ingest, IngestOutcome, ListedConversation,
-    Purge, StoreError, StoredConversation, StoredEvent, parse_state, plan_state, within_budget,
+    ConversationFilter, ConversationList, EventPage, EventQuery, Expiry, Ingest, IngestOutcome,
+    ListedConversation, Purge, StoreError, StoredConversation, StoredEvent, parse_state,
+    plan_state, within_budget,
 };
 
 /// Records `jti`; false if this app used it before.
@@ -334,8 +335,148 @@ pub(super) fn conversation(
 
 type Sql = (String, Vec<rusqlite::types::Value>);
 
+/// Where a bounded scan stops: the `scan`-th conversation of the index the list reads,
+/// as its sort time, its key in that index (the integer id in the tag index, the text id
+/// in the conversations' sort index) and its conversation id (for the cursor).
+struct Horizon {
+    at: i64,
+    key: rusqlite::types::Value,
+    conversation_id: String,
+}
+
+/// The range both the page and its horizon read: the filter's times and the cursor,
+/// on the columns `at` (sort time) and `key` (the tie-breaker of the index's order).
+fn push_range(
+    sql: &mut String,
+    args: &mut Vec<rusqlite::types::Value>,
+    f: &ConversationFilter,
+    (at, key): (&str, &str),
+    cursor_key: Option<rusqlite::types::Value>,
+) {
+    if let Some(from) = f.from {
+        args.push(from.millis().into());
+        sql.push_str(&format!(" AND {at} >= ?{}", args.len()));
+    }
+    if let Some(to) = f.to {
+        args.push(to.millis().into());
+        sql.push_str(&format!(" AND {at} <= ?{}", args.len()));
+    }
+    if let (Some((after, _)), Some(cursor_key)) = (&f.after, cursor_key) {
+        args.push(after.millis().into());
+        args.push(cursor_key);
+        let (a, b) = (args.len() - 1, args.len());
+        sql.push_str(&format!(
+            " AND ({at} < ?{a} OR ({at} = ?{a} AND {key} < ?{b}))"
+        ));
+    }
+}
+
+/// The cursor's key in the index the list reads: its text id in the sort index, its
+/// integer id in the tag index (a conversation that is gone sorts after every id).
+fn cursor_key(
+    conn: &Connection,
+    bot_id: &str,
+    f: &ConversationFilter,
+) -> Result<Option<rusqlite::types::Value>, StoreError> {
+    let Some((_, id)) = &f.after else {
+        return Ok(None);
+    };
+    if f.tags.is_empty() {
+        return Ok(Some(id.clone().into()));
+    }
+    let row: Option<i64> = conn
+        .prepare_cached("SELECT id FROM conversations WHERE bot_id = ?1 AND conversation_id = ?2")?
+        .query_row(params![bot_id, id], |r| r.get(0))
+        .optional()?;
+    Ok(Some(row.unwrap_or(i64::MAX).into()))
+}
+
+/// The `scan`-th conversation of the range the list reads, when there are that many and
+/// a filter may pass some of them over (bounding the rows examined, not only returned).
+fn horizon(
+    conn: &Connection,
+    bot_id: &str,
+    f: &ConversationFilter,
+    cursor: Option<rusqlite::types::Value>,
+) -> Result<Option<Horizon>, StoreError> {
+    if f.scan == 0 || (f.tags.is_empty() && f.status.is_none()) {
+        return Ok(None);
+    }
+    let mut args: Vec<rusqlite::types::Value> = vec![bot_id.to_owned().into()];
+    let mut sql;
+    match f.tags.first() {
+        Some(first) => {
+            args.push(tag_key(bot_id, first).into());
+            sql = String::from(
+                "SELECT h.sort_at, h.conversation, c.conversation_id FROM (
+                 SELECT t.sort_at, t.conversation FROM conversation_tags t WHERE t.tag_key = ?2",
+            );
+            push_range(
+                &mut sql,
+                &mut args,
+                f,
+                ("t.sort_at", "t.conversation"),
+                cursor,
+            );
+            sql.push_str(" ORDER BY t.sort_at DESC, t.conversation DESC");
+        }
+        None => {
+            sql = String::from(
+                "SELECT h.sort_at, h.conversation_id, h.conversation_id FROM (
+                 SELECT sort_at, conversation_id FROM conversations WHERE bot_id = ?1",
+            );
+            push_range(
+                &mut sql,
+                &mut args,
+                f,
+                ("sort_at", "conversation_id"),
+                cursor,
+            );
+            sql.push_str(" ORDER BY sort_at DESC, conversation_id DESC");
+        }
+    }
+    args.push((f.scan as i64 - 1).into());
+    sql.push_str(&format!(" LIMIT 1 OFFSET ?{}) h", args.len()));
+    if !f.tags.is_empty() {
+        sql.push_str(" JOIN conversations c ON c.id = h.conversation AND c.bot_id = ?1");
+    }
+    let row = conn
+        .prepare_cached(&sql)?
+        .query_row(rusqlite::params_from_iter(args), |r| {
+            Ok(Horizon {
+                at: r.get(0)?,
+                key: r.get(1)?,
+                conversation_id: r.get(2)?,
+            })
+        })
+        .optional()?;
+    Ok(row)
+}
+
+/// Keeps a page's range at or before the horizon.
+fn push_horizon(
+    sql: &mut String,
+    args: &mut Vec<rusqlite::types::Value>,
+    horizon: Option<&Horizon>,
+    (at, key): (&str, &str),
+) {
+    if let Some(h) = horizon {
+        args.push(h.at.into());
+        args.push(h.key.clone());
+        let (a, b) = (args.len() - 1, args.len());
+        sql.push_str(&format!(
+            " AND ({at} > ?{a} OR ({at} = ?{a} AND {key} >= ?{b}))"
+        ));
+    }
+}
+
 /// The conversations' sort index, newest first.
-fn unfiltered_sql(bot_id: &str, f: &ConversationFilter) -> Sql {
+fn unfiltered_sql(
+    bot_id: &str,
+    f: &ConversationFilter,
+    cursor: Option<rusqlite::types::Value>,
+    horizon: Option<&Horizon>,
+) -> Sql {
     let mut args: Vec<rusqlite::types::Value> = vec![bot_id.to_owned().into()];
     let mut sql =
         String::from("SELECT conversation_id, sort_at, state FROM conversations WHERE bot_id = ?1");
@@ -343,22 +484,14 @@ fn unfiltered_sql(bot_id: &str, f: &ConversationFilter) -> Sql {
         args.push(status.as_str().to_owned().into());
         sql.push_str(&format!(" AND status = ?{}", args.len()));
     }
-    if let Some(from) = f.from {
-        args.push(from.millis().into());
-        sql.push_str(&format!(" AND sort_at >= ?{}", args.len()));
-    }
-    if let Some(to) = f.to {
-        args.push(to.millis().into());
-        sql.push_str(&format!(" AND sort_at <= ?{}", args.len()));
-    }
-    if let Some((at, id)) = &f.after {
-        args.push(at.millis().into());
-        args.push(id.clone().into());
-        let (a, b) = (args.len() - 1, args.len());
-        sql.push_str(&format!(
-            " AND (sort_at < ?{a} OR (sort_at = ?{a} AND conversation_id < ?{b}))"
-        ));
-    }
+    push_range(
+        &mut sql,
+        &mut args,
+        f,
+        ("sort_at", "conversation_id"),
+        cursor,
+    );
+    push_horizon(&mut sql, &mut args, horizon, ("sort_at", "conversation_id"));
     args.push((f.limit as i64).into());
     sql.push_str(&format!(
         " ORDER BY sort_at DESC, conversation_id DESC LIMIT ?{}",
@@ -371,11 +504,12 @@ fn unfiltered_sql(bot_id: &str, f: &ConversationFilter) -> Sql {
 /// integer id), with a key lookup for each other tag; the page is picked from the index
 /// alone and only its own conversations are read.
 fn filtered_sql(
-    conn: &Connection,
     bot_id: &str,
     (first, rest): (&String, &[String]),
     f: &ConversationFilter,
-) -> Result<Sql, StoreError> {
+    cursor: Option<rusqlite::types::Value>,
+    horizon: Option<&Horizon>,
+) -> Sql {
     let mut args: Vec<rusqlite::types::Value> =
         vec![bot_id.to_owned().into(), tag_key(bot_id, first).into()];
     let mut sql = String::from(
@@ -395,29 +529,19 @@ fn filtered_sql(
         args.push((status == crate::domain::Status::Ended).into());
         sql.push_str(&format!(" AND t.ended = ?{}", args.len()));
     }
-    if let Some(from) = f.from {
-        args.push(from.millis().into());
-        sql.push_str(&format!(" AND t.sort_at >= ?{}", args.len()));
-    }
-    if let Some(to) = f.to {
-        args.push(to.millis().into());
-        sql.push_str(&format!(" AND t.sort_at <= ?{}", args.len()));
-    }
-    if let Some((at, id)) = &f.after {
-        // The cursor names the last conversation seen; the index orders ties by its id.
-        let row: Option<i64> = conn
-            .prepare_cached(
-                "SELECT id FROM conversations WHERE bot_id = ?1 AND conversation_id = ?2",
-            )?
-            .query_row(params![bot_id, id], |r| r.get(0))
-            .optional()?;
-        args.push(at.millis().into());
-        args.push(row.unwrap_or(i64::MAX).into());
-        let (a, b) = (args.len() - 1, args.len());
-        sql.push_str(&format!(
-            " AND (t.sort_at < ?{a} OR (t.sort_at = ?{a} AND t.conversation < ?{b}))"
-        ));
-    }
+    push_range(
+        &mut sql,
+        &mut args,
+        f,
+        ("t.sort_at", "t.conversation"),
+        cursor,
+    );
+    push_horizon(
+        &mut sql,
+        &mut args,
+        horizon,
+        ("t.sort_at", "t.conversation"),
+    );
     args.push((f.limit as i64).into());
     sql.push_str(&format!(
         " ORDER BY t.sort_at DESC, t.conversation DESC LIMIT ?{}) t
@@ -425,17 +549,19 @@ fn filtered_sql(
          ORDER BY t.sort_at DESC, t.conversation DESC",
         args.len()
     ));
-    Ok((sql, args))
+    (sql, args)
 }
 
 pub(super) fn list(
     conn: &Connection,
     bot_id: &str,
     f: &ConversationFilter,
-) -> Result<Vec<ListedConversation>, StoreError> {
+) -> Result<ConversationList, StoreError> {
+    let cursor = cursor_key(conn, bot_id, f)?;
+    let horizon = horizon(conn, bot_id, f, cursor.clone())?;
     let (sql, args) = match f.tags.split_first() {
-        None => unfiltered_sql(bot_id, f),
-        Some((first, rest)) => filtered_sql(conn, bot_id, (first, rest), f)?,
+        None => unfiltered_sql(bot_id, f, cursor, horizon.as_ref()),
+        Some((first, rest)) => filtered_sql(bot_id, (first, rest), f, cursor, horizon.as_ref()),
     };
     let mut stmt = conn.prepare_cached(&sql)?;
     // Rows are read one at a time, so a page past its byte budget stops reading.
@@ -473,7 +599,10 @@ pub(super) fn list(
             f.tags.iter().all(|t| tags.contains(t))
         });
     }
-    Ok(listed)
+    Ok(ConversationList {
+        listed,
+        examined_to: horizon.map(|h| (Timestamp::from_millis(h.at), h.conversation_id)),
+    })
 }
 
 pub(super) fn event_page(

@@ -24,9 +24,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::writer::{Command, Writer};
 use super::{
-    AttemptRecord, ClaimedJob, ConversationFilter, Decision, EventPage, EventQuery, Expiry, Ingest,
-    IngestOutcome, JobFilter, JobStats, JobView, Known, ListedConversation, NextStep, Purge,
-    RetryTarget, Store, StoreError, StoredConversation,
+    AttemptRecord, ClaimedJob, ConversationFilter, ConversationList, Decision, EventPage,
+    EventQuery, Expiry, Ingest, IngestOutcome, JobFilter, JobStats, JobView, Known, NextStep,
+    Purge, RetryTarget, Store, StoreError, StoredConversation,
 };
 use super::{DestinationRows, FoundConversation, TrafficBucket};
 use crate::clock::SharedClock;
@@ -200,7 +200,7 @@ impl Store for SqliteStore {
         &self,
         bot_id: &str,
         filter: ConversationFilter,
-    ) -> Result<Vec<ListedConversation>, StoreError> {
+    ) -> Result<ConversationList, StoreError> {
         let bot_id = bot_id.to_owned();
         self.read(move |conn| conversations::list(conn, &bot_id, &filter))
             .await
