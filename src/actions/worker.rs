@@ -15,6 +15,10 @@ use crate::domain::outbox::breaker::{Breaker, May};
 use crate::domain::outbox::{Attempted, step_after};
 use crate::store::{AttemptOutcome, AttemptRecord, ClaimedJob, NextStep, Store};
 
+/// Claims in flight at once (each holds a store connection on PostgreSQL, whose pool the
+/// hooks share): enough that a destination's claim rarely waits behind another's.
+const CLAIMS_AT_ONCE: usize = 4;
+
 /// Each destination's circuit breaker (by its identity), shared with the admin API.
 pub type Breakers = Arc<std::sync::Mutex<HashMap<String, Breaker>>>;
 
@@ -201,14 +205,18 @@ async fn claim_loop(l: ClaimLoop) {
         let first = turn % bulkheads.len().max(1);
         turn = turn.wrapping_add(1);
         let order = bulkheads[first..].iter().chain(&bulkheads[..first]);
+        // Every destination's claim is decided first (its room taken from the workers
+        // left), then all run at once: on PostgreSQL each is a round trip, and run one
+        // after another the fast destination's claim waited behind every other's (with
+        // eight misbehaving neighbours, its p99 was 80 ms against 8 ms alone).
+        let mut left = l.permits.available_permits();
+        let mut planned = Vec::new();
         for (destination, bulkhead) in order {
-            if drained.contains(destination) {
+            if drained.contains(destination) || left == 0 {
                 continue;
             }
             let running = l.per_destination - bulkhead.available_permits();
-            let mut room = share
-                .saturating_sub(running)
-                .min(l.permits.available_permits());
+            let mut room = share.saturating_sub(running).min(left);
             if room == 0 {
                 continue;
             }
@@ -225,8 +233,34 @@ async fn claim_loop(l: ClaimLoop) {
                 May::Probe => room = 1,
                 May::Claim => {}
             }
-            let only = Arc::from([destination.clone()]);
-            let claimed = l.store.claim_jobs(room, lease, only).await;
+            left -= room;
+            planned.push((destination, bulkhead, room, may));
+        }
+        let mut claims = tokio::task::JoinSet::new();
+        let spawn_claim = |claims: &mut tokio::task::JoinSet<_>, i: usize| {
+            let (destination, _, room, _) = planned[i];
+            let (store, only) = (l.store.clone(), Arc::from([destination.clone()]));
+            claims.spawn(async move { (i, store.claim_jobs(room, lease, only).await) });
+        };
+        let mut next = 0;
+        while next < planned.len().min(CLAIMS_AT_ONCE) {
+            spawn_claim(&mut claims, next);
+            next += 1;
+        }
+        // Each destination's jobs start as soon as its own claim answers.
+        while let Some(done) = claims.join_next().await {
+            if next < planned.len() {
+                spawn_claim(&mut claims, next);
+                next += 1;
+            }
+            let (i, claimed) = match done {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a claim task failed; will try again");
+                    continue;
+                }
+            };
+            let (destination, bulkhead, room, may) = planned[i];
             if may == May::Probe {
                 let started = claimed.as_ref().is_ok_and(|jobs| !jobs.is_empty());
                 if let Ok(mut b) = l.breakers.lock() {
