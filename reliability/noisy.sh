@@ -9,7 +9,9 @@
 # The flood goes to a second conversation, grown to its state cap with valid requests.
 # Then 10,000 distinct ~8 KiB valid tokens from the rate-limited noisy app (the token
 # cache's memory, the 429 access lines written) against the quiet app.
-# Usage: reliability/noisy.sh     (about 2 minutes after the release build)
+# Then filter walks and 4 MiB event pages from the rate-limited noisy app; 600 silent
+# sockets against a client on fresh connections; wrong sign-ins from another address.
+# Usage: reliability/noisy.sh     (about 3 minutes after the release build)
 # Knobs: DURATION=10s NOISY_RATE=200 PORT=8097
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,8 +59,8 @@ TOML
 }
 
 SERVER=
-start() {
-  config "$1" > "$WORK/wrapup.toml"
+start() { # start RATE [SERVER_LINE]: the noisy app's rate_limit, and a line for [server]
+  if [ -n "${2:-}" ]; then config "$1" | sed "/^listen = /a $2"; else config "$1"; fi > "$WORK/wrapup.toml"
   WRAPUP_LOG=${LOG:-warn} target/release/wrapup serve --config "$WORK/wrapup.toml" >> "$WORK/server.log" 2>&1 &
   SERVER=$!
   for _ in $(seq 100); do curl -sf "$BASE/healthz" > /dev/null && break; sleep 0.1; done
@@ -236,6 +238,143 @@ NOISY_LOG_BYTES=$(tail -n +"$((LOG4_BEFORE + 1))" "$WORK/server.log" | grep -F "
 TOKENS_RESULT=$(cat "$WORK/tokens.json")
 stop
 
+# Filter walks and big pages (issue 23, item 4): the noisy bot's ends (each agent_initiated,
+# voice) for 10 s, then 8 threads of the rate-limited noisy app reading what costs the most
+# to read: a filter that matches none of them (?reason=agent_initiated&experience=chat,
+# walked by its cursor; the review walked one at 22/s over 30,000 conversations) and the
+# flooded conversation's 4 MiB event pages (5 MB pages at 34/s took the other tenant's
+# reads to p99 967 ms), against the quiet app's ends.
+start off
+WRAPUP_CLIENT_ID=$NOISY_APP WRAPUP_CLIENT_SECRET=$NOISY_SECRET target/release/wrapup-load \
+  --url "$BASE" --bot "$NOISY_BOT" --connections 8 --duration 10s --warmup 0s --quiet --label fill > "$WORK/fill.json"
+stop
+start "$NOISY_RATE"
+IDLE5=$(quiet idle-5)
+python3 - "$BASE" "$NOISY_BOT" "$NOISY_TOKEN" 14 > "$WORK/reads.json" <<'PY' &
+import json, sys, threading, time, urllib.request, urllib.error
+from collections import Counter
+base, bot, token, secs = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+stop = time.time() + secs
+statuses, lock, read = Counter(), threading.Lock(), {"walk_pages": 0, "walk_examined_to_end": 0, "event_bytes": 0}
+def get(path):
+    req = urllib.request.Request(base + path, headers={"token": token})
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, b""
+def walker():
+    cursor = None
+    while time.time() < stop:
+        q = f"/api/v1/bots/{bot}/conversations?reason=agent_initiated&experience=chat&limit=500"
+        status, data = get(q + (f"&cursor={cursor}" if cursor else ""))
+        with lock:
+            statuses[status] += 1
+            if status == 200:
+                read["walk_pages"] += 1
+        if status == 200:
+            cursor = json.loads(data).get("nextCursor")
+            if cursor is None:
+                with lock:
+                    read["walk_examined_to_end"] += 1
+        else:
+            time.sleep(0.01)
+def pager():
+    after = 0
+    while time.time() < stop:
+        status, data = get(f"/api/v1/bots/{bot}/conversations/at-caps/events?limit=1000&after={after}")
+        with lock:
+            statuses[status] += 1
+            read["event_bytes"] += len(data)
+        if status == 200:
+            after = json.loads(data).get("nextAfter") or 0
+        else:
+            time.sleep(0.01)
+threads = [threading.Thread(target=walker if k % 2 else pager) for k in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(json.dumps({"statuses": dict(statuses), **read}))
+PY
+READS=$!
+sleep 1
+BUSY5=$(quiet during-reads)
+wait $READS
+READS_RESULT=$(cat "$WORK/reads.json")
+FILLED=$(field "$(cat "$WORK/fill.json")" requests)
+stop
+
+# Idle connections (issue 23, item 6): with max_connections = 512, 600 sockets opened from
+# eight addresses (127.0.0.2-9) and left silent, each reopened as soon as it is closed,
+# against a client sending 250 ends, each on a fresh connection (the review: 520 idle
+# sockets reopened every 9 s, and 220 of the victim's 249 writes got 503).
+start "$NOISY_RATE" 'max_connections = 512'
+victim() {
+  python3 - "$BASE" "$QUIET_BOT" "$QUIET_TOKEN" <<'PY'
+import http.client, json, sys, time, urllib.parse
+base, bot, token = sys.argv[1:4]
+host = urllib.parse.urlparse(base)
+statuses, took = {}, []
+for i in range(250):
+    body = json.dumps({"botId": bot, "conversationId": f"fresh-{time.time_ns()}-{i}",
+                       "events": [{"name": "END_OF_CONVERSATION", "reason": "agent_initiated", "language": "en",
+                                   "experience": "voice", "participant": {"identity": "agent1", "name": "A", "type": "agent"}}]})
+    t = time.perf_counter()
+    try:
+        c = http.client.HTTPConnection(host.hostname, host.port, timeout=10, source_address=("127.0.0.1", 0))
+        c.request("POST", f"/agentai/api/v1/hooks/{bot}", body, {"content-type": "application/json", "token": token})
+        s = c.getresponse().status
+        c.close()
+    except Exception as e:
+        s = type(e).__name__
+    took.append((time.perf_counter() - t) * 1000)
+    statuses[str(s)] = statuses.get(str(s), 0) + 1
+took.sort()
+print(json.dumps({"statuses": statuses, "p50_ms": round(took[len(took) // 2], 2), "p99_ms": round(took[int(len(took) * 0.99)], 2)}))
+PY
+}
+IDLE6=$(victim)
+python3 - "$BASE" 30 > "$WORK/idle.json" <<'PY' &
+import select, signal, socket, sys, time, urllib.parse
+base, secs = sys.argv[1], float(sys.argv[2])
+signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+u = urllib.parse.urlparse(base)
+def open_one(k):
+    s = socket.socket()
+    s.bind((f"127.0.0.{2 + k % 8}", 0))
+    s.connect((u.hostname, u.port))
+    return s
+socks = [open_one(k) for k in range(600)]
+reopened, stop = 0, time.time() + secs
+try:
+    while time.time() < stop:
+        readable, _, _ = select.select(socks, [], [], 0.2)
+        for s in readable:
+            if s.recv(1) == b"":  # closed by the server: open another in its place
+                k = socks.index(s)
+                s.close()
+                socks[k] = open_one(k)
+                reopened += 1
+except KeyboardInterrupt:
+    pass
+print('{"sockets": 600, "reopened": %d}' % reopened, flush=True)
+PY
+IDLER=$!
+sleep 2
+BUSY6=$(victim)
+kill $IDLER 2>/dev/null || true; wait $IDLER 2>/dev/null || true
+IDLE_CLOSED=$(curl -s "$BASE/metrics" | awk '$1 == "wrapup_connections_idle_closed_total" {print $2}')
+
+# Sign-in lockout (issue 23, item 5): twelve wrong admin tokens from 127.0.0.2, then the
+# right one from 127.0.0.1, which must still sign in (it once got 429: every client was
+# one address).
+ADMIN_TOKEN=demo-admin-token-DO-NOT-USE-IN-PRODUCTION
+LOCKOUT=""
+for _ in $(seq 12); do
+  LOCKOUT="$LOCKOUT $(curl -s -o /dev/null -w '%{http_code}' --interface 127.0.0.2 -d token=wrong-token-0123456789 "$BASE/console/login")"
+done
+OPERATOR=$(curl -s -o /dev/null -w '%{http_code}' --interface 127.0.0.1 -d "token=$ADMIN_TOKEN" "$BASE/console/login")
+stop
+
 p50() { field "$1" p50_ms; }
 p99() { field "$1" p99_ms; }
 ratio() { python3 -c "print(round($1 / $2, 2))"; }
@@ -247,13 +386,24 @@ echo "quiet app, noisy rate_limit = $NOISY_RATE/s: idle p50 $(p50 "$IDLE2") ms; 
 echo "  flood: $(( $(field "$(cat "$WORK/flood2.json")" requests) - $(field "$(cat "$WORK/flood2.json")" errors) )) stored, $(field "$(cat "$WORK/flood2.json")" limited_429) answered 429"
 echo "peak RSS: $((PEAK_RSS / 1024)) MiB; a 500-conversation list page: $LIST_BYTES bytes"
 echo "huge transcript: posts answered $HUGE; summary ${SUMMARY:-not made}; quiet app idle p50 $(p50 "$IDLE3") ms p99 $(p99 "$IDLE3") ms, during p50 $(p50 "$BUSY3") ms p99 $(p99 "$BUSY3") ms; peak RSS $((PEAK_RSS3 / 1024)) MiB"
+echo "filter walks and event pages over $FILLED conversations: $READS_RESULT; quiet app idle p50 $(p50 "$IDLE5") ms p99 $(p99 "$IDLE5") ms, during p50 $(p50 "$BUSY5") ms p99 $(p99 "$BUSY5") ms"
+echo "idle connections: $(cat "$WORK/idle.json" 2>/dev/null || echo '{}') ($IDLE_CLOSED closed by the server); fresh-connection client alone $IDLE6, beside them $BUSY6"
+echo "sign-in: wrong tokens from 127.0.0.2 answered$LOCKOUT; the right one from 127.0.0.1 $OPERATOR"
 echo "big tokens: $TOKENS_RESULT; RSS $((RSS4_BEFORE / 1024)) -> $((RSS4_AFTER / 1024)) MiB; access log of its 429s $NOISY_LOG_BYTES bytes; quiet app idle p50 $(p50 "$IDLE4") ms, during p50 $(p50 "$BUSY4") ms p99 $(p99 "$BUSY4") ms"
 
 # Fail unless the reproduction was refused from its first growth request and the quiet
 # app's median stayed within 3x of idle with the noisy app rate limited.
 python3 - "$GROWTH" "$(p50 "$BUSY2")" "$(p50 "$IDLE2")" "$SUMMARY" "$PEAK_RSS3" "$(p50 "$BUSY3")" "$(p50 "$IDLE3")" \
-  "$RSS4_BEFORE" "$RSS4_AFTER" "$NOISY_LOG_BYTES" "$(p50 "$BUSY4")" "$(p50 "$IDLE4")" "$TOKENS_RESULT" <<'PY'
+  "$RSS4_BEFORE" "$RSS4_AFTER" "$NOISY_LOG_BYTES" "$(p50 "$BUSY4")" "$(p50 "$IDLE4")" "$TOKENS_RESULT" \
+  "$(p50 "$BUSY5")" "$(p50 "$IDLE5")" "$READS_RESULT" "$IDLE6" "$BUSY6" "$OPERATOR" <<'PY'
 import json, sys
+busy5, idle5, reads = float(sys.argv[14]), float(sys.argv[15]), json.loads(sys.argv[16])
+idle6, busy6, operator = json.loads(sys.argv[17]), json.loads(sys.argv[18]), sys.argv[19]
+assert reads["walk_pages"] > 0 and reads["event_bytes"] > 0, reads
+assert busy5 <= 3 * idle5, f"filter walks and big pages: quiet median {busy5} ms against {idle5} ms idle"
+assert busy6["statuses"] == {"200": 250}, f"beside idle connections: {busy6}"
+assert busy6["p50_ms"] <= 3 * idle6["p50_ms"], f"beside idle connections: {busy6} against {idle6}"
+assert operator == "303", f"the operator's sign-in from another address got {operator}"
 growth, busy, idle = json.loads(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 summary, rss_kib, busy3, idle3 = sys.argv[4], int(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])
 rss4_before, rss4_after, log4 = int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10])
