@@ -15,10 +15,6 @@ use crate::domain::outbox::breaker::{Breaker, May};
 use crate::domain::outbox::{Attempted, step_after};
 use crate::store::{AttemptOutcome, AttemptRecord, ClaimedJob, NextStep, Store};
 
-/// Claims in flight at once (each holds a store connection on PostgreSQL, whose pool the
-/// hooks share): enough that a destination's claim rarely waits behind another's.
-const CLAIMS_AT_ONCE: usize = 4;
-
 /// Each destination's circuit breaker (by its identity), shared with the admin API.
 pub type Breakers = Arc<std::sync::Mutex<HashMap<String, Breaker>>>;
 
@@ -206,9 +202,10 @@ async fn claim_loop(l: ClaimLoop) {
         turn = turn.wrapping_add(1);
         let order = bulkheads[first..].iter().chain(&bulkheads[..first]);
         // Every destination's claim is decided first (its room taken from the workers
-        // left), then all run at once: on PostgreSQL each is a round trip, and run one
-        // after another the fast destination's claim waited behind every other's (with
-        // eight misbehaving neighbours, its p99 was 80 ms against 8 ms alone).
+        // left), then all are made at once: one statement on PostgreSQL (each claim was a
+        // round trip and a commit, and one after another the fast destination's claim
+        // waited behind every other's: with eight misbehaving neighbours its p99 was 80 ms
+        // against 8 ms alone), one writer command on SQLite.
         let mut left = l.permits.available_permits();
         let mut planned = Vec::new();
         for (destination, bulkhead) in order {
@@ -236,33 +233,31 @@ async fn claim_loop(l: ClaimLoop) {
             left -= room;
             planned.push((destination, bulkhead, room, may));
         }
-        let mut claims = tokio::task::JoinSet::new();
-        let spawn_claim = |claims: &mut tokio::task::JoinSet<_>, i: usize| {
-            let (destination, _, room, _) = planned[i];
-            let (store, only) = (l.store.clone(), Arc::from([destination.clone()]));
-            claims.spawn(async move { (i, store.claim_jobs(room, lease, only).await) });
+        let rooms = planned
+            .iter()
+            .map(|(d, _, room, _)| ((*d).clone(), *room))
+            .collect::<Vec<_>>();
+        let mut all = if rooms.is_empty() {
+            Ok(Vec::new())
+        } else {
+            l.store.claim_each(rooms, lease).await
         };
-        let mut next = 0;
-        while next < planned.len().min(CLAIMS_AT_ONCE) {
-            spawn_claim(&mut claims, next);
-            next += 1;
+        if let Err(e) = &all {
+            tracing::warn!(error = %e.chain(), "claiming jobs failed; will try again");
         }
-        // Each destination's jobs start as soon as its own claim answers.
-        while let Some(done) = claims.join_next().await {
-            if next < planned.len() {
-                spawn_claim(&mut claims, next);
-                next += 1;
-            }
-            let (i, claimed) = match done {
-                Ok(done) => done,
-                Err(e) => {
-                    tracing::warn!(error = %e, "a claim task failed; will try again");
-                    continue;
+        for (destination, bulkhead, room, may) in planned {
+            let claimed: Option<Vec<ClaimedJob>> = match &mut all {
+                Ok(all) => {
+                    let (mine, rest) = std::mem::take(all)
+                        .into_iter()
+                        .partition(|j| &j.destination == destination);
+                    *all = rest;
+                    Some(mine)
                 }
+                Err(_) => None,
             };
-            let (destination, bulkhead, room, may) = planned[i];
             if may == May::Probe {
-                let started = claimed.as_ref().is_ok_and(|jobs| !jobs.is_empty());
+                let started = claimed.as_ref().is_some_and(|jobs| !jobs.is_empty());
                 if let Ok(mut b) = l.breakers.lock() {
                     let b = b.entry(destination.clone()).or_default();
                     if started {
@@ -272,47 +267,42 @@ async fn claim_loop(l: ClaimLoop) {
                     }
                 }
             }
-            match claimed {
-                Ok(jobs) => {
-                    claimed_all |= jobs.len() == room && may == May::Claim;
-                    if jobs.len() < room {
-                        drained.insert(destination.clone());
-                    }
-                    for job in jobs {
-                        // Only this loop takes permits, so the room counted above is still free.
-                        let (Ok(permit), Ok(slot)) = (
-                            l.permits.clone().try_acquire_owned(),
-                            bulkhead.clone().try_acquire_owned(),
-                        ) else {
-                            break;
-                        };
-                        let (store, runner, clock, wake) = (
-                            l.store.clone(),
-                            runner.clone(),
-                            l.clock.clone(),
-                            freed.clone(),
-                        );
-                        let (breakers, destination) = (l.breakers.clone(), destination.clone());
-                        let (pause_after, pause_for) = (l.pause_after, l.pause_for);
-                        l.tracker.spawn(async move {
-                            let failed = attempt(store, runner.clone(), &*clock, job.clone()).await;
-                            let paused = breakers.lock().ok().map(|mut b| {
-                                b.entry(destination)
-                                    .or_default()
-                                    .record(failed, monotonic_ms(), pause_after, pause_for.as_millis() as u64)
-                            });
-                            if let (Some(paused), Some(a)) = (paused, runner.action_for(&job)) {
-                                metrics::gauge!("wrapup_destination_paused", "bot" => job.bot_id.clone(), "action" => a.name.clone())
-                                    .set(if paused { 1.0 } else { 0.0 });
-                            }
-                            drop((permit, slot));
-                            // Room freed in a bulkhead: look for its waiting jobs now.
-                            wake.notify_one();
-                        });
-                    }
+            if let Some(jobs) = claimed {
+                claimed_all |= jobs.len() == room && may == May::Claim;
+                if jobs.len() < room {
+                    drained.insert(destination.clone());
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e.chain(), "claiming jobs failed; will try again")
+                for job in jobs {
+                    // Only this loop takes permits, so the room counted above is still free.
+                    let (Ok(permit), Ok(slot)) = (
+                        l.permits.clone().try_acquire_owned(),
+                        bulkhead.clone().try_acquire_owned(),
+                    ) else {
+                        break;
+                    };
+                    let (store, runner, clock, wake) = (
+                        l.store.clone(),
+                        runner.clone(),
+                        l.clock.clone(),
+                        freed.clone(),
+                    );
+                    let (breakers, destination) = (l.breakers.clone(), destination.clone());
+                    let (pause_after, pause_for) = (l.pause_after, l.pause_for);
+                    l.tracker.spawn(async move {
+                        let failed = attempt(store, runner.clone(), &*clock, job.clone()).await;
+                        let paused = breakers.lock().ok().map(|mut b| {
+                            b.entry(destination)
+                                .or_default()
+                                .record(failed, monotonic_ms(), pause_after, pause_for.as_millis() as u64)
+                        });
+                        if let (Some(paused), Some(a)) = (paused, runner.action_for(&job)) {
+                            metrics::gauge!("wrapup_destination_paused", "bot" => job.bot_id.clone(), "action" => a.name.clone())
+                                .set(if paused { 1.0 } else { 0.0 });
+                        }
+                        drop((permit, slot));
+                        // Room freed in a bulkhead: look for its waiting jobs now.
+                        wake.notify_one();
+                    });
                 }
             }
         }

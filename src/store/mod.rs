@@ -51,6 +51,15 @@ pub trait Store: Send + Sync + 'static {
         known: Known,
     ) -> Result<Vec<ClaimedJob>, StoreError>;
 
+    /// Claims, for each `(destination, room)`, up to `room` of that destination's due jobs
+    /// (as [`Store::claim_jobs`] does for one), in one go: one statement on PostgreSQL, one
+    /// writer command on SQLite, however many destinations have room.
+    async fn claim_each(
+        &self,
+        rooms: Vec<(String, usize)>,
+        lease: std::time::Duration,
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
+
     /// Moves pending jobs due since `due_before` whose destination is not `known` to
     /// `orphaned`, with the reason; returns how many.
     async fn orphan_unknown(&self, known: Known, due_before: Timestamp) -> Result<u64, StoreError>;

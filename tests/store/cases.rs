@@ -1720,3 +1720,45 @@ pub async fn a_retry_by_filter_takes_at_most_a_batch(store: &S, _clock: &ManualC
     assert_eq!(store.retry_dead(all()).await.unwrap(), 1);
     assert_eq!(store.retry_dead(all()).await.unwrap(), 0);
 }
+
+/// `claim_each`: one claim for several destinations takes up to each one's room of its
+/// own due jobs, and lost leases too (as `claim_jobs` does).
+pub async fn one_claim_takes_each_destinations_room_and_no_more(store: &S, clock: &ManualClock) {
+    for i in 0..3 {
+        let c = format!("each-{i}");
+        store
+            .ingest(ingest(
+                &c,
+                events(&c, json!([end()])),
+                actions(&["hook", "crm", "cache"]),
+            ))
+            .await
+            .unwrap();
+    }
+    let lease = Duration::from_secs(30);
+    let rooms = vec![
+        ("dest-hook".to_owned(), 2),
+        ("dest-crm".to_owned(), 1),
+        ("dest-x".to_owned(), 5),
+    ];
+    let claimed = store.claim_each(rooms.clone(), lease).await.unwrap();
+    let count = |d: &str| claimed.iter().filter(|j| j.destination == d).count();
+    assert_eq!(
+        (count("dest-hook"), count("dest-crm"), count("dest-cache")),
+        (2, 1, 0)
+    );
+    assert_eq!(claimed.len(), 3);
+    // What is left: one of hook, two of crm; nothing claimed twice.
+    let again = store.claim_each(rooms.clone(), lease).await.unwrap();
+    let count = |d: &str| again.iter().filter(|j| j.destination == d).count();
+    assert_eq!((count("dest-hook"), count("dest-crm")), (1, 1));
+    assert!(again.iter().all(|j| claimed.iter().all(|c| c.id != j.id)));
+    // Their leases run out: claimed again, lost attempts recorded, within the rooms.
+    clock.advance(Duration::from_secs(31));
+    let lost = store
+        .claim_each(vec![("dest-hook".to_owned(), 5)], lease)
+        .await
+        .unwrap();
+    assert_eq!(lost.len(), 3, "every hook job whose lease ran out");
+    assert!(lost.iter().all(|j| j.attempt == 2));
+}

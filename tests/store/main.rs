@@ -142,6 +142,7 @@ both_stores!(
     traffic_buckets_add_up_across_instances_and_old_ones_are_purged,
     destination_rows_count_jobs_and_list_recent_attempts,
     a_retry_by_filter_takes_at_most_a_batch,
+    one_claim_takes_each_destinations_room_and_no_more,
 );
 
 /// Upgrading a database from before the tag index: the migration derives every stored

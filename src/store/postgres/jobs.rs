@@ -126,6 +126,53 @@ pub(super) async fn claim(
     Ok(jobs)
 }
 
+/// Each destination's due jobs, up to its room, in one statement (one round trip and one
+/// commit for every destination with room); then lost leases, per destination with room
+/// left, as [`claim`] looks for them.
+pub(super) async fn claim_each(
+    conn: &mut PgConnection,
+    rooms: &[(String, usize)],
+    lease: Duration,
+    now: Timestamp,
+    mut check_lost: impl FnMut(&str) -> bool,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let at = now.millis();
+    let (destinations, limits): (Vec<&str>, Vec<i64>) = rooms
+        .iter()
+        .map(|(d, room)| (d.as_str(), *room as i64))
+        .unzip();
+    let due = sqlx::query(&format!(
+        "WITH due AS (
+             SELECT d.seq FROM unnest($4::text[], $2::bigint[]) AS w(destination, room)
+             CROSS JOIN LATERAL (
+                 SELECT seq FROM jobs WHERE destination = w.destination AND state = 'pending' AND due_at <= $1
+                 ORDER BY due_at LIMIT w.room FOR UPDATE SKIP LOCKED) d)
+         UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, lease_until = $3,
+                lease_token = gen_random_uuid()::text, updated_at = $1
+         FROM due WHERE j.seq = due.seq
+         RETURNING {CLAIMED_COLUMNS}"
+    ))
+    .bind(at)
+    .bind(&limits)
+    .bind(at + lease.as_millis() as i64)
+    .bind(&destinations)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut jobs = due.iter().map(claimed).collect::<Result<Vec<_>, _>>()?;
+    for (destination, room) in rooms {
+        let got = jobs
+            .iter()
+            .filter(|j| &j.destination == destination)
+            .count();
+        if got < *room && check_lost(destination) {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            jobs.extend(claim_lost(&mut tx, room - got, lease, destination, now).await?);
+            tx.commit().await?;
+        }
+    }
+    Ok(jobs)
+}
+
 async fn claim_due(
     conn: &mut PgConnection,
     limit: usize,

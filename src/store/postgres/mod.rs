@@ -139,6 +139,20 @@ impl PostgresStore {
     fn now(&self) -> Timestamp {
         self.clock.now()
     }
+
+    /// Whether `destination`'s lost leases are to be looked for now: at most once every
+    /// `LOST_CHECK_EVERY_MS` (a lost lease is rare; the look is a statement of its own).
+    fn lost_check_due(&self, destination: &str, now: Timestamp) -> bool {
+        let Ok(mut checked) = self.lost_checked.lock() else {
+            return true;
+        };
+        let last = checked.get(destination).copied();
+        let due = last.is_none_or(|l| now.millis() - l.millis() >= LOST_CHECK_EVERY_MS);
+        if due {
+            checked.insert(destination.to_owned(), now);
+        }
+        due
+    }
 }
 
 #[async_trait]
@@ -216,18 +230,23 @@ impl Store for PostgresStore {
     ) -> Result<Vec<ClaimedJob>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let now = self.now();
-        let check_lost = |destination: &str| {
-            let Ok(mut checked) = self.lost_checked.lock() else {
-                return true;
-            };
-            let last = checked.get(destination).copied();
-            let due = last.is_none_or(|l| now.millis() - l.millis() >= LOST_CHECK_EVERY_MS);
-            if due {
-                checked.insert(destination.to_owned(), now);
-            }
-            due
-        };
-        jobs::claim(&mut conn, limit, lease, &known, now, check_lost).await
+        jobs::claim(&mut conn, limit, lease, &known, now, |d| {
+            self.lost_check_due(d, now)
+        })
+        .await
+    }
+
+    async fn claim_each(
+        &self,
+        rooms: Vec<(String, usize)>,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let now = self.now();
+        jobs::claim_each(&mut conn, &rooms, lease, now, |d| {
+            self.lost_check_due(d, now)
+        })
+        .await
     }
 
     async fn finish_attempt(

@@ -175,6 +175,15 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn claim_each(
+        &self,
+        rooms: Vec<(String, usize)>,
+        lease: std::time::Duration,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        self.call(|reply| Command::ClaimEach(rooms, lease, reply))
+            .await
+    }
+
     async fn orphan_unknown(&self, known: Known, due_before: Timestamp) -> Result<u64, StoreError> {
         self.call(|reply| Command::Orphan(known, due_before, reply))
             .await

@@ -26,6 +26,11 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 pub(super) enum Command {
     Ingest(Ingest, Reply<IngestOutcome>),
     Claim(usize, std::time::Duration, Known, Reply<Vec<ClaimedJob>>),
+    ClaimEach(
+        Vec<(String, usize)>,
+        std::time::Duration,
+        Reply<Vec<ClaimedJob>>,
+    ),
     Orphan(Known, Timestamp, Reply<u64>),
     Decide(String, Decision, Reply<Option<bool>>),
     Finish(Box<(ClaimedJob, AttemptRecord, NextStep)>, Reply<bool>),
@@ -149,6 +154,15 @@ fn execute(tx: &mut rusqlite::Transaction<'_>, cmd: Command, now: Timestamp) -> 
         Command::Claim(limit, lease, known, reply) => {
             pending(reply, jobs::claim(tx, limit, lease, &known, now))
         }
+        Command::ClaimEach(rooms, lease, reply) => {
+            let claimed = rooms
+                .into_iter()
+                .try_fold(Vec::new(), |mut all, (d, room)| {
+                    all.extend(jobs::claim(tx, room, lease, &Known::from([d]), now)?);
+                    Ok(all)
+                });
+            pending(reply, claimed)
+        }
         Command::Orphan(known, due_before, reply) => {
             pending(reply, jobs::orphan_unknown(tx, &known, due_before, now))
         }
@@ -214,6 +228,7 @@ fn refuse(cmd: Command, e: &StoreError) -> Option<Pending> {
         Command::Ingest(_, reply) => pending(reply, Err(e)),
         Command::ConsumeJti(_, reply) | Command::Finish(_, reply) => pending(reply, Err(e)),
         Command::Claim(_, _, _, reply) => pending(reply, Err(e)),
+        Command::ClaimEach(_, _, reply) => pending(reply, Err(e)),
         Command::Orphan(_, _, reply) => pending(reply, Err(e)),
         Command::Decide(_, _, reply) => pending(reply, Err(e)),
         Command::Retry(_, reply)
