@@ -299,7 +299,7 @@ fn restart_part(settings: &Settings) -> String {
             s.max_body_bytes,
             s.header_read_timeout,
             s.body_read_timeout,
-            s.request_timeout,
+            (s.request_timeout, s.write_timeout),
             (
                 s.max_connections,
                 s.max_connections_per_address,
@@ -344,6 +344,7 @@ async fn serve(
         header_read_timeout: server.header_read_timeout,
         admin_elsewhere: server.admin_listen.is_some(),
         trusted: Arc::new(server.trusted_proxies.clone()),
+        write_timeout: server.write_timeout,
     };
     loop {
         let (stream, peer) = tokio::select! {
@@ -360,8 +361,10 @@ async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let limited = !serving.trusted_peer(peer.ip());
-        let close = closing.child_token();
-        let held = match open.open(AddressKey::of(peer.ip()), limited, close.clone()) {
+        // `close`: the server stops (the request in progress finishes); `kill`: the
+        // connection is idle and closed outright to make room for another.
+        let (close, kill) = (closing.child_token(), CancellationToken::new());
+        let held = match open.open(AddressKey::of(peer.ip()), limited, kill.clone()) {
             Ok(held) => held,
             Err(Refused::PerAddress) => {
                 metrics::counter!("wrapup_connections_refused_total", "reason" => "per_address")
@@ -395,7 +398,7 @@ async fn serve(
                     .await;
                     drop(waiting);
                     if let Ok(Ok(permit)) = permit {
-                        serving.serve(stream, peer, held, close).await;
+                        serving.serve(stream, peer, held, (close, kill)).await;
                         drop(permit);
                     } else {
                         metrics::counter!("wrapup_connections_refused_total", "reason" => "full")
@@ -422,7 +425,7 @@ async fn serve(
         };
         let serving = serving.clone();
         tasks.spawn(async move {
-            serving.serve(stream, peer, held, close).await;
+            serving.serve(stream, peer, held, (close, kill)).await;
             drop(permit);
         });
     }
@@ -452,6 +455,7 @@ struct Serving {
     header_read_timeout: std::time::Duration,
     admin_elsewhere: bool,
     trusted: Arc<Vec<ipnet::IpNet>>,
+    write_timeout: std::time::Duration,
 }
 
 impl Serving {
@@ -461,14 +465,16 @@ impl Serving {
             .any(|net| net.contains(&ip.to_canonical()))
     }
 
-    /// Serves one admitted connection until it ends or is asked to close (`close`: the
-    /// server stops, or the listener is full and this one is idle).
+    /// Serves one admitted connection until it ends, the server stops (`close`: its
+    /// request in progress finishes first) or it is closed outright to make room (`kill`:
+    /// chosen while no request was in progress; a socket that has sent half a header is
+    /// closed at once too, not left until `header_read_timeout`).
     async fn serve(
         self,
         stream: tokio::net::TcpStream,
         peer: SocketAddr,
         held: Held,
-        close: CancellationToken,
+        (close, kill): (CancellationToken, CancellationToken),
     ) {
         let (router, trusted, elsewhere) = (self.router, self.trusted, self.admin_elsewhere);
         held.serving();
@@ -507,22 +513,21 @@ impl Serving {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_read_timeout);
+        // A client that takes no byte of its answer for `write_timeout` is cut off, and
+        // the answer it held in memory freed (a 4 MiB page per stalled reader otherwise).
+        let mut timed = tokio_io_timeout::TimeoutStream::new(stream);
+        timed.set_write_timeout(Some(self.write_timeout));
+        let stream = Box::pin(timed);
         match self.tls {
             None => {
-                until_closed(
-                    builder.serve_connection(TokioIo::new(stream), service),
-                    close,
-                )
-                .await
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                until_closed(connection, close, kill).await
             }
             Some(tls) => {
                 if let Some(stream) = handshake_within(&tls, stream, self.header_read_timeout).await
                 {
-                    until_closed(
-                        builder.serve_connection(TokioIo::new(stream), service),
-                        close,
-                    )
-                    .await;
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    until_closed(connection, close, kill).await;
                 }
             }
         }
@@ -531,8 +536,11 @@ impl Serving {
 
 /// Drives a connection; when `close` is cancelled, lets its request in progress finish
 /// (an idle one closes at once) and closes it.
-async fn until_closed<I, S>(connection: http1::Connection<I, S>, close: CancellationToken)
-where
+async fn until_closed<I, S>(
+    connection: http1::Connection<I, S>,
+    close: CancellationToken,
+    kill: CancellationToken,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
     S: hyper::service::HttpService<Incoming, ResBody = Body>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -540,6 +548,7 @@ where
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => return,
+        _ = kill.cancelled() => return,
         _ = close.cancelled() => {}
     }
     connection.as_mut().graceful_shutdown();
@@ -608,11 +617,14 @@ fn drop_overloaded(stream: tokio::net::TcpStream, tls: &Option<tokio_rustls::Tls
 }
 
 /// The TLS handshake, bounded like reading a request's header.
-async fn handshake_within(
+async fn handshake_within<S>(
     tls: &tokio_rustls::TlsAcceptor,
-    stream: tokio::net::TcpStream,
+    stream: S,
     within: std::time::Duration,
-) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+) -> Option<tokio_rustls::server::TlsStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     match tokio::time::timeout(within, tls.accept(stream)).await {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {

@@ -41,6 +41,7 @@ struct Entry {
     /// Whether it is being served (not still waiting for a place on a full listener:
     /// one waiting is never the one closed to make room).
     serving: bool,
+    /// Closes it outright (it is idle: nothing in progress is lost).
     close: CancellationToken,
 }
 
@@ -226,17 +227,35 @@ pub fn client_address(
         .flat_map(|v| v.split(','))
         .collect();
     for entry in entries.iter().rev().take(16) {
-        match entry.trim().parse::<IpAddr>() {
-            Ok(ip) => {
+        match forwarded_address(entry.trim()) {
+            Some(ip) => {
                 client = ip.to_canonical();
                 if !is_trusted(&client) {
                     break;
                 }
             }
-            Err(_) => break,
+            None => break,
         }
     }
     client
+}
+
+/// One `X-Forwarded-For` entry as an address: plain (`203.0.113.7`, `2001:db8::1`), with
+/// a port (`203.0.113.7:555`, `[2001:db8::1]:80`), bracketed, or with a zone
+/// (`fe80::1%eth0`), as proxies write them; `None` for anything else.
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(addr) = entry.parse::<std::net::SocketAddr>() {
+        return Some(addr.ip());
+    }
+    let bare = entry
+        .strip_prefix('[')
+        .and_then(|e| e.split_once(']'))
+        .map_or(entry, |(inside, _)| inside);
+    let bare = bare.split_once('%').map_or(bare, |(ip, _zone)| ip);
+    bare.parse::<IpAddr>().ok()
 }
 
 #[cfg(test)]
@@ -270,6 +289,20 @@ mod tests {
         assert_eq!(
             forwarded("10.1.1.1", &["1.2.3.4", "198.51.100.9, 10.2.2.2"], &proxies),
             "198.51.100.9"
+        );
+        // Ports, brackets and zones, as some proxies write them, are the address alone.
+        assert_eq!(forwarded("10.1.1.1", &["1.2.3.7:555"], &proxies), "1.2.3.7");
+        assert_eq!(
+            forwarded("10.1.1.1", &["[2001:db8::1]:80"], &proxies),
+            "2001:db8::1"
+        );
+        assert_eq!(
+            forwarded("10.1.1.1", &["[2001:db8::2]"], &proxies),
+            "2001:db8::2"
+        );
+        assert_eq!(
+            forwarded("10.1.1.1", &["fe80::1%eth0"], &proxies),
+            "fe80::1"
         );
         // Garbage stops the walk at the last hop that was trusted to say something.
         assert_eq!(

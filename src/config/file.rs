@@ -101,6 +101,9 @@ pub struct ServerFile {
     pub body_read_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// A client that takes no byte of its answer for this long is cut off.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
     pub max_connections: usize,
     /// Connections one client address may hold (an IPv6 client is its /64); default a
     /// quarter of `max_connections`. `trusted_proxies` are not limited by it.
@@ -134,6 +137,7 @@ impl Default for ServerFile {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             max_connections: 4096,
             max_connections_per_address: None,
             trusted_proxies: Vec::new(),

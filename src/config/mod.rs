@@ -98,6 +98,7 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub request_timeout: Duration,
+    pub write_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_address: usize,
     pub trusted_proxies: Vec<ipnet::IpNet>,

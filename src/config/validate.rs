@@ -44,6 +44,7 @@ pub fn validate(
         header_read_timeout: positive("server.header_read_timeout", s.header_read_timeout)?,
         body_read_timeout: positive("server.body_read_timeout", s.body_read_timeout)?,
         request_timeout: positive("server.request_timeout", s.request_timeout)?,
+        write_timeout: positive("server.write_timeout", s.write_timeout)?,
         max_connections: s.max_connections,
         max_connections_per_address: match s.max_connections_per_address {
             None => s.max_connections.div_ceil(4),

@@ -315,3 +315,74 @@ async fn one_address_holds_at_most_its_share_of_busy_connections() {
     );
     drop(held);
 }
+
+/// Issue 23, item 6 (the hostile review): a socket that sent half a header is idle too,
+/// and closed outright to make room, at once (not left to `header_read_timeout`): one
+/// address dribbling headers holds no more than its share, and other clients get in.
+#[tokio::test]
+async fn sockets_dribbling_headers_are_closed_outright_to_make_room() {
+    let app = TestApp::spawn_with("max_connections = 8\nmax_connections_per_address = 3").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut dribbling = Vec::new();
+    for _ in 0..10 {
+        let mut s = silent(&addr, [127, 0, 0, 2]).await;
+        s.write_all(b"GET /api/v1/bots/x/conversations HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        dribbling.push(s);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut open = 0;
+    for s in &mut dribbling {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(50), s.read(&mut buf)).await {
+            Err(_) => open += 1,         // still waiting for its header
+            Ok(Ok(0)) | Ok(Err(_)) => {} // closed by the server
+            Ok(Ok(_)) => {}              // answered (a refusal) and closed
+        }
+    }
+    assert!(
+        open <= 3,
+        "{open} of 10 half-header sockets from one address still open"
+    );
+    // Another address gets in, while they dribble.
+    assert_eq!(app.end(&unique("dribble")).await.0, 200);
+}
+
+/// Issue 23, item 6 (the hostile review): a client that never reads its answer is cut
+/// off after `server.write_timeout`, so the answer held for it is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answer_is_cut_off_after_the_write_timeout() {
+    let app = TestApp::spawn_with("write_timeout = \"1s\"").await;
+    let c = unique("unread");
+    let text = "x".repeat(60_000);
+    for i in 0..80 {
+        let body = json!({"botId": BOT, "conversationId": c, "query": format!("{i} {text}"), "author": {"type": "USER"}});
+        assert_eq!(app.hook(&body).await.0, 200);
+    }
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request = format!(
+        "GET /api/v1/bots/{BOT}/conversations/{c}/events?limit=1000 HTTP/1.1\r\nhost: x\r\ntoken: {}\r\n\r\n",
+        token()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Read nothing for three times the timeout, then everything that is left.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer[..answer.len().min(400)]).to_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    let length: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(usize::MAX);
+    assert!(
+        answer.len() < length,
+        "the whole {length}-byte answer arrived: the stalled write was never cut"
+    );
+}
