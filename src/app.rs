@@ -346,6 +346,16 @@ async fn serve(
         trusted: Arc::new(server.trusted_proxies.clone()),
         write_timeout: server.write_timeout,
     };
+    let refuse_with = |stream, why| {
+        refuse(
+            &shed,
+            &router,
+            &tls,
+            stream,
+            server.header_read_timeout,
+            why,
+        )
+    };
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -367,16 +377,8 @@ async fn serve(
         let held = match open.open(AddressKey::of(peer.ip()), limited, kill.clone()) {
             Ok(held) => held,
             Err(Refused::PerAddress) => {
-                metrics::counter!("wrapup_connections_refused_total", "reason" => "per_address")
-                    .increment(1);
-                refuse(
-                    &shed,
-                    &router,
-                    &tls,
-                    stream,
-                    server.header_read_timeout,
-                    too_many_from_address,
-                );
+                let why = ("per_address", too_many_from_address as fn() -> _);
+                refuse_with(stream, why);
                 continue;
             }
         };
@@ -410,16 +412,8 @@ async fn serve(
             }
             Err(_) => {
                 drop(held);
-                metrics::counter!("wrapup_connections_refused_total", "reason" => "full")
-                    .increment(1);
-                refuse(
-                    &shed,
-                    &router,
-                    &tls,
-                    stream,
-                    server.header_read_timeout,
-                    overloaded,
-                );
+                let why = ("full", overloaded as fn() -> _);
+                refuse_with(stream, why);
                 continue;
             }
         };
@@ -482,14 +476,7 @@ impl Serving {
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             // Busy until the answer's body is sent: an idle connection is one between requests.
             let busy = held.request();
-            let client = client_address(
-                peer.ip(),
-                req.headers().get_all("x-forwarded-for"),
-                &trusted,
-            );
-            req.extensions_mut().insert(ClientAddress(client));
-            req.extensions_mut()
-                .insert(axum::extract::ConnectInfo(peer));
+            mark_client(&mut req, peer, &trusted);
             let elsewhere = elsewhere && operator_path(req.uri().path());
             let router = router.clone();
             async move {
@@ -564,8 +551,9 @@ fn refuse(
     tls: &Option<tokio_rustls::TlsAcceptor>,
     stream: tokio::net::TcpStream,
     handshake: std::time::Duration,
-    answer: fn() -> Response<Body>,
+    (reason, answer): (&'static str, fn() -> Response<Body>),
 ) {
+    metrics::counter!("wrapup_connections_refused_total", "reason" => reason).increment(1);
     let Ok(shed_permit) = shed.clone().try_acquire_owned() else {
         drop_overloaded(stream, tls);
         return;
@@ -590,20 +578,35 @@ fn refuse(
     });
     let tls = tls.clone();
     tokio::spawn(async move {
-        match tls {
-            None => {
-                let _ = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            }
-            Some(tls) => {
-                if let Some(s) = handshake_within(&tls, stream, handshake).await {
-                    let _ = builder.serve_connection(TokioIo::new(s), service).await;
-                }
-            }
-        }
+        serve_one(builder, stream, service, tls, handshake).await;
         drop(shed_permit);
     });
+}
+
+/// Serves one connection until it ends: over TLS when the listener has it (the handshake
+/// bounded by `within`, like reading a request's header), plain otherwise.
+async fn serve_one<S>(
+    builder: http1::Builder,
+    stream: tokio::net::TcpStream,
+    service: S,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    within: std::time::Duration,
+) where
+    S: hyper::service::HttpService<Incoming, ResBody = Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match tls {
+        None => {
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        }
+        Some(tls) => {
+            if let Some(s) = handshake_within(&tls, stream, within).await {
+                let _ = builder.serve_connection(TokioIo::new(s), service).await;
+            }
+        }
+    }
 }
 
 /// Even the shedding is bounded: past it the socket gets the 503 without being read (one
@@ -614,6 +617,15 @@ fn drop_overloaded(stream: tokio::net::TcpStream, tls: &Option<tokio_rustls::Tls
     if tls.is_none() {
         let _ = stream.try_write(OVERLOADED_RAW);
     }
+}
+
+/// Tells the handlers who the client is: the connection's peer (`ConnectInfo`) and the
+/// client's address (`ClientAddress`: what a trusted proxy forwarded for, else the peer).
+fn mark_client(req: &mut hyper::Request<Incoming>, peer: SocketAddr, trusted: &[ipnet::IpNet]) {
+    let client = client_address(peer.ip(), req.headers().get_all("x-forwarded-for"), trusted);
+    req.extensions_mut().insert(ClientAddress(client));
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
 }
 
 /// The TLS handshake, bounded like reading a request's header.
@@ -704,14 +716,7 @@ async fn serve_side(side: Side, listener: TcpListener, cancel: CancellationToken
         let (router, serves, refusal) = (side.router.clone(), side.serves, side.refusal);
         let trusted = side.trusted.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            let client = client_address(
-                peer.ip(),
-                req.headers().get_all("x-forwarded-for"),
-                &trusted,
-            );
-            req.extensions_mut().insert(ClientAddress(client));
-            req.extensions_mut()
-                .insert(axum::extract::ConnectInfo(peer));
+            mark_client(&mut req, peer, &trusted);
             let router = router.clone();
             async move {
                 if serves(req.uri().path()) {
@@ -727,18 +732,7 @@ async fn serve_side(side: Side, listener: TcpListener, cancel: CancellationToken
             .header_read_timeout(side.header_read_timeout);
         let (tls, within) = (side.tls.clone(), side.header_read_timeout);
         tokio::spawn(async move {
-            match tls {
-                None => {
-                    let _ = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                }
-                Some(tls) => {
-                    if let Some(s) = handshake_within(&tls, stream, within).await {
-                        let _ = builder.serve_connection(TokioIo::new(s), service).await;
-                    }
-                }
-            }
+            serve_one(builder, stream, service, tls, within).await;
             drop(permit);
         });
     }

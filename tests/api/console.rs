@@ -693,18 +693,20 @@ async fn without_an_admin_token_the_console_does_not_exist() {
     assert_eq!(resp.status(), 404);
 }
 
+/// A client whose connections come from `ip` (a loopback address), following no redirect.
+fn from(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
 /// Issue 23, item 5: the sign-in limit is per client address. Ten wrong tokens from one
 /// address get it 429; an operator at another address still signs in with the right one.
 #[tokio::test]
 async fn wrong_tokens_from_one_address_do_not_lock_out_another() {
     let app = TestApp::spawn().await;
-    let from = |ip: [u8; 4]| {
-        reqwest::Client::builder()
-            .local_address(std::net::IpAddr::from(ip))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
-    };
     let post = |client: reqwest::Client, token: &'static str| {
         let url = format!("{}/console/login", app.base);
         async move {
@@ -738,13 +740,6 @@ async fn wrong_tokens_from_one_address_do_not_lock_out_another() {
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_sign_in_limit_is_per_forwarded_client() {
     let app = TestApp::spawn_with("trusted_proxies = [\"127.0.0.2\"]").await;
-    let from = |ip: [u8; 4]| {
-        reqwest::Client::builder()
-            .local_address(std::net::IpAddr::from(ip))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
-    };
     let post = |client: &reqwest::Client, forwarded: &str, token: &str| {
         client
             .post(format!("{}/console/login", app.base))

@@ -994,11 +994,12 @@ pub async fn lists_filter_by_agent_queue_anomaly_and_reason(store: &S, clock: &M
             .unwrap();
         clock.advance(Duration::from_millis(5));
     }
-    let list = |tags: &[&str], status: Option<Status>, limit: usize| {
+    // Walks a filter to its end as the API does: a full page continues after its last
+    // conversation, a short one where examining stopped (`scan`: the bound, 0 for none).
+    let walk = |tags: &[&str], status: Option<Status>, limit: usize, scan: usize| {
         let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
         async move {
-            let mut seen = Vec::new();
-            let mut after = None;
+            let (mut seen, mut pages, mut after) = (Vec::new(), 0, None);
             loop {
                 let page = store
                     .list_conversations(
@@ -1008,18 +1009,38 @@ pub async fn lists_filter_by_agent_queue_anomaly_and_reason(store: &S, clock: &M
                             status,
                             limit,
                             after: after.clone(),
+                            scan,
                             ..Default::default()
                         },
                     )
                     .await
-                    .unwrap()
-                    .listed;
-                let Some(last) = page.last() else { break };
-                after = Some((last.sort_at, last.conversation.conversation_id.clone()));
-                seen.extend(page.into_iter().map(|l| l.conversation.conversation_id));
+                    .unwrap();
+                pages += 1;
+                if scan > 0 {
+                    assert!(page.listed.len() <= scan, "at most what was examined");
+                }
+                let next = match page.listed.last() {
+                    Some(last) if page.listed.len() == limit => {
+                        Some((last.sort_at, last.conversation.conversation_id.clone()))
+                    }
+                    _ => page.examined_to,
+                };
+                seen.extend(
+                    page.listed
+                        .into_iter()
+                        .map(|l| l.conversation.conversation_id),
+                );
+                match next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
             }
-            seen
+            (seen, pages)
         }
+    };
+    let list = |tags: &[&str], status: Option<Status>, limit: usize| {
+        let walked = walk(tags, status, limit, 0);
+        async move { walked.await.0 }
     };
     let expect = |keep: &dyn Fn(usize) -> bool| -> Vec<String> {
         (0..40)
@@ -1064,47 +1085,13 @@ pub async fn lists_filter_by_agent_queue_anomaly_and_reason(store: &S, clock: &M
     assert!(list(&["agent:nobody"], None, 50).await.is_empty());
     // Issue 23, item 4: with a bound on the conversations examined, a page stops there
     // (short, or empty) and says where; walking on from there finds the same ones.
-    let walk = |tags: &[&str], status: Option<Status>, scan: usize| {
-        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-        async move {
-            let (mut seen, mut pages, mut after) = (Vec::new(), 0, None);
-            loop {
-                let page = store
-                    .list_conversations(
-                        BOT,
-                        ConversationFilter {
-                            tags: tags.clone(),
-                            status,
-                            limit: 50,
-                            after: after.clone(),
-                            scan,
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .unwrap();
-                pages += 1;
-                assert!(page.listed.len() <= scan, "at most what was examined");
-                seen.extend(
-                    page.listed
-                        .into_iter()
-                        .map(|l| l.conversation.conversation_id),
-                );
-                match page.examined_to {
-                    Some(to) => after = Some(to),
-                    None => break,
-                }
-            }
-            (seen, pages)
-        }
-    };
-    let (rare, pages) = walk(&["agent:a0", "anomaly:repeated_na_entry"], None, 3).await;
+    let (rare, pages) = walk(&["agent:a0", "anomaly:repeated_na_entry"], None, 50, 3).await;
     assert_eq!(rare, expect(&|i| i % 20 == 0));
     assert_eq!(pages, 4, "10 conversations of a0, 3 examined a page");
-    let (active, pages) = walk(&[], Some(Status::Active), 7).await;
+    let (active, pages) = walk(&[], Some(Status::Active), 50, 7).await;
     assert_eq!(active, expect(&|i| i % 2 == 1));
     assert_eq!(pages, 6, "40 conversations, 7 examined a page");
-    let (none, pages) = walk(&["agent:a1", "agent:a2"], None, 4).await;
+    let (none, pages) = walk(&["agent:a1", "agent:a2"], None, 50, 4).await;
     assert!(none.is_empty());
     assert_eq!(
         pages, 3,
