@@ -32,10 +32,14 @@ const LOGIN_BURST: u32 = 10;
 const LOGIN_ADDRESSES: usize = 10_000;
 
 /// Per-address limit on sign-in attempts (an IPv6 address counts by its /64). Past
-/// `LOGIN_ADDRESSES` addresses within a minute, new addresses share one limit of
-/// their own, so the table stays bounded and nobody is locked out by it.
+/// `LOGIN_ADDRESSES` addresses within a minute, a new address is limited by its network
+/// instead (an IPv4 /16, an IPv6 /32), in a table of its own of the same bound; past that
+/// too, by one shared limit. So an attacker holding many addresses (a few /48s of IPv6
+/// are enough to fill the first table) drains only its own networks' limits, and an
+/// operator elsewhere still signs in, while both tables stay bounded.
 pub struct LoginLimiter {
     by_address: DefaultKeyedRateLimiter<IpAddr>,
+    by_network: DefaultKeyedRateLimiter<IpAddr>,
     overflow: governor::DefaultDirectRateLimiter,
 }
 
@@ -45,28 +49,35 @@ impl Default for LoginLimiter {
         let quota = Quota::per_minute(burst).allow_burst(burst);
         Self {
             by_address: RateLimiter::keyed(quota),
+            by_network: RateLimiter::keyed(quota),
             overflow: RateLimiter::direct(quota),
         }
     }
 }
 
+/// `addr` with all but its first `v4` (IPv4) or `v6` (IPv6) bits cleared.
+fn prefix(addr: IpAddr, v4: u32, v6: u32) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V4(a) => std::net::Ipv4Addr::from(u32::from(a) & (u32::MAX << (32 - v4))).into(),
+        IpAddr::V6(a) => std::net::Ipv6Addr::from(u128::from(a) & (u128::MAX << (128 - v6))).into(),
+    }
+}
+
 impl LoginLimiter {
-    fn allow(&self, addr: IpAddr) -> bool {
-        let key = match addr {
-            IpAddr::V6(v6) => {
-                let mut o = v6.octets();
-                o[8..].fill(0);
-                IpAddr::from(o)
+    pub(crate) fn allow(&self, addr: IpAddr) -> bool {
+        let has_room = |table: &DefaultKeyedRateLimiter<IpAddr>| {
+            if table.len() >= LOGIN_ADDRESSES {
+                table.retain_recent();
             }
-            v4 => v4,
+            table.len() < LOGIN_ADDRESSES
         };
-        if self.by_address.len() >= LOGIN_ADDRESSES {
-            self.by_address.retain_recent();
-            if self.by_address.len() >= LOGIN_ADDRESSES {
-                return self.overflow.check().is_ok();
-            }
+        if has_room(&self.by_address) {
+            self.by_address.check_key(&prefix(addr, 32, 64)).is_ok()
+        } else if has_room(&self.by_network) {
+            self.by_network.check_key(&prefix(addr, 16, 32)).is_ok()
+        } else {
+            self.overflow.check().is_ok()
         }
-        self.by_address.check_key(&key).is_ok()
     }
 }
 
@@ -258,4 +269,27 @@ pub async fn logout(
         ],
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_attacking_addresses_drain_only_their_own_networks_limit() {
+        let limiter = LoginLimiter::default();
+        // 10,000 /64s of one /48 (and so of one /32) fill the per-address table.
+        for i in 0..LOGIN_ADDRESSES as u128 {
+            let a = std::net::Ipv6Addr::from((0x2001_0db8_0001u128 << 80) | (i << 64) | 1).into();
+            assert!(limiter.allow(a), "each new address's first try is allowed");
+        }
+        // More of the attacker's addresses share its /32's limit: ten, then refused.
+        let more =
+            |i: u128| std::net::Ipv6Addr::from((0x2001_0db8_0002u128 << 80) | (i << 64) | 1).into();
+        let allowed = (0..20).filter(|i| limiter.allow(more(*i))).count();
+        assert_eq!(allowed, LOGIN_BURST as usize);
+        // An operator on another network is not locked out.
+        assert!(limiter.allow("198.51.100.7".parse().unwrap()));
+        assert!(limiter.allow("2a00:1450::1".parse().unwrap()));
+    }
 }
