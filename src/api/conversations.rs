@@ -94,6 +94,7 @@ pub struct Summaries {
         (status = 401, description = "No valid token", body = super::openapi::ErrorBody),
         (status = 403, description = "The token's app may not act for this bot", body = super::openapi::ErrorBody),
         (status = 404, description = "Never seen", body = super::openapi::ErrorBody),
+        (status = 429, description = "The app is over its rate_limit; retry after Retry-After seconds", body = super::openapi::ErrorBody),
         (status = 503, description = "The store is unavailable; retry after Retry-After seconds", body = super::openapi::ErrorBody),
     ),
     security(("auth" = []), ("token" = []), ("bearer" = []))

@@ -245,6 +245,15 @@ pub fn parse_request(
     }
     let conversation_id = top.req_str("conversationId", limits.max_id_chars)?;
 
+    let given = |key: &str| top.map.get(key).is_some_and(|v| !v.is_null());
+    if given("events") && given("query") {
+        // The contract's oneOf: an event request or a message propagation. Taking the
+        // events would drop the message without a word.
+        return Err(err(
+            "query",
+            "must not be given with events: a request carries events, or one message (query), not both",
+        ));
+    }
     let events = match top.map.get("events") {
         Some(Value::Null) | None => match top.map.get("query") {
             Some(_) => vec![Event {

@@ -88,6 +88,26 @@ async fn the_document_lists_every_endpoint_and_every_listed_operation_is_served(
     }
 }
 
+/// Issue 25, item 2: every operation an app's token reaches can answer 429 (its
+/// `rate_limit`), and the document says so for each.
+#[tokio::test]
+async fn every_rate_limited_operation_documents_its_429() {
+    let app = TestApp::spawn().await;
+    let (_, doc) = into_json(app.get("/openapi.json").await).await;
+    let mut missing = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !(path.starts_with("/api/v1/") || path.starts_with("/agentai/")) {
+            continue;
+        }
+        for (method, op) in item.as_object().unwrap() {
+            if op["responses"].get("429").is_none() {
+                missing.push(format!("{method} {path}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "no 429 documented: {missing:?}");
+}
+
 #[tokio::test]
 async fn the_document_describes_the_bodies() {
     let app = TestApp::spawn().await;

@@ -184,3 +184,33 @@ async fn the_second_event_of_a_request_is_checked_before_the_first_is_stored() {
     );
     assert_eq!(app.conversation(&c).await.0, 404);
 }
+
+/// Issue 25, item 2: a body with both `events` and `query` (the contract's oneOf forbids
+/// it) is a 400 naming both; it used to be stored as its events, the message dropped.
+#[tokio::test]
+async fn a_body_with_both_events_and_a_query_is_refused_naming_both() {
+    let app = TestApp::spawn().await;
+    let c = unique("both");
+    let mut body = seed_with(&c);
+    body["query"] = json!("and a message");
+    body["author"] = json!({"type": "USER"});
+    let (status, answer) = app.hook(&body).await;
+    assert_eq!(status, 400, "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains("query") && message.contains("events"),
+        "{message}"
+    );
+    // Nothing was stored.
+    let resp = app
+        .client
+        .get(format!("{}/api/v1/bots/{BOT}/conversations/{c}", app.base))
+        .header("token", token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    // A null query beside events is no query.
+    body["query"] = json!(null);
+    assert_eq!(app.hook(&body).await.0, 200);
+}
