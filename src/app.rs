@@ -78,6 +78,8 @@ impl App {
             clock.clone(),
         );
         let traffic = Arc::new(crate::traffic::Traffic::default());
+        let metrics = crate::telemetry::metrics();
+        crate::telemetry::register_series(&settings);
         let state = Arc::new(AppState {
             store: store.clone(),
             clock: clock.clone(),
@@ -85,7 +87,7 @@ impl App {
             wake: workers.waker(),
             breakers: workers.breakers(),
             server: settings.server.clone(),
-            metrics: crate::telemetry::metrics(),
+            metrics,
             traffic: traffic.clone(),
             console_logins: Default::default(),
             stats_cache: Default::default(),
@@ -252,6 +254,7 @@ impl Reloader {
         }
         let live = crate::live::Live::new(settings)?;
         self.live.store(Arc::new(live));
+        crate::telemetry::register_series(settings);
         if let (Some(slot), Some(cert)) = (&self.cert, &settings.server.tls) {
             slot.replace(cert.clone());
         }

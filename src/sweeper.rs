@@ -208,10 +208,11 @@ async fn purge_jobs(store: &dyn Store, now: Timestamp, keep: Duration) {
 async fn purge_jti(store: &dyn Store, now: Timestamp) {
     loop {
         match store.purge_jti(now, BATCH).await {
-            Ok(n) if n == BATCH as u64 => continue,
             Ok(n) => {
                 metrics::counter!("wrapup_jti_purged_total").increment(n);
-                return;
+                if n < BATCH as u64 {
+                    return;
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e.chain(), "purging expired jti failed; will try again");

@@ -170,6 +170,14 @@ fn describe() {
             "How long the oldest dead or orphaned job has waited for an operator (since it died, or since it fell due), cluster-wide; 0 when none (alert on max, not sum)",
         ),
         (
+            "wrapup_ready",
+            "1 when this instance's /readyz answers 200 (its store took a write within 800 ms at the last check: each scrape and each probe), else 0",
+        ),
+        (
+            "wrapup_store_up",
+            "1 when the store took a write within 800 ms at the last check (each scrape and each /readyz), else 0",
+        ),
+        (
             "wrapup_build_info",
             "1, labelled with the version of this instance",
         ),
@@ -182,4 +190,64 @@ fn describe() {
         describe_gauge!(name, help);
     }
     metrics::gauge!("wrapup_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Every counter at zero, with its label values from the configuration, so an instance
+/// exports them from its start: a rate over a restart compares something, a rule on a
+/// counter can fire at its first increment and `absent()` does not fire on a healthy
+/// instance. `increment(0)` registers a series without moving it (several apps in one
+/// test process share the registry). Called at start and after each reload (a new bot's
+/// or action's series appear then).
+pub fn register_series(settings: &crate::config::Settings) {
+    use crate::domain::outbox::JobEvent;
+    use metrics::counter;
+    for name in [
+        "wrapup_events_stored_total",
+        "wrapup_requests_rate_limited_total",
+        "wrapup_connections_idle_closed_total",
+        "wrapup_connections_dropped_total",
+        "wrapup_http_panics_total",
+        "wrapup_jobs_orphaned_total",
+        "wrapup_jobs_purged_total",
+        "wrapup_retention_purged_total",
+        "wrapup_jti_purged_total",
+    ] {
+        counter!(name).increment(0);
+    }
+    for name in crate::domain::payload::EVENT_NAMES {
+        counter!("wrapup_events_received_total", "name" => name).increment(0);
+    }
+    for reason in ["full", "per_address"] {
+        counter!("wrapup_connections_refused_total", "reason" => reason).increment(0);
+    }
+    for cap in crate::domain::caps::Cap::ALL {
+        counter!("wrapup_requests_over_cap_total", "cap" => cap.key()).increment(0);
+    }
+    for bot in &settings.bots {
+        for name in [
+            "wrapup_conversations_ended_total",
+            "wrapup_conversations_expired_total",
+            "wrapup_duplicate_ends_total",
+        ] {
+            counter!(name, "bot" => bot.id.clone()).increment(0);
+        }
+        let summary = bot.summary.as_ref().map(|s| &s.action);
+        let mut series: Vec<(&crate::config::ActionSettings, JobEvent)> =
+            bot.on_end.iter().map(|a| (a, JobEvent::Ended)).collect();
+        if let Some(s) = summary {
+            series.push((s, JobEvent::Summary));
+            series.extend(
+                bot.on_end
+                    .iter()
+                    .filter(|a| a.delivers_summaries())
+                    .map(|a| (a, JobEvent::Summarized)),
+            );
+        }
+        for (action, event) in series {
+            for outcome in ["succeeded", "failed"] {
+                counter!("wrapup_action_attempts_total", "kind" => action.kind.name(), "bot" => bot.id.clone(), "action" => action.name.clone(), "event" => event.as_str(), "outcome" => outcome)
+                    .increment(0);
+            }
+        }
+    }
 }

@@ -27,24 +27,56 @@ pub async fn healthz() -> Json<Value> {
     )
 )]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let not_ready = |why: String| ApiError::Unavailable {
-        message: format!("not ready: {why}"),
-        retry_after_secs: 5,
-    };
-    match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
+    match check_store(&state).await {
+        Ok(()) => Ok(Json(json!({"status": "ready"}))),
+        Err(why) => Err(ApiError::Unavailable {
+            message: format!("not ready: {why}"),
+            retry_after_secs: 5,
+        }),
+    }
+}
+
+/// How long a readiness check waits for the store: under Kubernetes' default probe
+/// timeout (1 s), so a store that hangs is told as not ready, not as a probe timeout.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// Whether the store takes a write now (within [`READY_WITHIN`]); sets the `wrapup_ready`
+/// and `wrapup_store_up` gauges to what it found. Run by `/readyz` and by each scrape.
+async fn check_store(state: &AppState) -> Result<(), String> {
+    let outcome = match tokio::time::timeout(READY_WITHIN, state.store.ping()).await {
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             tracing::warn!(error = %e.chain(), "not ready");
-            Err(not_ready(e.to_string()))
+            Err(e.to_string())
         }
-        Err(_) => Err(not_ready("the store did not answer within 2s".into())),
-    }
+        Err(_) => Err(format!(
+            "the store did not answer within {} ms",
+            READY_WITHIN.as_millis()
+        )),
+    };
+    let up = if outcome.is_ok() { 1.0 } else { 0.0 };
+    // Ready is the store taking writes: an instance without its store cannot
+    // acknowledge an end. Two gauges, so a later condition of readiness (a drain) does
+    // not change what the store's own alert means.
+    metrics::gauge!("wrapup_store_up").set(up);
+    metrics::gauge!("wrapup_ready").set(up);
+    outcome
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    // Job gauges are read from the store at scrape time, so they are right across instances.
-    if let Ok(stats) = state.store.job_stats().await {
+    // Job gauges are read from the store at scrape time, so they are right across
+    // instances; a store that is down keeps their last figures and says so in
+    // `wrapup_store_up`, and the scrape answers within about a second.
+    let store_up = check_store(&state).await.is_ok();
+    let stats = match store_up {
+        true => tokio::time::timeout(READY_WITHIN, state.store.job_stats())
+            .await
+            .ok()
+            .and_then(Result::ok),
+        false => None,
+    };
+    if let Some(stats) = stats {
         // Every state of every kind is set, 0 included: a state whose jobs all moved on
         // must not keep its last count.
         let kinds: std::collections::BTreeSet<&str> = stats

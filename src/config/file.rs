@@ -258,6 +258,11 @@ pub struct SummaryFile {
     pub api_key_env: Option<String>,
     /// `openai`: the most tokens of an answer (default 800).
     pub max_tokens: Option<u32>,
+    /// `openai`: the request field that carries `max_tokens`: `max_completion_tokens`
+    /// (OpenAI's current name, which o-series models require) or `max_tokens` (what
+    /// Ollama, vLLM and llama.cpp know). Default: `max_completion_tokens` for
+    /// api.openai.com and Azure OpenAI, `max_tokens` elsewhere.
+    pub max_tokens_field: Option<String>,
     /// `openai`: the system message (default: asks for the four sections as JSON).
     pub instructions: Option<String>,
     /// Also a final summary when the conversation ends (default true).

@@ -245,8 +245,42 @@ pub struct OpenAiSettings {
     /// One request's bound (the attempt's is this plus a margin to store the outcome).
     pub timeout: Duration,
     pub max_tokens: u32,
+    /// The request field that carries `max_tokens` (`max_tokens_field`).
+    pub max_tokens_field: MaxTokensField,
     /// The system message.
     pub instructions: String,
+}
+
+/// The name under which the answer's token limit is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxTokensField {
+    /// `max_completion_tokens`: OpenAI's current field (`max_tokens` is deprecated there
+    /// and refused by o-series models).
+    MaxCompletionTokens,
+    /// `max_tokens`: the field servers speaking the older protocol know (Ollama, vLLM,
+    /// llama.cpp); one that does not know a field ignores it, so the limit would be lost.
+    MaxTokens,
+}
+
+impl MaxTokensField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
+            MaxTokensField::MaxTokens => "max_tokens",
+        }
+    }
+
+    /// The default for a base URL: OpenAI's own API and Azure OpenAI take
+    /// `max_completion_tokens`; any other server gets `max_tokens`, which every
+    /// compatible server knows.
+    pub fn for_base_url(url: &reqwest::Url) -> MaxTokensField {
+        match url.host_str() {
+            Some(h) if h == "api.openai.com" || h.ends_with(".openai.azure.com") => {
+                MaxTokensField::MaxCompletionTokens
+            }
+            _ => MaxTokensField::MaxTokens,
+        }
+    }
 }
 
 impl OpenAiSettings {
@@ -318,6 +352,16 @@ impl ActionSettings {
         self.previous_names
             .iter()
             .map(move |old| destination(&bot_id, kind, old))
+    }
+}
+
+impl ActionSettings {
+    /// Whether it is sent each `conversation.summarized` of its bot (webhooks and NATS).
+    pub fn delivers_summaries(&self) -> bool {
+        matches!(
+            self.kind,
+            ActionKind::Webhook { .. } | ActionKind::Nats { .. }
+        )
     }
 }
 

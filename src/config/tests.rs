@@ -170,9 +170,55 @@ fn an_openai_summary_names_what_it_misses() {
             assert_eq!(o.endpoint(), "http://127.0.0.1:11434/v1/chat/completions");
             assert!(o.instructions.contains("\"situation\""));
             assert_eq!(o.max_tokens, 800);
+            assert_eq!(o.max_tokens_field, MaxTokensField::MaxTokens);
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn the_token_limit_goes_under_the_name_the_server_knows() {
+    let bot = format!("{APP}\n[[bots]]\nid = \"st-1\"\napps = [\"cs-1\"]\n");
+    let err = |summary: &str| check(&format!("{bot}{summary}")).err().unwrap();
+    let field = |tail: &str| {
+        let ok = check(&format!(
+            "{bot}[bots.summary]\nprovider = \"openai\"\nmodel = \"m\"\n{tail}"
+        ))
+        .unwrap();
+        match &ok.bots[0].summary.as_ref().unwrap().action.kind {
+            ActionKind::Summary {
+                provider: SummaryProvider::OpenAi(o),
+            } => o.max_tokens_field,
+            other => panic!("{other:?}"),
+        }
+    };
+    use MaxTokensField::*;
+    assert_eq!(
+        field("base_url = \"https://api.openai.com/v1\"\n"),
+        MaxCompletionTokens
+    );
+    assert_eq!(
+        field("base_url = \"https://x.openai.azure.com/openai/v1\"\n"),
+        MaxCompletionTokens
+    );
+    assert_eq!(
+        field("base_url = \"http://127.0.0.1:8000/v1\"\n"),
+        MaxTokens
+    );
+    assert_eq!(
+        field("base_url = \"https://api.openai.com/v1\"\nmax_tokens_field = \"max_tokens\"\n"),
+        MaxTokens
+    );
+    assert_eq!(
+        field("base_url = \"http://vllm/v1\"\nmax_tokens_field = \"max_completion_tokens\"\n"),
+        MaxCompletionTokens
+    );
+    assert_eq!(
+        err(
+            "[bots.summary]\nprovider = \"openai\"\nbase_url = \"http://x/v1\"\nmodel = \"m\"\nmax_tokens_field = \"n_predict\"\n"
+        ),
+        "bots[0].summary.max_tokens_field: \"n_predict\" is not a field: write \"max_completion_tokens\" (OpenAI) or \"max_tokens\" (Ollama, vLLM, llama.cpp)"
+    );
 }
 
 #[test]

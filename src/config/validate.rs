@@ -612,6 +612,7 @@ fn summary_settings(
         ("model", s.model.is_some()),
         ("api_key_env", s.api_key_env.is_some()),
         ("max_tokens", s.max_tokens.is_some()),
+        ("max_tokens_field", s.max_tokens_field.is_some()),
         ("instructions", s.instructions.is_some()),
     ];
     let provider = match s.provider.as_deref().unwrap_or("extractive") {
@@ -669,6 +670,20 @@ fn summary_settings(
             if !(16..=32_768).contains(&max_tokens) {
                 return Err(cerr(k("max_tokens"), "must be between 16 and 32768"));
             }
+            let max_tokens_field = match s.max_tokens_field.as_deref() {
+                None => MaxTokensField::for_base_url(&base_url),
+                Some("max_completion_tokens") => MaxTokensField::MaxCompletionTokens,
+                Some("max_tokens") => MaxTokensField::MaxTokens,
+                Some(other) => {
+                    return Err(cerr(
+                        k("max_tokens_field"),
+                        format!(
+                            "\"{}\" is not a field: write \"max_completion_tokens\" (OpenAI) or \"max_tokens\" (Ollama, vLLM, llama.cpp)",
+                            other.escape_debug()
+                        ),
+                    ));
+                }
+            };
             let instructions = match &s.instructions {
                 Some(i) if i.trim().is_empty() => {
                     return Err(cerr(k("instructions"), "must not be empty"));
@@ -685,6 +700,7 @@ fn summary_settings(
                 api_key,
                 timeout,
                 max_tokens,
+                max_tokens_field,
                 instructions,
             }))
         }

@@ -61,6 +61,17 @@ pub enum Cap {
 }
 
 impl Cap {
+    pub const ALL: [Cap; 8] = [
+        Cap::Agents,
+        Cap::Segments,
+        Cap::SummaryRequests,
+        Cap::Events,
+        Cap::LogBytes,
+        Cap::CustomFieldsKeys,
+        Cap::CustomFieldsBytes,
+        Cap::StateBytes,
+    ];
+
     /// The cap's key in `[bots.caps]`.
     pub fn key(self) -> &'static str {
         match self {

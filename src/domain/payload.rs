@@ -116,6 +116,14 @@ pub enum EventKind {
     Message(Message),
 }
 
+/// Every [`EventKind::name`].
+pub const EVENT_NAMES: [&str; 4] = [
+    "END_OF_CONVERSATION",
+    "INTERNAL_TRANSFER_EVENT",
+    "TRIGGER_SUMMARY_EVENT",
+    "MESSAGE",
+];
+
 impl EventKind {
     /// The name written to the event log and used in metrics.
     pub fn name(&self) -> &'static str {

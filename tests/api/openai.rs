@@ -138,7 +138,18 @@ async fn on_postgres_a_summary_is_stored_announced_and_carried_by_the_end() {
 async fn summarized_announced_and_carried(postgres: bool) {
     let chat = ChatServer::start().await;
     let hook = Receiver::start().await;
-    let (app, schema) = spawn(&tail(&chat, Some(&hook), "5s", FAST), postgres).await;
+    // On PostgreSQL the limit goes under OpenAI's current name (`max_tokens_field`).
+    let mut config = tail(&chat, Some(&hook), "5s", FAST);
+    let field = if postgres {
+        config = config.replace(
+            "max_tokens = 300\n",
+            "max_tokens = 300\nmax_tokens_field = \"max_completion_tokens\"\n",
+        );
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    };
+    let (app, schema) = spawn(&config, postgres).await;
     let c = unique("openai");
     chat.script(vec![sections_json(
         "The customer was charged twice for invoice INV-20931 on card [card].",
@@ -152,7 +163,11 @@ async fn summarized_announced_and_carried(postgres: bool) {
     let (headers, body) = &requests[0];
     assert_eq!(headers["authorization"], format!("Bearer {OPENAI_KEY}"));
     assert_eq!(body["model"], "test-model");
-    assert_eq!(body["max_tokens"], 300);
+    assert_eq!(body[field], 300);
+    let other = ["max_tokens", "max_completion_tokens"]
+        .into_iter()
+        .find(|f| *f != field);
+    assert!(body.get(other.unwrap()).is_none(), "{body}");
     assert_eq!(body["response_format"]["type"], "json_object");
     let messages = body["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 2);

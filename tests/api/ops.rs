@@ -387,3 +387,98 @@ async fn a_flood_of_429s_writes_at_most_one_access_line_per_second() {
         .sum();
     assert_eq!(counted, refused, "every 429 is counted");
 }
+
+/// Issue 25, item 4: a fresh instance exports every documented counter at zero, with the
+/// label values its configuration implies, before anything happened (a process of its
+/// own: the registry is the process's).
+#[tokio::test]
+async fn a_fresh_instance_exports_every_counter_at_zero_with_its_configured_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &config_with_actions(
+            &dir.path().join("wrapup.db"),
+            "",
+            "[[bots.on_end]]\nkind = \"webhook\"\nname = \"crm\"\nurl = \"http://127.0.0.1:1/\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\n\n[bots.summary]\nprovider = \"extractive\"\n",
+        ),
+    );
+    let (_server, started, _logs) = crate::crash::serve_env(&config, &[]);
+    let base = format!("http://{}", started["listen"].as_str().unwrap());
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut expected: Vec<String> = [
+        "wrapup_events_stored_total",
+        "wrapup_requests_rate_limited_total",
+        "wrapup_connections_dropped_total",
+        "wrapup_connections_idle_closed_total",
+        "wrapup_http_panics_total",
+        "wrapup_jobs_orphaned_total",
+        "wrapup_jobs_purged_total",
+        "wrapup_retention_purged_total",
+        "wrapup_jti_purged_total",
+        "wrapup_events_received_total{name=\"END_OF_CONVERSATION\"}",
+        "wrapup_events_received_total{name=\"MESSAGE\"}",
+        "wrapup_connections_refused_total{reason=\"full\"}",
+        "wrapup_connections_refused_total{reason=\"per_address\"}",
+        "wrapup_requests_over_cap_total{cap=\"agents\"}",
+        "wrapup_requests_over_cap_total{cap=\"log_bytes\"}",
+    ]
+    .map(String::from)
+    .to_vec();
+    for bot in [BOT, OTHER_BOT] {
+        for name in [
+            "wrapup_conversations_ended_total",
+            "wrapup_conversations_expired_total",
+            "wrapup_duplicate_ends_total",
+        ] {
+            expected.push(format!("{name}{{bot=\"{bot}\"}}"));
+        }
+    }
+    for (kind, action, event) in [
+        ("webhook", "crm", "conversation.ended"),
+        ("webhook", "crm", "conversation.summarized"),
+        ("summary", "summary", "summary"),
+    ] {
+        for outcome in ["succeeded", "failed"] {
+            expected.push(format!("wrapup_action_attempts_total{{kind=\"{kind}\",bot=\"{BOT}\",action=\"{action}\",event=\"{event}\",outcome=\"{outcome}\"}}"));
+        }
+    }
+    for series in &expected {
+        assert!(
+            text.lines().any(|l| l == format!("{series} 0")),
+            "{series} 0 is not exported:\n{text}"
+        );
+    }
+    // The store answered this scrape's check.
+    for gauge in ["wrapup_ready 1", "wrapup_store_up 1"] {
+        assert!(text.lines().any(|l| l == gauge), "{gauge}:\n{text}");
+    }
+    // And the counters move from there.
+    assert_eq!(
+        client()
+            .post(format!("{base}/agentai/api/v1/hooks/{BOT}"))
+            .header("token", token())
+            .json(&seed_with(&unique("zero")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ended = format!("wrapup_conversations_ended_total{{bot=\"{BOT}\"}} 1");
+    assert!(text.lines().any(|l| l == ended), "{ended}:\n{text}");
+}

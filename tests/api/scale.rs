@@ -527,3 +527,137 @@ async fn during_a_rolling_deploy_no_instance_takes_a_job_it_cannot_deliver() {
         "every job of the new action was delivered"
     );
 }
+
+/// A TCP relay to PostgreSQL that can stop passing bytes while keeping its connections
+/// open: a store that hangs (a full disk, a stuck failover), not one that refuses.
+struct Relay {
+    port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    async fn start(to: &str) -> Relay {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (to, flag) = (to.to_owned(), frozen.clone());
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&to).await else {
+                    continue;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                for (mut from, mut into) in [
+                    (
+                        Box::new(ri) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                        Box::new(wo) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    ),
+                    (Box::new(ro), Box::new(wi)),
+                ] {
+                    let flag = flag.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf).await {
+                            while flag.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            if n == 0 || into.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Relay { port, frozen }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen
+            .store(frozen, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Issue 25, item 5: a store that hangs makes `/readyz` answer 503 within a probe's
+/// default timeout (1 s), and the scrape says it in `wrapup_ready` and `wrapup_store_up`
+/// (it used to answer 200 while the probe waited 2 s); both come back by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_store_is_told_not_ready_within_a_probe_timeout_and_in_the_metrics() {
+    let relay = Relay::start("127.0.0.1:5432").await;
+    let schema = format!("wrapup_hung_{}", uuid::Uuid::new_v4().simple());
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "url = \"postgres://postgres@127.0.0.1:{}/test\"\nschema = \"{schema}\"\npool_size = 4\nstatement_timeout = \"5s\"",
+        relay.port
+    );
+    let config = write_config(dir.path(), &config_for_store(&store, "", ""));
+    let (mut child, base) = serve(&config);
+    // A probe as Kubernetes sends it: a 1 s timeout.
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let scrape = |base: String| async move {
+        let text = client()
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let gauge = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
+        };
+        (gauge("wrapup_ready"), gauge("wrapup_store_up"))
+    };
+    let ready = probe.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        scrape(base.clone()).await,
+        (Some("1".into()), Some("1".into()))
+    );
+
+    relay.freeze(true);
+    let resp = probe
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("an answer within the probe's 1 s");
+    assert_eq!(resp.status(), 503);
+    let (_, body) = into_json(resp).await;
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not answer within 800 ms")),
+        "{body}"
+    );
+    assert_eq!(
+        scrape(base.clone()).await,
+        (Some("0".into()), Some("0".into()))
+    );
+
+    relay.freeze(false);
+    eventually("ready again once the store answers", || async {
+        let ready = probe.get(format!("{base}/readyz")).send().await.ok()?;
+        (ready.status() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        scrape(base.clone()).await,
+        (Some("1".into()), Some("1".into()))
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test")
+        .await
+        .unwrap();
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}

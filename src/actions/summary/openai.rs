@@ -40,16 +40,17 @@ const KEPT: usize = 512;
 /// The request's body: the model, the instructions and the transcript (redacted again
 /// once its lines are built: joining a message's lines can make a number whole).
 pub fn request_body(o: &OpenAiSettings, t: &Transcript, redact: Option<&Redactor>) -> Value {
-    json!({
+    let mut body = json!({
         "model": o.model,
         "messages": [
             {"role": "system", "content": o.instructions},
             {"role": "user", "content": prompt(&t.turns, t.left_out, redact)},
         ],
-        "max_tokens": o.max_tokens,
         "temperature": 0,
         "response_format": {"type": "json_object"},
-    })
+    });
+    body[o.max_tokens_field.as_str()] = json!(o.max_tokens);
+    body
 }
 
 /// The transcript as the user message, bounded by [`MAX_PROMPT_CHARS`].
