@@ -29,7 +29,7 @@ fn main() -> ExitCode {
                 }
             }
             eprintln!("wrapup: {message}");
-            ExitCode::from(2)
+            ExitCode::from(cli::exit_status(&e))
         }
     }
 }

@@ -1,11 +1,18 @@
-//! Background upkeep: ends conversations whose platform went silent for the bot's
-//! `inactivity_timeout`, applies each bot's `retention`, and forgets the used `jti`s of
-//! expired tokens.
+//! Background upkeep, five tasks each round (see [`run`]): forgets the used `jti`s of
+//! expired tokens, moves jobs due for longer than `workers.orphan_after` whose destination
+//! is not in this instance's configuration to `orphaned`, deletes finished jobs after
+//! `workers.keep_finished_jobs`, ends conversations whose platform went silent for the
+//! bot's `inactivity_timeout`, and applies each bot's `retention`.
 //!
-//! Both go through the store's writer like any request, so a client's end racing the
-//! sweeper yields one end: whichever commits first ends the conversation, the other
-//! sees it ended (a duplicate for the client, a skip for the sweeper). Several
-//! instances may sweep at once for the same reason.
+//! Each is a store call, written as any request's write is: on SQLite a command of the
+//! store's writer thread; on PostgreSQL (no writer thread) statements of its own on the
+//! pool, which take conversations, jobs and `jti`s with `FOR UPDATE SKIP LOCKED` where
+//! another instance may be sweeping the same rows, while a request locks its
+//! conversation's row. So a client's end racing the sweeper yields one end: whichever
+//! commits first ends the conversation, the other sees it ended (a duplicate for the
+//! client, a skip for the sweeper). Several instances may sweep at once for the same
+//! reason. The ends, the retention and the finished-job and `jti` purges go in batches of
+//! `BATCH`, repeated while one comes back full.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +52,9 @@ pub struct Orphans {
     pub after: Duration,
 }
 
+/// Sweeps until `cancel`: each round reads the configuration as it is now, runs the five
+/// tasks (expired `jti`s, orphaned jobs, finished jobs, then per bot inactivity ends and
+/// retention), and sleeps for [`interval`] (or until a test's clock jumps).
 pub async fn run(
     store: Arc<dyn Store>,
     live: crate::live::Shared,

@@ -76,6 +76,10 @@ fn describe() {
             "Conversations ended by the sweeper for inactivity, by bot",
         ),
         (
+            "wrapup_conversations_unreadable_total",
+            "Idle conversations the inactivity sweep could not read (their stored state is unreadable): left active, logged, by bot",
+        ),
+        (
             "wrapup_duplicate_ends_total",
             "END_OF_CONVERSATION events for conversations already ended (acknowledged, not applied), by bot",
         ),
@@ -101,7 +105,7 @@ fn describe() {
         ),
         (
             "wrapup_action_attempts_total",
-            "Action attempts, by kind, bot, action and outcome",
+            "Action attempts, by kind, bot, action, event and outcome",
         ),
         (
             "wrapup_http_panics_total",
@@ -227,6 +231,7 @@ pub fn register_series(settings: &crate::config::Settings) {
         for name in [
             "wrapup_conversations_ended_total",
             "wrapup_conversations_expired_total",
+            "wrapup_conversations_unreadable_total",
             "wrapup_duplicate_ends_total",
         ] {
             counter!(name, "bot" => bot.id.clone()).increment(0);

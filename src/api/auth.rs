@@ -250,9 +250,13 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         // Compare digests so the comparison's time says nothing about the token.
         if Sha256::digest(given.trim().as_bytes()) == Sha256::digest(expected.as_bytes()) {
             Ok(Admin)
-        } else {
+        } else if given.trim().is_empty() {
             Err(ApiError::Unauthorized(
                 "an admin token is required in Authorization: Bearer".into(),
+            ))
+        } else {
+            Err(ApiError::Unauthorized(
+                "the admin token is wrong: it is not [admin] token_env's (or token's)".into(),
             ))
         }
     }

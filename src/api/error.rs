@@ -130,7 +130,9 @@ impl From<StoreError> for ApiError {
                     retry_after_secs: 5,
                 }
             }
-            e @ StoreError::Corrupt { .. } => ApiError::Internal(e.chain()),
+            e @ (StoreError::Failed { .. } | StoreError::Corrupt { .. }) => {
+                ApiError::Internal(e.chain())
+            }
         }
     }
 }

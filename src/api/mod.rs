@@ -1,5 +1,14 @@
-//! HTTP only: routes, authentication, and the mapping of errors to responses.
-//! Handlers translate between HTTP and the domain and store; they hold no rules.
+//! The HTTP layer: routes, authentication, per-app rate limits, and the mapping of errors
+//! to responses. Handlers translate between HTTP and the domain and store: the rules of a
+//! conversation (its lifecycle, caps, redaction, the jobs an end schedules) and of a job
+//! (its next step, which states an operator may move it from) are the domain's. The
+//! handlers do hold the rules of the requests themselves: a hook's `Content-Type`, body
+//! size and read time, and an end last in its request (`hooks`); `limit` ranges, cursors
+//! and the byte and row budgets of a page (`conversations`: `PAGE_BYTES`,
+//! `LIST_SCAN_ROWS`); a records answer charged to its app's rate by size (`auth`); a NUL
+//! in a path refused here; and the admin API's checks (`admin`: no retry for a dead job
+//! whose destination is gone, a re-point only to an action that can take the job's kind,
+//! at most 1,000 jobs re-pointed a call).
 
 pub mod admin;
 pub mod auth;

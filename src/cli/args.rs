@@ -22,6 +22,10 @@ pub enum Command {
         /// The configuration file.
         #[arg(long, short, env = "WRAPUP_CONFIG", default_value = "wrapup.toml")]
         config: PathBuf,
+        /// Run with the published demo secrets even on a listener other machines can
+        /// reach (refused without it; on 127.0.0.1 they are always allowed).
+        #[arg(long)]
+        demo: bool,
     },
     /// Create or upgrade the store's schema and exit (serve does this at start too).
     Migrate {
@@ -105,9 +109,14 @@ pub struct TokenArgs {
     /// The signing algorithm: HS256, HS384, HS512, RS256, RS384 or RS512.
     #[arg(long, default_value = "HS256", global = true)]
     pub alg: String,
-    /// Add an exp claim this far ahead, e.g. 1h.
-    #[arg(long, global = true)]
-    pub exp: Option<humantime::Duration>,
+    /// The exp claim, this far ahead: a token that leaks stops working (an app with
+    /// require_exp refuses a token without one).
+    #[arg(long, default_value = "15m", global = true)]
+    pub exp: humantime::Duration,
+    /// Mint a token without an exp claim, valid until the app's secret changes (as the
+    /// vendor's samples do; refused by apps with require_exp).
+    #[arg(long, global = true, conflicts_with = "exp")]
+    pub no_exp: bool,
     /// Add a random jti claim (for apps with enforce_jti).
     #[arg(long, global = true)]
     pub jti: bool,

@@ -42,6 +42,7 @@ pub fn admin_call(
     token: &str,
 ) -> anyhow::Result<(bool, Value)> {
     let (status, text) = call(url, |c| c.request(method, url).bearer_auth(token))?;
+    eprintln!("HTTP {status}");
     Ok((
         status.is_success(),
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
@@ -51,6 +52,7 @@ pub fn admin_call(
 /// POSTs a JSON body to the admin API.
 pub fn admin_json(url: &str, token: &str, body: &Value) -> anyhow::Result<(bool, Value)> {
     let (status, text) = call(url, |c| c.post(url).bearer_auth(token).json(body))?;
+    eprintln!("HTTP {status}");
     Ok((
         status.is_success(),
         serde_json::from_str(&text).unwrap_or(Value::String(text)),

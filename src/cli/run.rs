@@ -13,19 +13,23 @@ use super::serve;
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => {
-            let settings =
-                config::load(&config).map_err(|e| anyhow::anyhow!("config error: {e}"))?;
+        Command::Serve { config, demo } => {
+            let settings = super::load(&config)?;
+            if let Some(why) = settings.demo_refusal().filter(|_| !demo) {
+                return Err(super::ConfigInvalid(why).into());
+            }
             wrapup::telemetry::init_logs();
+            if !settings.demo_values.is_empty() {
+                tracing::warn!(keys = %settings.demo_values.join(", "), "running with the published demo secrets: for trying wrapup only");
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(serve(settings, config))?;
+            runtime.block_on(serve(settings, config, demo))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { config } => {
-            let settings =
-                config::load(&config).map_err(|e| anyhow::anyhow!("config error: {e}"))?;
+            let settings = super::load(&config)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -50,8 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Backup { config, to } => {
-            let settings =
-                config::load(&config).map_err(|e| anyhow::anyhow!("config error: {e}"))?;
+            let settings = super::load(&config)?;
             let config::StoreUrl::Sqlite(db) = &settings.store.url else {
                 bail!(
                     "store.url: wrapup backup copies the embedded SQLite store; for PostgreSQL use pg_dump or the database's base backups (docs/backups.md)"
@@ -70,8 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {
-            let settings =
-                config::load(&config).map_err(|e| anyhow::anyhow!("config error: {e}"))?;
+            let settings = super::load(&config)?;
             println!(
                 "{}: ok ({} apps, {} bots, listen {})",
                 config.display(),
@@ -177,7 +179,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             admin_token,
             what,
         } => {
-            let token = admin_token.context("--admin-token (or WRAPUP_ADMIN_TOKEN) is required")?;
+            let token = admin_token.ok_or(super::Usage(
+                "--admin-token (or WRAPUP_ADMIN_TOKEN) is required",
+            ))?;
             let base = format!("{}/admin/v1", url.trim_end_matches('/'));
             match what {
                 JobsWhat::List {
@@ -235,7 +239,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             let url = format!("{base}/bots/{bot}/jobs/retry");
                             admin_call(reqwest::Method::POST, &url, &token)?
                         }
-                        (None, None, _) => bail!("give a job id or --bot"),
+                        (None, None, _) => {
+                            return Err(super::Usage("give a job id or --bot").into());
+                        }
                     };
                     println!("{body}");
                     if body["more"] == true {
@@ -281,7 +287,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             });
                             admin_json(&url, &token, &req)?
                         }
-                        _ => bail!("give a job id, or --bot and --from"),
+                        _ => {
+                            return Err(super::Usage("give a job id, or --bot and --from").into());
+                        }
                     };
                     println!("{body}");
                     // Matching nothing is no error (said on standard error); matching jobs

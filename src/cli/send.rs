@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::{Map, Value, json};
 use wrapup::auth::{self, MintRequest};
 
@@ -39,7 +39,11 @@ pub fn mint(args: &TokenArgs) -> anyhow::Result<String> {
         (None, Some(path)) => {
             std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
         }
-        _ => bail!("give exactly one of --secret (HS*) or --private-key (RS*)"),
+        _ => {
+            return Err(
+                super::Usage("give exactly one of --secret (HS*) or --private-key (RS*)").into(),
+            );
+        }
     };
     let client_id = args
         .client_id
@@ -50,7 +54,7 @@ pub fn mint(args: &TokenArgs) -> anyhow::Result<String> {
         sub: &args.sub,
         algorithm,
         key: &key,
-        ttl: args.exp.map(Duration::from),
+        ttl: (!args.no_exp).then(|| Duration::from(args.exp)),
         jti: args.jti.then(|| uuid::Uuid::new_v4().to_string()),
         extra: Map::new(),
     })

@@ -242,7 +242,7 @@ pub(super) fn retry_policy(
 }
 
 /// The key of a Standard Webhooks secret: `whsec_` + base64.
-fn decode_whsec(secret: &str) -> Option<Vec<u8>> {
+pub(super) fn decode_whsec(secret: &str) -> Option<Vec<u8>> {
     use base64::Engine;
     let b64 = secret.strip_prefix("whsec_")?;
     let key = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;

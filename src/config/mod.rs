@@ -75,6 +75,42 @@ pub struct Settings {
     pub workers: WorkerSettings,
     /// The admin bearer token; `None` turns the admin API off.
     pub admin_token: Option<String>,
+    /// The keys holding a demo value published with wrapup (`serve` refuses them unless
+    /// every listener is on loopback, or `--demo`).
+    pub demo_values: Vec<String>,
+}
+
+impl Settings {
+    /// Why `serve` must not start: a published demo secret on a listener others can
+    /// reach. `None` when every listener is on loopback (the quick start) or there is no
+    /// demo value.
+    pub fn demo_refusal(&self) -> Option<String> {
+        let s = &self.server;
+        let exposed: Vec<String> = [
+            ("server.listen", Some(s.listen)),
+            ("server.health_listen", s.health_listen),
+            ("server.admin_listen", s.admin_listen),
+        ]
+        .into_iter()
+        .filter_map(|(key, at)| {
+            at.filter(|a| !a.ip().is_loopback())
+                .map(|a| format!("{key} = \"{a}\""))
+        })
+        .collect();
+        if self.demo_values.is_empty() || exposed.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{} {} the demo value published with wrapup, and {} is reachable from other machines: anyone could sign tokens or use the admin API. Set secrets of your own (client_secret_env, [admin] token_env, secret_env), or listen on 127.0.0.1 only, or pass --demo to run it as it is",
+            self.demo_values.join(", "),
+            if self.demo_values.len() == 1 {
+                "holds"
+            } else {
+                "hold"
+            },
+            exposed.join(", ")
+        ))
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -82,7 +82,10 @@ pub fn validate(
 
     let raw = &file.store.url;
     let url = if let Some(path) = raw.strip_prefix("sqlite://").filter(|p| !p.is_empty()) {
-        StoreUrl::Sqlite(PathBuf::from(path))
+        // Relative to the configuration file's folder, like every other path in it: the
+        // same file names the same database from any working directory (`wrapup backup`
+        // run by an operator from their home finds the server's file).
+        StoreUrl::Sqlite(base.join(path))
     } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
         StoreUrl::Postgres(raw.clone())
     } else {
@@ -259,6 +262,7 @@ pub fn validate(
         }
     };
 
+    let demo_values = demo_values(file, &env);
     Ok(Settings {
         server,
         store,
@@ -266,7 +270,41 @@ pub fn validate(
         bots,
         workers,
         admin_token,
+        demo_values,
     })
+}
+
+/// The keys whose secret is one of the demo values published with wrapup (each holds
+/// `DO-NOT-USE`, a webhook secret once decoded): `serve` refuses them off loopback.
+fn demo_values(file: &FileConfig, env: &impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let demo = |value: &[u8]| value.windows(10).any(|w| w == b"DO-NOT-USE");
+    let resolved = |value: &Option<String>, var: &Option<String>| {
+        value.clone().or_else(|| var.as_deref().and_then(env))
+    };
+    let mut keys = Vec::new();
+    for (i, app) in file.apps.iter().enumerate() {
+        if resolved(&app.client_secret, &app.client_secret_env).is_some_and(|s| demo(s.as_bytes()))
+        {
+            keys.push(format!("apps[{i}].client_secret"));
+        }
+    }
+    if resolved(&file.admin.token, &file.admin.token_env).is_some_and(|t| demo(t.as_bytes())) {
+        keys.push("admin.token".to_owned());
+    }
+    for (b, bot) in file.bots.iter().enumerate() {
+        for (a, action) in bot.on_end.iter().enumerate() {
+            if let ActionFile::Webhook {
+                secret, secret_env, ..
+            } = action
+                && let Some(value) = resolved(secret, secret_env)
+                && (demo(value.as_bytes())
+                    || super::actions::decode_whsec(&value).is_some_and(|k| demo(&k)))
+            {
+                keys.push(format!("bots[{b}].on_end[{a}].secret"));
+            }
+        }
+    }
+    keys
 }
 
 fn validate_app(

@@ -7,8 +7,14 @@
 //! - `lists`: conversations and jobs, with their filters, and the retry forms;
 //! - `detail`: one conversation.
 //!
-//! The pages read what the admin API answers (`api::insight`, `api::admin`,
-//! `api::conversations`), so the console shows nothing the API cannot.
+//! The conversations list, the overview, the destinations and the forms go through what
+//! the admin and records APIs answer (`api::insight`, `api::admin`, `api::conversations`,
+//! with their checks: a retry or re-point the API would refuse is refused here too); the
+//! jobs list and the conversation page make the same store queries as those APIs (jobs,
+//! record, events, summaries). So the console shows nothing the API cannot. The rules the
+//! console holds itself are signing in (`session`: the admin token, a sign-in limit per
+//! client address, the session's 12-hour expiry, CSRF tokens on every form that changes
+//! something) and the security headers set below.
 
 mod detail;
 mod lists;

@@ -21,6 +21,15 @@ pub enum StoreError {
         #[source]
         source: Option<Cause>,
     },
+    /// The store refused the operation for a reason retrying will not change: a
+    /// constraint, a type, a statement wrong for the schema (a bug). Answered 500 with
+    /// the cause logged, never 503: a client must not retry it forever.
+    #[error("the store refused the operation: {what}")]
+    Failed {
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
     /// Stored data could not be read back.
     #[error("stored data is unreadable: {what}")]
     Corrupt {
@@ -48,6 +57,26 @@ impl StoreError {
             what: what.into(),
             source: None,
         }
+    }
+
+    /// Failed: not an outage (see [`StoreError::Failed`]).
+    pub fn failed(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Failed {
+            what: what.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// Whether retrying later can succeed (an outage, an overload), as opposed to a
+    /// refusal or unreadable data.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Overloaded | StoreError::Unavailable { .. }
+        )
     }
 
     pub fn corrupt(

@@ -20,7 +20,10 @@ pub struct Ingest {
 
 pub use crate::domain::outbox::{JobState, NextStep};
 
-/// A job a worker has claimed: it holds the lease until `lease_until`.
+/// A job a worker has claimed: the claim marked it running and leased it until the claim's
+/// time plus the `lease` given to `Store::claim_jobs` or `Store::claim_each` (the end of the
+/// lease is kept in the job's row in the store, not here); `lease_token` proves this
+/// claim's lease.
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub id: String,

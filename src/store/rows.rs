@@ -172,6 +172,15 @@ pub(crate) fn plan_state<'p>(
 }
 
 /// Parses a conversation's stored state.
+/// An idle conversation the inactivity sweep cannot read: left active, logged and counted
+/// (`wrapup_conversations_unreadable_total`), so the bot's other idle conversations still
+/// end (it used to abort the whole batch, on every sweep).
+pub(crate) fn skipped_unreadable(bot_id: &str, conversation_id: &str, e: &StoreError) {
+    tracing::error!(bot_id, conversation_id, error = %e.chain(), "an idle conversation's stored state is unreadable: it was not ended; the others were");
+    metrics::counter!("wrapup_conversations_unreadable_total", "bot" => bot_id.to_owned())
+        .increment(1);
+}
+
 pub(crate) fn parse_state(json: &str) -> Result<Conversation, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::corrupt("a conversation's state", e))
 }

@@ -208,7 +208,7 @@ async fn a_cap_of_zero_is_a_configuration_error_naming_the_key() {
         .arg(&config)
         .output()
         .expect("run wrapup");
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("bots[1].caps.agents") && stderr.contains("between 1 and"),

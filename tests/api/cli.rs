@@ -37,6 +37,24 @@ async fn a_token_from_wrapup_token_is_accepted_by_the_server() {
     };
     assert_eq!(payload["appId"], HS256_APP);
     assert_eq!(payload["sub"], "1234567890");
+    // A minted token expires in 15 minutes unless told otherwise.
+    let exp = payload["exp"].as_i64().expect("an exp claim by default");
+    assert!((exp - now_secs() - 900).abs() <= 5, "{exp}");
+    let bare = wrapup(&[
+        "token",
+        "--client-id",
+        HS256_APP,
+        "--secret",
+        HS256_SECRET,
+        "--no-exp",
+    ]);
+    assert!(!stdout(&bare).split('.').nth(1).is_some_and(|p| {
+        use base64::Engine;
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(p)
+            .unwrap();
+        String::from_utf8_lossy(&claims).contains("\"exp\"")
+    }));
     let (status, body) = app
         .post(
             &format!("/agentassist/api/v1/hooks/{BOT}"),
@@ -281,7 +299,7 @@ fn check_config_accepts_the_example_and_names_the_key_of_a_mistake() {
     std::fs::write(&bad, text).unwrap();
     for cmd in ["check-config", "serve"] {
         let out = wrapup(&[cmd, "--config", bad.to_str().unwrap()]);
-        assert!(!out.status.success(), "{cmd}");
+        assert_eq!(out.status.code(), Some(78), "{cmd}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
             stderr.trim(),
@@ -354,4 +372,87 @@ async fn jobs_list_shows_control_characters_in_caller_ids_escaped() {
         "{text}"
     );
     assert!(!text.lines().any(|l| l.starts_with("fake-row")), "{text}");
+}
+
+/// Issue 25, item 7: the published demo secrets run on loopback (the quick start) and
+/// nowhere else without `--demo`; the refusal says which keys and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_secrets_are_refused_off_loopback_unless_told_demo() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/wrapup.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wrapup.toml");
+    std::fs::copy(example, &config).unwrap();
+    let serve = |listen: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_wrapup"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .args(extra)
+            .env("WRAPUP_LISTEN", listen)
+            .current_dir(dir.path())
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let out = serve("0.0.0.0:0", &[]).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.starts_with("wrapup: config error: apps[0].client_secret, admin.token hold the demo value published with wrapup, and server.listen = \"0.0.0.0:0\" is reachable from other machines")
+            && said.contains("--demo"),
+        "{said}"
+    );
+    // On loopback, and with --demo anywhere, it starts (and says it runs on demo values).
+    for (listen, extra) in [("127.0.0.1:0", &[][..]), ("0.0.0.0:0", &["--demo"][..])] {
+        let mut child = serve(listen, extra);
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+        let mut warned = false;
+        let started = lines.by_ref().map_while(Result::ok).any(|l| {
+            warned |= l.contains("running with the published demo secrets");
+            l.contains("wrapup listening")
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(started && warned, "{listen} {extra:?}");
+    }
+}
+
+/// Issue 25, item 12: exit statuses say what went wrong: 1 an HTTP error (its status on
+/// standard error, as `send` does), 2 usage, 3 a server that cannot be reached; and a
+/// wrong admin token is told as wrong, not as missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_exit_status_says_usage_http_error_or_unreachable() {
+    let app = TestApp::spawn().await;
+    let jobs = |url: &str, token: Option<&str>| {
+        let mut args = vec!["jobs", "--url", url];
+        if let Some(t) = token {
+            args.extend(["--admin-token", t]);
+        }
+        args.push("list");
+        Command::new(env!("CARGO_BIN_EXE_wrapup"))
+            .args(args)
+            .env_remove("WRAPUP_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let ok = jobs(&app.base, Some(ADMIN_TOKEN));
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stderr).starts_with("HTTP 200"));
+
+    let wrong = jobs(&app.base, Some("not-the-admin-token-at-all"));
+    assert_eq!(wrong.status.code(), Some(1), "{wrong:?}");
+    assert!(String::from_utf8_lossy(&wrong.stderr).starts_with("HTTP 401"));
+    assert!(String::from_utf8_lossy(&wrong.stdout).contains("the admin token is wrong"));
+
+    let usage = jobs(&app.base, None);
+    assert_eq!(usage.status.code(), Some(2), "{usage:?}");
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("--admin-token"));
+
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let unreachable = jobs(&url, Some(ADMIN_TOKEN));
+    assert_eq!(unreachable.status.code(), Some(3), "{unreachable:?}");
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach"));
 }

@@ -601,7 +601,7 @@ async fn a_backup_taken_under_load_holds_every_end_acknowledged_before_it_began(
         .arg(&copy)
         .output()
         .unwrap();
-    assert_eq!(again.status.code(), Some(2));
+    assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
 }
 

@@ -1749,3 +1749,47 @@ pub async fn one_claim_takes_each_destinations_room_and_no_more(store: &S, clock
     assert_eq!(lost.len(), 3, "every hook job whose lease ran out");
     assert!(lost.iter().all(|j| j.attempt == 2));
 }
+
+/// Issue 25, item 16: an idle conversation whose stored state cannot be read is skipped
+/// (left active, logged, counted) and the bot's other idle conversations still end; it used
+/// to abort the whole batch on every sweep. `corrupt` spoils one conversation's state in
+/// the store's own table.
+pub async fn an_unreadable_idle_conversation_does_not_stop_the_others_ending<F, Fut>(
+    store: &S,
+    clock: &ManualClock,
+    corrupt: F,
+) where
+    F: FnOnce(&'static str) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for c in ["unread-a", "unread-b", "unread-c"] {
+        store
+            .ingest(ingest(
+                c,
+                events(c, json!([entry("a1")])),
+                actions(&["hook"]),
+            ))
+            .await
+            .unwrap();
+        clock.advance(Duration::from_millis(10));
+    }
+    corrupt("unread-b").await;
+    clock.advance(Duration::from_secs(5));
+    let ended = store
+        .expire_inactive(Expiry {
+            bot_id: BOT.into(),
+            idle_since: clock.now(),
+            timeout_ms: 1000,
+            on_end: actions(&["hook"]),
+            limit: 10,
+        })
+        .await
+        .expect("the sweep goes on past an unreadable conversation");
+    assert_eq!(ended, ["unread-a", "unread-c"]);
+    for c in ["unread-a", "unread-c"] {
+        let conv = store.conversation(BOT, c).await.unwrap().unwrap();
+        assert_eq!(conv.state.status, Status::Ended);
+        assert_eq!(jobs_of(store, c).await.len(), 1);
+    }
+    assert!(store.conversation(BOT, "unread-b").await.is_err());
+}

@@ -241,3 +241,153 @@ mod upgrade {
         f.done().await;
     }
 }
+
+/// An unreadable conversation in the inactivity sweep, on each store (the state is
+/// spoiled with SQL, as a disk or a hand edit would).
+mod unreadable {
+    #[tokio::test]
+    async fn on_sqlite() {
+        let f = crate::Fixture::sqlite().await;
+        let path = f.sqlite_path().unwrap();
+        crate::cases::an_unreadable_idle_conversation_does_not_stop_the_others_ending(
+            &f.store,
+            &f.clock,
+            |c| async move {
+                let conn = rusqlite::Connection::open(&path).unwrap();
+                conn.busy_timeout(std::time::Duration::from_secs(5))
+                    .unwrap();
+                let n = conn
+                    .execute(
+                        "UPDATE conversations SET state = 'not json' WHERE conversation_id = ?1",
+                        [c],
+                    )
+                    .unwrap();
+                assert_eq!(n, 1);
+            },
+        )
+        .await;
+        f.done().await;
+    }
+
+    #[tokio::test]
+    async fn on_postgres() {
+        let f = crate::Fixture::postgres().await;
+        let schema = f.schema_name().unwrap();
+        let pool = sqlx::PgPool::connect(&crate::database_url()).await.unwrap();
+        crate::cases::an_unreadable_idle_conversation_does_not_stop_the_others_ending(
+            &f.store,
+            &f.clock,
+            |c| {
+                let pool = pool.clone();
+                async move {
+                    let done = sqlx::query(&format!(
+                        "UPDATE {schema}.conversations SET state = 'not json' WHERE conversation_id = $1"
+                    ))
+                    .bind(c)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                    assert_eq!(done.rows_affected(), 1);
+                }
+            },
+        )
+        .await;
+        pool.close().await;
+        f.done().await;
+    }
+}
+
+/// Issue 25, item 16: a driver's error is an outage (503, retry) only when it is one; a
+/// constraint, bad data or a statement that does not fit is a refusal (500) a client must
+/// not retry forever, and an unreadable file is unreadable data.
+mod errors {
+    use wrapup::store::StoreError;
+
+    #[tokio::test]
+    async fn postgres_errors_are_told_apart() {
+        let pool = sqlx::PgPool::connect(&crate::database_url()).await.unwrap();
+        let failed = |e: sqlx::Error| matches!(StoreError::from(e), StoreError::Failed { .. });
+        let down = |e: sqlx::Error| matches!(StoreError::from(e), StoreError::Unavailable { .. });
+        // 22012 (data), 42P01 (no such table), 23505 (a unique constraint).
+        assert!(failed(
+            sqlx::query("SELECT 1/0").execute(&pool).await.unwrap_err()
+        ));
+        assert!(failed(
+            sqlx::query("SELECT * FROM no_such_table_anywhere")
+                .execute(&pool)
+                .await
+                .unwrap_err()
+        ));
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::raw_sql("CREATE TEMP TABLE once (x int PRIMARY KEY); INSERT INTO once VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let dup = sqlx::query("INSERT INTO once VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+        assert!(failed(dup));
+        tx.rollback().await.unwrap();
+        // 57014: a statement timeout; and a server that cannot be reached.
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("SET LOCAL statement_timeout = 20")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let slow = sqlx::query("SELECT pg_sleep(1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+        assert!(down(slow));
+        tx.rollback().await.unwrap();
+        // The connection and the pool (sqlx retries a refused connection for its
+        // timeout, so the errors are made here).
+        let unreachable = sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into());
+        assert!(down(sqlx::Error::PoolTimedOut));
+        assert!(down(unreachable));
+        pool.close().await;
+    }
+
+    #[test]
+    fn sqlite_errors_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE once (x INTEGER PRIMARY KEY); INSERT INTO once VALUES (1);",
+        )
+        .unwrap();
+        let dup = conn.execute("INSERT INTO once VALUES (1)", []).unwrap_err();
+        assert!(matches!(StoreError::from(dup), StoreError::Failed { .. }));
+        let wrong = conn
+            .execute("INSERT INTO nowhere VALUES (1)", [])
+            .unwrap_err();
+        assert!(matches!(StoreError::from(wrong), StoreError::Failed { .. }));
+        drop(conn);
+        let read_only = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let refused = read_only
+            .execute("INSERT INTO once VALUES (2)", [])
+            .unwrap_err();
+        assert!(matches!(
+            StoreError::from(refused),
+            StoreError::Unavailable { .. }
+        ));
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, vec![7u8; 8192]).unwrap();
+        let conn = rusqlite::Connection::open(&junk).unwrap();
+        let unreadable = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap_err();
+        assert!(matches!(
+            StoreError::from(unreadable),
+            StoreError::Corrupt { .. }
+        ));
+    }
+}

@@ -204,9 +204,15 @@ pub(super) async fn expire_inactive(
             bot_id,
             conversation_id: &id,
         };
-        let Some(plan) =
-            ingest::plan_expiry(target, parse_state(&state)?, e.timeout_ms, &e.on_end, now)
-        else {
+        let conv = match parse_state(&state) {
+            Ok(conv) => conv,
+            Err(err @ StoreError::Corrupt { .. }) => {
+                crate::store::skipped_unreadable(bot_id, &id, &err);
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        let Some(plan) = ingest::plan_expiry(target, conv, e.timeout_ms, &e.on_end, now) else {
             continue;
         };
         write_plan(conn, target, &plan, now).await?;

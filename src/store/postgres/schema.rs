@@ -18,9 +18,31 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008.sql"),
 ];
 
+/// PostgreSQL's errors by what they mean for a caller: the connection, the pool, the
+/// server's resources or state (SQLSTATE classes 08, 53, 57, 58; a serialization failure or
+/// deadlock, 40; a read-only standby after a failover, 25006) are an outage (503, retry);
+/// anything else — a constraint (23), data (22), a statement wrong for the schema (42), a
+/// row that does not decode — is a refusal retrying will not change (500, the cause logged).
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::unavailable("postgresql", e)
+        let transient = match &e {
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                let class = code.get(..2).unwrap_or_default();
+                matches!(class, "08" | "53" | "57" | "58" | "40") || code == "25006"
+            }),
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            _ => false,
+        };
+        if transient {
+            StoreError::unavailable("postgresql", e)
+        } else {
+            StoreError::failed("postgresql", e)
+        }
     }
 }
 

@@ -254,8 +254,14 @@ pub(super) fn expire_inactive(
         .collect::<rusqlite::Result<_>>()?;
     let mut ended = Vec::with_capacity(ids.len());
     for id in ids {
-        let Some((row, conv)) = load(conn, &a.bot_id, &id)? else {
-            continue;
+        let (row, conv) = match load(conn, &a.bot_id, &id) {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => continue,
+            Err(e @ StoreError::Corrupt { .. }) => {
+                crate::store::skipped_unreadable(&a.bot_id, &id, &e);
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         let target = Target {
             bot_id: &a.bot_id,

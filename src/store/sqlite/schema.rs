@@ -25,9 +25,31 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012.sql"),
 ];
 
+/// SQLite's errors by what they mean for a caller: the disk, the file or a lock is an
+/// outage (503, retry); a corrupt file is unreadable data; anything else — a constraint, a
+/// type, a statement that does not fit the schema — is a refusal retrying will not change
+/// (500, the cause logged).
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::unavailable("sqlite", e)
+        use rusqlite::ErrorCode::*;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) => match f.code {
+                DatabaseBusy
+                | DatabaseLocked
+                | DiskFull
+                | ReadOnly
+                | SystemIoFailure
+                | CannotOpen
+                | OutOfMemory
+                | FileLockingProtocolFailed
+                | PermissionDenied
+                | OperationInterrupted
+                | NoLargeFileSupport => StoreError::unavailable("sqlite", e),
+                DatabaseCorrupt | NotADatabase => StoreError::corrupt("sqlite", e),
+                _ => StoreError::failed("sqlite", e),
+            },
+            _ => StoreError::failed("sqlite", e),
+        }
     }
 }
 
@@ -38,10 +60,9 @@ pub(super) fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connectio
     Ok(conn)
 }
 
-/// Creates the database file readable by its owner only (0600) when it does not exist:
-/// it holds transcripts. SQLite gives its `-wal` and `-shm` files the database file's
-/// permissions. An existing file keeps the permissions it has.
-/// Creates `path`, readable by its owner only; an existing file is refused.
+/// Creates `path` as a new file readable by its owner only (0600), for a backup's copy (it
+/// holds transcripts); an existing file is refused, never overwritten. (The database file
+/// itself is created by `create_private`, which keeps an existing one.)
 pub(super) fn create_new_private(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
@@ -53,6 +74,9 @@ pub(super) fn create_new_private(path: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::unavailable(format!("cannot create {}", path.display()), e))
 }
 
+/// Creates the database file readable by its owner only (0600) when it does not exist: it
+/// holds transcripts. SQLite gives its `-wal` and `-shm` files the database file's
+/// permissions. An existing file is left as it is, with the permissions it has.
 fn create_private(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()

@@ -144,38 +144,55 @@ impl Writer {
     }
 }
 
-/// Runs one command inside the batch's transaction; `None` for shutdown.
+/// Runs one command inside the batch's transaction; `None` for shutdown. Every command
+/// but an ingest (which keeps a savepoint per request itself) runs in a savepoint of its
+/// own: one that fails halfway leaves none of its writes in the batch, and the others
+/// stand.
 fn execute(tx: &mut rusqlite::Transaction<'_>, cmd: Command, now: Timestamp) -> Option<Pending> {
     Some(match cmd {
         Command::Ingest(ingest, reply) => {
             pending(reply, conversations::ingest_one(tx, &ingest, now))
         }
-        Command::ConsumeJti(jti, reply) => pending(reply, conversations::record_jti(tx, &jti, now)),
-        Command::Claim(limit, lease, known, reply) => {
-            pending(reply, jobs::claim(tx, limit, lease, &known, now))
-        }
+        Command::ConsumeJti(jti, reply) => pending(
+            reply,
+            guarded(tx, |tx| conversations::record_jti(tx, &jti, now)),
+        ),
+        Command::Claim(limit, lease, known, reply) => pending(
+            reply,
+            guarded(tx, |tx| jobs::claim(tx, limit, lease, &known, now)),
+        ),
         Command::ClaimEach(rooms, lease, reply) => {
-            let claimed = rooms
-                .into_iter()
-                .try_fold(Vec::new(), |mut all, (d, room)| {
-                    all.extend(jobs::claim(tx, room, lease, &Known::from([d]), now)?);
-                    Ok(all)
-                });
+            let claimed = guarded(tx, |tx| {
+                rooms
+                    .into_iter()
+                    .try_fold(Vec::new(), |mut all, (d, room)| {
+                        all.extend(jobs::claim(tx, room, lease, &Known::from([d]), now)?);
+                        Ok(all)
+                    })
+            });
             pending(reply, claimed)
         }
-        Command::Orphan(known, due_before, reply) => {
-            pending(reply, jobs::orphan_unknown(tx, &known, due_before, now))
-        }
-        Command::Decide(id, decision, reply) => {
-            pending(reply, jobs::decide(tx, &id, &decision, now))
-        }
+        Command::Orphan(known, due_before, reply) => pending(
+            reply,
+            guarded(tx, |tx| jobs::orphan_unknown(tx, &known, due_before, now)),
+        ),
+        Command::Decide(id, decision, reply) => pending(
+            reply,
+            guarded(tx, |tx| jobs::decide(tx, &id, &decision, now)),
+        ),
         Command::Finish(args, reply) => {
             let (job, attempt, next) = *args;
-            pending(reply, jobs::finish(tx, &job, &attempt, next, now))
+            pending(
+                reply,
+                guarded(tx, |tx| jobs::finish(tx, &job, &attempt, next, now)),
+            )
         }
-        Command::Retry(target, reply) => pending(reply, jobs::retry_dead(tx, &target, now)),
+        Command::Retry(target, reply) => {
+            pending(reply, guarded(tx, |tx| jobs::retry_dead(tx, &target, now)))
+        }
         Command::Ping(reply) => {
-            // Readiness writes a page, so a full or read-only disk shows.
+            // Readiness writes a page, so a full or read-only disk shows. One statement:
+            // it needs no savepoint.
             let probe = tx
                 .prepare_cached(
                     "INSERT INTO heartbeat (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
@@ -185,40 +202,48 @@ fn execute(tx: &mut rusqlite::Transaction<'_>, cmd: Command, now: Timestamp) -> 
                 .map_err(StoreError::from);
             pending(reply, probe)
         }
-        Command::Expire(args, reply) => {
-            pending(reply, conversations::expire_inactive(tx, &args, now))
-        }
+        Command::Expire(args, reply) => pending(
+            reply,
+            guarded(tx, |tx| conversations::expire_inactive(tx, &args, now)),
+        ),
         Command::Purge(bot_id, purge, limit, reply) => pending(
             reply,
-            conversations::purge_ended(tx, &bot_id, purge, limit, now),
+            guarded(tx, |tx| {
+                conversations::purge_ended(tx, &bot_id, purge, limit, now)
+            }),
         ),
-        Command::PurgeJti(before, limit, reply) => {
-            pending(reply, conversations::purge_jti(tx, before, limit))
+        Command::PurgeJti(before, limit, reply) => pending(
+            reply,
+            guarded(tx, |tx| conversations::purge_jti(tx, before, limit)),
+        ),
+        Command::Traffic(buckets, reply) => {
+            pending(reply, guarded(tx, |tx| stats::add_traffic(tx, &buckets)))
         }
-        Command::Traffic(buckets, reply) => pending(reply, stats::add_traffic(tx, &buckets)),
-        Command::PurgeTraffic(before, reply) => pending(reply, stats::purge_traffic(tx, before)),
-        Command::PurgeJobs(before, limit, reply) => {
-            pending(reply, jobs::purge_finished(tx, before, limit))
+        Command::PurgeTraffic(before, reply) => {
+            pending(reply, guarded(tx, |tx| stats::purge_traffic(tx, before)))
         }
-        Command::PutSummary(s, reply) => {
-            // In its own savepoint: a failure leaves the rest of the batch standing.
-            let result = tx
-                .execute_batch("SAVEPOINT summary")
-                .map_err(StoreError::from)
-                .and_then(|()| put_summary(tx, &s, now));
-            let end = if result.is_ok() {
-                "RELEASE summary"
-            } else {
-                "ROLLBACK TO summary; RELEASE summary"
-            };
-            let result = result.and_then(|r| {
-                tx.execute_batch(end).map_err(StoreError::from)?;
-                Ok(r)
-            });
-            pending(reply, result)
-        }
+        Command::PurgeJobs(before, limit, reply) => pending(
+            reply,
+            guarded(tx, |tx| jobs::purge_finished(tx, before, limit)),
+        ),
+        Command::PutSummary(s, reply) => pending(reply, guarded(tx, |tx| put_summary(tx, &s, now))),
         Command::Shutdown => return None,
     })
+}
+
+/// Runs `f` in a savepoint: on an error its writes are rolled back, the batch's others
+/// stand.
+fn guarded<T>(
+    tx: &mut rusqlite::Transaction<'_>,
+    f: impl FnOnce(&mut rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    tx.prepare_cached("SAVEPOINT command")?.execute([])?;
+    let result = f(tx);
+    if result.is_err() {
+        tx.prepare_cached("ROLLBACK TO command")?.execute([])?;
+    }
+    tx.prepare_cached("RELEASE command")?.execute([])?;
+    result
 }
 
 /// Answers a command when no transaction could be started; `None` for shutdown.
