@@ -171,6 +171,12 @@ async fn claim_loop(l: ClaimLoop) {
         let current = l.live.load().runner.clone();
         if !Arc::ptr_eq(&current, &runner) {
             bulkheads = bulkheads_for(&current, &bulkheads, l.per_destination);
+            // Every breaker is cleared below: a removed action's gauge goes to 0 too, or
+            // its last 1 would keep WrapupDestinationPaused firing for good.
+            for (bot, action) in runner.configured() {
+                metrics::gauge!("wrapup_destination_paused", "bot" => bot, "action" => action)
+                    .set(0.0);
+            }
             runner = current;
             drained.clear();
             // A reload is the operator saying something changed (a URL fixed, a key

@@ -605,7 +605,7 @@ async fn a_backup_taken_under_load_holds_every_end_acknowledged_before_it_began(
     assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
 }
 
-fn hangup(server: &Server) {
+pub fn hangup(server: &Server) {
     let status = Command::new("kill")
         .args(["-HUP", &server.id().to_string()])
         .status()
@@ -613,7 +613,7 @@ fn hangup(server: &Server) {
     assert!(status.success());
 }
 
-async fn wait_for_log(logs: &Logs, message: &str, nth: usize) -> serde_json::Value {
+pub async fn wait_for_log(logs: &Logs, message: &str, nth: usize) -> serde_json::Value {
     eventually(message, || async {
         let lines = logs.lock().unwrap().clone();
         lines

@@ -6,6 +6,7 @@ mod helpers;
 mod receiver;
 
 mod actions;
+mod alerts;
 mod auth;
 mod bounds;
 mod caps;
