@@ -27,13 +27,14 @@ pub struct JobsQuery {
     pub action: Option<String>,
     /// RFC 3339: only jobs created at or after this instant.
     #[serde(default, with = "time::serde::rfc3339::option")]
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<time::OffsetDateTime>,
     /// RFC 3339: only jobs created before this instant.
     #[serde(default, with = "time::serde::rfc3339::option")]
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<String>, format = DateTime)]
     pub until: Option<time::OffsetDateTime>,
     /// 1 to 1000, default 50.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<i64>,
@@ -101,7 +102,7 @@ pub async fn list_jobs(
     get,
     path = "/admin/v1/jobs/{id}",
     tag = "admin",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, pattern = "^[^\\u0000]+$")),
     responses((status = 200, description = "The job and its attempts", body = JobView), (status = 401, description = "No admin token", body = super::openapi::ErrorBody),
         (status = 404, description = "Admin API off, or no such job", body = super::openapi::ErrorBody),),
     security(("admin" = []))
@@ -132,7 +133,7 @@ fn overdue(mut job: JobView, now: crate::domain::Timestamp) -> JobView {
     post,
     path = "/admin/v1/jobs/{id}/retry",
     tag = "admin",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, pattern = "^[^\\u0000]+$")),
     responses(
         (status = 200, description = "Back in the queue", body = Retried),
         (status = 409, description = "The job is not dead", body = super::openapi::ErrorBody),
@@ -225,7 +226,7 @@ pub async fn retry_bot(
     post,
     path = "/admin/v1/jobs/{id}/discard",
     tag = "admin",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, pattern = "^[^\\u0000]+$")),
     responses(
         (status = 200, description = "Given up for good; the job as it is now", body = JobView),
         (status = 409, description = "The job is not dead or orphaned", body = super::openapi::ErrorBody),
@@ -244,6 +245,16 @@ pub async fn discard_job(
     settle(&state, &id, applied, &Operation::Discard.refusal()).await
 }
 
+/// The states a bulk re-point takes (its `state`).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum RepointState {
+    Orphaned,
+    Dead,
+    Pending,
+}
+
 /// `POST …/repoint`'s body.
 #[derive(Deserialize, ToSchema)]
 pub struct Repoint {
@@ -255,12 +266,12 @@ pub struct Repoint {
     post,
     path = "/admin/v1/jobs/{id}/repoint",
     tag = "admin",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, pattern = "^[^\\u0000]+$")),
     request_body = Repoint,
     responses(
         (status = 200, description = "Pointed at the action, due now with its attempts; the job as it is now", body = JobView),
         (status = 400, description = "The bot has no action of that name", body = super::openapi::ErrorBody),
-        (status = 409, description = "The job is running, succeeded or discarded", body = super::openapi::ErrorBody),
+        (status = 409, description = "The job is running, succeeded or discarded, or the action cannot take a job of its kind (a summary job goes only to `summary`, a delivery only to a webhook or NATS action, a `redis_cleanup` job only to a `redis_cleanup` action)", body = super::openapi::ErrorBody),
         (status = 401, description = "No admin token", body = super::openapi::ErrorBody),
         (status = 404, description = "Admin API off, or no such job", body = super::openapi::ErrorBody),
     ),
@@ -279,8 +290,20 @@ pub async fn repoint_job(
         .job(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-    let action = repoint_target(&state.live(), &job.bot_id, &job.kind, &to.action)
-        .map_err(ApiError::BadRequest)?;
+    let live = state.live();
+    // No action of that name at all is a typo (400); one that cannot take this job's kind
+    // is a conflict with this job (409), as in a bulk re-point's notRepointed.
+    let exists = live.plans.get(&job.bot_id).is_some_and(|b| {
+        b.on_end.iter().any(|a| a.name == to.action)
+            || (to.action == "summary" && b.summary.is_some())
+    });
+    let action = repoint_target(&live, &job.bot_id, &job.kind, &to.action).map_err(|why| {
+        if exists {
+            ApiError::Conflict(why)
+        } else {
+            ApiError::BadRequest(why)
+        }
+    })?;
     let decision = Decision::Repoint {
         to: action,
         from: job.destination.clone(),
@@ -345,14 +368,15 @@ pub struct BulkRepoint {
     /// The action to run them with, as configured now.
     pub to: String,
     /// `orphaned` (the default), `dead` or `pending`.
+    #[schema(value_type = Option<RepointState>)]
     pub state: Option<String>,
     /// Only jobs created at or after this instant (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub since: Option<time::OffsetDateTime>,
     /// Only jobs created before this instant (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub until: Option<time::OffsetDateTime>,
 }
 
@@ -414,11 +438,8 @@ pub(crate) async fn repoint_many(
             req.bot, req.to
         )));
     }
-    if let (Some(since), Some(until)) = (req.since, req.until)
-        && until <= since
-    {
-        return Err(ApiError::BadRequest("until: must be after since".into()));
-    }
+    // `until` at or before `since` is an empty window that matches no job (see
+    // `insight::retry_many`).
     let job_state = match req.state.as_deref().unwrap_or("orphaned") {
         s @ ("orphaned" | "dead" | "pending") => JobState::parse(s),
         other => {

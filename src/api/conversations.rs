@@ -24,7 +24,7 @@ use crate::store::{ConversationFilter, EventPage};
     get,
     path = "/api/v1/bots/{botId}/conversations/{conversationId}",
     tag = "records",
-    params(("botId" = String, Path), ("conversationId" = String, Path)),
+    params(("botId" = String, Path), ("conversationId" = String, Path, pattern = "^[^\\u0000]+$")),
     responses(
         (status = 200, description = "The conversation record", body = ConversationRecord),
         (status = 400, description = "Unknown bot, or a bad query parameter (named in the message)", body = super::openapi::ErrorBody),
@@ -87,7 +87,7 @@ pub struct Summaries {
     get,
     path = "/api/v1/bots/{botId}/conversations/{conversationId}/summaries",
     tag = "records",
-    params(("botId" = String, Path), ("conversationId" = String, Path)),
+    params(("botId" = String, Path), ("conversationId" = String, Path, pattern = "^[^\\u0000]+$")),
     responses(
         (status = 200, description = "The conversation's summaries, oldest first (at most 1,000)", body = Summaries),
         (status = 400, description = "Unknown bot", body = super::openapi::ErrorBody),
@@ -225,7 +225,7 @@ pub(crate) async fn list_page(
     tag = "records",
     params(
         ("botId" = String, Path),
-        ("conversationId" = String, Path),
+        ("conversationId" = String, Path, pattern = "^[^\\u0000]+$"),
         EventsQuery,
     ),
     responses(
@@ -279,7 +279,7 @@ pub async fn list_events(
     tag = "records",
     params(
         ("botId" = String, Path),
-        ("conversationId" = String, Path),
+        ("conversationId" = String, Path, pattern = "^[^\\u0000]+$"),
         EventsQuery,
     ),
     responses(
@@ -368,30 +368,38 @@ async fn event_page(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `active` or `ended`.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<Status>, inline)]
     pub status: Option<Status>,
     /// RFC 3339; on `endedAt`, or `lastEventAt` while active.
     #[serde(default, with = "time::serde::rfc3339::option")]
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<String>, format = DateTime)]
     pub from: Option<OffsetDateTime>,
     /// RFC 3339; on `endedAt`, or `lastEventAt` while active.
     #[serde(default, with = "time::serde::rfc3339::option")]
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<String>, format = DateTime)]
     pub to: Option<OffsetDateTime>,
     /// 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
-    /// `nextCursor` of the previous page.
+    /// `nextCursor` of the previous page (opaque: only the server makes one).
     pub cursor: Option<String>,
-    /// Only conversations one of whose agents has this `identity`.
+    /// Only conversations one of whose agents has this `identity` (at most 256 bytes of
+    /// UTF-8, no NUL).
+    #[param(min_length = 1, max_length = 64, pattern = "^[^\\u0000]+$")]
     pub agent: Option<String>,
     /// Only conversations one of whose agents has this `customFields.queueId` or
-    /// `customFields.queueName`.
+    /// `customFields.queueName` (at most 256 bytes of UTF-8, no NUL).
+    #[param(min_length = 1, max_length = 64, pattern = "^[^\\u0000]+$")]
     pub queue: Option<String>,
-    /// Only conversations that ended with this `reason`.
+    /// Only conversations that ended with this `reason` (at most 256 bytes of UTF-8, no NUL).
+    #[param(min_length = 1, max_length = 64, pattern = "^[^\\u0000]+$")]
     pub reason: Option<String>,
-    /// Only conversations with this `experience`.
+    /// Only conversations with this `experience` (at most 256 bytes of UTF-8, no NUL).
+    #[param(min_length = 1, max_length = 64, pattern = "^[^\\u0000]+$")]
     pub experience: Option<String>,
-    /// Only conversations with an anomaly of this code; `any` for any anomaly.
+    /// Only conversations with an anomaly of this code; `any` for any anomaly (at most 256
+    /// bytes of UTF-8, no NUL).
+    #[param(min_length = 1, max_length = 64, pattern = "^[^\\u0000]+$")]
     pub anomaly: Option<String>,
 }
 
@@ -448,8 +456,10 @@ impl ListQuery {
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only entries after this event seq (0 to 2^63-1).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// 1 to 1000, default 1000.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

@@ -31,7 +31,8 @@ const HOUR_MS: i64 = 3_600_000;
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct FindQuery {
-    /// The conversation id, exactly.
+    /// The conversation id, exactly (1 to 256 bytes of UTF-8, no NUL).
+    #[param(min_length = 1, max_length = 64, pattern = "^[^\\u0000]+$")]
     pub id: String,
 }
 
@@ -98,7 +99,7 @@ pub(crate) async fn find(state: &AppState, id: &str) -> Result<FoundList, ApiErr
 
 /// What to retry: the listed jobs, or every dead job of one action of a bot since an
 /// instant.
-#[derive(Deserialize, ToSchema, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BulkRetry {
     /// Job ids (at most 1000).
@@ -108,11 +109,9 @@ pub struct BulkRetry {
     pub action: Option<String>,
     /// RFC 3339: jobs created at or after this instant (with `bot` and `action`).
     #[serde(default, with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>)]
     pub since: Option<time::OffsetDateTime>,
     /// RFC 3339, optional with `since`: only jobs created before this instant.
     #[serde(default, with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>)]
     pub until: Option<time::OffsetDateTime>,
 }
 
@@ -196,9 +195,9 @@ pub(crate) async fn retry_many(state: &AppState, req: BulkRetry) -> Result<BulkR
             since: Some(since),
             until,
         } => {
-            if until.is_some_and(|u| u <= since) {
-                return Err(ApiError::BadRequest("until: must be after since".into()));
-            }
+            // `until` at or before `since` is an empty window: it matches no job (JSON
+            // Schema cannot say one field must follow another, and the contract is
+            // exactly what the server takes; the CLI refuses such a window itself).
             let live = state.live();
             let Some(plan) = live.plans.get(&bot) else {
                 return Err(ApiError::BadRequest(format!(
@@ -244,6 +243,7 @@ pub(crate) async fn retry_many(state: &AppState, req: BulkRetry) -> Result<BulkR
 #[serde(deny_unknown_fields)]
 pub struct BulkDiscard {
     /// Job ids (1 to 1000), each dead or orphaned.
+    #[schema(value_type = Vec<JobId>, min_items = 1, max_items = 1000)]
     pub ids: Vec<String>,
 }
 
@@ -324,6 +324,67 @@ fn distinct(ids: Vec<String>) -> Vec<String> {
         .filter(|id| seen.insert(id.clone()))
         .collect()
 }
+
+/// Its two shapes, as the handler takes them: ids alone, or an action's window.
+impl utoipa::PartialSchema for BulkRetry {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, OneOfBuilder};
+        use utoipa::openapi::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        let text = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+        };
+        let instant = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+        };
+        let ids = ObjectBuilder::new()
+            .description(Some(
+                "Dead jobs by id (each answered in notRetried when it cannot be retried)",
+            ))
+            .property(
+                "ids",
+                ArrayBuilder::new()
+                    .items(JobId::schema())
+                    .min_items(Some(1))
+                    .max_items(Some(1000)),
+            )
+            .required("ids")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let window = ObjectBuilder::new()
+            .description(Some("The dead jobs of one action of a bot created in [since, until) (until optional; at or before since: none)"))
+            .property("bot", text())
+            .property("action", text().description(Some("The action's name, or `summary` for the bot's summary jobs")))
+            .property("since", instant())
+            .property("until", instant())
+            .required("bot")
+            .required("action")
+            .required("since")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        OneOfBuilder::new().item(ids).item(window).into()
+    }
+}
+
+impl ToSchema for BulkRetry {}
+
+/// A job id as the API takes one: 1 to 256 bytes of UTF-8 without NUL (said as at most 64
+/// characters, which never pass 256 bytes).
+pub struct JobId;
+
+impl utoipa::PartialSchema for JobId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(64))
+            .pattern(Some("^[^\\u0000]+$"))
+            .into()
+    }
+}
+
+impl ToSchema for JobId {}
 
 /// 1 to 1000 job ids, each 1 to 256 bytes without NUL.
 fn check_ids(ids: &[String]) -> Result<(), ApiError> {

@@ -107,15 +107,22 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
 }
 
 /// The OpenAPI 3.1 document as JSON (built once).
-pub fn openapi_json() -> String {
-    static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| {
-        api_router()
-            .into_openapi()
-            .to_pretty_json()
-            .unwrap_or_default()
-    })
-    .clone()
+/// The OpenAPI document, with the hooks body's schema as the parser takes it under
+/// `limits` (the configured events per request).
+pub fn openapi_json(limits: &crate::domain::payload::Limits) -> String {
+    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
+    let mut doc = DOC
+        .get_or_init(|| serde_json::to_value(api_router().into_openapi()).unwrap_or_default())
+        .clone();
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for (name, schema) in crate::domain::payload::schema::components(limits) {
+            schemas.insert(name.to_owned(), schema);
+        }
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

@@ -1,7 +1,8 @@
 //! The OpenAPI 3.1 document. Paths come from the `#[utoipa::path]` attribute on each
 //! handler, registered together with the route (utoipa-axum), so the document and the
-//! routes cannot drift apart. The types below only describe bodies that are parsed or
-//! built as JSON elsewhere (the hooks body is parsed by hand for field-path errors).
+//! routes cannot drift apart. The types below only describe bodies built as JSON
+//! elsewhere; the hooks body's schema comes from its parser's module
+//! (`domain::payload::schema`), with the running configuration's limits.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -177,113 +178,9 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// A request to the hooks endpoint: events, or one propagated message.
-#[derive(Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum HookBody {
-    Events(EventsBody),
-    Message(MessageBody),
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct EventsBody {
-    #[schema(example = "st-56fbfece-0293-55a3-9154-7e3e19xxxxxx")]
-    pub bot_id: String,
-    #[schema(example = "atesta-mlxxxxxx")]
-    pub conversation_id: String,
-    /// Processed in order; stored together or not at all. Unknown fields are kept.
-    pub events: Vec<EventBody>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum EventBody {
-    End(EndEvent),
-    Transfer(TransferEvent),
-    Summary(SummaryEvent),
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct EndEvent {
-    /// `END_OF_CONVERSATION`
-    pub name: String,
-    #[schema(example = "agent_initiated")]
-    pub reason: String,
-    #[schema(example = "en")]
-    pub language: String,
-    #[schema(example = "voice")]
-    pub experience: String,
-    pub participant: ParticipantBody,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ParticipantBody {
-    pub identity: String,
-    pub name: String,
-    #[serde(rename = "type")]
-    #[schema(example = "agent")]
-    pub kind: String,
-    /// Any keys (agentEmail, queueId, queueName, …), kept as they came.
-    pub custom_fields: Option<Value>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TransferEvent {
-    /// `INTERNAL_TRANSFER_EVENT`
-    pub name: String,
-    /// `NA`, `COLD`, `WARM` or `redial`, any case.
-    pub transfertype: String,
-    /// `entry` or `exit`, any case.
-    pub transition: String,
-    /// `true`, `false`, `"true"` or `"false"`.
-    #[serde(rename = "isExtAD")]
-    pub is_ext_ad: Option<Value>,
-    pub language: Option<String>,
-    pub experience: String,
-    pub participant: ParticipantBody,
-    pub reason: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct SummaryEvent {
-    /// `TRIGGER_SUMMARY_EVENT`
-    pub name: String,
-    pub data: SummaryData,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct SummaryData {
-    #[schema(example = "English")]
-    pub language: String,
-    #[schema(example = "en")]
-    pub locale: String,
-    #[serde(rename = "type")]
-    #[schema(example = "post")]
-    pub kind: String,
-}
-
-/// A propagated message; only `query` (with the ids) is required.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MessageBody {
-    pub bot_id: String,
-    pub conversation_id: String,
-    pub query: String,
-    pub agent_id: Option<String>,
-    pub author: Option<AuthorBody>,
-    pub source: Option<String>,
-    pub experience: Option<String>,
-    pub language: Option<String>,
-    pub send_user_message: Option<Value>,
-    pub send_agent_message: Option<Value>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AuthorBody {
-    /// `USER` or `AGENT`.
-    #[serde(rename = "type")]
-    pub kind: String,
-}
+/// A request to the hooks endpoint: events, or one propagated message. Its schema is
+/// written by [`crate::domain::payload::schema`] from the parser's own tables and limits
+/// (swapped in by [`super::openapi_json`]); this type only names it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct HookBody(Value);

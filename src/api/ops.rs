@@ -112,9 +112,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "This document (OpenAPI 3.1)")))]
-pub async fn openapi_json() -> impl IntoResponse {
+pub async fn openapi_json(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        super::openapi_json(),
+        super::openapi_json(&state.live().limits),
     )
 }

@@ -225,6 +225,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     since,
                     until,
                 } => {
+                    window(since.as_deref(), until.as_deref())?;
                     let (ok, body) = match (id, bot, action) {
                         (Some(id), _, _) => {
                             let url = format!("{base}/jobs/{id}/retry");
@@ -274,6 +275,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     since,
                     until,
                 } => {
+                    window(since.as_deref(), until.as_deref())?;
                     let (ok, body) = match (id, bot, from) {
                         (Some(id), _, _) => {
                             let url = format!("{base}/jobs/{id}/repoint");
@@ -355,4 +357,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
     }
+}
+
+/// A time window the server would take as empty (`until` at or before `since`): a usage
+/// mistake here, said before anything is sent.
+fn window(since: Option<&str>, until: Option<&str>) -> anyhow::Result<()> {
+    let at = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+    };
+    if let (Some(since), Some(until)) = (since.and_then(at), until.and_then(at))
+        && until <= since
+    {
+        return Err(
+            super::Usage("--until must be after --since: the window would match no job").into(),
+        );
+    }
+    Ok(())
 }

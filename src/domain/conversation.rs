@@ -22,7 +22,7 @@ use super::time::Timestamp;
 /// At most this many anomalies are kept per conversation; later ones are only counted.
 pub const MAX_ANOMALIES: usize = 100;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Active,

@@ -18,6 +18,22 @@ pub const SUPPORTED_EVENTS: [&str; 3] = [
     "TRIGGER_SUMMARY_EVENT",
 ];
 
+/// `transfertype`'s values (matched without regard to case, as every choice here).
+pub const TRANSFER_TYPES: [(&str, TransferType); 4] = [
+    ("NA", TransferType::Na),
+    ("COLD", TransferType::Cold),
+    ("WARM", TransferType::Warm),
+    ("redial", TransferType::Redial),
+];
+
+/// `transition`'s values.
+pub const TRANSITIONS: [(&str, Transition); 2] =
+    [("entry", Transition::Entry), ("exit", Transition::Exit)];
+
+/// A message's `author.type` values.
+pub const AUTHOR_TYPES: [(&str, AuthorType); 2] =
+    [("USER", AuthorType::User), ("AGENT", AuthorType::Agent)];
+
 /// Size bounds applied while parsing; the body size itself is bounded by the HTTP layer.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -322,19 +338,8 @@ fn parse_event(value: &Value, path: String, limits: &Limits) -> Result<Event, Pa
             participant: parse_participant(&obj, limits)?,
         }),
         "INTERNAL_TRANSFER_EVENT" => EventKind::Transfer(Transfer {
-            transfer_type: obj.req_enum(
-                "transfertype",
-                &[
-                    ("NA", TransferType::Na),
-                    ("COLD", TransferType::Cold),
-                    ("WARM", TransferType::Warm),
-                    ("redial", TransferType::Redial),
-                ],
-            )?,
-            transition: obj.req_enum(
-                "transition",
-                &[("entry", Transition::Entry), ("exit", Transition::Exit)],
-            )?,
+            transfer_type: obj.req_enum("transfertype", &TRANSFER_TYPES)?,
+            transition: obj.req_enum("transition", &TRANSITIONS)?,
             is_ext_ad: obj.opt_bool("isExtAD")?,
             language: obj.opt_str("language", limits.max_id_chars)?,
             experience: obj.req_str("experience", limits.max_id_chars)?,
@@ -393,10 +398,7 @@ fn parse_message(top: &Obj<'_>, limits: &Limits) -> Result<Message, ParseError> 
         None | Some(Value::Null) => None,
         Some(_) => {
             let a = top.req_obj("author")?;
-            Some(a.req_enum(
-                "type",
-                &[("USER", AuthorType::User), ("AGENT", AuthorType::Agent)],
-            )?)
+            Some(a.req_enum("type", &AUTHOR_TYPES)?)
         }
     };
     let source = top.opt_str("source", limits.max_id_chars)?;
@@ -427,6 +429,7 @@ fn parse_message(top: &Obj<'_>, limits: &Limits) -> Result<Message, ParseError> 
 }
 
 mod obj;
+pub mod schema;
 
 use obj::{Obj, truncate, type_name};
 

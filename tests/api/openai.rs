@@ -362,7 +362,8 @@ async fn failed_then_replaced(postgres: bool) {
     assert!(hook.deliveries().is_empty());
 
     // A summary job cannot be re-pointed to a webhook (it would send a record that is
-    // not an end's); to the bot's summary it can.
+    // not an end's): a conflict with the job (the action exists); to the bot's summary it
+    // can.
     let id = dead["id"].as_str().unwrap();
     let (status, body) = app
         .post(
@@ -372,7 +373,7 @@ async fn failed_then_replaced(postgres: bool) {
             &json!({"action": "crm"}),
         )
         .await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 409, "{body}");
     assert!(
         body["message"].as_str().unwrap().contains("\"summary\""),
         "{body}"
