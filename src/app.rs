@@ -157,6 +157,12 @@ impl App {
             tls = settings.server.tls.is_some(),
             "wrapup listening"
         );
+        if admin_addr.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                listen = %addr,
+                "/metrics (unauthenticated), /admin and /console are served on the public listener: set server.admin_listen to move them to an operator listener"
+            );
+        }
         Ok(App {
             addr,
             health_addr,

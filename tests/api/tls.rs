@@ -672,3 +672,128 @@ async fn a_webhook_over_https_trusts_its_authority_and_presents_its_client_certi
     assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 1);
     app.stop().await;
 }
+
+/// A server that speaks PostgreSQL's TLS opening (SSLRequest, `S`, a handshake with this
+/// certificate) and nothing more; its port.
+async fn tls_opening_only(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    wrapup::install_tls_provider();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handshakes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = handshakes.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            tokio::spawn(async move {
+                let mut request = [0u8; 8];
+                if stream.read_exact(&mut request).await.is_ok()
+                    && stream.write_all(b"S").await.is_ok()
+                    && acceptor.accept(stream).await.is_ok()
+                {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (port, handshakes)
+}
+
+/// Starting on a PostgreSQL at `host:port` with `sslrootcert`: the error.
+async fn start_error(host: &str, port: u16, ca: &Path) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "postgres://postgres@{host}:{port}/test?sslmode=verify-full&sslrootcert={}",
+        ca.display()
+    );
+    let settings = settings_for(
+        &format!("url = \"{url}\"\nconnect_timeout = \"5s\""),
+        "",
+        dir.path(),
+    );
+    match App::build(settings).await {
+        Ok(_) => panic!("the server speaks no PostgreSQL after TLS"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+/// Issue 25, item 10: a PostgreSQL whose certificate is a self-signed CA used as its own
+/// (what many guides make, and libpq takes) is refused by rustls with
+/// `CaUsedAsEndEntity`; the error says what that means and what to do.
+#[tokio::test]
+async fn a_postgres_certificate_that_is_its_own_ca_is_refused_with_what_to_do() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("db.pem");
+    std::fs::write(&ca, cert.pem()).unwrap();
+    let (port, _) = tls_opening_only(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .await;
+    let error = start_error("127.0.0.1", port, &ca).await;
+    assert!(error.contains("CaUsedAsEndEntity"), "{error}");
+    assert!(
+        error.contains("make a CA and a server certificate signed by it")
+            && error.contains("docs/tls.md"),
+        "{error}"
+    );
+}
+
+/// docs/tls.md's commands, run as written (for `localhost`): their server certificate,
+/// presented by a PostgreSQL TLS opening, verifies against their CA (the start then fails
+/// past TLS: this server speaks no PostgreSQL).
+#[tokio::test]
+async fn the_documented_ca_and_server_certificate_pass_verification() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/tls.md")).unwrap();
+    let from = doc
+        .find("Make a CA and a\nserver certificate signed by it")
+        .expect("the section");
+    let block = doc[from..]
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("its shell block")
+        .replace("db.example.com", "localhost");
+    let dir = tempfile::tempdir().unwrap();
+    let ran = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &block])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "{ran:?}");
+    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+    let chain: Vec<_> = rustls_pemfile::certs(&mut &read("server.crt")[..])
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls_pemfile::private_key(&mut &read("server.key")[..])
+        .unwrap()
+        .unwrap();
+    let (port, handshakes) = tls_opening_only(chain, key).await;
+    let error = start_error("localhost", port, &dir.path().join("db-ca.pem")).await;
+    assert!(
+        handshakes.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "no TLS handshake completed: {error}"
+    );
+    assert!(
+        !error.to_lowercase().contains("certificate") && !error.contains("CaUsedAsEndEntity"),
+        "{error}"
+    );
+    assert!(
+        error.contains("cannot connect to PostgreSQL at localhost"),
+        "{error}"
+    );
+}

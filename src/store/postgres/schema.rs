@@ -72,7 +72,7 @@ pub(super) async fn connect(url: &str, settings: &StoreSettings) -> Result<PgPoo
         }
         Ok(Err(e)) => {
             return Err(StoreError::unavailable(
-                format!("cannot connect to PostgreSQL at {at}"),
+                format!("cannot connect to PostgreSQL at {at}{}", tls_hint(&e)),
                 e,
             ));
         }
@@ -91,6 +91,19 @@ pub(super) async fn connect(url: &str, settings: &StoreSettings) -> Result<PgPoo
         .map_err(|e| StoreError::unavailable("cannot connect to PostgreSQL", e))?;
     migrate(&pool, &settings.schema).await?;
     Ok(pool)
+}
+
+/// What to do about a certificate libpq takes and rustls refuses: a self-signed
+/// certificate that is its own CA (`CA:TRUE`) used as the server's (docs/tls.md).
+fn tls_hint(e: &sqlx::Error) -> &'static str {
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        if c.to_string().contains("CaUsedAsEndEntity") {
+            return " (the server's certificate is a CA certificate used as its own: libpq takes that, wrapup does not; make a CA and a server certificate signed by it, and name the CA in sslrootcert — docs/tls.md)";
+        }
+        cause = c.source();
+    }
+    ""
 }
 
 async fn migrate(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
