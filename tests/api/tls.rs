@@ -674,11 +674,11 @@ async fn a_webhook_over_https_trusts_its_authority_and_presents_its_client_certi
 }
 
 /// A server that speaks PostgreSQL's TLS opening (SSLRequest, `S`, a handshake with this
-/// certificate) and nothing more; its port.
+/// certificate) and nothing more; its port, and how many handshakes completed.
 async fn tls_opening_only(
     chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     key: rustls::pki_types::PrivateKeyDer<'static>,
-) -> u16 {
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     wrapup::install_tls_provider();
     let config = rustls::ServerConfig::builder()
