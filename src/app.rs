@@ -173,6 +173,7 @@ impl App {
                 at_restart: restart_part(&settings),
                 wake: workers_wake,
                 cert,
+                parts: Arc::new(std::sync::Mutex::new(settings.parts.clone())),
             },
             cancel,
             task,
@@ -194,7 +195,7 @@ impl App {
     }
 
     /// See [`Reloader::reload`].
-    pub fn reload(&self, settings: &Settings) -> anyhow::Result<()> {
+    pub fn reload(&self, settings: &Settings) -> anyhow::Result<crate::config::Changes> {
         self.reloader.reload(settings)
     }
 
@@ -232,6 +233,9 @@ pub struct Reloader {
     wake: Arc<tokio::sync::Notify>,
     /// The listeners' certificate, when they serve TLS.
     cert: Option<Arc<crate::tls::ServerCert>>,
+    /// The apps, bots and actions as last loaded (names and hashes), to say what a reload
+    /// changed.
+    parts: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
 }
 
 impl Reloader {
@@ -242,7 +246,7 @@ impl Reloader {
     /// store is refused (the old configuration stays) with the key that changed; other
     /// `[server]` and `[workers]` values take effect at the next restart, and the log
     /// says so.
-    pub fn reload(&self, settings: &Settings) -> anyhow::Result<()> {
+    pub fn reload(&self, settings: &Settings) -> anyhow::Result<crate::config::Changes> {
         // A file caught half-written can still parse (cut at a table's end): one without
         // apps or bots would refuse every request, so it is taken for a mistake.
         if settings.apps.is_empty() || settings.bots.is_empty() {
@@ -271,7 +275,15 @@ impl Reloader {
                 "[server] or [workers] values changed; those take effect at the next restart"
             );
         }
-        Ok(())
+        let changes = match self.parts.lock() {
+            Ok(mut last) => {
+                let changes = crate::config::Changes::between(&last, &settings.parts);
+                *last = settings.parts.clone();
+                changes
+            }
+            Err(_) => crate::config::Changes::default(),
+        };
+        Ok(changes)
     }
 }
 

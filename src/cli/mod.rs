@@ -106,7 +106,14 @@ async fn reload_on_hangup(
                 None => Ok(settings),
             });
         match loaded.and_then(|settings| reloader.reload(&settings)) {
-            Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
+            Ok(changes) => tracing::info!(
+                config = %path.display(),
+                added = %changes.added.join(", "),
+                removed = %changes.removed.join(", "),
+                changed = %changes.changed.join(", "),
+                summary = %changes,
+                "configuration reloaded"
+            ),
             Err(e) => tracing::warn!(
                 config = %path.display(),
                 error = %e,

@@ -78,6 +78,63 @@ pub struct Settings {
     /// The keys holding a demo value published with wrapup (`serve` refuses them unless
     /// every listener is on loopback, or `--demo`).
     pub demo_values: Vec<String>,
+    /// Each app, bot, action and summary table by name (`app cs-1`, `bot st-1`, `action
+    /// st-1/crm`, `summary of st-1`), with a hash of how it is written: a reload says what
+    /// it added, removed and changed. Only the names are ever shown.
+    pub parts: std::collections::BTreeMap<String, u64>,
+}
+
+/// What a reload changed, by name.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+impl Changes {
+    pub fn between(
+        old: &std::collections::BTreeMap<String, u64>,
+        new: &std::collections::BTreeMap<String, u64>,
+    ) -> Changes {
+        let mut c = Changes::default();
+        for (name, hash) in new {
+            match old.get(name) {
+                None => c.added.push(name.clone()),
+                Some(h) if h != hash => c.changed.push(name.clone()),
+                Some(_) => {}
+            }
+        }
+        c.removed = old
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .cloned()
+            .collect();
+        c
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+impl fmt::Display for Changes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("no app, bot or action changed");
+        }
+        let mut parts = Vec::new();
+        for (what, names) in [
+            ("added", &self.added),
+            ("removed", &self.removed),
+            ("changed", &self.changed),
+        ] {
+            if !names.is_empty() {
+                parts.push(format!("{what}: {}", names.join(", ")));
+            }
+        }
+        f.write_str(&parts.join("; "))
+    }
 }
 
 impl Settings {

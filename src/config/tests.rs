@@ -283,3 +283,47 @@ fn a_secret_written_as_a_number_is_refused_without_echoing_it() {
     );
     assert!(!err.contains("1234567890123456"), "{err}");
 }
+
+#[test]
+fn a_reload_names_what_it_added_removed_and_changed_and_never_a_secret() {
+    let bot = |extra: &str| {
+        format!(
+            "{APP}\n[[bots]]\nid = \"st-1\"\napps = [\"cs-1\"]\n{extra}\n[[bots]]\nid = \"st-2\"\napps = [\"cs-1\"]\n"
+        )
+    };
+    let hook = "[[bots.on_end]]\nkind = \"webhook\"\nname = \"crm\"\nurl = \"http://x/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n";
+    let before = check(&bot(hook)).unwrap();
+    let same = check(&bot(hook)).unwrap();
+    assert!(Changes::between(&before.parts, &same.parts).is_empty());
+    // A rotated webhook secret and app secret, a bot removed, an inactivity timeout added.
+    let rotated = bot(&hook.replace(
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "AAAA9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ))
+    .replace("0123456789abcdef0123", "0123456789abcdef9999")
+    .replace("[[bots]]\nid = \"st-2\"\napps = [\"cs-1\"]\n", "")
+    .replace(
+        "apps = [\"cs-1\"]\n[[bots.on_end]]",
+        "apps = [\"cs-1\"]\ninactivity_timeout = \"1h\"\n[[bots.on_end]]",
+    );
+    let after = check(&rotated).unwrap();
+    let changes = Changes::between(&before.parts, &after.parts);
+    assert_eq!(
+        changes,
+        Changes {
+            added: vec![],
+            removed: vec!["bot st-2".into()],
+            changed: vec![
+                "action st-1/crm".into(),
+                "app cs-1".into(),
+                "bot st-1".into()
+            ],
+        }
+    );
+    let said = changes.to_string();
+    assert_eq!(
+        said,
+        "removed: bot st-2; changed: action st-1/crm, app cs-1, bot st-1"
+    );
+    assert!(!said.contains("9999") && !said.contains("AAAA"));
+}

@@ -263,6 +263,7 @@ pub fn validate(
     };
 
     let demo_values = demo_values(file, &env);
+    let parts = parts(file, &bots);
     Ok(Settings {
         server,
         store,
@@ -271,7 +272,37 @@ pub fn validate(
         workers,
         admin_token,
         demo_values,
+        parts,
     })
+}
+
+/// Each app, bot, action and summary table by name, with a hash of how it is written
+/// (secrets included, so a rotated one shows as changed; the hash never leaves the
+/// process, and only names are logged).
+fn parts(file: &FileConfig, bots: &[BotSettings]) -> std::collections::BTreeMap<String, u64> {
+    use std::hash::{Hash, Hasher};
+    let hash = |v: &dyn std::fmt::Debug| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{v:?}").hash(&mut h);
+        h.finish()
+    };
+    let mut parts = std::collections::BTreeMap::new();
+    for app in &file.apps {
+        parts.insert(format!("app {}", app.client_id), hash(app));
+    }
+    for (written, bot) in file.bots.iter().zip(bots) {
+        let mut bare = written.clone();
+        bare.on_end.clear();
+        bare.summary = None;
+        parts.insert(format!("bot {}", bot.id), hash(&bare));
+        for (action, settled) in written.on_end.iter().zip(&bot.on_end) {
+            parts.insert(format!("action {}/{}", bot.id, settled.name), hash(action));
+        }
+        if let Some(summary) = &written.summary {
+            parts.insert(format!("summary of {}", bot.id), hash(summary));
+        }
+    }
+    parts
 }
 
 /// The keys whose secret is one of the demo values published with wrapup (each holds

@@ -698,7 +698,15 @@ async fn sighup_reloads_bots_and_actions_under_load_without_losing_a_request() {
     );
     std::fs::write(&config, &after).unwrap();
     hangup(&server);
-    wait_for_log(&logs, "configuration reloaded", 0).await;
+    let reloaded = wait_for_log(&logs, "configuration reloaded", 0).await;
+    // The log says what changed, by name.
+    assert_eq!(
+        reloaded["fields"]["added"],
+        format!("action {BOT}/webhook, bot {new_bot}"),
+        "{reloaded}"
+    );
+    assert_eq!(reloaded["fields"]["removed"], "", "{reloaded}");
+    assert_eq!(reloaded["fields"]["changed"], "", "{reloaded}");
     let during = answered.load(Ordering::SeqCst);
     eventually("load goes on after the reload", || async {
         (answered.load(Ordering::SeqCst) > during + 100).then_some(())
