@@ -315,6 +315,14 @@ pub struct Expiry {
 }
 
 /// Retention: what of ended conversations to remove, by end time.
+///
+/// A transcript's retention reaches every copy of its text: the messages, the summaries
+/// (which quote them), and the summaries in the conversation's jobs' payloads. An end's
+/// payload carries the summaries COMPLETED by then (`summaries`) and a
+/// `conversation.summarized` payload one (`summary.text`, `summary.sections`): when the
+/// transcript (or the whole log) is purged they become `[]`, and `""` and `null`, in
+/// every job of the conversation whatever its state — a dead job retried later delivers
+/// the record without the text. The rest of a payload (counts, agents, times) stays.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purge {
     /// Whole event logs of conversations that ended before this.

@@ -599,3 +599,40 @@ impl Relay {
             .store(frozen, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// Every table of a SQLite database, each as the text of all its rows (read while the
+/// server runs: WAL lets a reader in).
+pub fn sqlite_tables_as_text(path: &Path) -> Vec<(String, String)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(tables.len() >= 5, "{tables:?}");
+    tables
+        .into_iter()
+        .map(|table| {
+            let mut stmt = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
+            let columns = stmt.column_count();
+            let mut text = String::new();
+            let mut rows = stmt.query([]).unwrap();
+            while let Some(row) = rows.next().unwrap() {
+                for i in 0..columns {
+                    match row.get_ref(i).unwrap() {
+                        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                            text.push_str(&String::from_utf8_lossy(t))
+                        }
+                        other => text.push_str(&format!("{other:?}")),
+                    }
+                    text.push('|');
+                }
+            }
+            (table, text)
+        })
+        .collect()
+}

@@ -697,3 +697,136 @@ async fn retention_purges_transcripts_and_logs_but_keeps_the_record() {
         (json!("ended"), json!(1), json!(4))
     );
 }
+
+/// Issue 25, item 11: a transcript's retention reaches every copy of its text — the
+/// summaries that quote it, and those summaries in the payloads of the conversation's
+/// jobs (an end's record carries the summaries made by then, a `conversation.summarized`
+/// its summary), dead ones included. Checked by reading every row of every table.
+#[tokio::test]
+async fn retention_removes_the_transcripts_text_from_every_table_on_sqlite() {
+    retention_reaches_every_copy(false).await;
+}
+
+#[tokio::test]
+async fn retention_removes_the_transcripts_text_from_every_table_on_postgres() {
+    retention_reaches_every_copy(true).await;
+}
+
+async fn retention_reaches_every_copy(postgres: bool) {
+    const PHRASE: &str = "zebraquartz";
+    let tail = "retention = { transcript = \"30d\" }\n[[bots.on_end]]\nkind = \"webhook\"\nname = \"crm\"\nurl = \"http://127.0.0.1:1/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretry = { max_attempts = 1 }\n\n[bots.summary]\nprovider = \"extractive\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("wrapup.db");
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("wrapup_retain_{}", uuid::Uuid::new_v4().simple());
+    let config = if postgres {
+        config_for_store(
+            &format!("url = \"{url}\"\nschema = \"{schema}\"\npool_size = 4"),
+            "",
+            tail,
+        )
+    } else {
+        config_with_actions(&db, "", tail)
+    };
+    let app = TestApp::spawn_text(dir, &config).await;
+    let c = unique("retain-all");
+    run_flow(
+        &app,
+        &c,
+        vec![
+            transfer("NA", "entry", "a1"),
+            message(
+                &c,
+                "USER",
+                &format!("The {PHRASE} invoice was charged twice on my card."),
+            ),
+            message(
+                &c,
+                "AGENT",
+                &format!("I refunded the second {PHRASE} charge today."),
+            ),
+            summary(),
+        ],
+    )
+    .await;
+    let summaries = |app: &TestApp| {
+        let url = format!("{}/api/v1/bots/{BOT}/conversations/{c}/summaries", app.base);
+        let req = app.client.get(url).header("token", token());
+        async move { into_json(req.send().await.unwrap()).await.1 }
+    };
+    eventually("the interim summary is made", || async {
+        let s = summaries(&app).await;
+        s["summaries"]
+            .as_array()
+            .filter(|l| l.iter().any(|x| x["status"] == "COMPLETED"))
+            .map(|_| ())
+    })
+    .await;
+    let (status, _) = app.hook(&event_body(&c, json!([end_event()]))).await;
+    assert_eq!(status, 200);
+    // The end's job (carrying the interim summary), the summary's delivery and the final
+    // summary's delivery all die at the closed port.
+    eventually("the deliveries are dead", || async {
+        let jobs = app.jobs_of(&c).await;
+        let dead = jobs.iter().filter(|j| j["state"] == "dead").count();
+        (dead >= 3).then_some(())
+    })
+    .await;
+    let scan = || async {
+        if postgres {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let tables = pg_tables_as_text(&pool, &schema).await;
+            pool.close().await;
+            tables
+        } else {
+            sqlite_tables_as_text(&db)
+        }
+    };
+    let holding = |tables: &[(String, String)]| -> Vec<String> {
+        tables
+            .iter()
+            .filter(|(_, rows)| rows.contains(PHRASE))
+            .map(|(t, _)| t.clone())
+            .collect()
+    };
+    let before = holding(&scan().await);
+    for table in ["events", "summaries"] {
+        assert!(before.iter().any(|t| t == table), "{before:?}");
+    }
+    assert!(
+        before.iter().any(|t| t == "job_payloads" || t == "jobs"),
+        "the payloads quote it before: {before:?}"
+    );
+
+    app.advance(Duration::from_secs(30 * 86_400 + 1));
+    eventually("the transcript is purged", || async {
+        let (_, r) = app.conversation(&c).await;
+        let url = format!(
+            "{}/api/v1/bots/{BOT}/conversations/{c}/transcript",
+            app.base
+        );
+        let t = into_json(
+            app.client
+                .get(url)
+                .header("token", token())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+        .1;
+        (r["status"] == "ended" && !t["transcriptPurgedAt"].is_null()).then_some(())
+    })
+    .await;
+    let after = holding(&scan().await);
+    assert!(after.is_empty(), "the text is still in {after:?}");
+    app.stop().await;
+    if postgres {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}

@@ -222,8 +222,8 @@ pub(super) async fn expire_inactive(
 }
 
 /// Retention, one statement per rule: pick up to `limit` ended conversations not yet
-/// purged by it (skipping rows another instance holds), delete their log entries, and
-/// mark them.
+/// purged by it (skipping rows another instance holds), delete their log entries, their
+/// summaries and the summaries' text in their jobs' payloads, and mark them.
 pub(super) async fn purge_ended(
     conn: &mut PgConnection,
     (bot_id, rule, limit): (&str, Purge, usize),
@@ -243,7 +243,19 @@ pub(super) async fn purge_ended(
              -- Summaries quote the transcript: they go with it.
              unsummarized AS (
                  DELETE FROM summaries s USING picked p
-                 WHERE s.bot_id = $1 AND s.conversation_id = p.conversation_id)
+                 WHERE s.bot_id = $1 AND s.conversation_id = p.conversation_id),
+             -- And so do the copies in its jobs' payloads (see `Purge`).
+             scrubbed AS (
+                 UPDATE jobs j SET payload = CASE
+                     WHEN jsonb_typeof(j.payload::jsonb -> 'summary') = 'object'
+                         THEN jsonb_set(jsonb_set(j.payload::jsonb, '{{summary,text}}', '\"\"'),
+                                        '{{summary,sections}}', 'null')::text
+                     ELSE jsonb_set(j.payload::jsonb, '{{summaries}}', '[]')::text END
+                 FROM picked p
+                 WHERE j.bot_id = $1 AND j.conversation_id = p.conversation_id
+                   AND (jsonb_typeof(j.payload::jsonb -> 'summary') = 'object'
+                        OR jsonb_array_length(CASE WHEN jsonb_typeof(j.payload::jsonb -> 'summaries') = 'array'
+                                                   THEN j.payload::jsonb -> 'summaries' ELSE '[]' END) > 0))
              UPDATE conversations c SET {column} = $5 FROM picked p
              WHERE c.bot_id = $1 AND c.conversation_id = p.conversation_id"
         ))

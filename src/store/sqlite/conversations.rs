@@ -301,6 +301,17 @@ pub(super) fn purge_ended(
                 "DELETE FROM summaries WHERE bot_id = ?1 AND conversation_id = ?2",
             )?
             .execute(params![bot_id, conversation_id])?;
+            // And so do the copies in its jobs' payloads (see `Purge`).
+            conn.prepare_cached(
+                "UPDATE job_payloads SET payload = CASE
+                     WHEN json_type(payload, '$.summary') = 'object'
+                         THEN json_set(payload, '$.summary.text', '', '$.summary.sections', json('null'))
+                     ELSE json_set(payload, '$.summaries', json('[]')) END
+                 WHERE id IN (SELECT payload_id FROM jobs WHERE bot_id = ?1 AND conversation_id = ?2)
+                   AND (json_type(payload, '$.summary') = 'object'
+                        OR json_array_length(payload, '$.summaries') > 0)",
+            )?
+            .execute(params![bot_id, conversation_id])?;
             let delete = if only_messages {
                 "DELETE FROM events WHERE conversation = ?1 AND name = 'MESSAGE'"
             } else {
