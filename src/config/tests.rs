@@ -327,3 +327,80 @@ fn a_reload_names_what_it_added_removed_and_changed_and_never_a_secret() {
     );
     assert!(!said.contains("9999") && !said.contains("AAAA"));
 }
+
+/// Issue 25, item 14: docs/configuration.md's example names only keys the file's types
+/// take (each commented-out `# key = value` too, once uncommented), and every key the
+/// types take is named there.
+#[test]
+fn docs_configuration_names_exactly_the_keys_the_file_takes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+    let example = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("the example");
+    // Commented-out keys become keys (a `# word = value` line); the rest stays a comment.
+    let uncommented: String = example
+        .lines()
+        .map(|line| {
+            let rest = line.trim_start().strip_prefix("# ");
+            match rest {
+                Some(r)
+                    if r.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    }) =>
+                {
+                    r.to_owned()
+                }
+                _ => line.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    if let Err(e) = parse(&uncommented) {
+        panic!("docs/configuration.md's example: {e}\n{uncommented}");
+    }
+    // Every field of the file's tables, as written in file.rs, is named in the doc.
+    let source = std::fs::read_to_string(root.join("src/config/file.rs")).unwrap();
+    let tables = [
+        "FileConfig",
+        "WorkersFile",
+        "AdminFile",
+        "ServerFile",
+        "StoreFile",
+        "AppFile",
+        "BotFile",
+        "SummaryFile",
+        "CapsFile",
+        "RetentionFile",
+    ];
+    let mut missing = Vec::new();
+    for table in tables {
+        let start = source
+            .find(&format!("pub struct {table} {{"))
+            .unwrap_or_else(|| panic!("{table}"));
+        let body = &source[start..start + source[start..].find("\n}").unwrap()];
+        for line in body.lines().skip(1) {
+            let Some(field) = line
+                .trim()
+                .strip_prefix("pub ")
+                .and_then(|l| l.split_once(':'))
+                .map(|(f, _)| f)
+            else {
+                continue;
+            };
+            // Named as a whole word (a key, a table, an item of a list).
+            let named = doc
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .any(|w| w == field);
+            if !named {
+                missing.push(format!("{table}.{field}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md does not name {missing:?}"
+    );
+}
