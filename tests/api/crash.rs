@@ -14,7 +14,7 @@ use crate::helpers::*;
 
 /// A `wrapup serve` process that is killed when the guard drops, so a failing test never
 /// leaves a server running.
-pub struct Server(Child);
+pub struct Server(pub Child);
 
 impl std::ops::Deref for Server {
     type Target = Child;

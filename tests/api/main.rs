@@ -15,6 +15,7 @@ mod console;
 mod corpus;
 mod crash;
 mod destinations;
+mod docs;
 mod errors;
 mod hooks;
 mod hostile;
