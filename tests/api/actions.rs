@@ -429,8 +429,10 @@ async fn secrets_in_a_destination_url_are_masked_wherever_a_failure_is_reported(
 #[tokio::test]
 async fn finished_jobs_go_after_keep_finished_jobs_dead_ones_stay_until_discarded() {
     let receiver = Receiver::start().await;
+    // An idle conversation ends for inactivity at the first sweep after 5 days: what says
+    // a sweep ran (its round purges finished jobs before it ends idle conversations).
     let tail = format!(
-        "{}{}[workers]\nkeep_finished_jobs = \"7d\"\n",
+        "inactivity_timeout = \"5d\"\n{}{}[workers]\nkeep_finished_jobs = \"7d\"\n",
         webhook_action(&receiver.url, ""),
         webhook_action(
             "http://127.0.0.1:1/hook",
@@ -452,9 +454,18 @@ async fn finished_jobs_go_after_keep_finished_jobs_dead_ones_stay_until_discarde
     let (dead, s) = state_of("closed");
     assert_eq!(s, "dead");
 
-    // Six days on, both are there; eight days on, the succeeded job and its attempts are gone.
+    // Six days on, after a sweep, both are there; eight days on, the succeeded job and its
+    // attempts are gone.
+    let idle = unique("idle");
+    let (status, _) = app
+        .hook(&event_body(&idle, json!([transfer("NA", "entry", "a1")])))
+        .await;
+    assert_eq!(status, 200);
     app.advance(Duration::from_secs(6 * 24 * 3600));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("a sweep ran (the idle conversation ended)", || async {
+        (app.conversation(&idle).await.1["status"] == "ended").then_some(())
+    })
+    .await;
     assert_eq!(app.jobs_of(&c).await.len(), 2);
     app.advance(Duration::from_secs(2 * 24 * 3600));
     eventually("the succeeded job purged", || async {

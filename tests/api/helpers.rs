@@ -196,6 +196,13 @@ impl TestApp {
         self.app = Some(app);
     }
 
+    /// Starts the server's graceful shutdown without waiting for it (see [`App::stop`]).
+    pub fn begin_shutdown(&self) {
+        if let Some(app) = &self.app {
+            app.shutdown_token().cancel();
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(app) = self.app.take() {
             app.stop().await;

@@ -1,5 +1,6 @@
 //! Health, readiness, metrics and request ids.
 
+use futures::StreamExt;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -49,32 +50,64 @@ async fn every_answer_carries_a_request_id() {
     assert_eq!(resp.headers()["x-request-id"], "abc-123");
 }
 
-#[tokio::test]
+/// A shutdown answers every request already in flight — here twenty clients mid-upload
+/// when it begins — and each answered end is stored (read back after a restart on the
+/// same database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_answers_requests_already_in_flight() {
-    let app = TestApp::spawn().await;
-    let client = app.client.clone();
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut app = TestApp::spawn().await;
     let url = format!("{}/agentai/api/v1/hooks/{BOT}", app.base);
+    let sending = std::sync::Arc::new(AtomicUsize::new(0));
+    let (release, released) = tokio::sync::watch::channel(false);
     let inflight: Vec<_> = (0..20)
         .map(|i| {
-            let client = client.clone();
-            let url = url.clone();
-            tokio::spawn(async move {
-                client
-                    .post(url)
-                    .header("token", token())
-                    .json(&seed_with(&format!("inflight-{i}")))
-                    .send()
-                    .await
+            let c = format!("inflight-{}-{i}", unique("s"));
+            let body = serde_json::to_vec(&seed_with(&c)).unwrap();
+            let (head, tail) = body.split_at(body.len() / 2);
+            let (head, tail) = (head.to_vec(), tail.to_vec());
+            let (sending, mut released) = (sending.clone(), released.clone());
+            // The first half now, the rest once the shutdown has begun.
+            let stream = futures::stream::once(async move {
+                sending.fetch_add(1, Ordering::SeqCst);
+                head
             })
+            .chain(futures::stream::once(async move {
+                let _ = released.wait_for(|r| *r).await;
+                tail
+            }))
+            .map(|part| {
+                Ok::<_, std::io::Error>(hyper::body::Frame::data(hyper::body::Bytes::from(part)))
+            });
+            let request = app
+                .client
+                .post(&url)
+                .header("token", token())
+                .header("content-type", "application/json")
+                .body(reqwest::Body::wrap(http_body_util::StreamBody::new(stream)));
+            tokio::spawn(async move { (c, request.send().await.map(|r| r.status().as_u16())) })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    app.stop().await;
+    eventually("every client is mid-upload", || async {
+        (sending.load(Ordering::SeqCst) == 20).then_some(())
+    })
+    .await;
+    app.begin_shutdown();
+    release.send(true).unwrap();
+    let mut answered = Vec::new();
     for handle in inflight {
-        // Each request either completed with 200 or never reached the server; none is cut mid-way.
-        if let Ok(resp) = handle.await.unwrap() {
-            assert_eq!(resp.status(), 200);
-        }
+        let (c, status) = handle.await.unwrap();
+        assert_eq!(status.ok(), Some(200), "{c} was cut off");
+        answered.push(c);
+    }
+    app.restart().await;
+    for c in answered {
+        let (status, record) = app.conversation(&c).await;
+        assert_eq!(
+            (status.as_u16(), record["status"].as_str()),
+            (200, Some("ended")),
+            "{c}"
+        );
     }
 }
 
