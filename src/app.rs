@@ -91,6 +91,7 @@ impl App {
             traffic: traffic.clone(),
             console_logins: Default::default(),
             stats_cache: Default::default(),
+            scrape_cache: Default::default(),
         });
         let cancel = CancellationToken::new();
         let sweeper = tokio::spawn(crate::sweeper::run(

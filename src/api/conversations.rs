@@ -139,11 +139,11 @@ fn millis(t: OffsetDateTime) -> Timestamp {
     Timestamp::from_offset(t)
 }
 
-fn encode_cursor(at: Timestamp, id: &str) -> String {
+pub(crate) fn encode_cursor(at: Timestamp, id: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{id}", at.millis()))
 }
 
-fn decode_cursor(c: &str) -> Result<(Timestamp, String), ApiError> {
+pub(crate) fn decode_cursor(c: &str) -> Result<(Timestamp, String), ApiError> {
     let bad = || ApiError::BadRequest("cursor is not one this server gave".into());
     let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;

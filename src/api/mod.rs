@@ -58,6 +58,10 @@ pub struct AppState {
     pub traffic: Arc<crate::traffic::Traffic>,
     /// The console's sign-in attempts per client address.
     pub console_logins: crate::console::LoginLimiter,
+    /// The last store check and job counts for `/readyz` and `/metrics`, and when: one
+    /// check at a time, reused for a second, so a flood of probes or scrapes costs the
+    /// store one write and one count a second (see `ops`).
+    pub scrape_cache: tokio::sync::Mutex<ops::ScrapeCache>,
     /// The destination statistics last computed, and when (see `insight`).
     pub stats_cache: std::sync::Mutex<Option<(std::time::Instant, Vec<insight::DestinationStats>)>>,
 }

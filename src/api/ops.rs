@@ -40,9 +40,32 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, A
 /// timeout (1 s), so a store that hangs is told as not ready, not as a probe timeout.
 const READY_WITHIN: std::time::Duration = std::time::Duration::from_millis(800);
 
+/// How long a store check and the job counts are reused.
+const REUSED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The last store check and job counts, with when they were made.
+#[derive(Default)]
+pub struct ScrapeCache {
+    check: Option<(std::time::Instant, Result<(), String>)>,
+    stats: Option<(std::time::Instant, crate::store::JobStats)>,
+}
+
 /// Whether the store takes a write now (within [`READY_WITHIN`]); sets the `wrapup_ready`
-/// and `wrapup_store_up` gauges to what it found. Run by `/readyz` and by each scrape.
+/// and `wrapup_store_up` gauges to what it found. Run by `/readyz` and by each scrape,
+/// one at a time, the answer reused for [`REUSED_FOR`].
 async fn check_store(state: &AppState) -> Result<(), String> {
+    let mut cache = state.scrape_cache.lock().await;
+    if let Some((at, outcome)) = &cache.check
+        && at.elapsed() < REUSED_FOR
+    {
+        return outcome.clone();
+    }
+    let outcome = ping(state).await;
+    cache.check = Some((std::time::Instant::now(), outcome.clone()));
+    outcome
+}
+
+async fn ping(state: &AppState) -> Result<(), String> {
     let outcome = match tokio::time::timeout(READY_WITHIN, state.store.ping()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
@@ -70,10 +93,22 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     // `wrapup_store_up`, and the scrape answers within about a second.
     let store_up = check_store(&state).await.is_ok();
     let stats = match store_up {
-        true => tokio::time::timeout(READY_WITHIN, state.store.job_stats())
-            .await
-            .ok()
-            .and_then(Result::ok),
+        true => {
+            let mut cache = state.scrape_cache.lock().await;
+            match &cache.stats {
+                Some((at, stats)) if at.elapsed() < REUSED_FOR => Some(stats.clone()),
+                _ => {
+                    let fresh = tokio::time::timeout(READY_WITHIN, state.store.job_stats())
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                    if let Some(s) = &fresh {
+                        cache.stats = Some((std::time::Instant::now(), s.clone()));
+                    }
+                    fresh
+                }
+            }
+        }
         false => None,
     };
     if let Some(stats) = stats {

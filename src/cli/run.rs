@@ -74,6 +74,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig { config } => {
             let settings = super::load(&config)?;
+            // What `serve` would refuse is not ok here either (`serve --demo` runs it).
+            if let Some(why) = settings.demo_refusal() {
+                return Err(super::ConfigInvalid(format!("{why} (serve --demo)")).into());
+            }
             println!(
                 "{}: ok ({} apps, {} bots, listen {})",
                 config.display(),

@@ -263,7 +263,7 @@ pub fn validate(
     };
 
     let demo_values = demo_values(file, &env);
-    let parts = parts(file, &bots);
+    let parts = parts(file, &bots, base);
     Ok(Settings {
         server,
         store,
@@ -279,7 +279,11 @@ pub fn validate(
 /// Each app, bot, action and summary table by name, with a hash of how it is written
 /// (secrets included, so a rotated one shows as changed; the hash never leaves the
 /// process, and only names are logged).
-fn parts(file: &FileConfig, bots: &[BotSettings]) -> std::collections::BTreeMap<String, u64> {
+fn parts(
+    file: &FileConfig,
+    bots: &[BotSettings],
+    base: &Path,
+) -> std::collections::BTreeMap<String, u64> {
     use std::hash::{Hash, Hasher};
     let hash = |v: &dyn std::fmt::Debug| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -288,7 +292,12 @@ fn parts(file: &FileConfig, bots: &[BotSettings]) -> std::collections::BTreeMap<
     };
     let mut parts = std::collections::BTreeMap::new();
     for app in &file.apps {
-        parts.insert(format!("app {}", app.client_id), hash(app));
+        // A public key rotated in its file, at the same path, is a change too.
+        let key = app
+            .public_key_file
+            .as_ref()
+            .map(|p| std::fs::read(base.join(p)).unwrap_or_default());
+        parts.insert(format!("app {}", app.client_id), hash(&(app, key)));
     }
     for (written, bot) in file.bots.iter().zip(bots) {
         let mut bare = written.clone();

@@ -58,8 +58,98 @@ pub struct ConversationsQuery {
     experience: Option<String>,
     anomaly: Option<String>,
     cursor: Option<String>,
+    /// Every bot's page: where each bot's list goes on ([`every_bot_page`]).
+    cursors: Option<String>,
     /// A conversation id to find across bots.
     q: Option<String>,
+}
+
+/// Every bot's conversations, newest first: each bot's next page is read with the same
+/// filters and the pages merged; the page holds the newest `limit` of them. `cursors`
+/// (base64url of a JSON object, bot → that bot's cursor; a bot left out has no more)
+/// says where each bot's list goes on, so no conversation is skipped or shown twice
+/// whatever the bots' times. Each bot's read is bounded as the API's is.
+async fn every_bot_page(
+    state: &AppState,
+    bots: &[String],
+    base: crate::store::ConversationFilter,
+    cursors: Option<&str>,
+) -> Result<(Vec<crate::domain::ConversationRecord>, Option<String>), ConsoleError> {
+    use crate::api::conversations::{PAGE_BYTES, decode_cursor, encode_cursor};
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let bad = || ConsoleError::new(StatusCode::BAD_REQUEST, "cursors: not ones this page gave");
+    let positions: Vec<(String, Option<String>)> = match cursors {
+        None => bots.iter().map(|b| (b.clone(), None)).collect(),
+        Some(c) => {
+            let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
+            let map: std::collections::BTreeMap<String, String> =
+                serde_json::from_slice(&raw).map_err(|_| bad())?;
+            map.into_iter()
+                .filter(|(b, _)| bots.contains(b))
+                .map(|(b, c)| (b, Some(c)))
+                .collect()
+        }
+    };
+    // Each bot's page, and where its list goes on once all of it is shown.
+    let mut pages = Vec::new();
+    for (bot, after) in positions {
+        let mut filter = base.clone();
+        // An empty cursor: from the newest (a bot none of whose conversations were shown yet).
+        filter.after = after
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(decode_cursor)
+            .transpose()
+            .map_err(ConsoleError::from)?;
+        let list = state.store.list_conversations(&bot, filter).await?;
+        let bytes: usize = list.listed.iter().map(|l| l.bytes).sum();
+        let then = if list.listed.len() == base.limit || bytes >= PAGE_BYTES {
+            list.listed
+                .last()
+                .map(|l| encode_cursor(l.sort_at, &l.conversation.conversation_id))
+        } else {
+            list.examined_to.map(|(at, id)| encode_cursor(at, &id))
+        };
+        pages.push((bot, after, list.listed, then));
+    }
+    let mut all: Vec<(Timestamp, &str, &str, &crate::store::StoredConversation)> = pages
+        .iter()
+        .flat_map(|(bot, _, listed, _)| {
+            listed.iter().map(move |l| {
+                (
+                    l.sort_at,
+                    l.conversation.conversation_id.as_str(),
+                    bot.as_str(),
+                    &l.conversation,
+                )
+            })
+        })
+        .collect();
+    all.sort_by(|a, b| (b.0, b.1, b.2).cmp(&(a.0, a.1, a.2)));
+    all.truncate(base.limit);
+    let mut next = std::collections::BTreeMap::new();
+    for (bot, after, listed, then) in &pages {
+        let shown: Vec<_> = all.iter().filter(|(_, _, b, _)| b == bot).collect();
+        let goes_on = if shown.len() == listed.len() {
+            then.clone()
+        } else if let Some(last) = shown.last() {
+            Some(encode_cursor(last.0, last.1))
+        } else {
+            // Nothing of it shown: it goes on where it was.
+            after.clone().or_else(|| Some(String::new()))
+        };
+        if let Some(c) = goes_on {
+            next.insert(bot.clone(), c);
+        }
+    }
+    let records = all
+        .iter()
+        .map(|(_, id, bot, c)| crate::domain::ConversationRecord::new(bot, id, &c.state))
+        .collect();
+    let next = (!next.is_empty())
+        .then(|| URL_SAFE_NO_PAD.encode(serde_json::to_vec(&next).unwrap_or_default()));
+    Ok((records, next))
 }
 
 fn bots(state: &AppState) -> Vec<String> {
@@ -99,10 +189,11 @@ pub async fn conversations(
         };
         return Ok(page("Search", &op, "conversations", body).into_response());
     }
-    let bot = some(&q.bot)
-        .or_else(|| bots.first().cloned())
-        .unwrap_or_default();
-    if !state.live().bots.contains_key(&bot) {
+    // No bot chosen: every bot, newest first.
+    let bot = some(&q.bot);
+    if let Some(bot) = &bot
+        && !state.live().bots.contains_key(bot)
+    {
         return Err(ConsoleError::new(
             StatusCode::BAD_REQUEST,
             format!("bot: {bot} is not configured"),
@@ -131,10 +222,23 @@ pub async fn conversations(
         experience: some(&q.experience),
         anomaly: some(&q.anomaly),
     };
-    let result = list_page(&state, &bot, list.filter()?).await?;
+    let (conversations, next_cursor) = match &bot {
+        Some(bot) => {
+            let page = list_page(&state, bot, list.filter()?).await?;
+            (page.conversations, page.next_cursor)
+        }
+        None => {
+            let mut base = list.filter()?;
+            base.after = None;
+            every_bot_page(&state, &bots, base, some(&q.cursors).as_deref()).await?
+        }
+    };
+    let every_bot = bot.is_none();
     // The next page keeps every filter.
     let mut next_query = url::form_urlencoded::Serializer::new(String::new());
-    next_query.append_pair("bot", &bot);
+    if let Some(bot) = &bot {
+        next_query.append_pair("bot", bot);
+    }
     for (k, v) in [
         ("status", &q.status),
         ("from", &q.from),
@@ -157,7 +261,10 @@ pub async fn conversations(
             button type="submit" { "Find" }
         }
         form.filters method="get" action="/console/conversations" {
-            label { span { "Bot" } select name="bot" { @for b in &bots { option value=(b) selected[*b == bot] { (b) } } } }
+            label { span { "Bot" } select name="bot" {
+                option value="" selected[every_bot] { "every bot" }
+                @for b in &bots { option value=(b) selected[bot.as_deref() == Some(b.as_str())] { (b) } }
+            } }
             label { span { "Status" } select name="status" {
                 option value="" { "any" }
                 option value="active" selected[q.status.as_deref() == Some("active")] { "active" }
@@ -173,16 +280,17 @@ pub async fn conversations(
             button type="submit" { "Filter" }
             a.reset href="/console/conversations" { "Clear" }
         }
-        @if result.conversations.is_empty() && result.next_cursor.is_some() {
+        @if conversations.is_empty() && next_cursor.is_some() {
             p.empty { "No conversation matches among the newest examined; older ones may (a filtered page examines at most "
                 (crate::api::conversations::LIST_SCAN_ROWS) " conversations)." }
-        } @else if result.conversations.is_empty() { p.empty { "No conversation matches." } }
+        } @else if conversations.is_empty() { p.empty { "No conversation matches." } }
         @else {
             table.data #conversations {
-                thead { tr { th { "Conversation" } th { "Status" } th { "Last event" } th { "Ended" } th { "Reason" } th { "Agents" } th.num { "Events" } th.num { "Anomalies" } th.num { "Duplicate ends" } } }
+                thead { tr { @if every_bot { th { "Bot" } } th { "Conversation" } th { "Status" } th { "Last event" } th { "Ended" } th { "Reason" } th { "Agents" } th.num { "Events" } th.num { "Anomalies" } th.num { "Duplicate ends" } } }
                 tbody {
-                    @for c in &result.conversations {
+                    @for c in &conversations {
                         tr {
+                            @if every_bot { td { (c.bot_id) } }
                             td { a href=(detail_href(&c.bot_id, &c.conversation_id)) { (c.conversation_id) } }
                             td { span class=(format!("badge {}", c.status)) { (c.status) } }
                             td { time { (c.last_event_at) } }
@@ -197,8 +305,8 @@ pub async fn conversations(
                 }
             }
         }
-        @if let Some(next) = &result.next_cursor {
-            p.pager { a href=(format!("/console/conversations?{base_query}&cursor={}", enc(next))) { "Older →" } }
+        @if let Some(next) = &next_cursor {
+            p.pager { a href=(format!("/console/conversations?{base_query}&{}={}", if every_bot { "cursors" } else { "cursor" }, enc(next))) { "Older →" } }
         }
     };
     Ok(page("Conversations", &op, "conversations", body).into_response())

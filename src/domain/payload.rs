@@ -241,6 +241,34 @@ fn depth(v: &Value, stop: usize) -> usize {
     }
 }
 
+/// The path of the first string or key holding a NUL, anywhere in the body (unknown
+/// fields and `customFields` included): a NUL breaks whatever reads the text later (C
+/// strings, PostgreSQL's `jsonb`, which once stopped a bot's retention for good).
+fn nul_at(v: &Value, path: String) -> Option<String> {
+    let at = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match v {
+        Value::String(s) if s.contains('\0') => Some(path),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_at(item, format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, item)| {
+            if k.contains('\0') {
+                Some(at(&k.replace('\0', "\\u0000")))
+            } else {
+                nul_at(item, at(k))
+            }
+        }),
+        _ => None,
+    }
+}
+
 /// Parses a decoded body for the bot named in the path.
 ///
 /// Checks every event before returning, so that a request is refused whole or
@@ -257,6 +285,12 @@ pub fn parse_request(
                 "the body nests deeper than {} levels of arrays and objects",
                 limits.max_depth
             ),
+        ));
+    }
+    if let Some(path) = nul_at(body, String::new()) {
+        return Err(err(
+            path,
+            "holds a NUL character (\\u0000), which is never text; nothing was stored",
         ));
     }
     let top = Obj::root(body)?;

@@ -316,6 +316,61 @@ async fn the_list_filtered_by_agent_and_by_anomaly_shows_exactly_the_matching_co
     b.close().await;
 }
 
+/// Issue 25, item 11: the conversations page opens on every bot, newest first (it opened
+/// on the first configured bot, empty when the traffic was on another), and "Older →"
+/// walks every bot's conversations once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_opens_on_every_bot_newest_first_and_pages_through_each_once() {
+    let app = console_app("").await;
+    let p = unique("every");
+    let other_token = sign(
+        jsonwebtoken::Algorithm::HS256,
+        OTHER_SECRET,
+        json!({"appId": OTHER_APP}),
+    );
+    // 60 conversations, alternating bots, each a millisecond after the one before.
+    let mut sent = Vec::new();
+    for i in 0..60 {
+        let c = format!("{p}-{i:02}");
+        let (bot, token) = if i % 3 == 0 {
+            (OTHER_BOT, other_token.clone())
+        } else {
+            (BOT, token())
+        };
+        let mut body = event_body(&c, json!([transfer("NA", "entry", "a1")]));
+        body["botId"] = json!(bot);
+        let (status, _) = app
+            .post(
+                &format!("/agentai/api/v1/hooks/{bot}"),
+                "token",
+                &token,
+                &body,
+            )
+            .await;
+        assert_eq!(status, 200);
+        app.advance(std::time::Duration::from_millis(1));
+        sent.push((bot.to_owned(), c));
+    }
+    sent.reverse(); // newest first
+    let b = Browser::open(&app.base).await;
+    b.sign_in(ADMIN_TOKEN).await;
+    b.go("/console/conversations").await;
+    let first = b.texts("#conversations tbody td:nth-child(2) a").await;
+    let bots = b.texts("#conversations tbody td:first-child").await;
+    assert_eq!(first.len(), 50);
+    let expected: Vec<String> = sent.iter().map(|(_, c)| c.clone()).collect();
+    assert_eq!(first, expected[..50]);
+    let expected_bots: Vec<String> = sent.iter().map(|(b, _)| b.clone()).collect();
+    assert_eq!(bots, expected_bots[..50]);
+    b.screenshot("conversations-every-bot").await;
+    b.click_and_wait(".pager a").await;
+    let second = b.texts("#conversations tbody td:nth-child(2) a").await;
+    assert_eq!(second, expected[50..]);
+    assert!(b.texts(".pager a").await.is_empty(), "nothing older");
+    assert_eq!(b.console_errors().await, Vec::<String>::new());
+    b.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_detail_page_shows_one_timeline_row_per_agent_and_the_transcript_in_order() {
     // Summaries from a model: the trigger's answer is malformed (FAILED), the end's good.

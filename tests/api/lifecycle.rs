@@ -712,9 +712,63 @@ async fn retention_removes_the_transcripts_text_from_every_table_on_postgres() {
     retention_reaches_every_copy(true).await;
 }
 
+/// A receiver that refuses every delivery (422) and quotes it back in its answer, which
+/// wrapup keeps (its first 512 bytes) with the attempt; its URL.
+async fn echoing_receiver() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got);
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            // The summaries' text, first: what an echoing receiver keeps.
+                            let quoted = body
+                                .find("\"text\"")
+                                .map_or(body, |i| &body[i..])
+                                .to_owned();
+                            let answer = format!(
+                                "HTTP/1.1 422 Unprocessable Entity\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{quoted}",
+                                quoted.len()
+                            );
+                            let _ = stream.write_all(answer.as_bytes()).await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
 async fn retention_reaches_every_copy(postgres: bool) {
     const PHRASE: &str = "zebraquartz";
-    let tail = "retention = { transcript = \"30d\" }\n[[bots.on_end]]\nkind = \"webhook\"\nname = \"crm\"\nurl = \"http://127.0.0.1:1/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretry = { max_attempts = 1 }\n\n[bots.summary]\nprovider = \"extractive\"\n";
+    let echo = echoing_receiver().await;
+    let tail = format!(
+        "retention = {{ transcript = \"30d\" }}\n[[bots.on_end]]\nkind = \"webhook\"\nname = \"crm\"\nurl = \"http://127.0.0.1:1/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretry = {{ max_attempts = 1 }}\n\n[[bots.on_end]]\nkind = \"webhook\"\nname = \"echo\"\nurl = \"{echo}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretry = {{ max_attempts = 1 }}\n\n[bots.summary]\nprovider = \"extractive\"\n"
+    );
+    let tail = tail.as_str();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("wrapup.db");
     let url = std::env::var("DATABASE_URL")
@@ -770,7 +824,7 @@ async fn retention_reaches_every_copy(postgres: bool) {
     eventually("the deliveries are dead", || async {
         let jobs = app.jobs_of(&c).await;
         let dead = jobs.iter().filter(|j| j["state"] == "dead").count();
-        (dead >= 3).then_some(())
+        (dead >= 6).then_some(())
     })
     .await;
     let scan = || async {
@@ -797,6 +851,10 @@ async fn retention_reaches_every_copy(postgres: bool) {
     assert!(
         before.iter().any(|t| t == "job_payloads" || t == "jobs"),
         "the payloads quote it before: {before:?}"
+    );
+    assert!(
+        before.iter().any(|t| t == "attempts"),
+        "the echoing receiver's answer quotes it before: {before:?}"
     );
 
     app.advance(Duration::from_secs(30 * 86_400 + 1));

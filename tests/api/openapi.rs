@@ -252,6 +252,9 @@ async fn schemathesis_in_positive_mode_finds_every_valid_request_accepted() {
         let mut cmd = std::process::Command::new("st");
         cmd.args(["run", spec.to_str().unwrap(), "--url", &base])
             .args(["--mode", "positive", "--checks", "all"])
+            // NUL is refused anywhere in a body (400 naming it), which JSON Schema cannot
+            // say of free-form objects such as customFields (docs/api.md).
+            .args(["--generation-allow-x00", "false"])
             .args([filter, regex])
             .args(["--max-examples", "60", "--seed", "1", "--workers", "1"])
             .current_dir(dir.path())

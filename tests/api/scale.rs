@@ -570,13 +570,18 @@ async fn a_hung_store_is_told_not_ready_within_a_probe_timeout_and_in_the_metric
     );
 
     relay.freeze(true);
-    let resp = probe
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .expect("an answer within the probe's 1 s");
-    assert_eq!(resp.status(), 503);
-    let (_, body) = into_json(resp).await;
+    // A check is reused for a second: within a few, a probe answers 503 (each within the
+    // probe's 1 s, or the request fails and this test with it).
+    let body = eventually("a probe is told not ready", || async {
+        let resp = probe
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("an answer within the probe's 1 s");
+        (resp.status() == 503).then_some(resp)
+    })
+    .await;
+    let (_, body) = into_json(body).await;
     assert!(
         body["message"]
             .as_str()

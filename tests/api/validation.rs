@@ -214,3 +214,33 @@ async fn a_body_with_both_events_and_a_query_is_refused_naming_both() {
     body["query"] = json!(null);
     assert_eq!(app.hook(&body).await.0, 200);
 }
+
+/// Issue 25 (the hostile review): a NUL anywhere in a body — a `customFields` value, an
+/// unknown field, a key — is a 400 naming where (PostgreSQL's jsonb cannot hold one: a
+/// stored one once stopped a bot's retention for good).
+#[tokio::test]
+async fn a_nul_anywhere_in_a_body_is_a_400_naming_where() {
+    let app = TestApp::spawn().await;
+    let mut body = seed_with(&unique("nul"));
+    body["events"][0]["participant"]["customFields"]["note"] = json!("a\u{0}b");
+    let (status, answer) = app.hook(&body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("events[0].participant.customFields.note holds a NUL"),
+        "{answer}"
+    );
+    let mut body = seed_with(&unique("nul"));
+    body["extra"] = json!({"k\u{0}ey": 1});
+    let (status, answer) = app.hook(&body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("extra.k\\u0000ey holds a NUL"),
+        "{answer}"
+    );
+}

@@ -253,9 +253,18 @@ pub(super) async fn purge_ended(
                      ELSE jsonb_set(j.payload::jsonb, '{{summaries}}', '[]')::text END
                  FROM picked p
                  WHERE j.bot_id = $1 AND j.conversation_id = p.conversation_id
-                   AND (jsonb_typeof(j.payload::jsonb -> 'summary') = 'object'
-                        OR jsonb_array_length(CASE WHEN jsonb_typeof(j.payload::jsonb -> 'summaries') = 'array'
-                                                   THEN j.payload::jsonb -> 'summaries' ELSE '[]' END) > 0))
+                   -- jsonb cannot hold NUL: a payload stored before NUL was refused at the
+                   -- door is left as it is rather than stopping the bot's retention.
+                   -- (CASE: the cast is never tried on such a payload.)
+                   AND CASE WHEN strpos(j.payload, '\\u0000') > 0 THEN false
+                       ELSE jsonb_typeof(j.payload::jsonb -> 'summary') = 'object'
+                            OR jsonb_array_length(CASE WHEN jsonb_typeof(j.payload::jsonb -> 'summaries') = 'array'
+                                                       THEN j.payload::jsonb -> 'summaries' ELSE '[]' END) > 0 END),
+             -- A receiver's or a model's answer kept with an attempt may quote them too.
+             unanswered AS (
+                 UPDATE attempts a SET response = NULL FROM jobs j, picked p
+                 WHERE j.bot_id = $1 AND j.conversation_id = p.conversation_id
+                   AND a.job_id = j.id AND a.response IS NOT NULL)
              UPDATE conversations c SET {column} = $5 FROM picked p
              WHERE c.bot_id = $1 AND c.conversation_id = p.conversation_id"
         ))

@@ -312,6 +312,13 @@ pub(super) fn purge_ended(
                         OR json_array_length(payload, '$.summaries') > 0)",
             )?
             .execute(params![bot_id, conversation_id])?;
+            // A receiver's or a model's answer kept with an attempt may quote them too.
+            conn.prepare_cached(
+                "UPDATE attempts SET response = NULL
+                 WHERE response IS NOT NULL
+                   AND job_id IN (SELECT id FROM jobs WHERE bot_id = ?1 AND conversation_id = ?2)",
+            )?
+            .execute(params![bot_id, conversation_id])?;
             let delete = if only_messages {
                 "DELETE FROM events WHERE conversation = ?1 AND name = 'MESSAGE'"
             } else {
