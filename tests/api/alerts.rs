@@ -71,14 +71,7 @@ fn without_annotations(rules: &str) -> String {
 }
 
 async fn scrape(base: &str, names: &BTreeSet<String>) -> Scrape {
-    let text = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(base).await;
     let added = format!("job=\"wrapup\",instance=\"{INSTANCE}\"");
     let mut scrape: Scrape = text
         .lines()

@@ -208,15 +208,8 @@ async fn the_readme_quick_start_runs_as_written() {
             .spawn()
             .unwrap(),
     );
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
-    let listen = loop {
-        let line = lines.next().expect("a log line").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["fields"]["message"] == "wrapup listening" {
-            break v["fields"]["listen"].as_str().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    let started = listening(&mut child);
+    let listen = started["listen"].as_str().unwrap().to_owned();
     assert!(
         dir.path().join("wrapup.db").exists(),
         "the store is next to the file"
@@ -294,15 +287,7 @@ async fn the_environment_overrides_block_runs_as_written() {
             .spawn()
             .unwrap(),
     );
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
-    let started = loop {
-        let line = lines.next().expect("a log line").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["fields"]["message"] == "wrapup listening" {
-            break v["fields"].clone();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    let started = listening(&mut child);
     assert_eq!(started["listen"], format!("127.0.0.1:{listen}"));
     assert_eq!(started["health_listen"], format!("127.0.0.1:{health}"));
     let ready = client()
@@ -312,6 +297,20 @@ async fn the_environment_overrides_block_runs_as_written() {
         .unwrap();
     assert_eq!(ready.status(), 200);
     drop(child);
+}
+
+/// The fields of a started server's `wrapup listening` line (its log is drained after).
+fn listening(child: &mut crate::crash::Server) -> serde_json::Value {
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let started = loop {
+        let line = lines.next().expect("a log line").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["fields"]["message"] == "wrapup listening" {
+            break v["fields"].clone();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    started
 }
 
 fn free_port_here() -> u16 {

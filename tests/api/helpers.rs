@@ -643,3 +643,15 @@ pub fn sqlite_tables_as_text(path: &Path) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// The server's `/metrics` at `base`, as text.
+pub async fn metrics_text(base: &str) -> String {
+    client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

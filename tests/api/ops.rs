@@ -435,14 +435,7 @@ async fn a_flood_of_429s_writes_at_most_one_access_line_per_second() {
         // Every refusal but those of the last line's own second is written or counted.
         assert_eq!(accounted, refused, "{lines:?}");
     }
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&base).await;
     let counted: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("wrapup_http_requests_total{") && l.contains("status=\"429\""))
@@ -467,14 +460,7 @@ async fn a_fresh_instance_exports_every_counter_at_zero_with_its_configured_labe
     );
     let (_server, started, _logs) = crate::crash::serve_env(&config, &[]);
     let base = format!("http://{}", started["listen"].as_str().unwrap());
-    let text = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&base).await;
     let mut expected: Vec<String> = [
         "wrapup_events_stored_total",
         "wrapup_requests_rate_limited_total",
@@ -534,14 +520,7 @@ async fn a_fresh_instance_exports_every_counter_at_zero_with_its_configured_labe
             .status(),
         200
     );
-    let text = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&base).await;
     let ended = format!("wrapup_conversations_ended_total{{bot=\"{BOT}\"}} 1");
     assert!(text.lines().any(|l| l == ended), "{ended}:\n{text}");
 }

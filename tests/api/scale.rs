@@ -545,14 +545,7 @@ async fn a_hung_store_is_told_not_ready_within_a_probe_timeout_and_in_the_metric
         .build()
         .unwrap();
     let scrape = |base: String| async move {
-        let text = client()
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(&base).await;
         let gauge = |name: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
