@@ -10,7 +10,8 @@
 # Then 10,000 distinct ~8 KiB valid tokens from the rate-limited noisy app (the token
 # cache's memory, the 429 access lines written) against the quiet app.
 # Then filter walks and 4 MiB event pages from the rate-limited noisy app; 600 silent
-# sockets against a client on fresh connections; wrong sign-ins from another address.
+# sockets against a client on fresh connections; wrong sign-ins from another address;
+# a flood of /metrics and /readyz.
 # Usage: reliability/noisy.sh     (about 3 minutes after the release build)
 # Knobs: DURATION=10s NOISY_RATE=200 PORT=8097
 set -euo pipefail
@@ -375,6 +376,38 @@ done
 OPERATOR=$(curl -s -o /dev/null -w '%{http_code}' --interface 127.0.0.1 -d "token=$ADMIN_TOKEN" "$BASE/console/login")
 stop
 
+# Probes and scrapes (issue 25): 16 threads asking /metrics and /readyz as fast as they are
+# answered, on the public listener (no admin_listen), against the quiet app's ends. Each
+# one once wrote a heartbeat through the store's writer and counted every job; now one
+# check at a time runs and its answer is reused for a second.
+start "$NOISY_RATE"
+IDLE7=$(quiet probes-idle)
+python3 - "$BASE" "$DURATION" > "$WORK/probes.json" <<'PY' &
+import json, sys, threading, time, urllib.request
+base, secs = sys.argv[1], float(sys.argv[2].rstrip("s"))
+stop = time.time() + secs + 2
+counts = {"metrics": 0, "readyz": 0, "errors": 0}
+lock = threading.Lock()
+def run(path):
+    while time.time() < stop:
+        try:
+            urllib.request.urlopen(base + path, timeout=5).read()
+            key = path.strip("/")
+        except Exception:
+            key = "errors"
+        with lock:
+            counts[key] += 1
+threads = [threading.Thread(target=run, args=("/metrics" if i % 2 else "/readyz",)) for i in range(16)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(counts))
+PY
+PROBES=$!
+sleep 1
+BUSY7=$(quiet during-probes)
+wait "$PROBES"
+stop
+
 p50() { field "$1" p50_ms; }
 p99() { field "$1" p99_ms; }
 ratio() { python3 -c "print(round($1 / $2, 2))"; }
@@ -389,6 +422,7 @@ echo "huge transcript: posts answered $HUGE; summary ${SUMMARY:-not made}; quiet
 echo "filter walks and event pages over $FILLED conversations: $READS_RESULT; quiet app idle p50 $(p50 "$IDLE5") ms p99 $(p99 "$IDLE5") ms, during p50 $(p50 "$BUSY5") ms p99 $(p99 "$BUSY5") ms"
 echo "idle connections: $(cat "$WORK/idle.json" 2>/dev/null || echo '{}') ($IDLE_CLOSED closed by the server); fresh-connection client alone $IDLE6, beside them $BUSY6"
 echo "sign-in: wrong tokens from 127.0.0.2 answered$LOCKOUT; the right one from 127.0.0.1 $OPERATOR"
+echo "probes and scrapes: $(cat "$WORK/probes.json") answered; quiet app idle p50 $(p50 "$IDLE7") ms p99 $(p99 "$IDLE7") ms, during p50 $(p50 "$BUSY7") ms p99 $(p99 "$BUSY7") ms; ratio $(ratio "$(p50 "$BUSY7")" "$(p50 "$IDLE7")")x"
 echo "big tokens: $TOKENS_RESULT; RSS $((RSS4_BEFORE / 1024)) -> $((RSS4_AFTER / 1024)) MiB; access log of its 429s $NOISY_LOG_BYTES bytes; quiet app idle p50 $(p50 "$IDLE4") ms, during p50 $(p50 "$BUSY4") ms p99 $(p99 "$BUSY4") ms"
 
 # Fail unless the reproduction was refused from its first growth request and the quiet

@@ -113,7 +113,8 @@ impl App {
                 Side {
                     router: api::router(state.clone()),
                     serves: |path| matches!(path, "/healthz" | "/readyz" | "/metrics"),
-                    refusal: r#"{"code":404,"message":"this listener serves only /healthz, /readyz and /metrics"}"#,
+                    refusal: "this listener serves only /healthz, /readyz and /metrics",
+                    access_log: state.server.access_log,
                     connections: 64,
                     tls: None,
                     header_read_timeout: state.server.header_read_timeout,
@@ -128,7 +129,8 @@ impl App {
                 Side {
                     router: api::router(state.clone()),
                     serves: |path| operator_path(path) || matches!(path, "/healthz" | "/readyz"),
-                    refusal: r#"{"code":404,"message":"this listener serves only /admin, /console, /metrics and the health checks"}"#,
+                    refusal: "this listener serves only /admin, /console, /metrics and the health checks",
+                    access_log: state.server.access_log,
                     connections: 256,
                     tls: acceptor.clone(),
                     header_read_timeout: state.server.header_read_timeout,
@@ -365,6 +367,7 @@ async fn serve(
         tls: tls.clone(),
         header_read_timeout: server.header_read_timeout,
         admin_elsewhere: server.admin_listen.is_some(),
+        access_log: server.access_log,
         trusted: Arc::new(server.trusted_proxies.clone()),
         write_timeout: server.write_timeout,
     };
@@ -470,6 +473,8 @@ struct Serving {
     tls: Option<tokio_rustls::TlsAcceptor>,
     header_read_timeout: std::time::Duration,
     admin_elsewhere: bool,
+    /// `server.access_log`, for the answers given here (a path another listener serves).
+    access_log: bool,
     trusted: Arc<Vec<ipnet::IpNet>>,
     write_timeout: std::time::Duration,
 }
@@ -493,6 +498,7 @@ impl Serving {
         (close, kill): (CancellationToken, CancellationToken),
     ) {
         let (router, trusted, elsewhere) = (self.router, self.trusted, self.admin_elsewhere);
+        let access_log = self.access_log;
         held.serving();
         let held = Arc::new(held);
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -503,7 +509,7 @@ impl Serving {
             let router = router.clone();
             async move {
                 let response = if elsewhere {
-                    not_here(req.method(), r#"{"code":404,"message":"no such endpoint"}"#)
+                    not_here(req.method(), "no such endpoint", access_log)
                 } else {
                     match router.oneshot(req).await {
                         Ok(response) => response,
@@ -678,32 +684,28 @@ fn operator_path(path: &str) -> bool {
         || path.starts_with("/admin/")
 }
 
-fn not_here(method: &hyper::Method, body: &'static str) -> Response<Body> {
-    // Counted and logged like any answer, so probing for the operator's routes shows.
+/// A path this listener does not serve: the API's 404, counted and logged as every
+/// answer is (`api::account`), so probing for the operator's routes shows.
+fn not_here(method: &hyper::Method, why: &'static str, access_log: bool) -> Response<Body> {
+    use axum::response::IntoResponse;
+    let started = std::time::Instant::now();
     let id = format!("{:032x}", fastrand::u128(..));
-    metrics::counter!("wrapup_http_requests_total", "route" => "elsewhere", "status" => "404", "bot" => "")
-        .increment(1);
-    tracing::info!(
-        target: "wrapup::access",
-        method = %method,
-        route = "elsewhere",
-        status = 404,
-        duration_ms = 0.0,
-        app = "",
-        bot = "",
-        request_id = %id,
-        "request"
-    );
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    let mut response = api::error::ApiError::NotFound(why.into()).into_response();
     if let Ok(v) = header::HeaderValue::from_str(&id) {
-        headers.insert("x-request-id", v);
+        response.headers_mut().insert("x-request-id", v);
     }
+    api::account(
+        api::Answered {
+            method,
+            route: "elsewhere",
+            status: 404,
+            elapsed: started.elapsed(),
+            app: "",
+            bot: "",
+            request_id: &id,
+        },
+        access_log,
+    );
     response
 }
 
@@ -712,7 +714,9 @@ fn not_here(method: &hyper::Method, body: &'static str) -> Response<Body> {
 struct Side {
     router: axum::Router,
     serves: fn(&str) -> bool,
+    /// What a path it does not serve is told (a 404's message).
     refusal: &'static str,
+    access_log: bool,
     connections: usize,
     tls: Option<tokio_rustls::TlsAcceptor>,
     header_read_timeout: std::time::Duration,
@@ -736,6 +740,7 @@ async fn serve_side(side: Side, listener: TcpListener, cancel: CancellationToken
             continue;
         };
         let (router, serves, refusal) = (side.router.clone(), side.serves, side.refusal);
+        let access_log = side.access_log;
         let trusted = side.trusted.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             mark_client(&mut req, peer, &trusted);
@@ -744,7 +749,7 @@ async fn serve_side(side: Side, listener: TcpListener, cancel: CancellationToken
                 if serves(req.uri().path()) {
                     router.oneshot(req).await
                 } else {
-                    Ok(not_here(req.method(), refusal))
+                    Ok(not_here(req.method(), refusal, access_log))
                 }
             }
         });

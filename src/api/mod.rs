@@ -242,32 +242,64 @@ async fn record_request(
     {
         state.live().rates.charge(app, bytes);
     }
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    metrics::counter!("wrapup_http_requests_total", "route" => route.clone(), "status" => status.to_string(), "bot" => bot.clone())
+    let app = note.0.get().map(String::as_str).unwrap_or("");
+    account(
+        Answered {
+            method: &method,
+            route: &route,
+            status: response.status().as_u16(),
+            elapsed: started.elapsed(),
+            app,
+            bot: &bot,
+            request_id: &request_id,
+        },
+        state.server.access_log,
+    );
+    response
+}
+
+/// One answered request, as it is counted and logged.
+pub(crate) struct Answered<'a> {
+    pub method: &'a axum::http::Method,
+    /// The route template (`elsewhere` for a path another listener serves).
+    pub route: &'a str,
+    pub status: u16,
+    pub elapsed: std::time::Duration,
+    /// The verified app, empty when none.
+    pub app: &'a str,
+    /// A configured bot, else empty (the label set stays bounded).
+    pub bot: &'a str,
+    pub request_id: &'a str,
+}
+
+/// The one place an answer is counted (`wrapup_http_requests_total`, the duration
+/// histogram) and logged (target `wrapup::access`, when `access_log`; 429s sampled):
+/// the router's answers and the ones a listener gives on its own (a path it does not
+/// serve).
+pub(crate) fn account(a: Answered<'_>, access_log: bool) {
+    metrics::counter!("wrapup_http_requests_total", "route" => a.route.to_owned(), "status" => a.status.to_string(), "bot" => a.bot.to_owned())
         .increment(1);
-    metrics::histogram!("wrapup_http_request_duration_seconds", "route" => route.clone())
-        .record(elapsed.as_secs_f64());
-    let suppressed = if status == 429 {
-        refusals_to_log(&route)
+    metrics::histogram!("wrapup_http_request_duration_seconds", "route" => a.route.to_owned())
+        .record(a.elapsed.as_secs_f64());
+    let suppressed = if a.status == 429 {
+        refusals_to_log(a.route)
     } else {
         Some(0)
     };
-    if let (true, Some(suppressed)) = (state.server.access_log, suppressed) {
+    if let (true, Some(suppressed)) = (access_log, suppressed) {
         tracing::info!(
             target: "wrapup::access",
-            method = %method,
-            route,
-            status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            app = note.0.get().map(String::as_str).unwrap_or(""),
-            bot,
-            request_id,
+            method = %a.method,
+            route = a.route,
+            status = a.status,
+            duration_ms = a.elapsed.as_secs_f64() * 1000.0,
+            app = a.app,
+            bot = a.bot,
+            request_id = a.request_id,
             suppressed,
             "request"
         );
     }
-    response
 }
 
 /// A 429 flood must not become a log flood (each refusal costs the caller nothing and
