@@ -56,7 +56,7 @@ echo "== the packaged binary with the packaged configuration and secrets set"
 export WRAPUP_APP_SECRET=build-check-secret-0123456789 WRAPUP_ADMIN_TOKEN=build-check-admin-0123456789
 "$bin" check-config --config "$conf"
 work=$(mktemp -d)
-trap 'kill "${pid:-}" 2>/dev/null; rm -rf "$root" "$work" "${ovl:-}"' EXIT
+trap 'kill "${pid:-}" 2>/dev/null || true; rm -rf "$root" "$work" "${ovl:-}"' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 (cd "$work" && WRAPUP_LISTEN=127.0.0.1:$port WRAPUP_STORE_URL="sqlite://$work/wrapup.db" \
     exec "$bin" serve --config "$conf" 2>"$work/log") &
