@@ -29,6 +29,8 @@ pub struct App {
     reloader: Reloader,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// The main listener's connections.
+    connections: Arc<Connections>,
 }
 
 impl App {
@@ -141,9 +143,10 @@ impl App {
             ));
         }
         let workers_wake = workers.waker();
+        let connections = Connections::new(settings.server.max_connections_per_address);
         let task = tokio::spawn(serve(
             listener,
-            acceptor,
+            (acceptor, connections.clone()),
             state,
             store,
             workers,
@@ -180,11 +183,17 @@ impl App {
             },
             cancel,
             task,
+            connections,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The main listener's connections now: how many were taken, are open and are busy.
+    pub fn connections(&self) -> crate::connections::Counts {
+        self.connections.counts()
     }
 
     /// The address of `server.health_listen`, when set.
@@ -342,7 +351,7 @@ fn restart_part(settings: &Settings) -> String {
 
 async fn serve(
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    (tls, open): (Option<tokio_rustls::TlsAcceptor>, Arc<Connections>),
     state: Arc<AppState>,
     store: Arc<dyn Store>,
     workers: Workers,
@@ -355,7 +364,6 @@ async fn serve(
     // gets an immediate 503 instead of waiting in the kernel's backlog, once no idle
     // connection is left to close for it.
     let connections = Arc::new(Semaphore::new(server.max_connections));
-    let open = Connections::new(server.max_connections_per_address);
     // Connections being refused (each answered once, within the header timeout), and new
     // ones waiting for an idle one to close, are bounded too: half the limit, at least 128.
     let shed = Arc::new(Semaphore::new((server.max_connections / 2).max(128)));

@@ -50,6 +50,29 @@ struct Inner {
     next: u64,
     open: HashMap<u64, Entry>,
     per_address: HashMap<AddressKey, usize>,
+    /// Entries being served, and those of them answering a request (kept as they change,
+    /// so reading them costs nothing).
+    serving: usize,
+    busy: usize,
+}
+
+/// The listener's connections at one moment (the `wrapup_connections_open` and
+/// `wrapup_connections_busy` gauges; tests wait on them instead of sleeping).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Connections taken since the listener started (refused ones are not).
+    pub accepted: u64,
+    /// Connections being served now.
+    pub open: usize,
+    /// Of them, those answering a request now (the rest are idle).
+    pub busy: usize,
+}
+
+impl Inner {
+    fn publish(&self) {
+        metrics::gauge!("wrapup_connections_open").set(self.serving as f64);
+        metrics::gauge!("wrapup_connections_busy").set(self.busy as f64);
+    }
 }
 
 /// The registry of open connections on one listener.
@@ -122,6 +145,15 @@ impl Connections {
     pub fn held_by(&self, key: AddressKey) -> usize {
         self.lock().per_address.get(&key).copied().unwrap_or(0)
     }
+
+    pub fn counts(&self) -> Counts {
+        let inner = self.lock();
+        Counts {
+            accepted: inner.next,
+            open: inner.serving,
+            busy: inner.busy,
+        }
+    }
 }
 
 /// Cancels the close token of the longest-idle connection (of `only`, when given): one
@@ -153,18 +185,29 @@ pub struct Held {
 impl Held {
     /// It has its place and is being served: from now on it may be closed when idle.
     pub fn serving(&self) {
-        if let Some(e) = self.connections.lock().open.get_mut(&self.id) {
+        let mut inner = self.connections.lock();
+        if let Some(e) = inner.open.get_mut(&self.id)
+            && !e.serving
+        {
             e.serving = true;
+            inner.serving += 1;
+            inner.publish();
         }
     }
 
     /// A request starts on this connection; the returned guard marks its end when dropped
     /// (after the answer's body is sent).
     pub fn request(&self) -> Busy {
-        if let Some(e) = self.connections.lock().open.get_mut(&self.id) {
+        let mut inner = self.connections.lock();
+        if let Some(e) = inner.open.get_mut(&self.id) {
             e.busy += 1;
             e.used = true;
+            if e.busy == 1 {
+                inner.busy += 1;
+                inner.publish();
+            }
         }
+        drop(inner);
         Busy {
             id: self.id,
             connections: self.connections.clone(),
@@ -175,14 +218,18 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         let mut inner = self.connections.lock();
-        if let Some(entry) = inner.open.remove(&self.id)
-            && let Some(n) = inner.per_address.get_mut(&entry.key)
-        {
+        let Some(entry) = inner.open.remove(&self.id) else {
+            return;
+        };
+        if let Some(n) = inner.per_address.get_mut(&entry.key) {
             *n -= 1;
             if *n == 0 {
                 inner.per_address.remove(&entry.key);
             }
         }
+        inner.serving -= usize::from(entry.serving);
+        inner.busy -= usize::from(entry.busy > 0);
+        inner.publish();
     }
 }
 
@@ -194,9 +241,16 @@ pub struct Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        if let Some(e) = self.connections.lock().open.get_mut(&self.id) {
-            e.busy = e.busy.saturating_sub(1);
+        let mut inner = self.connections.lock();
+        if let Some(e) = inner.open.get_mut(&self.id)
+            && e.busy > 0
+        {
+            e.busy -= 1;
             e.idle_since = Instant::now();
+            if e.busy == 0 {
+                inner.busy -= 1;
+                inner.publish();
+            }
         }
     }
 }

@@ -182,6 +182,14 @@ fn describe() {
             "1 when the store took a write within 800 ms at the last check (each scrape and each /readyz), else 0",
         ),
         (
+            "wrapup_connections_open",
+            "Connections the main listener is serving now (at most server.max_connections)",
+        ),
+        (
+            "wrapup_connections_busy",
+            "Of the main listener's open connections, those answering a request now (the rest are idle, and closed first to make room)",
+        ),
+        (
             "wrapup_build_info",
             "1, labelled with the version of this instance",
         ),
@@ -217,6 +225,10 @@ pub fn register_series(settings: &crate::config::Settings) {
         "wrapup_jti_purged_total",
     ] {
         counter!(name).increment(0);
+    }
+    // `increment(0.0)` registers the gauges without moving them (a reload keeps them).
+    for name in ["wrapup_connections_open", "wrapup_connections_busy"] {
+        metrics::gauge!(name).increment(0.0);
     }
     for name in crate::domain::payload::EVENT_NAMES {
         counter!("wrapup_events_received_total", "name" => name).increment(0);

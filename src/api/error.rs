@@ -49,8 +49,10 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u32,
     },
+    /// A fault of ours: the cause is kept whole (its chain of sources) for the log and
+    /// never shown to the client.
     #[error("internal error")]
-    Internal(String),
+    Internal(anyhow::Error),
 }
 
 impl ApiError {
@@ -131,7 +133,7 @@ impl From<StoreError> for ApiError {
                 }
             }
             e @ (StoreError::Failed { .. } | StoreError::Corrupt { .. }) => {
-                ApiError::Internal(e.chain())
+                ApiError::Internal(e.into())
             }
         }
     }
@@ -142,7 +144,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let message = match &self {
             ApiError::Internal(cause) => {
-                tracing::error!(%cause, "internal error");
+                tracing::error!(cause = format!("{cause:#}"), "internal error");
                 "internal error".to_owned()
             }
             other => other.to_string(),

@@ -79,7 +79,7 @@ pub async fn hook(
                 (value, counts)
             })
             .await
-            .map_err(|e| ApiError::Internal(format!("redaction failed: {e}")))?;
+            .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("redaction failed")))?;
             value = redacted_value;
             counts
         }

@@ -40,7 +40,10 @@ impl From<ApiError> for ConsoleError {
         let status = e.status();
         let message = match e {
             ApiError::Internal(cause) => {
-                tracing::error!(%cause, "internal error in the console");
+                tracing::error!(
+                    cause = format!("{cause:#}"),
+                    "internal error in the console"
+                );
                 "internal error".to_owned()
             }
             other => other.to_string(),

@@ -3,18 +3,10 @@
 
 use std::time::Duration;
 
-use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
 use crate::receiver::Receiver;
-
-fn whsec() -> String {
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(b"test-webhook-key-0123456789abcdef")
-    )
-}
 
 fn webhook_action(url: &str, retry: &str) -> String {
     format!(
@@ -29,7 +21,10 @@ const FAST_RETRY: &str =
 #[tokio::test]
 async fn an_end_delivers_one_webhook_whose_signature_an_independent_verifier_accepts() {
     let receiver = Receiver::start().await;
-    let app = TestApp::spawn_with_actions(&webhook_action(&receiver.url, "")).await;
+    let app = TestApp::build()
+        .actions(&webhook_action(&receiver.url, ""))
+        .spawn()
+        .await;
     let c = unique("wh");
     assert_eq!(app.end(&c).await.0, 200);
     let jobs = app.settled_jobs(&c, 1).await;
@@ -71,7 +66,7 @@ async fn duplicate_ends_never_create_a_second_set_of_jobs() {
         // The same receiver, another destination (two actions of a bot may not share one).
         webhook_action(&format!("{}?to=crm", receiver.url), "name = \"crm\"")
     );
-    let app = TestApp::spawn_with_actions(&tail).await;
+    let app = TestApp::build().actions(&tail).spawn().await;
     let c = unique("dupjobs");
     for (status, _) in futures::future::join_all((0..20).map(|_| app.end(&c))).await {
         assert_eq!(status, 200);
@@ -93,7 +88,10 @@ async fn duplicate_ends_never_create_a_second_set_of_jobs() {
 async fn a_failing_receiver_gets_retries_with_the_same_id_and_backoff_between_them() {
     let receiver = Receiver::start().await;
     receiver.answer(&[500, 503]);
-    let app = TestApp::spawn_with_actions(&webhook_action(&receiver.url, FAST_RETRY)).await;
+    let app = TestApp::build()
+        .actions(&webhook_action(&receiver.url, FAST_RETRY))
+        .spawn()
+        .await;
     let c = unique("retry");
     app.end(&c).await;
     let jobs = app.settled_jobs(&c, 1).await;
@@ -135,7 +133,10 @@ async fn a_job_that_keeps_failing_dies_and_wrapup_jobs_retry_delivers_it() {
     let receiver = Receiver::start().await;
     receiver.always(Some(500));
     let retry = "retry = { max_attempts = 2, initial_delay = \"50ms\", max_delay = \"50ms\" }";
-    let app = TestApp::spawn_with_actions(&webhook_action(&receiver.url, retry)).await;
+    let app = TestApp::build()
+        .actions(&webhook_action(&receiver.url, retry))
+        .spawn()
+        .await;
     let c = unique("dead");
     app.end(&c).await;
     let jobs = app.settled_jobs(&c, 1).await;
@@ -184,7 +185,10 @@ async fn retrying_all_dead_jobs_of_a_bot_requeues_each_once() {
     let receiver = Receiver::start().await;
     receiver.always(Some(500));
     let retry = "retry = { max_attempts = 1 }";
-    let app = TestApp::spawn_with_actions(&webhook_action(&receiver.url, retry)).await;
+    let app = TestApp::build()
+        .actions(&webhook_action(&receiver.url, retry))
+        .spawn()
+        .await;
     let ids: Vec<String> = (0..3).map(|_| unique("deadbot")).collect();
     for c in &ids {
         app.end(c).await;
@@ -232,7 +236,10 @@ async fn the_admin_api_needs_its_token() {
 async fn shutdown_lets_a_running_attempt_finish_and_records_it() {
     let receiver = Receiver::start().await;
     receiver.delay(Duration::from_millis(500));
-    let mut app = TestApp::spawn_with_actions(&webhook_action(&receiver.url, "")).await;
+    let mut app = TestApp::build()
+        .actions(&webhook_action(&receiver.url, ""))
+        .spawn()
+        .await;
     let c = unique("graceful");
     app.end(&c).await;
     eventually("the attempt starts", || async {
@@ -250,7 +257,10 @@ async fn shutdown_lets_a_running_attempt_finish_and_records_it() {
 async fn job_metrics_are_exported() {
     let receiver = Receiver::start().await;
     receiver.delay(Duration::from_millis(300));
-    let app = TestApp::spawn_with_actions(&webhook_action(&receiver.url, "")).await;
+    let app = TestApp::build()
+        .actions(&webhook_action(&receiver.url, ""))
+        .spawn()
+        .await;
     let c = unique("metrics");
     app.end(&c).await;
     let during = app.get("/metrics").await.text().await.unwrap();
@@ -289,7 +299,7 @@ async fn nats_publishes_once_to_jetstream_and_the_stream_drops_a_retried_publish
     let tail = format!(
         "[[bots.on_end]]\nkind = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"wrapuptest.{run}.{{botId}}.conversation.ended\"\n"
     );
-    let app = TestApp::spawn_with_actions(&tail).await;
+    let app = TestApp::build().actions(&tail).spawn().await;
     let c = unique("nats");
     app.end(&c).await;
     let jobs = app.settled_jobs(&c, 1).await;
@@ -364,7 +374,7 @@ async fn redis_cleanup_removes_exactly_the_templated_keys() {
     let tail = format!(
         "[[bots.on_end]]\nkind = \"redis_cleanup\"\nurl = \"redis://127.0.0.1:6379\"\nkeys = [\"wrapuptest:{run}:{{botId}}:{{conversationId}}\", \"wrapuptest:{run}:{{botId}}:{{conversationId}}:*\"]\n"
     );
-    let app = TestApp::spawn_with_actions(&tail).await;
+    let app = TestApp::build().actions(&tail).spawn().await;
     app.end(c).await;
     let jobs = app.settled_jobs(c, 1).await;
     assert_eq!(jobs[0]["state"], "succeeded", "{jobs:#?}");
@@ -404,11 +414,13 @@ async fn redis_cleanup_removes_exactly_the_templated_keys() {
 async fn secrets_in_a_destination_url_are_masked_wherever_a_failure_is_reported() {
     // Port 1 on loopback: the connection is refused at once.
     let url = "http://operator:hunter2pass@127.0.0.1:1/hook?apikey=topsecretkey";
-    let app = TestApp::spawn_with_actions(&webhook_action(
-        url,
-        "retry = { max_attempts = 1, initial_delay = \"100ms\", max_delay = \"100ms\" }",
-    ))
-    .await;
+    let app = TestApp::build()
+        .actions(&webhook_action(
+            url,
+            "retry = { max_attempts = 1, initial_delay = \"100ms\", max_delay = \"100ms\" }",
+        ))
+        .spawn()
+        .await;
     let c = unique("mask");
     assert_eq!(app.end(&c).await.0, 200);
     let jobs = app.settled_jobs(&c, 1).await;
@@ -438,7 +450,7 @@ async fn finished_jobs_go_after_keep_finished_jobs_dead_ones_stay_until_discarde
             "retry = { max_attempts = 1 }\nname = \"closed\""
         ),
     );
-    let app = TestApp::spawn_with_actions(&tail).await;
+    let app = TestApp::build().actions(&tail).spawn().await;
     let c = unique("keep");
     app.end(&c).await;
     let jobs = app.settled_jobs(&c, 2).await;
@@ -519,7 +531,7 @@ async fn a_pending_job_waiting_out_its_backoff_can_be_retried_now() {
         &receiver.url,
         "retry = { max_attempts = 5, initial_delay = \"1h\", max_delay = \"2h\" }",
     );
-    let app = TestApp::spawn_with_actions(&tail).await;
+    let app = TestApp::build().actions(&tail).spawn().await;
     let c = unique("now");
     app.end(&c).await;
     let job = eventually("the first attempt failed", || async {

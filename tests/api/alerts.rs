@@ -279,9 +279,7 @@ async fn every_alert_rule_fires_on_its_condition_and_not_before() {
         (value(&s, "wrapup_jobs{kind=\"webhook\",state=\"orphaned\"") >= 1.0).then_some(())
     })
     .await;
-    let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test")
-        .await
-        .unwrap();
+    let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
     let moved = sqlx::query(&format!(
         "UPDATE {schema}.jobs SET due_at = due_at - 660000 WHERE state = 'dead'"
     ))

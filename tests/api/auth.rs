@@ -396,7 +396,7 @@ async fn an_app_over_its_rate_limit_gets_429_and_other_apps_do_not() {
         &format!("client_id = \"{HS512_APP}\"\nrate_limit = 1\nrate_burst = 3\n"),
     );
     assert!(text.contains("rate_burst = 3"));
-    let app = TestApp::spawn_text(dir, &text).await;
+    let app = TestApp::build().dir(dir).config(&text).spawn().await;
     let limited = sign(Algorithm::HS512, HS512_SECRET, json!({"appId": HS512_APP}));
     let mut statuses = Vec::new();
     for _ in 0..5 {
@@ -450,7 +450,7 @@ async fn a_large_records_answer_costs_its_app_by_its_size() {
         &format!("client_id = \"{HS512_APP}\"\n"),
         &format!("client_id = \"{HS512_APP}\"\nrate_limit = 1\nrate_burst = 20\n"),
     );
-    let app = TestApp::spawn_text(dir, &text).await;
+    let app = TestApp::build().dir(dir).config(&text).spawn().await;
     let c = unique("costly");
     for i in 0..20 {
         let text = format!("{i:02}{}", "x".repeat(30_000));

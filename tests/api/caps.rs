@@ -79,10 +79,10 @@ async fn the_growth_attack_is_refused_at_the_first_request_and_the_conversation_
 
 #[tokio::test]
 async fn each_cap_is_set_per_bot_and_named_in_the_refusal() {
-    let app = TestApp::spawn_with_actions(
-        "[bots.caps]\nsummary_requests = 2\nevents = 6\ncustom_fields_keys = 3\n",
-    )
-    .await;
+    let app = TestApp::build()
+        .actions("[bots.caps]\nsummary_requests = 2\nevents = 6\ncustom_fields_keys = 3\n")
+        .spawn()
+        .await;
 
     let c = unique("sum");
     for _ in 0..2 {
@@ -143,7 +143,10 @@ async fn each_cap_is_set_per_bot_and_named_in_the_refusal() {
 
 #[tokio::test]
 async fn the_stored_state_is_capped_in_bytes() {
-    let app = TestApp::spawn_with_actions("[bots.caps]\nstate_bytes = 8192\n").await;
+    let app = TestApp::build()
+        .actions("[bots.caps]\nstate_bytes = 8192\n")
+        .spawn()
+        .await;
     let c = unique("bytes");
     let mut refused = None;
     for i in 0..40 {
@@ -175,7 +178,10 @@ async fn the_stored_state_is_capped_in_bytes() {
 /// The README promises that a refused request does not use its token's jti.
 #[tokio::test]
 async fn a_request_refused_for_a_cap_does_not_use_its_jti() {
-    let app = TestApp::spawn_with_actions("[bots.caps]\nsummary_requests = 1\n").await;
+    let app = TestApp::build()
+        .actions("[bots.caps]\nsummary_requests = 1\n")
+        .spawn()
+        .await;
     let c = unique("jti-cap");
     let (status, _) = app.hook(&event_body(&c, json!([summary()]))).await;
     assert_eq!(status, 200);
@@ -220,7 +226,10 @@ async fn a_cap_of_zero_is_a_configuration_error_naming_the_key() {
 /// count alone would let a conversation's log grow to 10,000 request bodies.
 #[tokio::test]
 async fn the_event_log_is_capped_in_bytes() {
-    let app = TestApp::spawn_with_actions("[bots.caps]\nlog_bytes = 4096\n").await;
+    let app = TestApp::build()
+        .actions("[bots.caps]\nlog_bytes = 4096\n")
+        .spawn()
+        .await;
     let c = unique("log");
     let message = |i: usize| {
         json!({"botId": BOT, "conversationId": c, "query": format!("m{i}"),

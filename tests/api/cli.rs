@@ -341,10 +341,10 @@ fn wrapup_migrate_creates_the_schema_once_even_when_run_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_list_shows_control_characters_in_caller_ids_escaped() {
     let receiver = crate::receiver::Receiver::start().await;
-    let app = TestApp::spawn_with_actions(&format!(
+    let app = TestApp::build().actions(&format!(
         "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
         receiver.url
-    ))
+    )).spawn()
     .await;
     let c = format!("{}\u{1b}]0;pwned\u{7}\nfake-row", unique("ansi"));
     // The job is scheduled in the end's transaction: it is listed as soon as the end is

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
@@ -36,15 +35,18 @@ fn driver() -> u16 {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("chromedriver runs (Debian: apt-get install chromium chromium-driver; .ci/run installs them)");
-            for _ in 0..100 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            crate::helpers::wait_for_port(port, "chromedriver");
             Driver { port, _child: child }
         })
         .port
+}
+
+/// Waits until `element` is stale: the page that held it was replaced.
+async fn gone(element: &fantoccini::elements::Element, what: &str) {
+    crate::helpers::eventually(what, || async {
+        element.text().await.is_err().then_some(())
+    })
+    .await;
 }
 
 pub struct Browser {
@@ -143,13 +145,7 @@ impl Browser {
             .for_element(Locator::Css("main"))
             .await
             .unwrap();
-        for _ in 0..100 {
-            if before.text().await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no page followed the sign-in");
+        gone(&before, "a page follows the sign-in").await;
     }
 
     /// Clicks and waits for the next page to load.
@@ -157,13 +153,7 @@ impl Browser {
         let el = self.client.find(Locator::Css(css)).await.unwrap();
         let html = self.client.find(Locator::Css("html")).await.unwrap();
         el.click().await.unwrap();
-        for _ in 0..100 {
-            if html.text().await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{css}: no page followed the click");
+        gone(&html, &format!("a page follows the click on {css}")).await;
     }
 
     /// Saves the page as `target/console/<name>.png`.
@@ -207,7 +197,7 @@ impl Browser {
 
 /// A server with the console on and the demo bot's actions in `tail`.
 async fn console_app(tail: &str) -> TestApp {
-    TestApp::spawn_with_actions(tail).await
+    TestApp::build().actions(tail).spawn().await
 }
 
 fn message(conversation: &str, text: &str, author: &str) -> Value {
@@ -733,7 +723,7 @@ async fn without_an_admin_token_the_console_does_not_exist() {
         .filter(|l| !l.contains("token_env") && !l.contains("[not_admin]"))
         .collect::<Vec<_>>()
         .join("\n");
-    let app = TestApp::spawn_text(dir, &config).await;
+    let app = TestApp::build().dir(dir).config(&config).spawn().await;
     for path in ["/console", "/console/login", "/console/jobs"] {
         assert_eq!(app.get(path).await.status(), 404, "{path}");
     }
@@ -794,7 +784,10 @@ async fn wrong_tokens_from_one_address_do_not_lock_out_another() {
 /// is per client the proxy forwarded for; from anyone else, `X-Forwarded-For` is ignored.
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_sign_in_limit_is_per_forwarded_client() {
-    let app = TestApp::spawn_with("trusted_proxies = [\"127.0.0.2\"]").await;
+    let app = TestApp::build()
+        .server("trusted_proxies = [\"127.0.0.2\"]")
+        .spawn()
+        .await;
     let post = |client: &reqwest::Client, forwarded: &str, token: &str| {
         client
             .post(format!("{}/console/login", app.base))

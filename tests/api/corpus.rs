@@ -143,11 +143,10 @@ async fn the_corpus_is_redacted_in_every_stored_byte_and_delivery_on_sqlite() {
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("wrapup.db");
-    let app = TestApp::spawn_text(
-        tempfile::tempdir().unwrap(),
-        &config_with_actions(&db, "", &tail(&receiver)),
-    )
-    .await;
+    let app = TestApp::build()
+        .config(&config_with_actions(&db, "", &tail(&receiver)))
+        .spawn()
+        .await;
     let forms = forms(&send_and_check(&app).await);
     check_deliveries(&receiver, &forms);
     for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -169,18 +168,14 @@ async fn the_corpus_is_redacted_in_every_stored_byte_and_delivery_on_sqlite() {
 #[tokio::test]
 async fn the_corpus_is_redacted_in_every_row_and_delivery_on_postgres() {
     let receiver = Receiver::start().await;
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("wrapup_corpus_{}", uuid::Uuid::new_v4().simple());
-    let store = format!("url = \"{url}\"\nschema = \"{schema}\"\npool_size = 4");
-    let app = TestApp::spawn_text(
-        tempfile::tempdir().unwrap(),
-        &config_for_store(&store, "", &tail(&receiver)),
-    )
-    .await;
+    let (store, schema) = pg_store("wrapup_corpus", 4);
+    let app = TestApp::build()
+        .config(&config_for_store(&store, "", &tail(&receiver)))
+        .spawn()
+        .await;
     let forms = forms(&send_and_check(&app).await);
     check_deliveries(&receiver, &forms);
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
     for (table, rows) in pg_tables_as_text(&pool, &schema).await {
         assert_absent(rows.as_bytes(), &forms, &table);
     }

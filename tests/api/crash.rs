@@ -139,20 +139,7 @@ async fn every_end_acknowledged_before_a_sigkill_is_there_after_restart() {
     );
 
     let (mut child, base) = serve(&config);
-    for c in &acknowledged {
-        let resp = client
-            .get(format!("{base}/api/v1/bots/{BOT}/conversations/{c}"))
-            .header("auth", &token)
-            .send()
-            .await
-            .unwrap();
-        let (status, conv) = into_json(resp).await;
-        assert_eq!(
-            (status.as_u16(), conv["status"].clone()),
-            (200, json!("ended")),
-            "{c} was acknowledged but lost"
-        );
-    }
+    assert_ended(&base, &acknowledged).await;
     child.kill().unwrap();
     child.wait().unwrap();
     eprintln!(
@@ -476,14 +463,8 @@ async fn a_crash_loop_on_sqlite_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crash_loop_on_postgres_loses_and_doubles_nothing() {
-    let schema = format!("wrapup_loop_{}", uuid::Uuid::new_v4().simple());
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    crash_loop(
-        format!("url = \"{url}\"\nschema = \"{schema}\"\npool_size = 8"),
-        "postgres",
-    )
-    .await;
+    let (store, schema) = pg_store("wrapup_loop", 8);
+    crash_loop(store, "postgres").await;
     let _ = std::process::Command::new("psql")
         .env("PGOPTIONS", "-c client_min_messages=warning")
         .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])

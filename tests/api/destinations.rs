@@ -45,7 +45,7 @@ async fn an_unreachable_or_silent_destination_never_fails_a_healthy_one() {
          [[bots.on_end]]\nname = \"silent-bus\"\nkind = \"nats\"\nurl = \"nats://{silent_addr}\"\nsubject = \"wrapupdest.{run}.silent\"\n{ONE_ATTEMPT}\
          [workers]\npause_after = 0\n"
     );
-    let app = TestApp::spawn_with_actions(&tail).await;
+    let app = TestApp::build().actions(&tail).spawn().await;
     let ids: Vec<String> = (0..20).map(|_| unique("dest")).collect();
     for (status, _) in futures::future::join_all(ids.iter().map(|c| app.end(c))).await {
         assert_eq!(status, 200);
@@ -169,7 +169,10 @@ async fn a_job_reaches_only_its_own_destination_whatever_the_configuration_becom
     let (a, b) = (Receiver::start().await, Receiver::start().await);
     a.always(Some(500));
     b.always(Some(500));
-    let mut app = TestApp::spawn_with_actions(&two_webhooks(&a, &b, &['a', 'b'])).await;
+    let mut app = TestApp::build()
+        .actions(&two_webhooks(&a, &b, &['a', 'b']))
+        .spawn()
+        .await;
     let first: Vec<String> = (0..3).map(|_| unique("swap")).collect();
     for c in &first {
         assert_eq!(app.end(c).await.0, 200);
@@ -329,15 +332,6 @@ async fn a_job_reaches_only_its_own_destination_whatever_the_configuration_becom
     assert_eq!(a.deliveries().len(), a_before);
 }
 
-fn millis(v: &Value) -> i64 {
-    let t = time::OffsetDateTime::parse(
-        v.as_str().unwrap_or_default(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .expect("RFC 3339");
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 /// Issue 16, low 6: a receiver that says *wait* (429 or 503 with Retry-After) is retried
 /// after that long, not on the action's schedule; one that says *never* (410 Gone) ends the
 /// job at once, with the reason.
@@ -356,7 +350,7 @@ async fn a_receiver_that_says_wait_or_never_is_heard() {
          [[bots.on_end]]\nname = \"moved\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\ngive_up_on = [404]\n{fast}\n",
         busy.url, gone.url, moved.url
     );
-    let app = TestApp::spawn_with_actions(&tail).await;
+    let app = TestApp::build().actions(&tail).spawn().await;
     let c = unique("advice");
     assert_eq!(app.end(&c).await.0, 200);
     let (waiting, dead) = eventually("both first attempts are recorded", || async {
@@ -419,7 +413,7 @@ async fn a_slow_destination_fills_only_its_own_bulkhead() {
         hook("slow", &slow.url),
         hook("fast", &fast.url)
     );
-    let app = TestApp::spawn_with_actions(&tail).await;
+    let app = TestApp::build().actions(&tail).spawn().await;
     for _ in 0..10 {
         assert_eq!(app.end(&unique("bulkhead")).await.0, 200);
     }
@@ -461,7 +455,10 @@ async fn fixing_a_url_delivers_the_queue_and_a_retried_dead_job_to_the_new_url()
     };
     // One job first dies at once (410 from the first receiver), then five wait.
     first.always(Some(410));
-    let mut app = TestApp::spawn_with_actions(&hook(&first.url, "crm", "")).await;
+    let mut app = TestApp::build()
+        .actions(&hook(&first.url, "crm", ""))
+        .spawn()
+        .await;
     let dead_c = unique("dead");
     assert_eq!(app.end(&dead_c).await.0, 200);
     let dead = app.settled_jobs(&dead_c, 1).await;
@@ -554,7 +551,7 @@ async fn a_failing_destination_is_paused_probed_and_resumed_without_spending_att
         hook("crm", &down.url),
         hook("audit", &healthy.url)
     );
-    let app = TestApp::spawn_with_actions(&tail).await;
+    let app = TestApp::build().actions(&tail).spawn().await;
     let ids: Vec<String> = (0..10).map(|_| unique("paused")).collect();
     for c in &ids {
         assert_eq!(app.end(c).await.0, 200);
@@ -572,15 +569,20 @@ async fn a_failing_destination_is_paused_probed_and_resumed_without_spending_att
     })
     .await;
     assert!(stats["failuresInRow"].as_u64().unwrap_or(0) >= 3, "{stats}");
-    // Paused for a few probe intervals: at most one attempt per interval was spent (and
-    // one that was on its way when it paused), and no job died (three attempts each would
-    // have killed them all without the pause).
-    let at_pause = down.started();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let since = down.started() - at_pause;
+    // Paused: one probe per `pause_for` (1 s) reaches it, after at most one attempt that
+    // was on its way when it paused. Unpaused, ten jobs retrying every 100 ms would send
+    // four attempts within a fraction of a second; paused, the fourth (the third probe)
+    // comes two seconds on, so at least one second is a bound noise cannot break. No job
+    // died (three attempts each would have killed them all without the pause).
+    let (at_pause, paused_at) = (down.started(), std::time::Instant::now());
+    eventually("three probes reach the paused destination", || async {
+        (down.started() - at_pause >= 4).then_some(())
+    })
+    .await;
+    let waited = paused_at.elapsed();
     assert!(
-        since <= 4,
-        "{since} attempts reached the paused destination in 2.5 s"
+        waited >= Duration::from_secs(1),
+        "four attempts reached the paused destination in {waited:?}"
     );
     for c in &ids {
         assert!(app.jobs_of(c).await.iter().all(|j| j["state"] != "dead"));
@@ -630,7 +632,7 @@ async fn a_record_over_the_nats_max_payload_is_dead_at_once() {
             big * 4
         ),
     );
-    let app = TestApp::spawn_text(dir, &text).await;
+    let app = TestApp::build().dir(dir).config(&text).spawn().await;
     let c = unique("big");
     let mut entry = transfer("NA", "entry", "a1");
     entry["participant"]["customFields"] = serde_json::json!({"notes": "n".repeat(big)});
@@ -673,9 +675,9 @@ async fn an_answer_cut_off_mid_way_is_recorded_as_such() {
             let _ = socket.shutdown().await;
         }
     });
-    let app = TestApp::spawn_with_actions(&format!(
+    let app = TestApp::build().actions(&format!(
         "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"http://{addr}/hook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
-    ))
+    )).spawn()
     .await;
     let c = unique("cut");
     assert_eq!(app.end(&c).await.0, 200);
@@ -708,7 +710,10 @@ async fn an_actions_orphaned_jobs_are_re_pointed_in_bulk() {
         )
     };
     let orphan_fast = "[workers]\norphan_after = \"1s\"\n";
-    let mut app = TestApp::spawn_with_actions(&hook("hubspot", &old.url)).await;
+    let mut app = TestApp::build()
+        .actions(&hook("hubspot", &old.url))
+        .spawn()
+        .await;
     let ids: Vec<String> = (0..4).map(|_| unique("bulk")).collect();
     for c in &ids {
         assert_eq!(app.end(c).await.0, 200);

@@ -99,7 +99,10 @@ async fn an_event_after_the_end_gets_409_saying_when_it_ended() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_gets_413() {
-    let app = TestApp::spawn_with("max_body_bytes = 4096").await;
+    let app = TestApp::build()
+        .server("max_body_bytes = 4096")
+        .spawn()
+        .await;
     let mut body = seed();
     body["padding"] = json!("x".repeat(5000));
     let (status, answer) = app.hook(&body).await;
@@ -186,7 +189,10 @@ async fn malformed_json_gets_a_400() {
 
 #[tokio::test]
 async fn too_many_events_in_one_request_get_a_400() {
-    let app = TestApp::spawn_with("max_events_per_request = 5").await;
+    let app = TestApp::build()
+        .server("max_events_per_request = 5")
+        .spawn()
+        .await;
     let events: Vec<_> = (0..6).map(|_| summary()).collect();
     let (status, answer) = app.hook(&event_body(&unique("many"), json!(events))).await;
     assert_eq!(status, 400);
@@ -209,7 +215,10 @@ async fn unknown_routes_and_methods_answer_in_the_vendors_shape() {
 
 #[tokio::test]
 async fn a_body_that_never_finishes_gets_408() {
-    let app = TestApp::spawn_with("body_read_timeout = \"300ms\"").await;
+    let app = TestApp::build()
+        .server("body_read_timeout = \"300ms\"")
+        .spawn()
+        .await;
     let head = format!(
         "POST /agentai/api/v1/hooks/{BOT} HTTP/1.1\r\nhost: x\r\ntoken: {}\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{{\"botId\":",
         token()
@@ -220,7 +229,10 @@ async fn a_body_that_never_finishes_gets_408() {
 
 #[tokio::test]
 async fn headers_that_never_finish_are_cut_off() {
-    let app = TestApp::spawn_with("header_read_timeout = \"300ms\"").await;
+    let app = TestApp::build()
+        .server("header_read_timeout = \"300ms\"")
+        .spawn()
+        .await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
@@ -252,7 +264,7 @@ async fn a_full_disk_gets_503_and_the_server_recovers_when_space_returns() {
     }
     let _unmount = Unmount(dir.path().to_owned());
     let dir_path = dir.path().to_owned();
-    let app = TestApp::spawn_in(dir, "").await;
+    let app = TestApp::build().dir(dir).server("").spawn().await;
     assert_eq!(app.end("before-full").await.0, 200);
 
     let filler = dir_path.join("filler");
@@ -316,4 +328,55 @@ async fn a_full_disk_gets_503_and_the_server_recovers_when_space_returns() {
         );
     }
     app.stop().await;
+}
+
+/// Issue 25, item 16: a store that refuses a write (here a constraint the operator added)
+/// is a fault, not an outage: a 500 without Retry-After, so a client does not retry it
+/// forever, and the log carries the whole cause (the driver's words, the constraint's
+/// name), which the client never sees. The store stays up.
+#[tokio::test]
+async fn a_write_the_store_refuses_is_a_500_with_its_cause_logged_not_a_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, schema) = pg_store("wrapup_refuse", 2);
+    let config = write_config(dir.path(), &config_for_store(&store, "", ""));
+    let (_server, started, logs) = crate::crash::serve_env(&config, &[]);
+    let base = format!("http://{}", started["listen"].as_str().unwrap());
+    let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
+    sqlx::query(&format!(
+        "ALTER TABLE {schema}.conversations ADD CONSTRAINT operator_says_no CHECK (false) NOT VALID"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let resp = client()
+        .post(format!("{base}/agentai/api/v1/hooks/{BOT}"))
+        .header("token", token())
+        .json(&seed_with(&unique("refused")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    assert!(resp.headers().get("retry-after").is_none());
+    let (_, body) = into_json(resp).await;
+    assert_eq!(body, json!({"code": 500, "message": "internal error"}));
+
+    let line = eventually("the cause is logged", || async {
+        logs.lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["fields"]["message"] == "internal error")
+    })
+    .await;
+    let cause = line["fields"]["cause"].as_str().unwrap();
+    assert!(cause.contains("operator_says_no"), "{cause}");
+    assert!(cause.contains(": "), "the cause is a chain: {cause}");
+
+    let (status, _) = into_json(client().get(format!("{base}/readyz")).send().await.unwrap()).await;
+    assert_eq!(status, 200, "a refusal is not an outage");
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
 }

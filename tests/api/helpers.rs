@@ -127,42 +127,15 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// A server with the test configuration and a fresh database.
     pub async fn spawn() -> TestApp {
-        Self::spawn_with("").await
+        Self::build().spawn().await
     }
 
-    /// Starts a server whose `[server]` table also holds `extra_server`.
-    pub async fn spawn_with(extra_server: &str) -> TestApp {
-        let dir = tempfile::tempdir().expect("tempdir");
-        Self::spawn_in(dir, extra_server).await
-    }
-
-    pub async fn spawn_in(dir: TempDir, extra_server: &str) -> TestApp {
-        Self::spawn_full(dir, extra_server, "").await
-    }
-
-    /// A server whose demo bot has the `[[bots.on_end]]` entries (and any tables) in `tail`.
-    pub async fn spawn_with_actions(tail: &str) -> TestApp {
-        Self::spawn_full(tempfile::tempdir().expect("tempdir"), "", tail).await
-    }
-
-    pub async fn spawn_full(dir: TempDir, extra_server: &str, tail: &str) -> TestApp {
-        let config = config_with_actions(&dir.path().join("wrapup.db"), extra_server, tail);
-        Self::spawn_text(dir, &config).await
-    }
-
-    /// A server running the whole configuration `config`.
-    pub async fn spawn_text(dir: TempDir, config: &str) -> TestApp {
-        let clock = Arc::new(ManualClock::default());
-        let app = start(config, clock.clone()).await;
-        TestApp {
-            base: format!("http://{}", app.local_addr()),
-            client: client(),
-            _dir: dir,
-            app: Some(app),
-            config: config.to_owned(),
-            clock,
-        }
+    /// A server built step by step: [`Build::server`], [`Build::actions`], [`Build::dir`],
+    /// [`Build::config`], then [`Build::spawn`].
+    pub fn build() -> Build {
+        Build::default()
     }
 
     /// Stops the server and starts it again on the same database and clock with the demo
@@ -176,6 +149,28 @@ impl TestApp {
     /// periods pass at once, and the workers and the sweeper look again at once.
     pub fn advance(&self, by: std::time::Duration) {
         self.clock.advance(by);
+    }
+
+    /// The main listener's connections now.
+    pub fn connections(&self) -> wrapup::connections::Counts {
+        self.app
+            .as_ref()
+            .map(|a| a.connections())
+            .unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the main listener's connections satisfy `check`: the server
+    /// has taken, closed or started answering the connections a test opened.
+    pub async fn connections_until(
+        &self,
+        what: &str,
+        check: impl Fn(wrapup::connections::Counts) -> bool,
+    ) -> wrapup::connections::Counts {
+        eventually(what, || async {
+            let now = self.connections();
+            check(now).then_some(now)
+        })
+        .await
     }
 
     /// The base URL of `server.health_listen`, when the test configured one.
@@ -317,6 +312,147 @@ impl TestApp {
             .await
             .expect("request")
     }
+}
+
+/// What a test server runs with (see [`TestApp::build`]).
+#[derive(Default)]
+pub struct Build {
+    dir: Option<TempDir>,
+    server: String,
+    tail: String,
+    config: Option<String>,
+}
+
+impl Build {
+    /// Lines added to the `[server]` table.
+    pub fn server(mut self, lines: &str) -> Self {
+        self.server = lines.to_owned();
+        self
+    }
+
+    /// The demo bot's `[[bots.on_end]]` entries (and any tables after them).
+    pub fn actions(mut self, tail: &str) -> Self {
+        self.tail = tail.to_owned();
+        self
+    }
+
+    /// The folder that holds the database (a fresh one by default).
+    pub fn dir(mut self, dir: TempDir) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
+    /// The whole configuration, instead of the test one with `server` and `actions`.
+    pub fn config(mut self, text: &str) -> Self {
+        self.config = Some(text.to_owned());
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let dir = self
+            .dir
+            .unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
+        let config = self.config.unwrap_or_else(|| {
+            config_with_actions(&dir.path().join("wrapup.db"), &self.server, &self.tail)
+        });
+        let clock = Arc::new(ManualClock::default());
+        let app = start(&config, clock.clone()).await;
+        TestApp {
+            base: format!("http://{}", app.local_addr()),
+            client: client(),
+            _dir: dir,
+            app: Some(app),
+            config,
+            clock,
+        }
+    }
+}
+
+/// Every item of a paged list: `path` (with its query, `limit` included) on `base`, read
+/// with `auth` (`admin` or a hooks token), `field` of each page, following `nextCursor`.
+/// Returns the items and the number of pages.
+pub async fn pages(base: &str, path: &str, auth: Auth<'_>, field: &str) -> (Vec<Value>, usize) {
+    let client = client();
+    let (mut all, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    loop {
+        let mut url = format!("{base}{path}");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let req = match auth {
+            Auth::Admin => client.get(url).bearer_auth(ADMIN_TOKEN),
+            Auth::Token(t) => client.get(url).header("auth", t),
+        };
+        let (status, page) = into_json(req.send().await.expect("request")).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        all.extend(page[field].as_array().cloned().unwrap_or_default());
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return (all, pages),
+        }
+    }
+}
+
+/// How a test reads a list: the admin token or a hooks token.
+#[derive(Clone, Copy)]
+pub enum Auth<'a> {
+    Admin,
+    Token(&'a str),
+}
+
+/// Asserts that every conversation in `acknowledged` (ends answered 200) is stored and
+/// ended at `base`: the check after a kill, a crash or an outage.
+pub async fn assert_ended(base: &str, acknowledged: &[String]) {
+    let (client, token) = (client(), token());
+    for c in acknowledged {
+        let resp = client
+            .get(format!("{base}/api/v1/bots/{BOT}/conversations/{c}"))
+            .header("auth", &token)
+            .send()
+            .await
+            .expect("request");
+        let (status, r) = into_json(resp).await;
+        assert_eq!(
+            (status.as_u16(), r["status"].as_str()),
+            (200, Some("ended")),
+            "{c} was acknowledged but is missing"
+        );
+    }
+}
+
+/// The PostgreSQL the tests use: `DATABASE_URL`, else the machine's.
+pub fn pg_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A `[store]` body on PostgreSQL in a schema of its own (`<prefix>_<uuid>`), and the schema.
+pub fn pg_store(prefix: &str, pool_size: u32) -> (String, String) {
+    let schema = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    let body = format!(
+        "url = \"{}\"\nschema = \"{schema}\"\npool_size = {pool_size}",
+        pg_url()
+    );
+    (body, schema)
+}
+
+/// The webhook signing secret the tests configure (Standard Webhooks' `whsec_` form).
+pub fn whsec() -> String {
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(b"test-webhook-key-0123456789abcdef")
+    )
+}
+
+/// An RFC 3339 time in an answer, as Unix milliseconds.
+pub fn millis(v: &Value) -> i64 {
+    let t = time::OffsetDateTime::parse(
+        v.as_str().unwrap_or_default(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("RFC 3339");
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// An HTTP client for tests (the TLS provider installed first, as the binary does).
@@ -478,6 +614,19 @@ where
             "never happened: {what}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits (bounded: 10 s, then fails naming `what`) until something listens on
+/// 127.0.0.1:`port`: a program started by a test (chromedriver, a TLS proxy).
+pub fn wait_for_port(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} listens on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

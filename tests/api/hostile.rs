@@ -110,10 +110,12 @@ async fn a_duplicate_key_is_named() {
 
 #[tokio::test]
 async fn past_the_connection_limit_clients_get_503_with_retry_after_but_health_checks_answer() {
-    let app = TestApp::spawn_with(
-        "max_connections = 4\nmax_connections_per_address = 4\nhealth_listen = \"127.0.0.1:0\"",
-    )
-    .await;
+    let app = TestApp::build()
+        .server(
+            "max_connections = 4\nmax_connections_per_address = 4\nhealth_listen = \"127.0.0.1:0\"",
+        )
+        .spawn()
+        .await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     // Four connections busy with a request (a body that is slow to arrive): none is idle,
     // so none is closed to make room.
@@ -121,7 +123,8 @@ async fn past_the_connection_limit_clients_get_503_with_retry_after_but_health_c
     for _ in 0..4 {
         held.push(busy_upload(&addr, [127, 0, 0, 2]).await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.connections_until("the four uploads are being read", |c| c.busy == 4)
+        .await;
     let exchange = |request: &'static [u8]| {
         let addr = addr.clone();
         async move {
@@ -171,7 +174,8 @@ async fn past_the_connection_limit_clients_get_503_with_retry_after_but_health_c
         "the health listener does not take hooks"
     );
     drop(held);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.connections_until("the abandoned uploads are closed", |c| c.open == 0)
+        .await;
     assert_eq!(
         app.end(&unique("after-overload")).await.0,
         200,
@@ -231,13 +235,17 @@ async fn silent(addr: &str, from: [u8; 4]) -> tokio::net::TcpStream {
 /// a client with a request out: the longest-idle one is closed for the newcomer.
 #[tokio::test]
 async fn silent_sockets_cannot_keep_a_client_out_the_longest_idle_is_closed_for_it() {
-    let app = TestApp::spawn_with("max_connections = 8\nmax_connections_per_address = 8").await;
+    let app = TestApp::build()
+        .server("max_connections = 8\nmax_connections_per_address = 8")
+        .spawn()
+        .await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut idle = Vec::new();
     for _ in 0..8 {
         idle.push(silent(&addr, [127, 0, 0, 2]).await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.connections_until("the eight silent sockets are served", |c| c.open == 8)
+        .await;
     for i in 0..20 {
         // A fresh connection each time (reqwest would keep one alive).
         let client = reqwest::Client::builder()
@@ -281,13 +289,17 @@ async fn silent_sockets_cannot_keep_a_client_out_the_longest_idle_is_closed_for_
 /// connections (past it: 429 on a closed connection); other addresses are not affected.
 #[tokio::test]
 async fn one_address_holds_at_most_its_share_of_busy_connections() {
-    let app = TestApp::spawn_with("max_connections = 16\nmax_connections_per_address = 3").await;
+    let app = TestApp::build()
+        .server("max_connections = 16\nmax_connections_per_address = 3")
+        .spawn()
+        .await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(busy_upload(&addr, [127, 0, 0, 2]).await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.connections_until("the three uploads are being read", |c| c.busy == 3)
+        .await;
     let mut answer = Vec::new();
     let mut extra = silent(&addr, [127, 0, 0, 2]).await;
     extra
@@ -321,18 +333,24 @@ async fn one_address_holds_at_most_its_share_of_busy_connections() {
 /// address dribbling headers holds no more than its share, and other clients get in.
 #[tokio::test]
 async fn sockets_dribbling_headers_are_closed_outright_to_make_room() {
-    let app = TestApp::spawn_with("max_connections = 8\nmax_connections_per_address = 3").await;
+    let app = TestApp::build()
+        .server("max_connections = 8\nmax_connections_per_address = 3")
+        .spawn()
+        .await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut dribbling = Vec::new();
-    for _ in 0..10 {
+    for i in 0..10 {
         let mut s = silent(&addr, [127, 0, 0, 2]).await;
         s.write_all(b"GET /api/v1/bots/x/conversations HTTP/1.1\r\nhost: x\r\n")
             .await
             .unwrap();
         dribbling.push(s);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Each is taken (closing an older one past the third) before the next arrives.
+        app.connections_until("the half-header socket is taken", |c| {
+            c.accepted == i + 1 && c.open == (i as usize + 1).min(3)
+        })
+        .await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut open = 0;
     for s in &mut dribbling {
         let mut buf = [0u8; 64];
@@ -354,13 +372,30 @@ async fn sockets_dribbling_headers_are_closed_outright_to_make_room() {
 /// off after `server.write_timeout`, so the answer held for it is freed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_its_answer_is_cut_off_after_the_write_timeout() {
-    let app = TestApp::spawn_with("write_timeout = \"1s\"").await;
+    let app = TestApp::build()
+        .server("write_timeout = \"1s\"")
+        .spawn()
+        .await;
     let c = unique("unread");
     let text = "x".repeat(60_000);
+    // Written on connections that close after each request: the reader's is the only one.
+    let once = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     for i in 0..80 {
         let body = json!({"botId": BOT, "conversationId": c, "query": format!("{i} {text}"), "author": {"type": "USER"}});
-        assert_eq!(app.hook(&body).await.0, 200);
+        let resp = once
+            .post(format!("{}/agentai/api/v1/hooks/{BOT}", app.base))
+            .header("token", token())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
     }
+    app.connections_until("the writers' connections are closed", |c| c.open == 0)
+        .await;
     let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -370,8 +405,12 @@ async fn a_client_that_never_reads_its_answer_is_cut_off_after_the_write_timeout
         token()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
-    // Read nothing for three times the timeout, then everything that is left.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Read nothing until the server has given up writing the answer and closed the
+    // connection (after `write_timeout`), then everything that is left.
+    app.connections_until("the reader is served", |c| c.open == 1)
+        .await;
+    app.connections_until("the stalled write is cut off", |c| c.open == 0)
+        .await;
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
     let text = String::from_utf8_lossy(&answer[..answer.len().min(400)]).to_lowercase();

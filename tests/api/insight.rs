@@ -133,7 +133,7 @@ async fn dead_jobs_of_an_action_since_an_instant_are_retried_in_bulk_and_counted
         "[[bots.on_end]]\nname = \"crm\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\nretry = {{ max_attempts = 1 }}\n",
         receiver.url
     );
-    let app = TestApp::spawn_with_actions(&tail).await;
+    let app = TestApp::build().actions(&tail).spawn().await;
     let since = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();

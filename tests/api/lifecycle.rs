@@ -35,15 +35,6 @@ async fn run_flow(app: &TestApp, c: &str, steps: Vec<Value>) -> Value {
     app.conversation(c).await.1
 }
 
-fn millis(v: &Value) -> i64 {
-    let t = time::OffsetDateTime::parse(
-        v.as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 /// Segments as (agent, transferType), and a check that handle times add up.
 fn segments(record: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -321,7 +312,7 @@ async fn a_silent_conversation_is_ended_by_the_server_and_its_webhook_fires_once
         "inactivity_timeout = \"4h\"\n[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\n",
         receiver.url
     );
-    let app = TestApp::spawn_with_actions(&tail).await;
+    let app = TestApp::build().actions(&tail).spawn().await;
     let c = unique("silent");
     app.hook(&event_body(&c, json!([transfer("NA", "entry", "a1")])))
         .await;
@@ -388,7 +379,7 @@ async fn client_ends_racing_the_sweeper_yield_one_end_each() {
         "inactivity_timeout = \"1h\"\n[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\n",
         receiver.url
     );
-    let app = TestApp::spawn_with_actions(&tail).await;
+    let app = TestApp::build().actions(&tail).spawn().await;
     let ids: Vec<String> = (0..60).map(|_| unique("race-sweep")).collect();
     for c in &ids {
         app.hook(&event_body(c, json!([transfer("NA", "entry", "a1")])))
@@ -447,38 +438,14 @@ async fn listing_ten_thousand_conversations_page_by_page_returns_each_once() {
     assert!(statuses.iter().all(|s| *s == 200));
 
     let mut seen = Vec::with_capacity(10_000);
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
     let mut last_end = i64::MAX;
-    loop {
-        let mut url = format!(
-            "{}/api/v1/bots/{BOT}/conversations?limit=500&status=ended",
-            app.base
-        );
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let (status, page) = into_json(
-            app.client
-                .get(url)
-                .header("auth", token())
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(status, 200, "{page}");
-        pages += 1;
-        for r in page["conversations"].as_array().unwrap() {
-            let end = millis(&r["endedAt"]);
-            assert!(end <= last_end, "newest first");
-            last_end = end;
-            seen.push(r["conversationId"].as_str().unwrap().to_owned());
-        }
-        match page["nextCursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
+    let path = format!("/api/v1/bots/{BOT}/conversations?limit=500&status=ended");
+    let (all, pages) = pages(&app.base, &path, Auth::Token(&token()), "conversations").await;
+    for r in all {
+        let end = millis(&r["endedAt"]);
+        assert!(end <= last_end, "newest first");
+        last_end = end;
+        seen.push(r["conversationId"].as_str().unwrap().to_owned());
     }
     assert_eq!(seen.len(), 10_000, "in {pages} pages");
     assert_eq!(
@@ -639,9 +606,10 @@ async fn the_event_log_and_transcript_come_back_in_order_as_sent() {
 
 #[tokio::test]
 async fn retention_purges_transcripts_and_logs_but_keeps_the_record() {
-    let app =
-        TestApp::spawn_with_actions("retention = { transcript = \"30d\", events = \"90d\" }\n")
-            .await;
+    let app = TestApp::build()
+        .actions("retention = { transcript = \"30d\", events = \"90d\" }\n")
+        .spawn()
+        .await;
     let c = unique("retain");
     run_flow(
         &app,
@@ -771,19 +739,13 @@ async fn retention_reaches_every_copy(postgres: bool) {
     let tail = tail.as_str();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("wrapup.db");
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("wrapup_retain_{}", uuid::Uuid::new_v4().simple());
+    let (store, schema) = pg_store("wrapup_retain", 4);
     let config = if postgres {
-        config_for_store(
-            &format!("url = \"{url}\"\nschema = \"{schema}\"\npool_size = 4"),
-            "",
-            tail,
-        )
+        config_for_store(&store, "", tail)
     } else {
         config_with_actions(&db, "", tail)
     };
-    let app = TestApp::spawn_text(dir, &config).await;
+    let app = TestApp::build().dir(dir).config(&config).spawn().await;
     let c = unique("retain-all");
     run_flow(
         &app,
@@ -829,7 +791,7 @@ async fn retention_reaches_every_copy(postgres: bool) {
     .await;
     let scan = || async {
         if postgres {
-            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
             let tables = pg_tables_as_text(&pool, &schema).await;
             pool.close().await;
             tables
@@ -881,7 +843,7 @@ async fn retention_reaches_every_copy(postgres: bool) {
     assert!(after.is_empty(), "the text is still in {after:?}");
     app.stop().await;
     if postgres {
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
         sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
             .execute(&pool)
             .await

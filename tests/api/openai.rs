@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::chat::{ChatServer, Reply, sections_json};
@@ -14,13 +13,6 @@ use crate::helpers::*;
 use crate::receiver::Receiver;
 
 const CARD: &str = "4111 1111 1111 1111";
-
-fn whsec() -> String {
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(b"test-webhook-key-0123456789abcdef")
-    )
-}
 
 /// The demo bot with card redaction, a webhook (when `hook` is given) and an `openai`
 /// summary with `timeout` and `retry`.
@@ -42,24 +34,14 @@ fn tail(chat: &ChatServer, hook: Option<&Receiver>, timeout: &str, retry: &str) 
 /// is dropped by [`finish`].
 async fn spawn(tail: &str, postgres: bool) -> (TestApp, Option<String>) {
     if !postgres {
-        return (TestApp::spawn_with_actions(tail).await, None);
+        return (TestApp::build().actions(tail).spawn().await, None);
     }
-    let schema = format!("wrapup_openai_{}", uuid::Uuid::new_v4().simple());
-    let store = format!(
-        "url = \"{}\"\nschema = \"{schema}\"\npool_size = 4",
-        pg_url()
-    );
-    let app = TestApp::spawn_text(
-        tempfile::tempdir().unwrap(),
-        &config_for_store(&store, "", tail),
-    )
-    .await;
+    let (store, schema) = pg_store("wrapup_openai", 4);
+    let app = TestApp::build()
+        .config(&config_for_store(&store, "", tail))
+        .spawn()
+        .await;
     (app, Some(schema))
-}
-
-fn pg_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 async fn finish(app: TestApp, schema: Option<String>) {
@@ -261,7 +243,10 @@ async fn summarized_announced_and_carried(postgres: bool) {
 #[tokio::test]
 async fn a_timeout_is_retried_and_the_next_answer_is_stored() {
     let chat = ChatServer::start().await;
-    let app = TestApp::spawn_with_actions(&tail(&chat, None, "1s", FAST)).await;
+    let app = TestApp::build()
+        .actions(&tail(&chat, None, "1s", FAST))
+        .spawn()
+        .await;
     let c = unique("openai-slow");
     chat.script(vec![Reply::Slow(
         Duration::from_secs(4),
@@ -292,7 +277,10 @@ async fn a_timeout_is_retried_and_the_next_answer_is_stored() {
 async fn a_429_is_retried_after_its_retry_after() {
     let chat = ChatServer::start().await;
     let retry = "{ max_attempts = 3, initial_delay = \"100ms\", max_delay = \"1m\" }";
-    let app = TestApp::spawn_with_actions(&tail(&chat, None, "5s", retry)).await;
+    let app = TestApp::build()
+        .actions(&tail(&chat, None, "5s", retry))
+        .spawn()
+        .await;
     let c = unique("openai-429");
     chat.script(vec![Reply::Status(429, Some(30))]);
     converse(&app, &c).await;
@@ -413,7 +401,10 @@ async fn failed_then_replaced(postgres: bool) {
 #[tokio::test]
 async fn malformed_answers_are_failed_at_once_with_their_failure_code() {
     let chat = ChatServer::start().await;
-    let app = TestApp::spawn_with_actions(&tail(&chat, None, "5s", FAST)).await;
+    let app = TestApp::build()
+        .actions(&tail(&chat, None, "5s", FAST))
+        .spawn()
+        .await;
     for (reply, code) in [
         (Reply::Raw("{\"choices\": [".into()), "INVALID_RESPONSE"),
         (Reply::Raw("{\"choices\": []}".into()), "INVALID_RESPONSE"),
@@ -447,7 +438,10 @@ async fn malformed_answers_are_failed_at_once_with_their_failure_code() {
 #[tokio::test]
 async fn a_conversation_without_messages_is_failed_without_asking_the_model() {
     let chat = ChatServer::start().await;
-    let app = TestApp::spawn_with_actions(&tail(&chat, None, "5s", FAST)).await;
+    let app = TestApp::build()
+        .actions(&tail(&chat, None, "5s", FAST))
+        .spawn()
+        .await;
     let c = unique("openai-empty");
     assert_eq!(app.hook(&event_body(&c, json!([summary()]))).await.0, 200);
     summary_job(&app, &c, "succeeded").await;

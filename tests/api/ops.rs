@@ -118,7 +118,7 @@ async fn the_database_files_are_created_readable_by_their_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
-    let app = TestApp::spawn_in(dir, "").await;
+    let app = TestApp::build().dir(dir).server("").spawn().await;
     assert_eq!(app.end(&unique("private")).await.0, 200);
     for name in ["wrapup.db", "wrapup.db-wal", "wrapup.db-shm"] {
         let mode = std::fs::metadata(path.join(name))
@@ -258,10 +258,10 @@ async fn the_docs_and_alert_rules_name_exactly_the_metrics_the_server_exports() 
     // A job that fails (a closed port) and one delivered, so the job gauges and the
     // attempt and delivery histograms exist.
     let receiver = crate::receiver::Receiver::start().await;
-    let app = TestApp::spawn_with_actions(&format!(
+    let app = TestApp::build().actions(&format!(
         "[[bots.on_end]]\nkind = \"webhook\"\nname = \"down\"\nurl = \"http://127.0.0.1:1/\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\nretry = {{ max_attempts = 1 }}\n\n[[bots.on_end]]\nkind = \"webhook\"\nname = \"up\"\nurl = \"{}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\n",
         receiver.url
-    ))
+    )).spawn()
     .await;
     let c = unique("metrics-docs");
     app.end(&c).await;

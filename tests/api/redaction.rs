@@ -76,7 +76,7 @@ async fn on_sqlite_no_byte_of_the_database_or_its_log_holds_the_originals() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("wrapup.db");
     let config = config_with_actions(&db, "", REDACT);
-    let app = TestApp::spawn_text(tempfile::tempdir().unwrap(), &config).await;
+    let app = TestApp::build().config(&config).spawn().await;
     let c = unique("pii");
     converse(&app, &c).await;
     check_record(&app, &c).await;
@@ -95,11 +95,10 @@ async fn on_sqlite_no_byte_of_the_database_or_its_log_holds_the_originals() {
     // the scan above would have found it.
     let plain_dir = tempfile::tempdir().unwrap();
     let plain_db = plain_dir.path().join("wrapup.db");
-    let plain = TestApp::spawn_text(
-        tempfile::tempdir().unwrap(),
-        &config_with_actions(&plain_db, "", ""),
-    )
-    .await;
+    let plain = TestApp::build()
+        .config(&config_with_actions(&plain_db, "", ""))
+        .spawn()
+        .await;
     converse(&plain, &c).await;
     plain.stop().await;
     let bytes = std::fs::read(&plain_db).unwrap();
@@ -112,16 +111,13 @@ async fn on_sqlite_no_byte_of_the_database_or_its_log_holds_the_originals() {
 
 #[tokio::test]
 async fn on_postgres_no_row_holds_the_originals() {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("wrapup_pii_{}", uuid::Uuid::new_v4().simple());
-    let store = format!("url = \"{url}\"\nschema = \"{schema}\"\npool_size = 4");
+    let (store, schema) = pg_store("wrapup_pii", 4);
     let config = config_for_store(&store, "", REDACT);
-    let app = TestApp::spawn_text(tempfile::tempdir().unwrap(), &config).await;
+    let app = TestApp::build().config(&config).spawn().await;
     let c = unique("pii");
     converse(&app, &c).await;
     check_record(&app, &c).await;
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
     for (table, rows) in pg_tables_as_text(&pool, &schema).await {
         assert_absent(rows.as_bytes(), &table);
     }
@@ -168,7 +164,7 @@ async fn numbers_in_any_script_keys_and_numbers_are_redacted_and_never_crash_a_r
     let dir = tempfile::tempdir().unwrap();
     let tail = "redact = [\"card\", \"email\", \"phone\", \"iban\", \"ssn\"]\n";
     let config = config_with_actions(&dir.path().join("w.db"), "", tail);
-    let app = TestApp::spawn_text(tempfile::tempdir().unwrap(), &config).await;
+    let app = TestApp::build().config(&config).spawn().await;
     let c = unique("scripts");
     for query in [
         "SSN ١٢٣-٤٥-٦٧٨٩ thanks",

@@ -29,10 +29,7 @@ impl Cluster {
     /// (as during a rolling deploy), all sharing a fresh schema.
     fn start_each(tails: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let schema = format!("wrapup_scale_{}", uuid::Uuid::new_v4().simple());
-        let url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let store = format!("url = \"{url}\"\nschema = \"{schema}\"\npool_size = 8");
+        let (store, schema) = pg_store("wrapup_scale", 8);
         let mut children = Vec::new();
         let mut bases = Vec::new();
         let mut config = PathBuf::new();
@@ -61,29 +58,9 @@ impl Cluster {
     }
 
     async fn jobs(&self, base: &str) -> Vec<Value> {
-        let client = client();
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut url = format!("{base}/admin/v1/jobs?limit=1000");
-            if let Some(c) = &cursor {
-                url.push_str(&format!("&cursor={c}"));
-            }
-            let (_, page) = into_json(
-                client
-                    .get(url)
-                    .bearer_auth(ADMIN_TOKEN)
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
-            all.extend(page["jobs"].as_array().cloned().unwrap_or_default());
-            match page["nextCursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
-                None => return all,
-            }
-        }
+        pages(base, "/admin/v1/jobs?limit=1000", Auth::Admin, "jobs")
+            .await
+            .0
     }
 
     async fn wait_all_succeeded(&self, base: &str, expected: usize) -> Vec<Value> {
@@ -156,26 +133,18 @@ async fn three_instances_end_a_thousand_conversations_once_each() {
 
     // Every conversation ended once; the other two ends were counted as duplicates.
     let (mut ended, mut duplicates) = (0, 0);
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!(
-            "{}/api/v1/bots/{BOT}/conversations?limit=500",
-            cluster.bases[1]
-        );
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let (_, page) =
-            into_json(client.get(url).header("auth", &token).send().await.unwrap()).await;
-        for r in page["conversations"].as_array().unwrap() {
-            assert_eq!(r["eventCount"], 1);
-            ended += (r["status"] == "ended") as u64;
-            duplicates += r["duplicateEnds"].as_u64().unwrap();
-        }
-        match page["nextCursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
+    let path = format!("/api/v1/bots/{BOT}/conversations?limit=500");
+    let (all, _) = pages(
+        &cluster.bases[1],
+        &path,
+        Auth::Token(&token),
+        "conversations",
+    )
+    .await;
+    for r in all {
+        assert_eq!(r["eventCount"], 1);
+        ended += (r["status"] == "ended") as u64;
+        duplicates += r["duplicateEnds"].as_u64().unwrap();
     }
     assert_eq!((ended, duplicates), (1000, 2000));
 
@@ -441,20 +410,7 @@ async fn postgres_down_during_load_gets_503_and_the_server_recovers_by_itself() 
         (ready.status() == 200).then_some(())
     })
     .await;
-    for c in &acknowledged {
-        let resp = client
-            .get(format!("{base}/api/v1/bots/{BOT}/conversations/{c}"))
-            .header("auth", &token)
-            .send()
-            .await
-            .unwrap();
-        let (status, r) = into_json(resp).await;
-        assert_eq!(
-            (status.as_u16(), r["status"].as_str()),
-            (200, Some("ended")),
-            "{c} was acknowledged but is missing"
-        );
-    }
+    assert_ended(&base, &acknowledged).await;
     child.kill().unwrap();
     child.wait().unwrap();
     eprintln!(
@@ -595,9 +551,7 @@ async fn a_hung_store_is_told_not_ready_within_a_probe_timeout_and_in_the_metric
     );
     child.kill().unwrap();
     child.wait().unwrap();
-    let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test")
-        .await
-        .unwrap();
+    let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .execute(&pool)
         .await

@@ -75,7 +75,10 @@ async fn a_trigger_and_the_end_each_get_one_summary_through_the_outbox() {
 
     use crate::helpers::*;
 
-    let app = TestApp::spawn_with_actions("redact = [\"card\"]\n\n[bots.summary]\n").await;
+    let app = TestApp::build()
+        .actions("redact = [\"card\"]\n\n[bots.summary]\n")
+        .spawn()
+        .await;
     let c = unique("summary");
     let hooks = format!("/agentai/api/v1/hooks/{BOT}");
     let say = |author: &str, text: &str| json!({"botId": BOT, "conversationId": c, "query": text, "author": {"type": author}});
@@ -200,7 +203,7 @@ async fn a_nats_action_gets_the_summary_then_the_end_carrying_it() {
     let tail = format!(
         "[[bots.on_end]]\nkind = \"nats\"\nname = \"bus\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"wrapuptest.{run}.{{botId}}.{{event}}\"\n\n[bots.summary]\nat_end = false\n"
     );
-    let app = TestApp::spawn_with_actions(&tail).await;
+    let app = TestApp::build().actions(&tail).spawn().await;
     let c = unique("summary-nats");
     let hooks = format!("/agentai/api/v1/hooks/{BOT}");
     for text in [
@@ -275,7 +278,7 @@ async fn a_hundred_summary_triggers_add_no_metric_series_and_no_destination() {
         "[[bots.on_end]]\nname = \"series-crm\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\n[bots.caps]\nsummary_requests = 200\n\n[bots.summary]\nat_end = false\n",
         receiver.url
     );
-    let app = TestApp::spawn_with_actions(&tail).await;
+    let app = TestApp::build().actions(&tail).spawn().await;
     let hooks = format!("/agentai/api/v1/hooks/{BOT}");
     let series = || async {
         let text = app.get("/metrics").await.text().await.unwrap();

@@ -92,18 +92,11 @@ fn spawn_server(program: &str, args: &[&str], port: u16) -> Server {
         .spawn()
         .unwrap_or_else(|e| panic!("{program} starts: {e}"));
     let server = Server(child);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{program} listens on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(port, program);
     server
 }
 
-fn pg_url(query: &str) -> String {
+fn pg_tls_url(query: &str) -> String {
     // The machine's PostgreSQL serves TLS with Debian's certificate for `localhost`.
     format!("postgres://postgres@localhost:5432/test?{query}")
 }
@@ -124,15 +117,14 @@ async fn postgres_over_tls_verifies_the_server_and_every_connection_is_encrypted
     let run = uuid::Uuid::new_v4().simple().to_string();
     let name = format!("wrapup-tls-{}", &run[..12]);
     let schema = format!("wrapup_tls_{run}");
-    let url = pg_url(&format!(
+    let url = pg_tls_url(&format!(
         "sslmode=verify-full&sslrootcert={snakeoil}&application_name={name}"
     ));
     let store = format!("url = \"{url}\"\nschema = \"{schema}\"\npool_size = 4");
-    let app = TestApp::spawn_text(
-        tempfile::tempdir().unwrap(),
-        &config_for_store(&store, "", ""),
-    )
-    .await;
+    let app = TestApp::build()
+        .config(&config_for_store(&store, "", ""))
+        .spawn()
+        .await;
     let c = unique("tls");
     let (status, _) = app.end(&c).await;
     assert_eq!(status, 200);
@@ -141,9 +133,7 @@ async fn postgres_over_tls_verifies_the_server_and_every_connection_is_encrypted
     assert_eq!(record["status"], "ended");
 
     // Seen from the server: every connection of this instance is TLS.
-    let direct = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test")
-        .await
-        .unwrap();
+    let direct = sqlx::PgPool::connect(&pg_url()).await.unwrap();
     let rows: Vec<(Option<bool>,)> = sqlx::query_as(
         "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
     )
@@ -239,7 +229,7 @@ async fn redis_cleanup_over_tls_with_a_client_certificate() {
         p("client.pem"),
         p("client-key.pem")
     ));
-    let app = TestApp::spawn_with_actions(&with_cert).await;
+    let app = TestApp::build().actions(&with_cert).spawn().await;
     app.end(&c).await;
     let jobs = app.settled_jobs(&c, 1).await;
     assert_eq!(jobs[0]["state"], "succeeded", "{jobs:#?}");
@@ -253,7 +243,10 @@ async fn redis_cleanup_over_tls_with_a_client_certificate() {
 
     // Without the client certificate the server refuses the connection: the job fails
     // with the reason, and is not counted as done.
-    let app = TestApp::spawn_with_actions(&action(&format!("ca_file = \"{}\"", p("ca.pem")))).await;
+    let app = TestApp::build()
+        .actions(&action(&format!("ca_file = \"{}\"", p("ca.pem"))))
+        .spawn()
+        .await;
     let c2 = unique("tlsredis");
     app.end(&c2).await;
     let jobs = app.settled_jobs(&c2, 1).await;
@@ -308,7 +301,7 @@ async fn nats_over_tls_trusts_the_configured_authority() {
         "[[bots.on_end]]\nkind = \"nats\"\nurl = \"{url}\"\nsubject = \"tls.{run}.ended\"\ntls = {{ ca_file = \"{}\" }}\n",
         p("ca.pem")
     );
-    let app = TestApp::spawn_with_actions(&tail).await;
+    let app = TestApp::build().actions(&tail).spawn().await;
     let c = unique("tlsnats");
     app.end(&c).await;
     let jobs = app.settled_jobs(&c, 1).await;
@@ -649,13 +642,15 @@ async fn a_webhook_over_https_trusts_its_authority_and_presents_its_client_certi
             "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\ntls = {{ {tls} }}\nretry = {{ max_attempts = 1 }}\n"
         )
     };
-    let app = TestApp::spawn_with_actions(&action(&format!(
-        "ca_file = \"{}\", client_cert = \"{}\", client_key = \"{}\"",
-        p("ca.pem"),
-        p("client.pem"),
-        p("client-key.pem")
-    )))
-    .await;
+    let app = TestApp::build()
+        .actions(&action(&format!(
+            "ca_file = \"{}\", client_cert = \"{}\", client_key = \"{}\"",
+            p("ca.pem"),
+            p("client.pem"),
+            p("client-key.pem")
+        )))
+        .spawn()
+        .await;
     let c = unique("mtls");
     app.end(&c).await;
     let jobs = app.settled_jobs(&c, 1).await;
@@ -664,7 +659,10 @@ async fn a_webhook_over_https_trusts_its_authority_and_presents_its_client_certi
     app.stop().await;
 
     // Without the client certificate the receiver refuses the handshake: dead, with why.
-    let app = TestApp::spawn_with_actions(&action(&format!("ca_file = \"{}\"", p("ca.pem")))).await;
+    let app = TestApp::build()
+        .actions(&action(&format!("ca_file = \"{}\"", p("ca.pem"))))
+        .spawn()
+        .await;
     let c = unique("mtls");
     app.end(&c).await;
     let jobs = app.settled_jobs(&c, 1).await;

@@ -9,18 +9,15 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn an_older_instance_keeps_working_on_a_schema_a_newer_one_migrated() {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("wrapup_upgrade_{}", uuid::Uuid::new_v4().simple());
-    let store = format!("url = \"{url}\"\nschema = \"{schema}\"\npool_size = 4");
+    let (store, schema) = pg_store("wrapup_upgrade", 4);
     let config = config_for_store(&store, "", "");
-    let first = TestApp::spawn_text(tempfile::tempdir().unwrap(), &config).await;
+    let first = TestApp::build().config(&config).spawn().await;
     let c1 = unique("upgrade");
     assert_eq!(first.end(&c1).await.0, 200);
 
     // What the next release's migration would do: add a table and a nullable column,
     // and record its version.
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
     let known: i32 =
         sqlx::query_scalar(&format!("SELECT max(version) FROM {schema}.wrapup_schema"))
             .fetch_one(&pool)
@@ -39,7 +36,7 @@ async fn an_older_instance_keeps_working_on_a_schema_a_newer_one_migrated() {
     .unwrap();
 
     // An instance of this (now older) build starts on it, and both end conversations.
-    let second = TestApp::spawn_text(tempfile::tempdir().unwrap(), &config).await;
+    let second = TestApp::build().config(&config).spawn().await;
     let c2 = unique("upgrade");
     assert_eq!(second.end(&c2).await.0, 200);
     let c3 = unique("upgrade");
