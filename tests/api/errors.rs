@@ -380,3 +380,92 @@ async fn a_write_the_store_refuses_is_a_500_with_its_cause_logged_not_a_503() {
         .await
         .unwrap();
 }
+
+/// Issue 26: on PostgreSQL the requests waiting together are written in one transaction;
+/// when one of them fails there (here a constraint refuses its conversation), the batch
+/// rolls back and each request runs again alone: only that one fails, every other end is
+/// stored and acknowledged. The rounds go on until the failing request has shared a
+/// batch (the server logs each such batch).
+#[tokio::test]
+async fn one_failing_request_in_a_postgres_batch_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, schema) = pg_store("wrapup_batch", 8);
+    let config = write_config(dir.path(), &config_for_store(&store, "", ""));
+    let (_server, started, logs) = crate::crash::serve_env(&config, &[]);
+    let base = format!("http://{}", started["listen"].as_str().unwrap());
+    let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
+    sqlx::query(&format!(
+        "ALTER TABLE {schema}.conversations ADD CONSTRAINT no_poison CHECK (conversation_id NOT LIKE 'poison%') NOT VALID"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let shared = || {
+        logs.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("a batch failed; its requests run one by one"))
+    };
+    let mut rounds = 0;
+    while !shared() {
+        rounds += 1;
+        assert!(rounds <= 20, "the failing request never shared a batch");
+        let ids: Vec<String> = (0..32)
+            .map(|i| unique(if i == 16 { "poison" } else { "batched" }))
+            .collect();
+        for (c, status) in ids.iter().zip(ends_at_once(&base, &ids).await) {
+            if c.starts_with("poison") {
+                assert_eq!(status, 500, "{c}");
+            } else {
+                assert_eq!(status, 200, "{c}");
+            }
+        }
+        let ended: Vec<String> = ids
+            .iter()
+            .filter(|c| !c.starts_with("poison"))
+            .cloned()
+            .collect();
+        assert_ended(&base, &ended).await;
+    }
+    // Without the failing request, the same burst is written in batches: more requests
+    // committed than commits made.
+    let ids: Vec<String> = (0..32).map(|_| unique("batched")).collect();
+    assert!(ends_at_once(&base, &ids).await.iter().all(|s| *s == 200));
+    assert_ended(&base, &ids).await;
+    let metrics = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    };
+    assert!(value("wrapup_commit_batch_size_sum") > value("wrapup_commit_batch_size_count"));
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+/// Ends `conversations` all at once; their statuses, in order.
+async fn ends_at_once(base: &str, conversations: &[String]) -> Vec<u16> {
+    let client = client();
+    let answers = futures::future::join_all(conversations.iter().map(|c| {
+        client
+            .post(format!("{base}/agentai/api/v1/hooks/{BOT}"))
+            .header("token", token())
+            .json(&seed_with(c))
+            .send()
+    }))
+    .await;
+    answers
+        .into_iter()
+        .map(|a| a.expect("an answer").status().as_u16())
+        .collect()
+}

@@ -16,8 +16,78 @@ use crate::store::{
     JobFilter, JobStats, JobView, Known, ORPHANED, RetryTarget, StoreError, new_job_id,
 };
 
-/// Writes jobs, one row per action, each with the payload: one statement, whatever the
-/// number of actions.
+/// Jobs to write: one row per action of each conversation, with its conversation's
+/// payload, in one statement whatever their number.
+#[derive(Default)]
+pub(super) struct NewJobs {
+    ids: Vec<String>,
+    bots: Vec<String>,
+    conversations: Vec<String>,
+    payloads: Vec<String>,
+    names: Vec<String>,
+    kinds: Vec<&'static str>,
+    max_attempts: Vec<i32>,
+    destinations: Vec<String>,
+    actions: Vec<String>,
+    events: Vec<&'static str>,
+    triggers: Vec<Option<i64>>,
+}
+
+impl NewJobs {
+    pub fn add(
+        &mut self,
+        bot_id: &str,
+        conversation_id: &str,
+        payload: &str,
+        actions: &[ActionRef],
+    ) {
+        for a in actions {
+            self.ids.push(new_job_id());
+            self.bots.push(bot_id.to_owned());
+            self.conversations.push(conversation_id.to_owned());
+            self.payloads.push(payload.to_owned());
+            self.names.push(a.name.clone());
+            self.kinds.push(a.kind);
+            self.max_attempts.push(a.max_attempts as i32);
+            self.destinations.push(a.destination.clone());
+            self.actions.push(a.action.clone());
+            self.events.push(a.event.as_str());
+            self.triggers.push(a.trigger.map(|t| t as i64));
+        }
+    }
+
+    pub async fn insert(self, conn: &mut PgConnection, now: Timestamp) -> Result<(), StoreError> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload, destination,
+                               action_name, event, trigger_seq)
+             SELECT a.id, a.bot, a.conv, a.name, a.kind, 'pending', a.max_attempts, a.max_attempts, $1, $1, $1, a.payload, a.destination,
+                    a.action, a.event, a.trigger_seq
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[],
+                         $10::text[], $11::text[], $12::bigint[])
+                  AS a(id, bot, conv, payload, name, kind, max_attempts, destination, action, event, trigger_seq)",
+        )
+        .bind(now.millis())
+        .bind(self.ids)
+        .bind(self.bots)
+        .bind(self.conversations)
+        .bind(self.payloads)
+        .bind(self.names)
+        .bind(self.kinds)
+        .bind(self.max_attempts)
+        .bind(self.destinations)
+        .bind(self.actions)
+        .bind(self.events)
+        .bind(self.triggers)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Writes one conversation's jobs (see [`NewJobs`]).
 pub(super) async fn schedule(
     conn: &mut PgConnection,
     target: Target<'_>,
@@ -25,33 +95,9 @@ pub(super) async fn schedule(
     actions: &[ActionRef],
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    if actions.is_empty() {
-        return Ok(());
-    }
-    let col = |f: fn(&ActionRef) -> String| actions.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO jobs (id, bot_id, conversation_id, action, kind, state, max_attempts, budget, due_at, created_at, updated_at, payload, destination,
-                           action_name, event, trigger_seq)
-         SELECT a.id, $1, $2, a.name, a.kind, 'pending', a.max_attempts, a.max_attempts, $3, $3, $3, $4, a.destination,
-                a.action, a.event, a.trigger_seq
-         FROM unnest($5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::text[], $11::text[], $12::bigint[])
-              AS a(id, name, kind, max_attempts, destination, action, event, trigger_seq)",
-    )
-    .bind(target.bot_id)
-    .bind(target.conversation_id)
-    .bind(now.millis())
-    .bind(payload)
-    .bind(actions.iter().map(|_| new_job_id()).collect::<Vec<_>>())
-    .bind(col(|a| a.name.clone()))
-    .bind(col(|a| a.kind.to_owned()))
-    .bind(actions.iter().map(|a| a.max_attempts as i32).collect::<Vec<_>>())
-    .bind(col(|a| a.destination.clone()))
-    .bind(col(|a| a.action.clone()))
-    .bind(col(|a| a.event.as_str().to_owned()))
-    .bind(actions.iter().map(|a| a.trigger.map(|t| t as i64)).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    let mut jobs = NewJobs::default();
+    jobs.add(target.bot_id, target.conversation_id, payload, actions);
+    jobs.insert(conn, now).await
 }
 
 /// A conversation's summaries (their JSON), oldest first, at most 1,000.

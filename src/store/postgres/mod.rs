@@ -1,17 +1,18 @@
 //! The PostgreSQL store, for several `wrapup serve` instances sharing one database.
 //!
 //! Nothing here relies on a process's memory for correctness:
-//! - a request runs in one transaction that locks its conversation row
+//! - a request's transaction (its batch's) locks its conversation row
 //!   (`INSERT … ON CONFLICT DO NOTHING`, then `SELECT … FOR UPDATE`), so concurrent ends
 //!   of one conversation on any instances serialize and exactly one of them ends it;
 //! - a used `jti` is a row with a primary key, inserted in the same transaction;
 //! - workers claim jobs and the sweeper picks conversations with `FOR UPDATE SKIP LOCKED`;
 //! - migrations run under an advisory lock, so instances starting together apply them once.
 //!
-//! PostgreSQL batches concurrent commits' WAL flushes itself, so each request commits
-//! on its own: a 200 is sent only after `COMMIT` returned (with the server's default
-//! `synchronous_commit = on`, after the WAL reached disk).
+//! The hooks' requests waiting together are written in one transaction (group commit,
+//! see [`batch`]): a 200 is sent only after that `COMMIT` returned (with the server's
+//! default `synchronous_commit = on`, after the WAL reached disk).
 
+mod batch;
 mod conversations;
 mod jobs;
 mod schema;
@@ -37,6 +38,8 @@ pub struct PostgresStore {
     clock: SharedClock,
     /// Attempts to record, taken together by one task (see [`record_attempts`]).
     finished: tokio::sync::mpsc::Sender<(jobs::Finished, Reply)>,
+    /// The hooks' requests, written in batches (see [`batch`]).
+    ingests: tokio::sync::mpsc::Sender<(Ingest, batch::Reply)>,
     /// When each destination's lost leases were last looked for (by the store's clock).
     lost_checked: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
 }
@@ -128,10 +131,14 @@ impl PostgresStore {
         let pool = schema::connect(url, settings).await?;
         let (finished, rx) = tokio::sync::mpsc::channel(4 * FINISH_BATCH);
         tokio::spawn(record_attempts(pool.clone(), clock.clone(), rx));
+        let (ingests, rx) = tokio::sync::mpsc::channel(4 * batch::BATCH);
+        let in_flight = batch::transactions(settings.pool_size);
+        tokio::spawn(batch::run(pool.clone(), clock.clone(), in_flight, rx));
         Ok(Self {
             pool,
             clock,
             finished,
+            ingests,
             lost_checked: Default::default(),
         })
     }
@@ -158,14 +165,13 @@ impl PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn ingest(&self, ingest: Ingest) -> Result<IngestOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let outcome = conversations::ingest(&mut tx, &ingest, self.now()).await?;
-        // Only what is accepted commits; a refusal or a replay rolls back as the
-        // transaction drops.
-        if matches!(outcome, IngestOutcome::Accepted { .. }) {
-            tx.commit().await?;
-        }
-        Ok(outcome)
+        let stopped = || StoreError::down("the store's ingest task has stopped");
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.ingests
+            .send((ingest, reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn consume_jti(&self, jti: JtiUse) -> Result<bool, StoreError> {

@@ -1,0 +1,628 @@
+//! Group commit on PostgreSQL: the hooks' requests waiting for the store are written
+//! together, in one transaction with one statement per table, instead of one transaction
+//! of six or more statements (and one WAL flush) each.
+//!
+//! What each request gets is exactly what it would get alone:
+//! - a batch holds at most one request per conversation and per `jti` (a second one waits
+//!   for the next batch), so each conversation's plan reads the state its previous write
+//!   committed, and a `jti` is fresh or replayed as if the requests ran one by one;
+//! - the batch locks its conversations' rows in one order (their keys' bytes: `COLLATE
+//!   "C"`, the order the placeholders are inserted in), so two batches, on any instances,
+//!   wait for each other instead of deadlocking;
+//! - a request the domain refuses writes nothing: its placeholder row and its `jti` are
+//!   taken back before the commit;
+//! - when a statement of the batch fails (a constraint, an unreadable state, a deadlock
+//!   with another kind of transaction), the batch rolls back and each of its requests runs
+//!   again alone, so only the request at fault fails.
+//!
+//! Replies go out only after the batch's COMMIT returned.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use sqlx::postgres::PgPool;
+use sqlx::{PgConnection, Row};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::conversations;
+use crate::clock::SharedClock;
+use crate::domain::Timestamp;
+use crate::domain::ingest::{self, Plan, Target};
+use crate::store::{Ingest, IngestOutcome, StoreError, parse_state, plan_state};
+
+pub(super) type Reply = oneshot::Sender<Result<IngestOutcome, StoreError>>;
+
+/// The most requests written in one transaction.
+pub(super) const BATCH: usize = 256;
+
+/// Batches in flight at once (each holds a connection of the pool): while one waits for
+/// its commit's WAL flush, the next is being written.
+pub(super) fn transactions(pool_size: u32) -> usize {
+    (pool_size as usize / 4).clamp(1, 4)
+}
+
+/// Takes the requests as they wait and writes them in batches, `in_flight` at a time.
+pub(super) async fn run(
+    pool: PgPool,
+    clock: SharedClock,
+    in_flight: usize,
+    mut rx: mpsc::Receiver<(Ingest, Reply)>,
+) {
+    let permits = Arc::new(Semaphore::new(in_flight));
+    // Requests that met another of their conversation or jti in a batch: first in the next.
+    let mut carried: VecDeque<(Ingest, Reply)> = VecDeque::new();
+    loop {
+        // A permit first, so that requests keep arriving in the channel (and join one
+        // batch) while every transaction is busy.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        if carried.is_empty() {
+            match rx.recv().await {
+                Some(first) => carried.push_back(first),
+                None => return,
+            }
+        }
+        let mut batch = Batch::default();
+        for request in std::mem::take(&mut carried) {
+            batch.take(request, &mut carried);
+        }
+        // Bounded: past a batch's worth carried, the channel holds the rest.
+        while batch.len() < BATCH && carried.len() < BATCH {
+            match rx.try_recv() {
+                Ok(request) => batch.take(request, &mut carried),
+                Err(_) => break,
+            }
+        }
+        let (pool, now) = (pool.clone(), clock.now());
+        tokio::spawn(async move {
+            batch.write(&pool, now).await;
+            drop(permit);
+        });
+    }
+}
+
+#[derive(Default)]
+struct Batch {
+    requests: Vec<(Ingest, Reply)>,
+    conversations: HashSet<(String, String)>,
+    jtis: HashSet<(String, String)>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Adds `request` when the batch has room and has neither its conversation nor its
+    /// jti; otherwise it joins `carried`, for a later batch.
+    fn take(&mut self, request: (Ingest, Reply), carried: &mut VecDeque<(Ingest, Reply)>) {
+        let ingest = &request.0;
+        let conversation = (ingest.bot_id.clone(), ingest.conversation_id.clone());
+        let jti = ingest
+            .jti
+            .as_ref()
+            .map(|j| (j.client_id.clone(), j.jti.clone()));
+        if self.len() >= BATCH
+            || self.conversations.contains(&conversation)
+            || jti.as_ref().is_some_and(|j| self.jtis.contains(j))
+        {
+            carried.push_back(request);
+            return;
+        }
+        self.conversations.insert(conversation);
+        self.jtis.extend(jti);
+        self.requests.push(request);
+    }
+
+    async fn write(self, pool: &PgPool, now: Timestamp) {
+        let (ingests, replies): (Vec<_>, Vec<_>) = self.requests.into_iter().unzip();
+        let started = std::time::Instant::now();
+        let result = async {
+            let mut tx = pool.begin().await?;
+            let outcomes = write_batch(&mut tx, &ingests, now).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(outcomes)
+        }
+        .await;
+        if result.is_ok() {
+            metrics::histogram!("wrapup_commit_batch_size").record(ingests.len() as f64);
+            metrics::histogram!("wrapup_commit_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
+        match result {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) if ingests.len() > 1 && retry_alone(&e) => {
+                tracing::warn!(error = %e.chain(), requests = ingests.len(), "a batch failed; its requests run one by one");
+                for (ingest, reply) in ingests.iter().zip(replies) {
+                    let _ = reply.send(write_one(pool, ingest, now).await);
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Whether a failed batch's requests are worth running alone: yes when the batch was
+/// refused (one request's fault, or a deadlock with another kind of transaction), no
+/// in an outage (each would only wait for it again).
+fn retry_alone(e: &StoreError) -> bool {
+    match e {
+        StoreError::Failed { .. } | StoreError::Corrupt { .. } => true,
+        StoreError::Overloaded => false,
+        StoreError::Unavailable { source, .. } => source
+            .as_deref()
+            .and_then(|s| s.downcast_ref::<sqlx::Error>())
+            .and_then(|s| match s {
+                sqlx::Error::Database(db) => db.code().map(|c| c.starts_with("40")),
+                _ => None,
+            })
+            .unwrap_or(false),
+    }
+}
+
+/// One request in a transaction of its own (a refusal or a replay rolls back).
+pub(super) async fn write_one(
+    pool: &PgPool,
+    ingest: &Ingest,
+    now: Timestamp,
+) -> Result<IngestOutcome, StoreError> {
+    let mut tx = pool.begin().await?;
+    let outcome = conversations::ingest(&mut tx, ingest, now).await?;
+    if matches!(outcome, IngestOutcome::Accepted { .. }) {
+        tx.commit().await?;
+    }
+    Ok(outcome)
+}
+
+type Key<'a> = (&'a str, &'a str);
+
+/// Writes the batch's requests in the caller's transaction; each one's outcome, in order.
+async fn write_batch(
+    conn: &mut PgConnection,
+    ingests: &[Ingest],
+    now: Timestamp,
+) -> Result<Vec<IngestOutcome>, StoreError> {
+    let mut outcomes: Vec<Option<IngestOutcome>> = vec![None; ingests.len()];
+
+    // 1. Each jti once: one that was used before makes its request a replay.
+    let fresh_jtis = record_jtis(conn, ingests, now).await?;
+    for (i, ingest) in ingests.iter().enumerate() {
+        if let Some(j) = &ingest.jti
+            && !fresh_jtis.contains(&(j.client_id.as_str(), j.jti.as_str()))
+        {
+            outcomes[i] = Some(IngestOutcome::Replay);
+        }
+    }
+
+    // 2. Lock the conversations, in the order of their keys' bytes.
+    let mut order: Vec<usize> = (0..ingests.len())
+        .filter(|&i| outcomes[i].is_none())
+        .collect();
+    order.sort_by(|&a, &b| key(&ingests[a]).cmp(&key(&ingests[b])));
+    let (created, states) = lock(conn, ingests, &order).await?;
+
+    // 3. Plan each request against its conversation as it stands.
+    let mut plans: Vec<(usize, Plan<'_>)> = Vec::with_capacity(order.len());
+    let mut undo: Vec<usize> = Vec::new();
+    for &i in &order {
+        let ingest = &ingests[i];
+        let k = key(ingest);
+        let state = if created.contains(&k) {
+            None
+        } else {
+            let json = states.get(&k).ok_or_else(|| StoreError::Failed {
+                what: format!("conversation {} was not locked", ingest.conversation_id),
+                source: None,
+            })?;
+            Some(parse_state(json)?)
+        };
+        let target = Target {
+            bot_id: &ingest.bot_id,
+            conversation_id: &ingest.conversation_id,
+        };
+        match ingest::plan(target, state, &ingest.events, &ingest.bot, now) {
+            Ok(plan) => {
+                outcomes[i] = Some(plan.outcome.into());
+                plans.push((i, plan));
+            }
+            Err(refusal) => {
+                outcomes[i] = Some(IngestOutcome::Refused(refusal));
+                undo.push(i);
+            }
+        }
+    }
+
+    // 4. A refused request leaves nothing: neither its placeholder nor its jti.
+    take_back(conn, ingests, &undo, &created).await?;
+
+    // 5. The plans: one statement per table.
+    save(conn, ingests, &plans).await?;
+    replace_tags(conn, ingests, &plans).await?;
+    append_events(conn, ingests, &plans, now).await?;
+    schedule_jobs(conn, ingests, &plans, now).await?;
+
+    outcomes
+        .into_iter()
+        .map(|o| {
+            o.ok_or_else(|| StoreError::Failed {
+                what: "a request of a batch was left without an outcome".into(),
+                source: None,
+            })
+        })
+        .collect()
+}
+
+fn key(ingest: &Ingest) -> Key<'_> {
+    (&ingest.bot_id, &ingest.conversation_id)
+}
+
+/// Inserts every jti of the batch; those that were not used before.
+async fn record_jtis<'a>(
+    conn: &mut PgConnection,
+    ingests: &'a [Ingest],
+    now: Timestamp,
+) -> Result<HashSet<(&'a str, &'a str)>, StoreError> {
+    let jtis: Vec<_> = ingests.iter().filter_map(|i| i.jti.as_ref()).collect();
+    if jtis.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows = sqlx::query(
+        "INSERT INTO used_jti (client_id, jti, used_at, expires_at)
+         SELECT c, j, $3, e FROM unnest($1::text[], $2::text[], $4::bigint[]) AS k(c, j, e)
+         ON CONFLICT DO NOTHING RETURNING client_id, jti",
+    )
+    .bind(
+        jtis.iter()
+            .map(|j| j.client_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(jtis.iter().map(|j| j.jti.as_str()).collect::<Vec<_>>())
+    .bind(now.millis())
+    .bind(
+        jtis.iter()
+            .map(|j| j.expires_at.map(|t| t.millis()))
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut fresh = HashSet::with_capacity(rows.len());
+    for row in rows {
+        let (c, j): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        if let Some(jti) = jtis.iter().find(|x| x.client_id == c && x.jti == j) {
+            fresh.insert((jti.client_id.as_str(), jti.jti.as_str()));
+        }
+    }
+    Ok(fresh)
+}
+
+/// Locks the conversations of `order` (sorted by key) for the rest of the transaction,
+/// creating a placeholder row for those that do not exist yet (see
+/// `conversations::load_for_update`): the keys created, and the others' states.
+async fn lock<'a>(
+    conn: &mut PgConnection,
+    ingests: &'a [Ingest],
+    order: &[usize],
+) -> Result<(HashSet<Key<'a>>, HashMap<Key<'a>, String>), StoreError> {
+    if order.is_empty() {
+        return Ok(Default::default());
+    }
+    let bots: Vec<&str> = order.iter().map(|&i| ingests[i].bot_id.as_str()).collect();
+    let ids: Vec<&str> = order
+        .iter()
+        .map(|&i| ingests[i].conversation_id.as_str())
+        .collect();
+    let by_key: HashMap<(&str, &str), Key<'a>> = order
+        .iter()
+        .map(|&i| (key(&ingests[i]), key(&ingests[i])))
+        .collect();
+    let find = |b: &str, c: &str| by_key.get(&(b, c)).copied();
+
+    let mut created = HashSet::new();
+    let rows = sqlx::query(
+        "INSERT INTO conversations (bot_id, conversation_id, status, created_at, last_event_at, sort_at, state)
+         SELECT b, c, 'active', 0, 0, 0, '' FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(b, c, n)
+         ORDER BY n
+         ON CONFLICT DO NOTHING RETURNING bot_id, conversation_id",
+    )
+    .bind(&bots)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let (b, c): (&str, &str) = (row.try_get(0)?, row.try_get(1)?);
+        created.extend(find(b, c));
+    }
+    let mut states = HashMap::with_capacity(order.len());
+    let rows = sqlx::query(
+        "SELECT t.bot_id, t.conversation_id, t.state
+         FROM conversations t JOIN unnest($1::text[], $2::text[]) AS k(b, c)
+              ON t.bot_id = k.b AND t.conversation_id = k.c
+         ORDER BY t.bot_id COLLATE \"C\", t.conversation_id COLLATE \"C\"
+         FOR UPDATE OF t",
+    )
+    .bind(&bots)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let (b, c): (&str, &str) = (row.try_get(0)?, row.try_get(1)?);
+        if let Some(k) = find(b, c) {
+            states.insert(k, row.try_get::<String, _>(2)?);
+        }
+    }
+    Ok((created, states))
+}
+
+/// Removes what a refused request wrote before it was planned: its placeholder (when it
+/// created the conversation) and its jti.
+async fn take_back(
+    conn: &mut PgConnection,
+    ingests: &[Ingest],
+    undo: &[usize],
+    created: &HashSet<Key<'_>>,
+) -> Result<(), StoreError> {
+    let placeholders: Vec<Key<'_>> = undo
+        .iter()
+        .map(|&i| key(&ingests[i]))
+        .filter(|k| created.contains(k))
+        .collect();
+    if !placeholders.is_empty() {
+        sqlx::query(
+            "DELETE FROM conversations t USING unnest($1::text[], $2::text[]) AS k(b, c)
+             WHERE t.bot_id = k.b AND t.conversation_id = k.c",
+        )
+        .bind(placeholders.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind(placeholders.iter().map(|k| k.1).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    let jtis: Vec<_> = undo
+        .iter()
+        .filter_map(|&i| ingests[i].jti.as_ref())
+        .collect();
+    if !jtis.is_empty() {
+        sqlx::query(
+            "DELETE FROM used_jti t USING unnest($1::text[], $2::text[]) AS k(c, j)
+             WHERE t.client_id = k.c AND t.jti = k.j",
+        )
+        .bind(
+            jtis.iter()
+                .map(|j| j.client_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(jtis.iter().map(|j| j.jti.as_str()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Every planned conversation's new state, in one statement.
+async fn save(
+    conn: &mut PgConnection,
+    ingests: &[Ingest],
+    plans: &[(usize, Plan<'_>)],
+) -> Result<(), StoreError> {
+    if plans.is_empty() {
+        return Ok(());
+    }
+    let mut states = Vec::with_capacity(plans.len());
+    for (_, plan) in plans {
+        states.push(plan_state(plan)?);
+    }
+    let conv = |f: fn(&crate::domain::Conversation) -> i64| {
+        plans.iter().map(|(_, p)| f(&p.state)).collect::<Vec<_>>()
+    };
+    sqlx::query(
+        "UPDATE conversations t
+         SET status = u.status, created_at = u.created_at, last_event_at = u.last_event_at,
+             ended_at = u.ended_at, sort_at = u.sort_at, state = u.state
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[],
+                     $7::bigint[], $8::text[])
+              AS u(b, c, status, created_at, last_event_at, ended_at, sort_at, state)
+         WHERE t.bot_id = u.b AND t.conversation_id = u.c",
+    )
+    .bind(
+        plans
+            .iter()
+            .map(|(i, _)| ingests[*i].bot_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        plans
+            .iter()
+            .map(|(i, _)| ingests[*i].conversation_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        plans
+            .iter()
+            .map(|(_, p)| p.state.status.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(conv(|c| c.created_at.millis()))
+    .bind(conv(|c| c.last_event_at.millis()))
+    .bind(
+        plans
+            .iter()
+            .map(|(_, p)| p.state.ended_at.map(|t| t.millis()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(conv(|c| c.ended_at.unwrap_or(c.last_event_at).millis()))
+    .bind(states)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The tag rows of every conversation whose tags changed, in two statements: the rows
+/// of tags gone, then the new and changed rows (see `conversations::replace_tags`).
+async fn replace_tags(
+    conn: &mut PgConnection,
+    ingests: &[Ingest],
+    plans: &[(usize, Plan<'_>)],
+) -> Result<(), StoreError> {
+    let changed: Vec<&(usize, Plan<'_>)> = plans
+        .iter()
+        .filter(|(_, p)| p.tags_before.as_ref() != Some(&p.tags))
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let (mut bots, mut ids, mut tags, mut sort_at, mut status) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for (i, plan) in &changed {
+        for tag in &plan.tags.tags {
+            bots.push(ingests[*i].bot_id.as_str());
+            ids.push(ingests[*i].conversation_id.as_str());
+            tags.push(tag.as_str());
+            sort_at.push(plan.tags.sort_at.millis());
+            status.push(plan.tags.status.as_str());
+        }
+    }
+    // Only a conversation that had rows can have rows to delete.
+    let had: Vec<Key<'_>> = changed
+        .iter()
+        .filter(|(_, p)| p.tags_before.as_ref().is_some_and(|b| !b.tags.is_empty()))
+        .map(|(i, _)| key(&ingests[*i]))
+        .collect();
+    if !had.is_empty() {
+        sqlx::query(
+            "DELETE FROM conversation_tags t USING unnest($1::text[], $2::text[]) AS k(b, c)
+             WHERE t.bot_id = k.b AND t.conversation_id = k.c
+               AND NOT EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[], $5::text[]) AS n(b, c, tag)
+                               WHERE n.b = t.bot_id AND n.c = t.conversation_id AND n.tag = t.tag)",
+        )
+        .bind(had.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind(had.iter().map(|k| k.1).collect::<Vec<_>>())
+        .bind(&bots)
+        .bind(&ids)
+        .bind(&tags)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !tags.is_empty() {
+        sqlx::query(
+            "INSERT INTO conversation_tags (bot_id, conversation_id, tag, sort_at, status)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+             ON CONFLICT (bot_id, conversation_id, tag)
+             DO UPDATE SET sort_at = EXCLUDED.sort_at, status = EXCLUDED.status
+             WHERE conversation_tags.sort_at <> EXCLUDED.sort_at
+                OR conversation_tags.status <> EXCLUDED.status",
+        )
+        .bind(&bots)
+        .bind(&ids)
+        .bind(&tags)
+        .bind(&sort_at)
+        .bind(&status)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Every plan's log entries, in one statement.
+async fn append_events(
+    conn: &mut PgConnection,
+    ingests: &[Ingest],
+    plans: &[(usize, Plan<'_>)],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let (mut bots, mut ids, mut seqs, mut names, mut bodies) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for (i, plan) in plans {
+        for a in &plan.appends {
+            bots.push(ingests[*i].bot_id.as_str());
+            ids.push(ingests[*i].conversation_id.as_str());
+            seqs.push(a.seq as i64);
+            names.push(a.name);
+            bodies.push(a.body.as_ref());
+        }
+    }
+    if bots.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO events (bot_id, conversation_id, seq, name, received_at, body)
+         SELECT b, c, s, n, $6, body FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[])
+              AS k(b, c, s, n, body)",
+    )
+    .bind(&bots)
+    .bind(&ids)
+    .bind(&seqs)
+    .bind(&names)
+    .bind(&bodies)
+    .bind(now.millis())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The jobs of every conversation the batch ended, with the summaries completed by then
+/// in their payload: one read of the summaries, one insert.
+async fn schedule_jobs(
+    conn: &mut PgConnection,
+    ingests: &[Ingest],
+    plans: &[(usize, Plan<'_>)],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let ending: Vec<(usize, &ingest::Jobs)> = plans
+        .iter()
+        .filter_map(|(i, p)| p.jobs.as_ref().map(|j| (*i, j)))
+        .filter(|(_, j)| !j.actions.is_empty())
+        .collect();
+    if ending.is_empty() {
+        return Ok(());
+    }
+    // Each ending conversation's summaries, oldest first, at most 1,000 (as alone).
+    let mut stored: Vec<Vec<String>> = vec![Vec::new(); ending.len()];
+    let rows = sqlx::query(
+        "SELECT k.n, s.body
+         FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(b, c, n)
+         CROSS JOIN LATERAL (
+             SELECT body, created_at, summary_id FROM summaries
+             WHERE bot_id = k.b AND conversation_id = k.c
+             ORDER BY created_at, summary_id LIMIT 1000) s
+         ORDER BY k.n, s.created_at, s.summary_id",
+    )
+    .bind(
+        ending
+            .iter()
+            .map(|(i, _)| ingests[*i].bot_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        ending
+            .iter()
+            .map(|(i, _)| ingests[*i].conversation_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let n: i64 = row.try_get(0)?;
+        if let Some(list) = usize::try_from(n - 1).ok().and_then(|n| stored.get_mut(n)) {
+            list.push(row.try_get(1)?);
+        }
+    }
+    let mut jobs = super::jobs::NewJobs::default();
+    for ((i, j), stored) in ending.iter().zip(&stored) {
+        let payload = j.payload_with(stored);
+        jobs.add(
+            &ingests[*i].bot_id,
+            &ingests[*i].conversation_id,
+            &payload,
+            &j.actions,
+        );
+    }
+    jobs.insert(conn, now).await
+}
