@@ -26,6 +26,13 @@ row("+ one SQLite commit per request behind a mutex (naive durable), 64 conns", 
 row("**wrapup**, end-only, 64 conns", runs("wrapup"))
 row("**wrapup**, end-only, 256 conns", runs("wrapup", conns=256))
 row("**wrapup**, lifecycle (8 requests per conversation), 64 conns", runs("wrapup", "lifecycle"))
+row("**wrapup on PostgreSQL**, end-only, one instance, 64 conns", runs("wrapup-pg"))
+# Three instances on one schema, a generator each: each round's three lines summed.
+pg3 = runs("wrapup-pg3", conns=22)
+pg3_rounds = [pg3[i:i + 3] for i in range(0, len(pg3) - len(pg3) % 3, 3)]
+pg3_rps = statistics.median([sum(r["rps"] for r in g) for g in pg3_rounds]) if pg3_rounds else float("nan")
+pg3_p99 = statistics.median([max(r["p99_ms"] for r in g) for g in pg3_rounds]) if pg3_rounds else float("nan")
+lines.append(f"| **wrapup on PostgreSQL**, end-only, three instances on one schema, 3 × 22 conns (summed; p99 the worst) | {pg3_rps:,.0f} | | {pg3_p99:.2f} | {pg3_rps / ceiling * 100:.0f} % | {len(pg3_rounds)} |")
 open_rs = runs("wrapup-open", mode="open")
 w64, w256, naive = med(runs("wrapup"), "rps"), med(runs("wrapup", conns=256), "rps"), med(runs("naive"), "rps")
 rss = lambda conns, key: statistics.median([r[key] for r in rows if r.get("label") == "wrapup-rss" and r["connections"] == conns] or [float("nan")]) / 1024
@@ -51,6 +58,8 @@ generator in the same run, alternating.
 """ + "\n".join(lines) + f"""
 
 - wrapup / naive durable: **{w64 / naive:.1f}×** at 64 connections.
+- PostgreSQL ÷ SQLite (one instance each, end-only, 64 connections): **{med(runs("wrapup-pg"), "rps") / w64:.2f}** (target ≥ 0.5);
+  three instances ÷ one: **{pg3_rps / med(runs("wrapup-pg"), "rps"):.2f}**. PostgreSQL 15 with its default settings on the same box.
 - wrapup at 256 connections: **{w256 / w64 * 100:.0f} %** of its 64-connection throughput.
 - Open loop at half of wrapup's closed-loop rate ({med(open_rs, 'rps'):,.0f} req/s offered): p50 {med(open_rs, 'p50_ms'):.2f} ms,
   p99 {med(open_rs, 'p99_ms'):.2f} ms, p99.9 {med(open_rs, 'p999_ms'):.2f} ms (latency from each request's due time).

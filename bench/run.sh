@@ -36,6 +36,13 @@ concurrency = 64
 TOML
 }
 wrapup_config() { sed -e "s#sqlite://wrapup.db#sqlite://$WORK/wrapup.db#" examples/wrapup.toml > "$WORK/wrapup.toml"; }
+# pg_config SCHEMA PORT: the example on PostgreSQL (DATABASE_URL), in a schema of the run's own.
+PG_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+pg_config() {
+  sed -e "s#^url = \"sqlite://wrapup.db\"#url = \"$PG_URL\"\nschema = \"$1\"\npool_size = 16#" \
+      -e "s#^listen = \"127.0.0.1:8080\"#listen = \"127.0.0.1:$2\"#" examples/wrapup.toml > "$WORK/pg-$2.toml"
+}
+drop_schema() { psql -q "$PG_URL" -c "DROP SCHEMA IF EXISTS $1 CASCADE" 2>/dev/null || true; }
 
 : > "$OUT"
 for round in $(seq "$ROUNDS"); do
@@ -66,6 +73,30 @@ for round in $(seq "$ROUNDS"); do
   cat "$WORK/lifecycle.json" >> "$OUT"
   stop
   echo "{\"label\":\"wrapup-disk\",\"db_bytes\":$(du -cb "$WORK"/wrapup.db* | tail -1 | cut -f1),\"conversations\":$(python3 -c "import json; print(json.load(open('$WORK/lifecycle.json'))['verified_ends'])")}" >> "$OUT"
+  # PostgreSQL (group commit): one instance, then three on one schema, each driven by a
+  # generator of its own (22 connections each, 66 in all), figures summed by report.py.
+  schema="bench_pg_$$_$round"
+  pg_config "$schema" 8090
+  start wrapup-pg 8090 env WRAPUP_LOG=warn $T/wrapup serve --config "$WORK/pg-8090.toml"
+  $LOAD --url http://127.0.0.1:8090 --connections 64 --label wrapup-pg --verify >> "$OUT"
+  stop
+  drop_schema "$schema"
+  PIDS=()
+  for port in 8090 8091 8092; do
+    pg_config "${schema}_3" $port
+    env WRAPUP_LOG=warn $T/wrapup serve --config "$WORK/pg-$port.toml" > "$WORK/pg-$port.log" 2>&1 &
+    PIDS+=($!)
+    wait_port $port
+  done
+  LOADS=()
+  for port in 8090 8091 8092; do
+    $LOAD --url http://127.0.0.1:$port --connections 22 --label wrapup-pg3 --verify > "$WORK/pg3-$port.json" &
+    LOADS+=($!)
+  done
+  wait "${LOADS[@]}"
+  cat "$WORK"/pg3-*.json >> "$OUT"
+  kill "${PIDS[@]}"; wait "${PIDS[@]}" 2>/dev/null || true
+  drop_schema "${schema}_3"
   # Open loop at half the closed-loop rate: latency without coordinated omission.
   rm -f "$WORK"/wrapup.db*; wrapup_config
   start wrapup 8080 env WRAPUP_LOG=warn $T/wrapup serve --config "$WORK/wrapup.toml"
