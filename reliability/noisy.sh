@@ -11,7 +11,8 @@
 # cache's memory, the 429 access lines written) against the quiet app.
 # Then filter walks and 4 MiB event pages from the rate-limited noisy app; 600 silent
 # sockets against a client on fresh connections; wrong sign-ins from another address;
-# a flood of /metrics and /readyz.
+# a flood of /metrics and /readyz. Last, on PostgreSQL (DATABASE_URL), a flood of one hot
+# conversation against the quiet app's ends.
 # Usage: reliability/noisy.sh     (about 3 minutes after the release build)
 # Knobs: DURATION=10s NOISY_RATE=200 PORT=8097
 set -euo pipefail
@@ -32,11 +33,17 @@ cargo build --release --quiet --bin wrapup
 cargo build --release --quiet -p wrapup-bench --bin wrapup-load
 BASE="http://127.0.0.1:$PORT"
 
+# The PostgreSQL phase's store (STORE=postgres): a schema of its own, dropped at the end.
+PG_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+PG_SCHEMA="noisy_pg_$$"
+STORE=sqlite
+
 # config RATE: the example configuration plus the noisy app and its bot.
 config() {
-  local rate=""
+  local rate="" store="s#sqlite://wrapup.db#sqlite://$WORK/wrapup.db#"
   [ "$1" != off ] && rate=$'\nrate_limit = '"$1"
-  sed -e "s#sqlite://wrapup.db#sqlite://$WORK/wrapup.db#" -e "s#^listen = .*#listen = \"127.0.0.1:$PORT\"#" \
+  [ "$STORE" = postgres ] && store="s#^url = .*#url = \"$PG_URL\"\nschema = \"$PG_SCHEMA\"#"
+  sed -e "$store" -e "s#^listen = .*#listen = \"127.0.0.1:$PORT\"#" \
       -e '/^inactivity_timeout/d' examples/wrapup.toml
   cat <<TOML
 
@@ -408,6 +415,26 @@ BUSY7=$(quiet during-probes)
 wait "$PROBES"
 stop
 
+# PostgreSQL, one hot conversation (issue 26): the noisy app, rate_limit off, floods one new
+# conversation with messages over 16 connections while the quiet app sends ends. The
+# batches write a conversation's requests one after the other in one write; when a batch
+# took one request per conversation, such a flood held each batch to one of its messages
+# and every other tenant's requests queued behind them.
+STORE=postgres
+start off
+IDLE8=$(quiet pg-idle)
+WRAPUP_CLIENT_ID=$NOISY_APP WRAPUP_CLIENT_SECRET=$NOISY_SECRET target/release/wrapup-load \
+  --url "$BASE" --bot "$NOISY_BOT" --workload message --conversation pg-hot --connections 16 \
+  --duration "$DURATION" --warmup 0s --quiet --allow-errors --label pg-hot > "$WORK/pg-hot.json" &
+HOT=$!
+sleep 1
+BUSY8=$(quiet pg-during-hot)
+wait "$HOT"
+BATCHES=$(curl -s "$BASE/metrics" | awk '/^wrapup_commit_batch_size_(sum|count)/ {printf "%s=%s ", $1, $2}')
+stop
+psql -q "$PG_URL" -c "DROP SCHEMA IF EXISTS $PG_SCHEMA CASCADE" 2>/dev/null || true
+STORE=sqlite
+
 p50() { field "$1" p50_ms; }
 p99() { field "$1" p99_ms; }
 ratio() { python3 -c "print(round($1 / $2, 2))"; }
@@ -425,12 +452,17 @@ echo "sign-in: wrong tokens from 127.0.0.2 answered$LOCKOUT; the right one from 
 echo "probes and scrapes: $(cat "$WORK/probes.json") answered; quiet app idle p50 $(p50 "$IDLE7") ms p99 $(p99 "$IDLE7") ms, during p50 $(p50 "$BUSY7") ms p99 $(p99 "$BUSY7") ms; ratio $(ratio "$(p50 "$BUSY7")" "$(p50 "$IDLE7")")x"
 echo "big tokens: $TOKENS_RESULT; RSS $((RSS4_BEFORE / 1024)) -> $((RSS4_AFTER / 1024)) MiB; access log of its 429s $NOISY_LOG_BYTES bytes; quiet app idle p50 $(p50 "$IDLE4") ms, during p50 $(p50 "$BUSY4") ms p99 $(p99 "$BUSY4") ms"
 
+echo "postgresql, one hot conversation: $(field "$(cat "$WORK/pg-hot.json")" rps) messages/s ($(field "$(cat "$WORK/pg-hot.json")" by_status)); quiet app idle p50 $(p50 "$IDLE8") ms p99 $(p99 "$IDLE8") ms, during p50 $(p50 "$BUSY8") ms p99 $(p99 "$BUSY8") ms; ratio $(ratio "$(p50 "$BUSY8")" "$(p50 "$IDLE8")")x; $BATCHES"
+
 # Fail unless the reproduction was refused from its first growth request and the quiet
 # app's median stayed within 3x of idle with the noisy app rate limited.
 python3 - "$GROWTH" "$(p50 "$BUSY2")" "$(p50 "$IDLE2")" "$SUMMARY" "$PEAK_RSS3" "$(p50 "$BUSY3")" "$(p50 "$IDLE3")" \
   "$RSS4_BEFORE" "$RSS4_AFTER" "$NOISY_LOG_BYTES" "$(p50 "$BUSY4")" "$(p50 "$IDLE4")" "$TOKENS_RESULT" \
-  "$(p50 "$BUSY5")" "$(p50 "$IDLE5")" "$READS_RESULT" "$IDLE6" "$BUSY6" "$OPERATOR" <<'PY'
+  "$(p50 "$BUSY5")" "$(p50 "$IDLE5")" "$READS_RESULT" "$IDLE6" "$BUSY6" "$OPERATOR" \
+  "$(p50 "$BUSY8")" "$(p50 "$IDLE8")" <<'PY'
 import json, sys
+busy8, idle8 = float(sys.argv[20]), float(sys.argv[21])
+assert busy8 <= 3 * idle8, f"postgresql hot conversation: quiet median {busy8} ms against {idle8} ms idle"
 busy5, idle5, reads = float(sys.argv[14]), float(sys.argv[15]), json.loads(sys.argv[16])
 idle6, busy6, operator = json.loads(sys.argv[17]), json.loads(sys.argv[18]), sys.argv[19]
 assert reads["walk_pages"] > 0 and reads["event_bytes"] > 0, reads

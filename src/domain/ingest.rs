@@ -397,10 +397,24 @@ impl Jobs {
     }
 }
 
-impl Plan<'_> {
+impl<'a> Plan<'a> {
     /// True when the plan ends the conversation (an end or an expiry).
     pub fn ends(&self) -> bool {
         self.outcome.ended
+    }
+
+    /// One write for this plan followed by `next`, planned against this one's state: the
+    /// last state and tags, the rows of the tags before this one and every log entry. The
+    /// outcome stays this plan's (each request keeps its own), and so do the jobs: each
+    /// plan's have a payload of their own, so the caller takes `next`'s out first
+    /// (`Option::take`) and schedules both.
+    pub fn then(mut self, next: Plan<'a>) -> Plan<'a> {
+        debug_assert!(next.jobs.is_none(), "take the next plan's jobs first");
+        self.appends.extend(next.appends);
+        self.state = next.state;
+        self.state_json = next.state_json;
+        self.tags = next.tags;
+        self
     }
 }
 

@@ -336,18 +336,8 @@ async fn a_full_disk_gets_503_and_the_server_recovers_when_space_returns() {
 /// name), which the client never sees. The store stays up.
 #[tokio::test]
 async fn a_write_the_store_refuses_is_a_500_with_its_cause_logged_not_a_503() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, schema) = pg_store("wrapup_refuse", 2);
-    let config = write_config(dir.path(), &config_for_store(&store, "", ""));
-    let (_server, started, logs) = crate::crash::serve_env(&config, &[]);
-    let base = format!("http://{}", started["listen"].as_str().unwrap());
-    let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
-    sqlx::query(&format!(
-        "ALTER TABLE {schema}.conversations ADD CONSTRAINT operator_says_no CHECK (false) NOT VALID"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    let refusing = Refusing::start("wrapup_refuse", 2, "operator_says_no CHECK (false)").await;
+    let (base, logs) = (&refusing.base, &refusing.logs);
 
     let resp = client()
         .post(format!("{base}/agentai/api/v1/hooks/{BOT}"))
@@ -375,10 +365,7 @@ async fn a_write_the_store_refuses_is_a_500_with_its_cause_logged_not_a_503() {
 
     let (status, _) = into_json(client().get(format!("{base}/readyz")).send().await.unwrap()).await;
     assert_eq!(status, 200, "a refusal is not an outage");
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    refusing.drop_schema().await;
 }
 
 /// Issue 26: on PostgreSQL the requests waiting together are written in one transaction;
@@ -388,18 +375,13 @@ async fn a_write_the_store_refuses_is_a_500_with_its_cause_logged_not_a_503() {
 /// batch (the server logs each such batch).
 #[tokio::test]
 async fn one_failing_request_in_a_postgres_batch_fails_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, schema) = pg_store("wrapup_batch", 8);
-    let config = write_config(dir.path(), &config_for_store(&store, "", ""));
-    let (_server, started, logs) = crate::crash::serve_env(&config, &[]);
-    let base = format!("http://{}", started["listen"].as_str().unwrap());
-    let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
-    sqlx::query(&format!(
-        "ALTER TABLE {schema}.conversations ADD CONSTRAINT no_poison CHECK (conversation_id NOT LIKE 'poison%') NOT VALID"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    let refusing = Refusing::start(
+        "wrapup_batch",
+        8,
+        "no_poison CHECK (conversation_id NOT LIKE 'poison%')",
+    )
+    .await;
+    let (base, logs) = (&refusing.base, &refusing.logs);
     let shared = || {
         logs.lock()
             .unwrap()
@@ -413,7 +395,7 @@ async fn one_failing_request_in_a_postgres_batch_fails_alone() {
         let ids: Vec<String> = (0..32)
             .map(|i| unique(if i == 16 { "poison" } else { "batched" }))
             .collect();
-        for (c, status) in ids.iter().zip(ends_at_once(&base, &ids).await) {
+        for (c, status) in ids.iter().zip(ends_at_once(base, &ids).await) {
             if c.starts_with("poison") {
                 assert_eq!(status, 500, "{c}");
             } else {
@@ -425,21 +407,14 @@ async fn one_failing_request_in_a_postgres_batch_fails_alone() {
             .filter(|c| !c.starts_with("poison"))
             .cloned()
             .collect();
-        assert_ended(&base, &ended).await;
+        assert_ended(base, &ended).await;
     }
     // Without the failing request, the same burst is written in batches: more requests
     // committed than commits made.
     let ids: Vec<String> = (0..32).map(|_| unique("batched")).collect();
-    assert!(ends_at_once(&base, &ids).await.iter().all(|s| *s == 200));
-    assert_ended(&base, &ids).await;
-    let metrics = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert!(ends_at_once(base, &ids).await.iter().all(|s| *s == 200));
+    assert_ended(base, &ids).await;
+    let metrics = metrics_text(base).await;
     let value = |name: &str| -> f64 {
         metrics
             .lines()
@@ -447,10 +422,7 @@ async fn one_failing_request_in_a_postgres_batch_fails_alone() {
             .unwrap_or_else(|| panic!("{name} in /metrics"))
     };
     assert!(value("wrapup_commit_batch_size_sum") > value("wrapup_commit_batch_size_count"));
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    refusing.drop_schema().await;
 }
 
 /// Ends `conversations` all at once; their statuses, in order.
@@ -468,4 +440,44 @@ async fn ends_at_once(base: &str, conversations: &[String]) -> Vec<u16> {
         .into_iter()
         .map(|a| a.expect("an answer").status().as_u16())
         .collect()
+}
+
+/// A server on PostgreSQL whose conversations table carries an extra constraint (added
+/// `NOT VALID`, as an operator might), to make the store refuse chosen writes.
+struct Refusing {
+    _server: crate::crash::Server,
+    base: String,
+    logs: crate::crash::Logs,
+    pool: sqlx::PgPool,
+    schema: String,
+}
+
+impl Refusing {
+    async fn start(prefix: &str, pool_size: u32, constraint: &str) -> Refusing {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, schema) = pg_store(prefix, pool_size);
+        let config = write_config(dir.path(), &config_for_store(&store, "", ""));
+        let (server, started, logs) = crate::crash::serve_env(&config, &[]);
+        let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
+        sqlx::query(&format!(
+            "ALTER TABLE {schema}.conversations ADD CONSTRAINT {constraint} NOT VALID"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        Refusing {
+            _server: server,
+            base: format!("http://{}", started["listen"].as_str().unwrap()),
+            logs,
+            pool,
+            schema,
+        }
+    }
+
+    async fn drop_schema(&self) {
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
 }

@@ -557,3 +557,65 @@ async fn a_hung_store_is_told_not_ready_within_a_probe_timeout_and_in_the_metric
         .await
         .unwrap();
 }
+
+/// Issue 26: one conversation's requests arriving together on PostgreSQL are planned one
+/// after the other inside a batch and written as one. Forty requests at once to one
+/// conversation (transfers and summary triggers), then its end: every one is answered
+/// 200, the log holds each event once with sequence numbers 1..=41, and each trigger has
+/// its own summary job (each with its own payload), as if they had come one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_conversations_requests_are_each_written_once_in_order() {
+    let (store, schema) = pg_store("wrapup_hot", 16);
+    let tail = "[bots.summary]\nprovider = \"extractive\"\n";
+    let app = TestApp::build()
+        .config(&config_for_store(&store, "", tail))
+        .spawn()
+        .await;
+    let c = unique("hot");
+    let bodies: Vec<Value> = (0..40)
+        .map(|i| {
+            let event = if i % 2 == 0 {
+                transfer("NA", "entry", &format!("agent-{i}"))
+            } else {
+                summary()
+            };
+            event_body(&c, serde_json::json!([event]))
+        })
+        .collect();
+    let answers = futures::future::join_all(bodies.iter().map(|b| app.hook(b))).await;
+    for (status, body) in &answers {
+        assert_eq!(status.as_u16(), 200, "{body}");
+    }
+    assert_eq!(app.end(&c).await.0, 200);
+
+    let (events, _) = pages(
+        &app.base,
+        &format!("/api/v1/bots/{BOT}/conversations/{c}/events?limit=100"),
+        Auth::Token(&token()),
+        "events",
+    )
+    .await;
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=41).collect::<Vec<_>>());
+    let triggers: HashSet<u64> = events
+        .iter()
+        .filter(|e| e["name"] == "TRIGGER_SUMMARY_EVENT")
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(triggers.len(), 20);
+    let jobs: HashSet<String> = app
+        .jobs_of(&c)
+        .await
+        .iter()
+        .map(|j| j["action"].as_str().unwrap().to_owned())
+        .collect();
+    for seq in &triggers {
+        assert!(jobs.contains(&format!("summary@{seq}")), "summary@{seq} in {jobs:?}");
+    }
+    app.stop().await;
+    let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}

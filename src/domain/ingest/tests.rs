@@ -130,3 +130,27 @@ fn expiry_ends_an_active_conversation_once_and_logs_why() {
     assert_eq!(p.state.end_reason.as_deref(), Some(INACTIVITY_REASON));
     assert!(plan_expiry(T, p.state, 60_000, &actions(1), now).is_none());
 }
+
+/// Two requests of one conversation written together (the PostgreSQL batch) write what
+/// the same events in one request would: the same state, tags, log entries and jobs.
+#[test]
+fn a_plan_then_the_next_writes_what_one_request_with_both_would() {
+    let now = Timestamp::from_millis(1_000);
+    let (first, second, both) = ([summary()], [end()], [summary(), end()]);
+    let one = plan(T, None, &first, &bot(2), now).expect("accepted");
+    let mut next = plan(T, Some(one.state.clone()), &second, &bot(2), now).expect("accepted");
+    let next_jobs = next.jobs.take();
+    let merged = one.then(next);
+    let whole = plan(T, None, &both, &bot(2), now).expect("accepted");
+    assert_eq!(merged.state_json, whole.state_json);
+    assert_eq!(merged.tags, whole.tags);
+    assert_eq!(merged.tags_before, whole.tags_before);
+    let log = |p: &Plan<'_>| {
+        p.appends
+            .iter()
+            .map(|a| (a.seq, a.name, a.body.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(log(&merged), log(&whole));
+    assert_eq!((merged.jobs, next_jobs), (None, whole.jobs));
+}

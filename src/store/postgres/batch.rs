@@ -3,9 +3,11 @@
 //! of six or more statements (and one WAL flush) each.
 //!
 //! What each request gets is exactly what it would get alone:
-//! - a batch holds at most one request per conversation and per `jti` (a second one waits
-//!   for the next batch), so each conversation's plan reads the state its previous write
-//!   committed, and a `jti` is fresh or replayed as if the requests ran one by one;
+//! - a conversation's requests in one batch are planned one after the other, in the order
+//!   they came, each against the state the one before left, and written as one (a hot
+//!   conversation never holds a batch to one request); a batch holds one request per
+//!   `jti` (a second one waits for the next batch), so a `jti` is fresh or replayed as if
+//!   the requests ran one by one;
 //! - the batch locks the rows of its conversations that exist in one order (their keys'
 //!   bytes: `COLLATE "C"`), so two batches, on any instances, wait for each other instead
 //!   of deadlocking; a new conversation's row is inserted as planned (one row version, not
@@ -20,14 +22,13 @@
 //!
 //! Replies go out only after the batch's COMMIT returned.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Row};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::conversations;
 use crate::clock::SharedClock;
 use crate::domain::Timestamp;
 use crate::domain::ingest::{self, Plan, Target};
@@ -90,7 +91,6 @@ pub(super) async fn run(
 #[derive(Default)]
 struct Batch {
     requests: Vec<(Ingest, Reply)>,
-    conversations: HashSet<(String, String)>,
     jtis: HashSet<(String, String)>,
 }
 
@@ -99,23 +99,18 @@ impl Batch {
         self.requests.len()
     }
 
-    /// Adds `request` when the batch has room and has neither its conversation nor its
-    /// jti; otherwise it joins `carried`, for a later batch.
+    /// Adds `request` when the batch has room and does not have its jti yet; otherwise
+    /// it joins `carried`, for a later batch.
     fn take(&mut self, request: (Ingest, Reply), carried: &mut VecDeque<(Ingest, Reply)>) {
-        let ingest = &request.0;
-        let conversation = (ingest.bot_id.clone(), ingest.conversation_id.clone());
-        let jti = ingest
+        let jti = request
+            .0
             .jti
             .as_ref()
             .map(|j| (j.client_id.clone(), j.jti.clone()));
-        if self.len() >= BATCH
-            || self.conversations.contains(&conversation)
-            || jti.as_ref().is_some_and(|j| self.jtis.contains(j))
-        {
+        if self.len() >= BATCH || jti.as_ref().is_some_and(|j| self.jtis.contains(j)) {
             carried.push_back(request);
             return;
         }
-        self.conversations.insert(conversation);
         self.jtis.extend(jti);
         self.requests.push(request);
     }
@@ -174,14 +169,21 @@ fn retry_alone(e: &StoreError) -> bool {
     }
 }
 
-/// One request in a transaction of its own (a refusal or a replay rolls back).
+/// One request, as a batch of one in a transaction of its own (a refusal or a replay
+/// rolls back).
 pub(super) async fn write_one(
     pool: &PgPool,
     ingest: &Ingest,
     now: Timestamp,
 ) -> Result<IngestOutcome, StoreError> {
     let mut tx = pool.begin().await?;
-    let outcome = conversations::ingest(&mut tx, ingest, now).await?;
+    let outcome = write_batch(&mut tx, std::slice::from_ref(ingest), now)
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Failed {
+            what: "a request was left without an outcome".into(),
+            source: None,
+        })?;
     if matches!(outcome, IngestOutcome::Accepted { .. }) {
         tx.commit().await?;
     }
@@ -208,82 +210,65 @@ async fn write_batch(
         }
     }
 
-    // 2. Lock the conversations that exist, in the order of their keys' bytes.
-    let mut order: Vec<usize> = (0..ingests.len())
-        .filter(|&i| outcomes[i].is_none())
-        .collect();
-    order.sort_by(|&a, &b| key(&ingests[a]).cmp(&key(&ingests[b])));
-    let states = lock(conn, ingests, &order).await?;
+    // 2. Lock the conversations that exist, in the order of their keys' bytes. A
+    //    conversation's requests, in the order they came, form one group.
+    let mut groups: BTreeMap<Key<'_>, Vec<usize>> = BTreeMap::new();
+    for i in (0..ingests.len()).filter(|&i| outcomes[i].is_none()) {
+        groups.entry(key(&ingests[i])).or_default().push(i);
+    }
+    let firsts: Vec<usize> = groups.values().map(|g| g[0]).collect();
+    let states = lock(conn, ingests, &firsts).await?;
 
-    // 3. Plan each request against its conversation as it stands (none: a new one).
-    let mut plans: Vec<Planned<'_>> = Vec::with_capacity(order.len());
-    let mut undo: Vec<usize> = Vec::new();
-    for &i in &order {
-        let state = states.get(&key(&ingests[i])).map(|s| s.as_str());
-        match plan(&ingests[i], state, now)? {
-            Ok(plan) => plans.push(Planned {
-                i,
-                new: state.is_none(),
-                plan,
-            }),
-            Err(refusal) => {
-                outcomes[i] = Some(IngestOutcome::Refused(refusal));
-                undo.push(i);
-            }
+    // 3. Plan each group's requests one after the other, each against the state the one
+    //    before left (none: a new conversation), into one write.
+    let mut plans: Vec<Planned<'_>> = Vec::with_capacity(groups.len());
+    let mut members: Vec<&[usize]> = Vec::with_capacity(groups.len());
+    for (k, group) in &groups {
+        let state = states.get(k).map(String::as_str);
+        if let Some(planned) = plan_group(ingests, group, state, now, &mut outcomes)? {
+            plans.push(planned);
+            members.push(group);
         }
     }
 
     // 4. New conversations are inserted as planned. One another transaction created
-    //    meanwhile (the insert waited for its commit) is locked and planned again.
-    let raced = insert_new(conn, ingests, &plans).await?;
+    //    meanwhile (the insert waited for its commit) is locked and its group planned
+    //    again against the row now locked.
+    let raced = insert_new(conn, &plans).await?;
     if !raced.is_empty() {
         let again: Vec<usize> = raced.iter().map(|&p| plans[p].i).collect();
         let states = lock(conn, ingests, &again).await?;
-        let mut refused = HashSet::new();
+        let mut gone = HashSet::new();
         for p in raced {
-            let i = plans[p].i;
-            let Some(state) = states.get(&key(&ingests[i])) else {
+            let k = key(&ingests[plans[p].i]);
+            let Some(state) = states.get(&k) else {
                 return Err(StoreError::Failed {
-                    what: format!(
-                        "conversation {} was neither inserted nor found",
-                        ingests[i].conversation_id
-                    ),
+                    what: format!("conversation {} was neither inserted nor found", k.1),
                     source: None,
                 });
             };
-            match plan(&ingests[i], Some(state), now)? {
-                Ok(plan) => {
-                    plans[p] = Planned {
-                        i,
-                        new: false,
-                        plan,
-                    }
-                }
-                Err(refusal) => {
-                    outcomes[i] = Some(IngestOutcome::Refused(refusal));
-                    undo.push(i);
-                    refused.insert(p);
+            match plan_group(ingests, members[p], Some(state), now, &mut outcomes)? {
+                Some(planned) => plans[p] = planned,
+                None => {
+                    gone.insert(p);
                 }
             }
         }
         let mut p = 0;
         plans.retain(|_| {
             p += 1;
-            !refused.contains(&(p - 1))
+            !gone.contains(&(p - 1))
         });
     }
-    for planned in &plans {
-        outcomes[planned.i] = Some(planned.plan.outcome.into());
-    }
+    let undo: Vec<usize> = (0..ingests.len())
+        .filter(|&i| matches!(outcomes[i], Some(IngestOutcome::Refused(_))))
+        .collect();
 
     // 5. A refused request leaves nothing: its jti is taken back.
     take_back_jtis(conn, ingests, &undo).await?;
 
-    // 6. The rest of the plans: one statement per table.
-    update(conn, ingests, &plans).await?;
-    replace_tags(conn, ingests, &plans).await?;
-    append_events(conn, ingests, &plans, now).await?;
-    schedule_jobs(conn, ingests, &plans, now).await?;
+    // 6. The rest of the plans.
+    write_plans(conn, &plans, now).await?;
 
     outcomes
         .into_iter()
@@ -300,31 +285,90 @@ fn key(ingest: &Ingest) -> Key<'_> {
     (&ingest.bot_id, &ingest.conversation_id)
 }
 
-/// A request's plan, and whether its conversation is new (inserted, not updated).
-struct Planned<'a> {
-    i: usize,
-    new: bool,
-    plan: Plan<'a>,
-}
-
-/// Plans `ingest` against `state` (the stored JSON; none for a new conversation).
-fn plan<'a>(
-    ingest: &'a Ingest,
-    state: Option<&str>,
-    now: Timestamp,
-) -> Result<Result<Plan<'a>, ingest::Refusal>, StoreError> {
-    let state = state.map(parse_state).transpose()?;
-    let target = Target {
+fn target(ingest: &Ingest) -> Target<'_> {
+    Target {
         bot_id: &ingest.bot_id,
         conversation_id: &ingest.conversation_id,
-    };
-    Ok(ingest::plan(
-        target,
-        state,
-        &ingest.events,
-        &ingest.bot,
-        now,
-    ))
+    }
+}
+
+/// Writes plans of conversations whose rows exist (updated) or were inserted by
+/// [`insert_new`]: the states of the existing ones, every tag row, log entry and job, one
+/// statement per table. The inactivity sweep writes its ends here too.
+pub(super) async fn write_plans(
+    conn: &mut PgConnection,
+    plans: &[Planned<'_>],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    update(conn, plans).await?;
+    replace_tags(conn, plans).await?;
+    append_events(conn, plans, now).await?;
+    schedule_jobs(conn, plans, now).await
+}
+
+/// A plan to write, and whether its conversation is new (inserted, not updated).
+pub(super) struct Planned<'a> {
+    /// Its position in the caller's list (the request it answers).
+    pub i: usize,
+    pub target: Target<'a>,
+    pub new: bool,
+    /// The write (its `jobs` taken out: they are below).
+    pub plan: Plan<'a>,
+    /// The jobs of each plan that went into it, each with its own payload.
+    pub jobs: Vec<ingest::Jobs>,
+}
+
+impl<'a> Planned<'a> {
+    /// One plan's write.
+    pub fn new(i: usize, target: Target<'a>, new: bool, mut plan: Plan<'a>) -> Self {
+        let jobs = plan.jobs.take().into_iter().collect();
+        Planned {
+            i,
+            target,
+            new,
+            plan,
+            jobs,
+        }
+    }
+}
+
+/// Plans a conversation's requests (`group`, in the order they came) one after the other
+/// against its stored state (`None`: new), setting each one's outcome; their plans as one
+/// write, none when every one was refused.
+fn plan_group<'a>(
+    ingests: &'a [Ingest],
+    group: &[usize],
+    stored: Option<&str>,
+    now: Timestamp,
+    outcomes: &mut [Option<IngestOutcome>],
+) -> Result<Option<Planned<'a>>, StoreError> {
+    let new = stored.is_none();
+    let mut state = stored.map(parse_state).transpose()?;
+    let mut merged: Option<Planned<'a>> = None;
+    for (n, &i) in group.iter().enumerate() {
+        let ingest = &ingests[i];
+        let last = n + 1 == group.len();
+        // The state moves on to the next plan; only a request with a next one clones it.
+        let input = if last { state.take() } else { state.clone() };
+        match ingest::plan(target(ingest), input, &ingest.events, &ingest.bot, now) {
+            Ok(mut plan) => {
+                outcomes[i] = Some(plan.outcome.into());
+                if !last {
+                    state = Some(plan.state.clone());
+                }
+                merged = Some(match merged {
+                    None => Planned::new(group[0], target(ingest), new, plan),
+                    Some(mut m) => {
+                        m.jobs.extend(plan.jobs.take());
+                        m.plan = m.plan.then(plan);
+                        m
+                    }
+                });
+            }
+            Err(refusal) => outcomes[i] = Some(IngestOutcome::Refused(refusal)),
+        }
+    }
+    Ok(merged)
 }
 
 /// Inserts every jti of the batch; those that were not used before.
@@ -453,13 +497,7 @@ struct Rows<'a> {
 }
 
 impl<'a> Rows<'a> {
-    fn of<'p>(
-        ingests: &'a [Ingest],
-        plans: impl Iterator<Item = &'a Planned<'p>>,
-    ) -> Result<Self, StoreError>
-    where
-        'p: 'a,
-    {
+    fn of<'p: 'a>(plans: impl Iterator<Item = &'a Planned<'p>>) -> Result<Self, StoreError> {
         let mut rows = Rows {
             bots: vec![],
             ids: vec![],
@@ -472,8 +510,8 @@ impl<'a> Rows<'a> {
         };
         for p in plans {
             let c = &p.plan.state;
-            rows.bots.push(&ingests[p.i].bot_id);
-            rows.ids.push(&ingests[p.i].conversation_id);
+            rows.bots.push(p.target.bot_id);
+            rows.ids.push(p.target.conversation_id);
             rows.status.push(c.status.as_str());
             rows.created_at.push(c.created_at.millis());
             rows.last_event_at.push(c.last_event_at.millis());
@@ -513,14 +551,13 @@ const ROWS: &str =
 /// `plans`) whose conversation another transaction created first.
 async fn insert_new(
     conn: &mut PgConnection,
-    ingests: &[Ingest],
     plans: &[Planned<'_>],
 ) -> Result<Vec<usize>, StoreError> {
     let new: Vec<usize> = (0..plans.len()).filter(|&p| plans[p].new).collect();
     if new.is_empty() {
         return Ok(new);
     }
-    let rows = Rows::of(ingests, new.iter().map(|&p| &plans[p]))?;
+    let rows = Rows::of(new.iter().map(|&p| &plans[p]))?;
     let sql = format!(
         "INSERT INTO conversations (bot_id, conversation_id, status, created_at, last_event_at, ended_at, sort_at, state)
          SELECT * FROM {ROWS}
@@ -534,20 +571,19 @@ async fn insert_new(
     }
     Ok(new
         .into_iter()
-        .filter(|&p| !done.contains(&key(&ingests[plans[p].i])))
+        .filter(|&p| {
+            let t = plans[p].target;
+            !done.contains(&(t.bot_id, t.conversation_id))
+        })
         .collect())
 }
 
 /// The existing conversations' new states, in one statement.
-async fn update(
-    conn: &mut PgConnection,
-    ingests: &[Ingest],
-    plans: &[Planned<'_>],
-) -> Result<(), StoreError> {
+async fn update(conn: &mut PgConnection, plans: &[Planned<'_>]) -> Result<(), StoreError> {
     if plans.iter().all(|p| p.new) {
         return Ok(());
     }
-    let rows = Rows::of(ingests, plans.iter().filter(|p| !p.new))?;
+    let rows = Rows::of(plans.iter().filter(|p| !p.new))?;
     let sql = format!(
         "UPDATE conversations t
          SET status = u.status, created_at = u.created_at, last_event_at = u.last_event_at,
@@ -561,14 +597,10 @@ async fn update(
 
 /// The tag rows of every conversation whose tags changed, in two statements: the rows
 /// of tags gone, then the new and changed rows (see `conversations::replace_tags`).
-async fn replace_tags(
-    conn: &mut PgConnection,
-    ingests: &[Ingest],
-    plans: &[Planned<'_>],
-) -> Result<(), StoreError> {
-    let changed: Vec<(usize, &Plan<'_>)> = plans
+async fn replace_tags(conn: &mut PgConnection, plans: &[Planned<'_>]) -> Result<(), StoreError> {
+    let changed: Vec<(Target<'_>, &Plan<'_>)> = plans
         .iter()
-        .map(|p| (p.i, &p.plan))
+        .map(|p| (p.target, &p.plan))
         .filter(|(_, p)| p.tags_before.as_ref() != Some(&p.tags))
         .collect();
     if changed.is_empty() {
@@ -576,10 +608,10 @@ async fn replace_tags(
     }
     let (mut bots, mut ids, mut tags, mut sort_at, mut status) =
         (vec![], vec![], vec![], vec![], vec![]);
-    for (i, plan) in &changed {
+    for (t, plan) in &changed {
         for tag in &plan.tags.tags {
-            bots.push(ingests[*i].bot_id.as_str());
-            ids.push(ingests[*i].conversation_id.as_str());
+            bots.push(t.bot_id);
+            ids.push(t.conversation_id);
             tags.push(tag.as_str());
             sort_at.push(plan.tags.sort_at.millis());
             status.push(plan.tags.status.as_str());
@@ -589,7 +621,7 @@ async fn replace_tags(
     let had: Vec<Key<'_>> = changed
         .iter()
         .filter(|(_, p)| p.tags_before.as_ref().is_some_and(|b| !b.tags.is_empty()))
-        .map(|(i, _)| key(&ingests[*i]))
+        .map(|(t, _)| (t.bot_id, t.conversation_id))
         .collect();
     if !had.is_empty() {
         sqlx::query(
@@ -629,16 +661,15 @@ async fn replace_tags(
 /// Every plan's log entries, in one statement.
 async fn append_events(
     conn: &mut PgConnection,
-    ingests: &[Ingest],
     plans: &[Planned<'_>],
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let (mut bots, mut ids, mut seqs, mut names, mut bodies) =
         (vec![], vec![], vec![], vec![], vec![]);
-    for Planned { i, plan, .. } in plans {
+    for Planned { target, plan, .. } in plans {
         for a in &plan.appends {
-            bots.push(ingests[*i].bot_id.as_str());
-            ids.push(ingests[*i].conversation_id.as_str());
+            bots.push(target.bot_id);
+            ids.push(target.conversation_id);
             seqs.push(a.seq as i64);
             names.push(a.name);
             bodies.push(a.body.as_ref());
@@ -667,13 +698,12 @@ async fn append_events(
 /// in their payload: one read of the summaries, one insert.
 async fn schedule_jobs(
     conn: &mut PgConnection,
-    ingests: &[Ingest],
     plans: &[Planned<'_>],
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let ending: Vec<(usize, &ingest::Jobs)> = plans
+    let ending: Vec<(Target<'_>, &ingest::Jobs)> = plans
         .iter()
-        .filter_map(|p| p.plan.jobs.as_ref().map(|j| (p.i, j)))
+        .flat_map(|p| p.jobs.iter().map(move |j| (p.target, j)))
         .filter(|(_, j)| !j.actions.is_empty())
         .collect();
     if ending.is_empty() {
@@ -690,16 +720,11 @@ async fn schedule_jobs(
              ORDER BY created_at, summary_id LIMIT 1000) s
          ORDER BY k.n, s.created_at, s.summary_id",
     )
+    .bind(ending.iter().map(|(t, _)| t.bot_id).collect::<Vec<_>>())
     .bind(
         ending
             .iter()
-            .map(|(i, _)| ingests[*i].bot_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        ending
-            .iter()
-            .map(|(i, _)| ingests[*i].conversation_id.as_str())
+            .map(|(t, _)| t.conversation_id)
             .collect::<Vec<_>>(),
     )
     .fetch_all(&mut *conn)
@@ -711,12 +736,11 @@ async fn schedule_jobs(
         }
     }
     let mut jobs = super::jobs::NewJobs::default();
-    for ((i, j), stored) in ending.iter().zip(&stored) {
-        let payload = j.payload_with(stored);
+    for ((t, j), stored) in ending.iter().zip(&stored) {
         jobs.add(
-            &ingests[*i].bot_id,
-            &ingests[*i].conversation_id,
-            &payload,
+            t.bot_id,
+            t.conversation_id,
+            &j.payload_with(stored),
             &j.actions,
         );
     }

@@ -1,17 +1,17 @@
-//! Conversations and their event logs: the row lock that serializes a conversation's
-//! writers across instances, writing the domain's plan, sweeps and record reads.
+//! Conversations and their event logs: the inactivity and retention sweeps, tag rows and
+//! record reads. Requests are written by [`super::batch`] (the row lock that serializes a
+//! conversation's writers across instances is taken there).
 
 use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
-use super::jobs;
-use crate::domain::ingest::{self, Plan, Target};
+use super::batch::Planned;
+use crate::domain::ingest::{self, Target};
 use crate::domain::tags::TagRows;
-use crate::domain::{Conversation, JtiUse, Timestamp};
+use crate::domain::{JtiUse, Timestamp};
 use crate::store::{
-    ConversationFilter, ConversationList, EventPage, EventQuery, Expiry, Ingest, IngestOutcome,
-    ListedConversation, Purge, StoreError, StoredConversation, StoredEvent, parse_state,
-    plan_state,
+    ConversationFilter, ConversationList, EventPage, EventQuery, Expiry, ListedConversation, Purge,
+    StoreError, StoredConversation, StoredEvent, parse_state,
 };
 
 /// Records `jti`; false if this app used it before.
@@ -30,95 +30,6 @@ pub(super) async fn record_jti(
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
-}
-
-/// One request, inside the caller's transaction.
-pub(super) async fn ingest(
-    conn: &mut PgConnection,
-    ingest: &Ingest,
-    now: Timestamp,
-) -> Result<IngestOutcome, StoreError> {
-    if let Some(jti) = &ingest.jti
-        && !record_jti(conn, jti, now).await?
-    {
-        return Ok(IngestOutcome::Replay);
-    }
-    let target = Target {
-        bot_id: &ingest.bot_id,
-        conversation_id: &ingest.conversation_id,
-    };
-    let state = load_for_update(conn, target).await?;
-    match ingest::plan(target, state, &ingest.events, &ingest.bot, now) {
-        Ok(plan) => {
-            write_plan(conn, target, &plan, now).await?;
-            Ok(plan.outcome.into())
-        }
-        Err(refusal) => Ok(IngestOutcome::Refused(refusal)),
-    }
-}
-
-/// Locks the conversation's row for the rest of the transaction (creating a placeholder
-/// row first if there is none, so that there is a row to lock): every request for this
-/// conversation, on any instance, waits here for the one before it to commit. `None`
-/// for a conversation that did not exist.
-async fn load_for_update(
-    conn: &mut PgConnection,
-    target: Target<'_>,
-) -> Result<Option<Conversation>, StoreError> {
-    let created = sqlx::query(
-        "INSERT INTO conversations (bot_id, conversation_id, status, created_at, last_event_at, sort_at, state)
-         VALUES ($1, $2, 'active', 0, 0, 0, '') ON CONFLICT DO NOTHING",
-    )
-    .bind(target.bot_id)
-    .bind(target.conversation_id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    let state: String = sqlx::query_scalar(
-        "SELECT state FROM conversations WHERE bot_id = $1 AND conversation_id = $2 FOR UPDATE",
-    )
-    .bind(target.bot_id)
-    .bind(target.conversation_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    // The placeholder is never committed: the plan overwrites it, or the transaction
-    // rolls back. A concurrent insert of the same row waits for this transaction.
-    if created {
-        Ok(None)
-    } else {
-        parse_state(&state).map(Some)
-    }
-}
-
-/// Writes a plan: the state, the log entries, the jobs.
-async fn write_plan(
-    conn: &mut PgConnection,
-    target: Target<'_>,
-    plan: &Plan<'_>,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    save(conn, target, plan).await?;
-    replace_tags(conn, target, plan.tags_before.as_ref(), &plan.tags).await?;
-    for a in &plan.appends {
-        sqlx::query(
-            "INSERT INTO events (bot_id, conversation_id, seq, name, received_at, body) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(target.bot_id)
-        .bind(target.conversation_id)
-        .bind(a.seq as i64)
-        .bind(a.name)
-        .bind(now.millis())
-        .bind(a.body.as_ref())
-        .execute(&mut *conn)
-        .await?;
-    }
-    if let Some(j) = &plan.jobs {
-        // The summaries completed by the end travel with it.
-        let stored = jobs::summaries(conn, target.bot_id, target.conversation_id).await?;
-        jobs::schedule(conn, target, &j.payload_with(&stored), &j.actions, now).await?;
-    }
-    Ok(())
 }
 
 /// Replaces a conversation's tag rows with `next`'s in one statement (the two parts
@@ -155,30 +66,6 @@ pub(super) async fn replace_tags(
     Ok(())
 }
 
-async fn save(
-    conn: &mut PgConnection,
-    target: Target<'_>,
-    plan: &Plan<'_>,
-) -> Result<(), StoreError> {
-    let conv = &plan.state;
-    sqlx::query(
-        "UPDATE conversations SET status = $3, created_at = $4, last_event_at = $5, ended_at = $6,
-             sort_at = $7, state = $8
-         WHERE bot_id = $1 AND conversation_id = $2",
-    )
-    .bind(target.bot_id)
-    .bind(target.conversation_id)
-    .bind(conv.status.as_str())
-    .bind(conv.created_at.millis())
-    .bind(conv.last_event_at.millis())
-    .bind(conv.ended_at.map(|t| t.millis()))
-    .bind(conv.ended_at.unwrap_or(conv.last_event_at).millis())
-    .bind(plan_state(plan)?)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// The server's own end for conversations gone silent, planned by the domain like a
 /// client's end. SKIP LOCKED: a conversation a request (or another sweeper) holds is
 /// left to it.
@@ -198,16 +85,16 @@ pub(super) async fn expire_inactive(
     .bind(e.limit as i64)
     .fetch_all(&mut *conn)
     .await?;
-    let mut ended = Vec::with_capacity(rows.len());
-    for (id, state) in rows {
+    let mut plans = Vec::with_capacity(rows.len());
+    for (i, (id, state)) in rows.iter().enumerate() {
         let target = Target {
             bot_id,
-            conversation_id: &id,
+            conversation_id: id,
         };
-        let conv = match parse_state(&state) {
+        let conv = match parse_state(state) {
             Ok(conv) => conv,
             Err(err @ StoreError::Corrupt { .. }) => {
-                crate::store::skipped_unreadable(bot_id, &id, &err);
+                crate::store::skipped_unreadable(bot_id, id, &err);
                 continue;
             }
             Err(err) => return Err(err),
@@ -215,10 +102,14 @@ pub(super) async fn expire_inactive(
         let Some(plan) = ingest::plan_expiry(target, conv, e.timeout_ms, &e.on_end, now) else {
             continue;
         };
-        write_plan(conn, target, &plan, now).await?;
-        ended.push(id);
+        plans.push(Planned::new(i, target, false, plan));
     }
-    Ok(ended)
+    // One statement per table for all of them (they are locked, and exist).
+    super::batch::write_plans(conn, &plans, now).await?;
+    Ok(plans
+        .iter()
+        .map(|p| p.target.conversation_id.to_owned())
+        .collect())
 }
 
 /// Retention, one statement per rule: pick up to `limit` ended conversations not yet
