@@ -610,7 +610,10 @@ async fn a_hot_conversations_requests_are_each_written_once_in_order() {
         .map(|j| j["action"].as_str().unwrap().to_owned())
         .collect();
     for seq in &triggers {
-        assert!(jobs.contains(&format!("summary@{seq}")), "summary@{seq} in {jobs:?}");
+        assert!(
+            jobs.contains(&format!("summary@{seq}")),
+            "summary@{seq} in {jobs:?}"
+        );
     }
     app.stop().await;
     let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();

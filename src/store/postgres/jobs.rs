@@ -187,6 +187,9 @@ pub(super) async fn claim_each(
         .iter()
         .map(|(d, room)| (d.as_str(), *room as i64))
         .unzip();
+    // The rows claimed are found by their key (`= ANY(ARRAY(…))`): joined to the CTE, the
+    // planner, which cannot know the rooms, expected thousands of rows and hashed the
+    // whole jobs table for every claim (32 ms beside an 86,000-job backlog).
     let due = sqlx::query(&format!(
         "WITH due AS (
              SELECT d.seq FROM unnest($4::text[], $2::bigint[]) AS w(destination, room)
@@ -195,7 +198,7 @@ pub(super) async fn claim_each(
                  ORDER BY due_at LIMIT w.room FOR UPDATE SKIP LOCKED) d)
          UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, lease_until = $3,
                 lease_token = gen_random_uuid()::text, updated_at = $1
-         FROM due WHERE j.seq = due.seq
+         WHERE j.seq = ANY(ARRAY(SELECT seq FROM due))
          RETURNING {CLAIMED_COLUMNS}"
     ))
     .bind(at)
@@ -234,7 +237,7 @@ async fn claim_due(
              ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED)
          UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, lease_until = $3,
                 lease_token = gen_random_uuid()::text, updated_at = $1
-         FROM due WHERE j.seq = due.seq
+         WHERE j.seq = ANY(ARRAY(SELECT seq FROM due))
          RETURNING {CLAIMED_COLUMNS}"
     ))
     .bind(now)
@@ -267,12 +270,12 @@ async fn claim_lost(
              recorded AS (
                  INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error)
                  SELECT j.id, j.attempts, j.updated_at, $1 - j.updated_at, 'lost', $4
-                 FROM jobs j JOIN lost ON j.seq = lost.seq
+                 FROM jobs j WHERE j.seq = ANY(ARRAY(SELECT seq FROM lost))
                  ON CONFLICT DO NOTHING)
              UPDATE jobs j SET attempts = j.attempts + 1, max_attempts = j.max_attempts + 1,
                     lost_in_row = j.lost_in_row + 1, lease_until = $3,
                     lease_token = gen_random_uuid()::text, updated_at = $1
-             FROM lost WHERE j.seq = lost.seq
+             WHERE j.seq = ANY(ARRAY(SELECT seq FROM lost))
              RETURNING {CLAIMED_COLUMNS}, j.lost_in_row"
         ))
         .bind(now)
