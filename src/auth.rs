@@ -60,6 +60,10 @@ pub enum AuthError {
     TooOld,
     #[error("this app enforces JTI; a jti claim is required")]
     JtiRequired,
+    /// A jti the store cannot keep (PostgreSQL's text holds no NUL): refused at the door,
+    /// so it never fails a batch of other requests.
+    #[error("the jti claim must be at most 256 bytes with no NUL or other control character")]
+    JtiInvalid,
     #[error("this token's jti has already been used")]
     Replayed,
     #[error("the token's botId claim must be a non-empty string naming the bot")]
@@ -257,8 +261,11 @@ impl Authenticator {
         }
         let jti = if app.settings.enforce_jti {
             let id = string_claim(&claims.jti)
-                .filter(|j| !j.is_empty() && j.len() <= 256)
+                .filter(|j| !j.is_empty())
                 .ok_or(AuthError::JtiRequired)?;
+            if id.len() > 256 || id.chars().any(char::is_control) {
+                return Err(AuthError::JtiInvalid);
+            }
             Some(JtiUse {
                 client_id: client_id.to_owned(),
                 jti: id.to_owned(),

@@ -491,3 +491,35 @@ async fn a_large_records_answer_costs_its_app_by_its_size() {
         "{answered} small requests answered"
     );
 }
+
+/// A jti the store could not keep (a NUL: PostgreSQL's text refuses it, and in a batch it
+/// once failed every request beside it) or longer than 256 bytes is refused at the door
+/// with a 401 that says what a jti may be; one with a tab (a control character) too.
+#[tokio::test]
+async fn a_jti_with_a_nul_or_too_long_is_refused_saying_why() {
+    let app = TestApp::spawn().await;
+    for jti in ["a\u{0}b".to_owned(), "a\tb".to_owned(), "j".repeat(257)] {
+        let token = sign(
+            Algorithm::HS256,
+            JTI_SECRET,
+            json!({"appId": JTI_APP, "jti": jti}),
+        );
+        let (status, body) = post_with(&app, "token", &token).await;
+        assert_eq!(
+            (status, body["message"].clone()),
+            (
+                401,
+                json!(
+                    "the jti claim must be at most 256 bytes with no NUL or other control character"
+                )
+            ),
+            "{jti:?}"
+        );
+    }
+    let ok = sign(
+        Algorithm::HS256,
+        JTI_SECRET,
+        json!({"appId": JTI_APP, "jti": "j".repeat(256)}),
+    );
+    assert_eq!(post_with(&app, "token", &ok).await.0, 200);
+}

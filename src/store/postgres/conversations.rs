@@ -86,7 +86,7 @@ pub(super) async fn expire_inactive(
     .fetch_all(&mut *conn)
     .await?;
     let mut plans = Vec::with_capacity(rows.len());
-    for (i, (id, state)) in rows.iter().enumerate() {
+    for (id, state) in &rows {
         let target = Target {
             bot_id,
             conversation_id: id,
@@ -102,7 +102,7 @@ pub(super) async fn expire_inactive(
         let Some(plan) = ingest::plan_expiry(target, conv, e.timeout_ms, &e.on_end, now) else {
             continue;
         };
-        plans.push(Planned::new(i, target, false, plan));
+        plans.push(Planned::new(target, false, plan));
     }
     // One statement per table for all of them (they are locked, and exist).
     super::batch::write_plans(conn, &plans, now).await?;

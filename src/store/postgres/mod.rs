@@ -1,9 +1,10 @@
 //! The PostgreSQL store, for several `wrapup serve` instances sharing one database.
 //!
 //! Nothing here relies on a process's memory for correctness:
-//! - a request's transaction (its batch's) locks its conversation row
-//!   (`INSERT … ON CONFLICT DO NOTHING`, then `SELECT … FOR UPDATE`), so concurrent ends
-//!   of one conversation on any instances serialize and exactly one of them ends it;
+//! - a request's transaction (its batch's) locks its conversation's row
+//!   (`SELECT … FOR UPDATE`), or inserts it when there is none (the primary key makes a
+//!   concurrent creator wait, and the batch that lost runs again), so concurrent ends of
+//!   one conversation on any instances serialize and exactly one of them ends it;
 //! - a used `jti` is a row with a primary key, inserted in the same transaction;
 //! - workers claim jobs and the sweeper picks conversations with `FOR UPDATE SKIP LOCKED`;
 //! - migrations run under an advisory lock, so instances starting together apply them once.
