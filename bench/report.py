@@ -23,6 +23,7 @@ row("bare axum, `{\"STATUS\":\"OK\"}` (HTTP ceiling), 64 conns", runs("ceiling")
 row("bare axum, 256 conns", runs("ceiling", conns=256))
 row("+ serde parse + HS256 check (work ceiling), 64 conns", runs("work-ceiling"))
 row("+ one SQLite commit per request behind a mutex (naive durable), 64 conns", runs("naive"))
+row("+ one writer thread, a transaction per batch of waiting requests (minimal group commit), 64 conns", runs("group"))
 row("**wrapup**, end-only, 64 conns", runs("wrapup"))
 row("**wrapup**, end-only, 256 conns", runs("wrapup", conns=256))
 row("**wrapup**, lifecycle (8 requests per conversation), 64 conns", runs("wrapup", "lifecycle"))
@@ -34,6 +35,21 @@ pg3_rps = statistics.median([sum(r["rps"] for r in g) for g in pg3_rounds]) if p
 pg3_p99 = statistics.median([max(r["p99_ms"] for r in g) for g in pg3_rounds]) if pg3_rounds else float("nan")
 lines.append(f"| **wrapup on PostgreSQL**, end-only, three instances on one schema, 3 × 22 conns (summed; p99 the worst) | {pg3_rps:,.0f} | | {pg3_p99:.2f} | {pg3_rps / ceiling * 100:.0f} % | {len(pg3_rounds)} |")
 open_rs = runs("wrapup-open", mode="open")
+# The pinned pass: each server on core 0, the load generator on core 1.
+pceiling = med(runs("pinned-ceiling"), "rps")
+plines = []
+def prow(name, rs):
+    rps = med(rs, "rps")
+    plines.append(f"| {name} | {rps:,.0f} | {med(rs, 'p50_ms'):.2f} | {med(rs, 'p99_ms'):.2f} | "
+                  f"{rps / pceiling * 100:.0f} % | {len(rs)} |")
+prow("bare axum (HTTP ceiling), 64 conns", runs("pinned-ceiling"))
+prow("minimal group-commit writer, 64 conns", runs("pinned-group"))
+prow("minimal group-commit writer, 256 conns", runs("pinned-group", conns=256))
+prow("**wrapup**, end-only, 64 conns", runs("pinned-wrapup"))
+prow("**wrapup**, end-only, 256 conns", runs("pinned-wrapup", conns=256))
+prow("**wrapup**, lifecycle, 64 conns", runs("pinned-wrapup", "lifecycle"))
+prow("**wrapup on PostgreSQL**, end-only, 64 conns (PostgreSQL's processes unpinned)", runs("pinned-wrapup-pg"))
+pw, pg = med(runs("pinned-wrapup"), "rps"), med(runs("pinned-group"), "rps")
 w64, w256, naive = med(runs("wrapup"), "rps"), med(runs("wrapup", conns=256), "rps"), med(runs("naive"), "rps")
 rss = lambda conns, key: statistics.median([r[key] for r in rows if r.get("label") == "wrapup-rss" and r["connections"] == conns] or [float("nan")]) / 1024
 disk = [r["db_bytes"] / r["conversations"] for r in rows if r.get("label") == "wrapup-disk" and r.get("conversations")]
@@ -57,7 +73,8 @@ generator in the same run, alternating.
 |---|---|---|---|---|---|
 """ + "\n".join(lines) + f"""
 
-- wrapup / naive durable: **{w64 / naive:.1f}×** at 64 connections.
+- wrapup / naive durable: **{w64 / naive:.1f}×** at 64 connections; wrapup / minimal group-commit writer:
+  **{w64 / med(runs("group"), "rps"):.2f}**.
 - PostgreSQL ÷ SQLite (one instance each, end-only, 64 connections): **{med(runs("wrapup-pg"), "rps") / w64:.2f}** (target ≥ 0.5);
   three instances ÷ one: **{pg3_rps / med(runs("wrapup-pg"), "rps"):.2f}**. PostgreSQL 15 with its default settings on the same box.
 - wrapup at 256 connections: **{w256 / w64 * 100:.0f} %** of its 64-connection throughput.
@@ -73,6 +90,17 @@ generator in the same run, alternating.
   p99 {dmed(hook_closed, 'ack_to_delivery_p99_ms'):,.0f} ms. Open loop at 2,500 ends/s (half the 5,000/s target): ingest p99
   {med(hook_open, 'p99_ms'):.1f} ms, ack-to-delivery p50 {dmed(hook_open, 'ack_to_delivery_p50_ms'):.1f} ms, p99 {dmed(hook_open, 'ack_to_delivery_p99_ms'):.1f} ms.
   Acknowledged ends not delivered or delivered twice: {undelivered}.
+
+Pinned: the server on core 0, the load generator on core 1 (`taskset`), same run.
+
+| server | req/s | p50 ms | p99 ms | of HTTP ceiling | runs |
+|---|---|---|---|---|---|
+""" + "\n".join(plines) + f"""
+
+- wrapup (SQLite) ÷ minimal group-commit writer, end-only, 64 connections: **{pw / pg:.2f}** (target ≥ 0.8);
+  ÷ HTTP ceiling: **{pw / pceiling:.2f}** (target ≥ 0.35).
+- lifecycle ÷ HTTP ceiling: **{med(runs("pinned-wrapup", "lifecycle"), "rps") / pceiling:.2f}** (target ≥ 0.3).
+- PostgreSQL ÷ SQLite: **{med(runs("pinned-wrapup-pg"), "rps") / pw:.2f}** (target ≥ 0.5).
 <!-- latest-run:end -->
 """
 try:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces BENCHMARKS.md: every server driven by the same load generator in the same run,
 # alternating, ROUNDS times; the medians and their ratios replace the "Latest run" section.
-# Usage: bench/run.sh            (ROUNDS=3 DURATION=10s by default; 8 to 14 minutes plus the build)
+# Usage: bench/run.sh            (ROUNDS=3 DURATION=10s by default; 15 to 20 minutes plus the build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -11,14 +11,18 @@ WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 cargo build --release --quiet --bin wrapup
-cargo build --release --quiet -p wrapup-bench --bin wrapup-load --bin bench-ceiling --bin bench-naive
+cargo build --release --quiet -p wrapup-bench --bin wrapup-load --bin bench-ceiling --bin bench-naive --bin bench-group
 T=target/release
 LOAD="$T/wrapup-load --duration $DURATION --warmup 2s --quiet"
+# The pinned pass runs each server on core 0 and the load generator on core 1 (PostgreSQL's
+# own processes are not pinned): figures from noisy boxes compare. Unpinned by default.
+SRV_PIN=(); PLOAD="$LOAD"
+pin() { if [ "$1" = on ]; then SRV_PIN=(taskset -c 0); PLOAD="taskset -c 1 $LOAD"; else SRV_PIN=(); PLOAD="$LOAD"; fi; }
 
 wait_port() { for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened"; exit 1; }
 start() { # start NAME PORT COMMAND...
   local port=$2; shift 2
-  "$@" > "$WORK/server.log" 2>&1 &
+  "${SRV_PIN[@]}" "$@" > "$WORK/server.log" 2>&1 &
   SERVER=$!
   wait_port "$port"
 }
@@ -57,6 +61,10 @@ for round in $(seq "$ROUNDS"); do
   rm -f "$WORK"/naive.db*
   start naive 8082 $T/bench-naive 127.0.0.1:8082 "$WORK/naive.db"
   $LOAD --url http://127.0.0.1:8082 --connections 64 --label naive >> "$OUT"
+  stop
+  rm -f "$WORK"/group.db*
+  start group 8084 $T/bench-group 127.0.0.1:8084 "$WORK/group.db"
+  $LOAD --url http://127.0.0.1:8084 --connections 64 --label group >> "$OUT"
   stop
   for conns in 64 256; do
     rm -f "$WORK"/wrapup.db*; wrapup_config
@@ -97,6 +105,32 @@ for round in $(seq "$ROUNDS"); do
   cat "$WORK"/pg3-*.json >> "$OUT"
   kill "${PIDS[@]}"; wait "${PIDS[@]}" 2>/dev/null || true
   drop_schema "${schema}_3"
+  # The pinned pass: the baselines the targets are ratios of, and wrapup on both stores.
+  pin on
+  start ceiling 8081 $T/bench-ceiling 127.0.0.1:8081
+  $PLOAD --url http://127.0.0.1:8081 --connections 64 --label pinned-ceiling >> "$OUT"
+  stop
+  rm -f "$WORK"/group.db*
+  start group 8084 $T/bench-group 127.0.0.1:8084 "$WORK/group.db"
+  $PLOAD --url http://127.0.0.1:8084 --connections 64 --label pinned-group >> "$OUT"
+  $PLOAD --url http://127.0.0.1:8084 --connections 256 --label pinned-group >> "$OUT"
+  stop
+  for conns in 64 256; do
+    rm -f "$WORK"/wrapup.db*; wrapup_config
+    start wrapup 8080 env WRAPUP_LOG=warn $T/wrapup serve --config "$WORK/wrapup.toml"
+    $PLOAD --url http://127.0.0.1:8080 --connections "$conns" --label pinned-wrapup --verify >> "$OUT"
+    stop
+  done
+  rm -f "$WORK"/wrapup.db*; wrapup_config
+  start wrapup 8080 env WRAPUP_LOG=warn $T/wrapup serve --config "$WORK/wrapup.toml"
+  $PLOAD --url http://127.0.0.1:8080 --connections 64 --workload lifecycle --label pinned-wrapup --verify >> "$OUT"
+  stop
+  pg_config "${schema}_p" 8090
+  start wrapup-pg 8090 env WRAPUP_LOG=warn $T/wrapup serve --config "$WORK/pg-8090.toml"
+  $PLOAD --url http://127.0.0.1:8090 --connections 64 --label pinned-wrapup-pg --verify >> "$OUT"
+  stop
+  drop_schema "${schema}_p"
+  pin off
   # Open loop at half the closed-loop rate: latency without coordinated omission.
   rm -f "$WORK"/wrapup.db*; wrapup_config
   start wrapup 8080 env WRAPUP_LOG=warn $T/wrapup serve --config "$WORK/wrapup.toml"
