@@ -152,6 +152,14 @@ impl Runner {
             .unwrap_or(std::time::Duration::from_secs(10))
     }
 
+    /// A destination's attempt timeout (`None` for one not configured).
+    pub fn timeout_of(&self, destination: &str) -> Option<std::time::Duration> {
+        self.destinations
+            .iter()
+            .find(|((_, d), _)| d == destination)
+            .map(|(_, a)| a.timeout)
+    }
+
     /// The destinations this instance knows (it claims only their jobs).
     pub fn known(&self) -> crate::store::Known {
         self.known.clone()

@@ -124,22 +124,47 @@ struct ClaimLoop {
     tracker: TaskTracker,
 }
 
-/// One bulkhead per destination: a slow destination fills its own share of the workers,
-/// never the others'. After a reload, a destination that stays keeps its bulkhead (and
-/// the attempts running in it); a new one gets its own.
+/// A destination's bulkhead: a slow destination fills its own share of the workers, never
+/// the others'.
+#[derive(Clone)]
+struct Bulkhead {
+    /// Attempts at the destination at once: `per_destination`.
+    slots: Arc<Semaphore>,
+    /// Jobs claimed and not yet answered: those running and those waiting for a slot, at
+    /// most twice `per_destination`. Claiming ahead keeps the destination's slots busy
+    /// while the next claim (a commit) is on its way: a claim is one round trip to the
+    /// store, and claiming only for free slots capped a destination at `per_destination`
+    /// jobs per claim (~1,900 deliveries/s with the default 8 on SQLite, whatever the
+    /// receiver's speed). Only a destination whose lease covers a wait and an attempt
+    /// (twice its timeout) claims ahead: a job waits for a slot at most until one of the
+    /// attempts before it ends.
+    held: Arc<Semaphore>,
+}
+
+impl Bulkhead {
+    fn new(per_destination: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(per_destination)),
+            held: Arc::new(Semaphore::new(2 * per_destination)),
+        }
+    }
+}
+
+/// One bulkhead per destination. After a reload, a destination that stays keeps its
+/// bulkhead (and the attempts running in it); a new one gets its own.
 fn bulkheads_for(
     runner: &Runner,
-    old: &[(String, Arc<Semaphore>)],
+    old: &[(String, Bulkhead)],
     per_destination: usize,
-) -> Vec<(String, Arc<Semaphore>)> {
+) -> Vec<(String, Bulkhead)> {
     runner
         .known()
         .iter()
         .map(|d| {
-            let kept = old.iter().find(|(o, _)| o == d).map(|(_, s)| s.clone());
+            let kept = old.iter().find(|(o, _)| o == d).map(|(_, b)| b.clone());
             (
                 d.clone(),
-                kept.unwrap_or_else(|| Arc::new(Semaphore::new(per_destination))),
+                kept.unwrap_or_else(|| Bulkhead::new(per_destination)),
             )
         })
         .collect()
@@ -202,7 +227,6 @@ async fn claim_loop(l: ClaimLoop) {
         // no destination is always offered freed workers first; a paused one claims
         // nothing but its probe.
         let configured = bulkheads.iter().filter(|(d, _)| !d.is_empty()).count();
-        let share = crate::domain::outbox::share(l.concurrency, l.per_destination, configured);
         let mut claimed_all = false;
         let first = turn % bulkheads.len().max(1);
         turn = turn.wrapping_add(1);
@@ -218,8 +242,18 @@ async fn claim_loop(l: ClaimLoop) {
             if drained.contains(destination) || left == 0 {
                 continue;
             }
-            let running = l.per_destination - bulkhead.available_permits();
-            let mut room = share.saturating_sub(running).min(left);
+            // A claimed job may wait for a slot up to one attempt (at most
+            // `per_destination` wait, behind as many running, each bounded by the
+            // timeout), then run its own: only a destination whose lease outlasts both
+            // claims ahead. Shares count the jobs held (running or waiting); `slots`
+            // bounds those running.
+            let ahead = runner
+                .timeout_of(destination)
+                .is_some_and(|t| 2 * t <= lease);
+            let depth = if ahead { 2 } else { 1 } * l.per_destination;
+            let share = crate::domain::outbox::share(l.concurrency, depth, configured);
+            let held = 2 * l.per_destination - bulkhead.held.available_permits();
+            let mut room = share.saturating_sub(held).min(left);
             if room == 0 {
                 continue;
             }
@@ -280,12 +314,13 @@ async fn claim_loop(l: ClaimLoop) {
                 }
                 for job in jobs {
                     // Only this loop takes permits, so the room counted above is still free.
-                    let (Ok(permit), Ok(slot)) = (
+                    let (Ok(permit), Ok(ticket)) = (
                         l.permits.clone().try_acquire_owned(),
-                        bulkhead.clone().try_acquire_owned(),
+                        bulkhead.held.clone().try_acquire_owned(),
                     ) else {
                         break;
                     };
+                    let slots = bulkhead.slots.clone();
                     let (store, runner, clock, wake) = (
                         l.store.clone(),
                         runner.clone(),
@@ -295,7 +330,12 @@ async fn claim_loop(l: ClaimLoop) {
                     let (breakers, destination) = (l.breakers.clone(), destination.clone());
                     let (pause_after, pause_for) = (l.pause_after, l.pause_for);
                     l.tracker.spawn(async move {
-                        let failed = attempt(store, runner.clone(), &*clock, job.clone()).await;
+                        // Slots are handed out in claim order (the semaphore is fair).
+                        let Ok(slot) = slots.acquire_owned().await else {
+                            return;
+                        };
+                        let (failed, record, next) =
+                            attempt(&*store, &runner, &*clock, &job).await;
                         let paused = breakers.lock().ok().map(|mut b| {
                             b.entry(destination)
                                 .or_default()
@@ -305,8 +345,18 @@ async fn claim_loop(l: ClaimLoop) {
                             metrics::gauge!("wrapup_destination_paused", "bot" => job.bot_id.clone(), "action" => a.name.clone())
                                 .set(if paused { 1.0 } else { 0.0 });
                         }
-                        drop((permit, slot));
-                        // Room freed in a bulkhead: look for its waiting jobs now.
+                        // The destination has answered: its slot is free for its next
+                        // job while this one's outcome is written. The bulkhead bounds
+                        // requests at the destination; the store's commit (an fsync) is
+                        // not the destination's time, and held in the slot it capped a
+                        // destination at its share per commit (~1,900 deliveries/s with
+                        // the default 8 on SQLite). The worker permit is held until the
+                        // record is written, so attempts waiting on the store stay bounded
+                        // by `[workers] concurrency`.
+                        drop((slot, ticket));
+                        wake.notify_one();
+                        record_attempt(&*store, &job, record, next).await;
+                        drop(permit);
                         wake.notify_one();
                     });
                 }
@@ -329,25 +379,22 @@ async fn claim_loop(l: ClaimLoop) {
     }
 }
 
-/// Runs one attempt and records it; returns whether the destination failed (an error or
-/// a retryable answer: what its circuit breaker counts).
+/// Runs one attempt; returns whether the destination failed (an error or a retryable
+/// answer: what its circuit breaker counts), the attempt's record and the job's next step.
 #[tracing::instrument(skip_all, fields(job = %job.id, action = %job.action, attempt = job.attempt))]
 async fn attempt(
-    store: Arc<dyn Store>,
-    runner: Arc<Runner>,
+    store: &dyn Store,
+    runner: &Runner,
     clock: &dyn Clock,
-    job: ClaimedJob,
-) -> bool {
+    job: &ClaimedJob,
+) -> (bool, AttemptRecord, NextStep) {
     let started_at = clock.now();
     let timer = Instant::now();
-    let action = runner.action_for(&job);
+    let action = runner.action_for(job);
     let result = match action {
         Some(action) => {
-            match tokio::time::timeout(
-                action.timeout,
-                runner.run(action, &job, started_at, &*store),
-            )
-            .await
+            match tokio::time::timeout(action.timeout, runner.run(action, job, started_at, store))
+                .await
             {
                 Ok(result) => result,
                 Err(_) => AttemptResult::failed(format!(
@@ -426,12 +473,22 @@ async fn attempt(
         error: result.error.map(no_nul),
         response: result.response.map(no_nul),
     };
-    match store.finish_attempt(&job, record, next).await {
+    (failed, record, next)
+}
+
+/// Writes an attempt's record and the job's next step.
+#[tracing::instrument(skip_all, fields(job = %job.id, action = %job.action, attempt = job.attempt))]
+async fn record_attempt(
+    store: &dyn Store,
+    job: &ClaimedJob,
+    record: AttemptRecord,
+    next: NextStep,
+) {
+    match store.finish_attempt(job, record, next).await {
         Ok(true) => {}
         Ok(false) => tracing::warn!("the job's lease was lost before its attempt was recorded"),
         Err(e) => {
             tracing::error!(error = %e.chain(), "recording the attempt failed; the job will run again after its lease")
         }
     }
-    failed
 }

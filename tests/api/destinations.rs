@@ -438,6 +438,49 @@ async fn a_slow_destination_fills_only_its_own_bulkhead() {
     );
 }
 
+/// Issue 26, item 4: a destination claims ahead. With its `per_destination` slots busy, as
+/// many jobs again are claimed and wait for a slot (in claim order), so the next attempt
+/// starts when a slot frees instead of after another claim (a commit); the receiver still
+/// gets at most `per_destination` at once, and every job is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_claims_ahead_yet_runs_at_most_per_destination_at_once() {
+    let slow = Receiver::start().await;
+    slow.delay(Duration::from_millis(700));
+    let tail = format!(
+        "[[bots.on_end]]\nname = \"crm\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\ntimeout = \"5s\"\n[workers]\nconcurrency = 16\nper_destination = 2\n",
+        slow.url
+    );
+    let app = TestApp::build().actions(&tail).spawn().await;
+    let ids: Vec<String> = (0..10).map(|_| unique("ahead")).collect();
+    for c in &ids {
+        assert_eq!(app.end(c).await.0, 200);
+    }
+    // Two at the receiver, two more claimed (`running`, leased) and waiting their turn.
+    eventually("four jobs are claimed while two run", || async {
+        let (status, body) = app
+            .admin(reqwest::Method::GET, "/jobs?state=running&limit=100")
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let running = body["jobs"].as_array().map_or(0, Vec::len);
+        assert!(
+            running <= 4,
+            "claimed beyond twice per_destination: {running}"
+        );
+        (running == 4).then_some(())
+    })
+    .await;
+    eventually("every end is delivered", || async {
+        (slow.deliveries().len() == 10).then_some(())
+    })
+    .await;
+    assert_eq!(slow.most_in_flight(), 2, "at most per_destination at once");
+    for c in &ids {
+        let jobs = app.settled_jobs(c, 1).await;
+        assert_eq!(jobs[0]["state"], "succeeded", "{}", jobs[0]);
+        assert_eq!(jobs[0]["attempts"], 1, "{}", jobs[0]);
+    }
+}
+
 /// Issue 16, low 7: retrying a dead job whose destination is gone is refused with the way
 /// out, instead of answering `{"retried": 1}` and letting it die again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
