@@ -4,8 +4,10 @@
 //! claim due jobs with a lease, run each attempt under its action's timeout, record
 //! every attempt, and schedule a retry or declare the job dead. The lease is the
 //! attempt timeout plus `workers.lease_margin`, so it always outlasts the attempt and a
-//! slow receiver never gets the same delivery twice at once; a worker that dies leaves
-//! a lease that expires, and the job runs again with the same id (at least once).
+//! slow receiver never gets the same delivery twice at once (a job claimed ahead that
+//! waited for its turn starts only if the lease left covers its timeout, and is given
+//! back otherwise); a worker that dies leaves a lease that expires, and the job runs
+//! again with the same id (at least once).
 
 pub mod nats;
 pub mod redis_cleanup;

@@ -234,6 +234,80 @@ async fn jobs_in_flight_at_a_sigkill_are_delivered_after_restart() {
     );
 }
 
+/// Issue 26: jobs claimed ahead and still waiting for a slot when the server stops are
+/// given back unattempted: after a restart they run at once, each with one attempt, none
+/// recorded as lost (left leased, they would wait for their lease, 35 s here, and then
+/// count a lost attempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_claimed_ahead_are_given_back_at_a_graceful_stop() {
+    let receiver = crate::receiver::Receiver::start().await;
+    receiver.delay(Duration::from_millis(1500));
+    let dir = tempfile::tempdir().unwrap();
+    let tail = format!(
+        "[[bots.on_end]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_dGVzdC13ZWJob29rLWtleS0wMTIzNDU2Nzg5YWJjZGVm\"\ntimeout = \"5s\"\n\n[workers]\nconcurrency = 16\nper_destination = 2\n",
+        receiver.url
+    );
+    let config = write_config(
+        dir.path(),
+        &config_with_actions(&dir.path().join("wrapup.db"), "", &tail),
+    );
+    let (child, base) = serve(&config);
+    let client = client();
+    let running = |base: String| {
+        let client = client.clone();
+        async move {
+            let resp = client
+                .get(format!("{base}/admin/v1/jobs?state=running&limit=100"))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            let (_, body) = into_json(resp).await;
+            body["jobs"].as_array().map_or(0, Vec::len)
+        }
+    };
+    for i in 0..6 {
+        let resp = client
+            .post(format!("{base}/agentai/api/v1/hooks/{BOT}"))
+            .header("token", token())
+            .json(&seed_with(&format!("ahead-stop-{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    eventually(
+        "two attempts run and two more jobs wait, claimed",
+        || async { (receiver.started() == 2 && running(base.clone()).await == 4).then_some(()) },
+    )
+    .await;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut child = child;
+    assert!(child.wait().unwrap().success(), "a clean stop");
+
+    let (_child, base) = serve(&config);
+    let jobs = eventually("all 6 jobs succeed", || async {
+        let resp = client
+            .get(format!("{base}/admin/v1/jobs?limit=100"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let (_, body) = into_json(resp).await;
+        let jobs = body["jobs"].as_array().cloned().unwrap_or_default();
+        (jobs.len() == 6 && jobs.iter().all(|j| j["state"] == "succeeded")).then_some(jobs)
+    })
+    .await;
+    for job in &jobs {
+        assert_eq!(job["attempts"], 1, "{job}");
+    }
+    assert_eq!(receiver.deliveries().len(), 6, "each delivered once");
+}
+
 /// One full conversation's requests, in the vendor's order.
 fn full_conversation(c: &str) -> Vec<serde_json::Value> {
     vec![

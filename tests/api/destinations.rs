@@ -481,6 +481,38 @@ async fn a_destination_claims_ahead_yet_runs_at_most_per_destination_at_once() {
     }
 }
 
+/// Issue 26, item 4: a destination whose lease cannot cover a wait and an attempt
+/// (`2 × timeout + lease_margin / 2 > lease`: 40 s timeouts, the default 30 s margin) does
+/// not claim ahead: it never holds more jobs than it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_with_a_long_timeout_does_not_claim_ahead() {
+    let slow = Receiver::start().await;
+    slow.delay(Duration::from_millis(500));
+    let tail = format!(
+        "[[bots.on_end]]\nname = \"crm\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\ntimeout = \"40s\"\n[workers]\nconcurrency = 16\nper_destination = 2\n",
+        slow.url
+    );
+    let app = TestApp::build().actions(&tail).spawn().await;
+    for _ in 0..8 {
+        assert_eq!(app.end(&unique("no-ahead")).await.0, 200);
+    }
+    let mut most = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while slow.deliveries().len() < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "8 deliveries within 60 s"
+        );
+        let (status, body) = app
+            .admin(reqwest::Method::GET, "/jobs?state=running&limit=100")
+            .await;
+        assert_eq!(status, 200, "{body}");
+        most = most.max(body["jobs"].as_array().map_or(0, Vec::len));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(most, 2, "held exactly per_destination, never more");
+}
+
 /// Issue 16, low 7: retrying a dead job whose destination is gone is refused with the way
 /// out, instead of answering `{"retried": 1}` and letting it die again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

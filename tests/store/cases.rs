@@ -236,6 +236,49 @@ pub async fn an_end_schedules_one_job_per_action_once(store: &S, _clock: &Manual
     assert!(jobs.iter().all(|j| j.state == JobState::Pending));
 }
 
+/// A claimed job given back unattempted is pending and due again with its attempt taken
+/// back; a holder whose lease was lost cannot give it back.
+pub async fn a_released_job_is_pending_again_with_its_attempt_taken_back(
+    store: &S,
+    clock: &ManualClock,
+) {
+    store
+        .ingest(ingest(
+            "release",
+            events("release", json!([end()])),
+            actions(&["hook"]),
+        ))
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(30);
+    let claimed = store.claim_jobs(10, lease, known()).await.unwrap();
+    assert_eq!((claimed.len(), claimed[0].attempt), (1, 1));
+    assert!(store.release(&claimed[0]).await.unwrap());
+    let job = &jobs_of(store, "release").await[0];
+    assert_eq!((job.state, job.attempts), (JobState::Pending, 0));
+    assert!(
+        !store.release(&claimed[0]).await.unwrap(),
+        "a second release of the same lease does nothing"
+    );
+    let again = store.claim_jobs(10, lease, known()).await.unwrap();
+    assert_eq!(
+        (again.len(), again[0].id.clone(), again[0].attempt),
+        (1, claimed[0].id.clone(), 1),
+        "claimed again at once, as its first attempt"
+    );
+    clock.advance(lease + Duration::from_secs(1));
+    let thief = store.claim_jobs(10, lease, known()).await.unwrap();
+    assert_eq!(
+        thief.len(),
+        1,
+        "the lease expired and the job was claimed anew"
+    );
+    assert!(
+        !store.release(&again[0]).await.unwrap(),
+        "the stale holder cannot give back the new holder's job"
+    );
+}
+
 pub async fn jobs_move_through_retry_dead_and_replay(store: &S, clock: &ManualClock) {
     store
         .ingest(ingest(

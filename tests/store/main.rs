@@ -125,6 +125,7 @@ both_stores!(
     a_jti_is_accepted_once,
     an_end_schedules_one_job_per_action_once,
     jobs_move_through_retry_dead_and_replay,
+    a_released_job_is_pending_again_with_its_attempt_taken_back,
     an_expired_lease_is_reclaimed_and_the_stale_worker_refused,
     concurrent_claimers_never_share_a_job,
     inactive_conversations_end_once_even_when_a_client_end_races,

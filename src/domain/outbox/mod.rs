@@ -35,9 +35,10 @@ impl JobEvent {
     }
 }
 
-/// The attempts one destination may run at once: at most `per_destination`, and at most
-/// its even share of `concurrency` among the `destinations` this instance serves, so the
-/// shares of every destination fit in the workers together. Stalled destinations can then
+/// The jobs one destination may hold at once (claimed and not yet answered): at most
+/// `per_destination` (the worker passes twice that for a destination that claims ahead),
+/// and at most its even share of `concurrency` among the `destinations` this instance
+/// serves, so the shares of every destination fit in the workers together. Stalled destinations can then
 /// hold only their own shares: a healthy destination always has its own (at least one).
 pub fn share(concurrency: usize, per_destination: usize, destinations: usize) -> usize {
     (concurrency / destinations.max(1)).clamp(1, per_destination.max(1))

@@ -467,6 +467,22 @@ pub(super) async fn stats(pool: &PgPool, now: Timestamp) -> Result<JobStats, Sto
     JobStats::from_rows(rows, due, oldest, waiting, now)
 }
 
+/// Gives a claimed job back unattempted (see `Store::release`).
+pub(super) async fn release(
+    pool: &PgPool,
+    id: &str,
+    lease_token: &str,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(crate::store::rows::RELEASE)
+        .bind(id)
+        .bind(lease_token)
+        .bind(now.millis())
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub(super) async fn orphan_unknown(
     pool: &PgPool,
     known: &Known,

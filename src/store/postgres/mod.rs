@@ -256,6 +256,10 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn release(&self, job: &ClaimedJob) -> Result<bool, StoreError> {
+        jobs::release(&self.pool, &job.id, &job.lease_token, self.now()).await
+    }
+
     async fn finish_attempt(
         &self,
         job: &ClaimedJob,

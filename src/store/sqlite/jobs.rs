@@ -219,6 +219,19 @@ pub(super) fn finish(
     Ok(changed == 1)
 }
 
+/// Gives a claimed job back unattempted (see `Store::release`).
+pub(super) fn release(
+    conn: &Connection,
+    id: &str,
+    lease_token: &str,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(&sqlite(crate::store::rows::RELEASE))?
+        .execute(params![id, lease_token, now.millis()])?;
+    Ok(changed == 1)
+}
+
 /// The jobs of the action named by parameter `?n`: its own, its `conversation.summarized`
 /// deliveries, the summary's jobs for `summary`, and those re-pointed to it (the
 /// `action_name` column).

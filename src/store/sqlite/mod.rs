@@ -195,6 +195,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn release(&self, job: &ClaimedJob) -> Result<bool, StoreError> {
+        let (id, token) = (job.id.clone(), job.lease_token.clone());
+        self.call(|reply| Command::Release(id, token, reply)).await
+    }
+
     async fn finish_attempt(
         &self,
         job: &ClaimedJob,

@@ -34,6 +34,7 @@ pub(super) enum Command {
     Orphan(Known, Timestamp, Reply<u64>),
     Decide(String, Decision, Reply<Option<bool>>),
     Finish(Box<(ClaimedJob, AttemptRecord, NextStep)>, Reply<bool>),
+    Release(String, String, Reply<bool>),
     Retry(RetryTarget, Reply<u64>),
     PurgeJti(Timestamp, usize, Reply<u64>),
     Expire(Box<Expiry>, Reply<Vec<String>>),
@@ -187,6 +188,9 @@ fn execute(tx: &mut rusqlite::Transaction<'_>, cmd: Command, now: Timestamp) -> 
                 guarded(tx, |tx| jobs::finish(tx, &job, &attempt, next, now)),
             )
         }
+        Command::Release(id, token, reply) => {
+            pending(reply, guarded(tx, |tx| jobs::release(tx, &id, &token, now)))
+        }
         Command::Retry(target, reply) => {
             pending(reply, guarded(tx, |tx| jobs::retry_dead(tx, &target, now)))
         }
@@ -251,7 +255,9 @@ fn refuse(cmd: Command, e: &StoreError) -> Option<Pending> {
     let e = e.clone();
     Some(match cmd {
         Command::Ingest(_, reply) => pending(reply, Err(e)),
-        Command::ConsumeJti(_, reply) | Command::Finish(_, reply) => pending(reply, Err(e)),
+        Command::ConsumeJti(_, reply)
+        | Command::Finish(_, reply)
+        | Command::Release(_, _, reply) => pending(reply, Err(e)),
         Command::Claim(_, _, _, reply) => pending(reply, Err(e)),
         Command::ClaimEach(_, _, reply) => pending(reply, Err(e)),
         Command::Orphan(_, _, reply) => pending(reply, Err(e)),
