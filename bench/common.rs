@@ -3,6 +3,7 @@
 
 use axum::http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rusqlite::Connection;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -23,4 +24,18 @@ pub fn token_is_valid(headers: &HeaderMap) -> bool {
     validation.required_spec_claims.clear();
     jsonwebtoken::decode::<serde_json::Value>(token, &DecodingKey::from_secret(SECRET), &validation)
         .is_ok()
+}
+
+/// The durable baselines' database: WAL, `synchronous=FULL`, one table of ends.
+#[allow(dead_code)] // not the ceiling's
+pub fn open_ends(path: &str) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+        .unwrap();
+    conn.pragma_update(None, "synchronous", "FULL").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS ends (bot_id TEXT, conversation_id TEXT, body TEXT, PRIMARY KEY (bot_id, conversation_id))",
+    )
+    .unwrap();
+    conn
 }

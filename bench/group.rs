@@ -34,14 +34,7 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:8084".into());
     let path = args.next().unwrap_or_else(|| "group.db".into());
-    let conn = Connection::open(&path).unwrap();
-    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
-        .unwrap();
-    conn.pragma_update(None, "synchronous", "FULL").unwrap();
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS ends (bot_id TEXT, conversation_id TEXT, body TEXT, PRIMARY KEY (bot_id, conversation_id))",
-    )
-    .unwrap();
+    let conn = common::open_ends(&path);
     let (tx, rx) = mpsc::channel::<Write>();
     std::thread::spawn(move || writer(conn, rx));
     let app = Router::new()

@@ -14,10 +14,10 @@ def med(rs, key):
 
 ceiling = med(runs("ceiling"), "rps")
 lines = []
-def row(name, rs):
+def row(name, rs, into=lines, of=None):
     rps = med(rs, "rps")
-    lines.append(f"| {name} | {rps:,.0f} | {med(rs, 'p50_ms'):.2f} | {med(rs, 'p99_ms'):.2f} | "
-                 f"{rps / ceiling * 100:.0f} % | {len(rs)} |")
+    into.append(f"| {name} | {rps:,.0f} | {med(rs, 'p50_ms'):.2f} | {med(rs, 'p99_ms'):.2f} | "
+                f"{rps / (of or ceiling) * 100:.0f} % | {len(rs)} |")
 
 row("bare axum, `{\"STATUS\":\"OK\"}` (HTTP ceiling), 64 conns", runs("ceiling"))
 row("bare axum, 256 conns", runs("ceiling", conns=256))
@@ -38,10 +38,7 @@ open_rs = runs("wrapup-open", mode="open")
 # The pinned pass: each server on core 0, the load generator on core 1.
 pceiling = med(runs("pinned-ceiling"), "rps")
 plines = []
-def prow(name, rs):
-    rps = med(rs, "rps")
-    plines.append(f"| {name} | {rps:,.0f} | {med(rs, 'p50_ms'):.2f} | {med(rs, 'p99_ms'):.2f} | "
-                  f"{rps / pceiling * 100:.0f} % | {len(rs)} |")
+prow = lambda name, rs: row(name, rs, plines, pceiling)
 prow("bare axum (HTTP ceiling), 64 conns", runs("pinned-ceiling"))
 prow("minimal group-commit writer, 64 conns", runs("pinned-group"))
 prow("minimal group-commit writer, 256 conns", runs("pinned-group", conns=256))

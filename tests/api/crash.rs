@@ -186,18 +186,7 @@ async fn jobs_in_flight_at_a_sigkill_are_delivered_after_restart() {
     child.wait().unwrap();
 
     let (mut child, base) = serve(&config);
-    let jobs = eventually_within(Duration::from_secs(60), "all 40 jobs succeed", || async {
-        let resp = client
-            .get(format!("{base}/admin/v1/jobs?limit=1000"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        let (_, body) = into_json(resp).await;
-        let jobs = body["jobs"].as_array().cloned().unwrap_or_default();
-        (jobs.len() == 40 && jobs.iter().all(|j| j["state"] == "succeeded")).then_some(jobs)
-    })
-    .await;
+    let jobs = all_succeed(&client, &base, 40, Duration::from_secs(60)).await;
     let delivered: std::collections::HashSet<String> =
         receiver.deliveries().iter().map(|d| d.id()).collect();
     for job in &jobs {
@@ -253,19 +242,6 @@ async fn jobs_claimed_ahead_are_given_back_at_a_graceful_stop() {
     );
     let (child, base) = serve(&config);
     let client = client();
-    let running = |base: String| {
-        let client = client.clone();
-        async move {
-            let resp = client
-                .get(format!("{base}/admin/v1/jobs?state=running&limit=100"))
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap();
-            let (_, body) = into_json(resp).await;
-            body["jobs"].as_array().map_or(0, Vec::len)
-        }
-    };
     for i in 0..6 {
         let resp = client
             .post(format!("{base}/agentai/api/v1/hooks/{BOT}"))
@@ -278,7 +254,10 @@ async fn jobs_claimed_ahead_are_given_back_at_a_graceful_stop() {
     }
     eventually(
         "two attempts run and two more jobs wait, claimed",
-        || async { (receiver.started() == 2 && running(base.clone()).await == 4).then_some(()) },
+        || async {
+            let running = admin_jobs(&client, &base, "state=running&limit=100").await;
+            (receiver.started() == 2 && running.len() == 4).then_some(())
+        },
     )
     .await;
     let status = Command::new("kill")
@@ -290,22 +269,37 @@ async fn jobs_claimed_ahead_are_given_back_at_a_graceful_stop() {
     assert!(child.wait().unwrap().success(), "a clean stop");
 
     let (_child, base) = serve(&config);
-    let jobs = eventually("all 6 jobs succeed", || async {
-        let resp = client
-            .get(format!("{base}/admin/v1/jobs?limit=100"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        let (_, body) = into_json(resp).await;
-        let jobs = body["jobs"].as_array().cloned().unwrap_or_default();
-        (jobs.len() == 6 && jobs.iter().all(|j| j["state"] == "succeeded")).then_some(jobs)
-    })
-    .await;
+    let jobs = all_succeed(&client, &base, 6, Duration::from_secs(30)).await;
     for job in &jobs {
         assert_eq!(job["attempts"], 1, "{job}");
     }
     assert_eq!(receiver.deliveries().len(), 6, "each delivered once");
+}
+
+/// The jobs `GET /admin/v1/jobs?{query}` lists.
+async fn admin_jobs(client: &reqwest::Client, base: &str, query: &str) -> Vec<serde_json::Value> {
+    let resp = client
+        .get(format!("{base}/admin/v1/jobs?{query}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let (_, body) = into_json(resp).await;
+    body["jobs"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits (up to `within`) until there are `n` jobs, every one succeeded; returns them.
+async fn all_succeed(
+    client: &reqwest::Client,
+    base: &str,
+    n: usize,
+    within: Duration,
+) -> Vec<serde_json::Value> {
+    eventually_within(within, &format!("all {n} jobs succeed"), || async {
+        let jobs = admin_jobs(client, base, "limit=1000").await;
+        (jobs.len() == n && jobs.iter().all(|j| j["state"] == "succeeded")).then_some(jobs)
+    })
+    .await
 }
 
 /// One full conversation's requests, in the vendor's order.
