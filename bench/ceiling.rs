@@ -28,18 +28,13 @@ async fn main() {
     axum::serve(listener, app).await.unwrap();
 }
 
-async fn with_work(
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
+async fn with_work(headers: HeaderMap, body: Bytes) -> common::Answer {
     let ct = common::JSON;
-    if !common::token_is_valid(&headers) {
-        return (StatusCode::UNAUTHORIZED, ct, r#"{"code":401}"#);
-    }
-    match serde_json::from_slice::<serde_json::Value>(&body) {
+    match common::checked(&headers, &body) {
         Ok(v) if v["events"][0]["participant"]["identity"].is_string() => {
             (StatusCode::OK, ct, r#"{"STATUS":"OK"}"#)
         }
-        _ => (StatusCode::BAD_REQUEST, ct, r#"{"code":400}"#),
+        Ok(_) => (StatusCode::BAD_REQUEST, ct, r#"{"code":400}"#),
+        Err(answer) => answer,
     }
 }

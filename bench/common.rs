@@ -1,7 +1,7 @@
 //! What the two baseline servers share: the allocator (the same as wrapup's, so the ratios
 //! compare like with like), the demo secret, and the HS256 check of header `token`.
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use rusqlite::Connection;
 
@@ -12,6 +12,17 @@ const SECRET: &[u8] = b"demo-secret-DO-NOT-USE-IN-PRODUCTION-0001";
 
 /// The `content-type` header of every answer.
 pub const JSON: [(&str, &str); 1] = [("content-type", "application/json")];
+
+/// An answer: status, content type, body.
+pub type Answer = (StatusCode, [(&'static str, &'static str); 1], &'static str);
+
+/// The body as JSON once the token checks out, or the answer refusing the request.
+pub fn checked(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::Value, Answer> {
+    if !token_is_valid(headers) {
+        return Err((StatusCode::UNAUTHORIZED, JSON, r#"{"code":401}"#));
+    }
+    serde_json::from_slice(body).map_err(|_| (StatusCode::BAD_REQUEST, JSON, r#"{"code":400}"#))
+}
 
 /// Whether header `token` holds an HS256 JWT signed with the demo secret.
 pub fn token_is_valid(headers: &HeaderMap) -> bool {

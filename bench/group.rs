@@ -77,13 +77,11 @@ async fn handle(
     State(writer): State<mpsc::Sender<Write>>,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
+) -> common::Answer {
     let ct = common::JSON;
-    if !common::token_is_valid(&headers) {
-        return (StatusCode::UNAUTHORIZED, ct, r#"{"code":401}"#);
-    }
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, ct, r#"{"code":400}"#);
+    let v = match common::checked(&headers, &body) {
+        Ok(v) => v,
+        Err(answer) => return answer,
     };
     let (Some(bot_id), Some(conversation_id)) = (v["botId"].as_str(), v["conversationId"].as_str())
     else {
