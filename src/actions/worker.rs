@@ -408,16 +408,27 @@ impl Turn {
     /// is not stopping, the destination is not paused (unless this is its probe), the
     /// action is still configured, and the lease left covers its timeout and half the
     /// margin. Returns the slot and the configuration of now, or gives the job back
-    /// unattempted (pending, due now, its attempt not counted).
+    /// unattempted (pending in its place, its attempt not counted).
     async fn wait(&self, job: &ClaimedJob) -> Option<(OwnedSemaphorePermit, Arc<Runner>)> {
         // A slot free at once: the job runs now, as claimed (nothing changed meanwhile).
         if let Ok(slot) = self.slots.clone().try_acquire_owned() {
             return Some((slot, self.claimed_with.clone()));
         }
+        // Waiting is bounded too: once the lease left could no longer cover the attempt (a
+        // reload may have left older, longer attempts in the slots), the job goes back.
+        let timeout = self
+            .claimed_with
+            .action_for(job)
+            .map_or(Duration::ZERO, |a| a.timeout);
+        let give_up_at = self
+            .deadline
+            .checked_sub(timeout + self.margin / 2)
+            .unwrap_or_else(Instant::now);
         let slot = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => None,
             slot = self.slots.clone().acquire_owned() => slot.ok(),
+            _ = tokio::time::sleep_until(give_up_at.into()) => None,
         };
         let runner = self.live.load().runner.clone();
         let paused = !self.probe
@@ -433,7 +444,9 @@ impl Turn {
         };
         match slot {
             Some(slot) if fits && !paused => Some((slot, runner)),
-            _ => {
+            slot => {
+                // The receiver's slot is free again before the store is written.
+                drop(slot);
                 if self.probe
                     && let Ok(mut b) = self.breakers.lock()
                 {

@@ -68,8 +68,8 @@ pub trait Store: Send + Sync + 'static {
     /// it applied (false: the job's state does not allow it).
     async fn decide(&self, id: &str, decision: Decision) -> Result<Option<bool>, StoreError>;
 
-    /// Gives a claimed job back without attempting it: pending, due now, the attempt its
-    /// claim counted taken back. False if the lease was lost meanwhile (the job is its new
+    /// Gives a claimed job back without attempting it: pending (due as before, so at once),
+    /// the attempt its claim counted taken back. False if the lease was lost meanwhile (the job is its new
     /// holder's). For a job claimed ahead that may no longer run when its turn comes (the
     /// instance stops, the destination paused or changed, its lease too short for it).
     async fn release(&self, job: &ClaimedJob) -> Result<bool, StoreError>;

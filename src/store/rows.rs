@@ -57,9 +57,10 @@ pub(crate) const OLDEST_WAITING: &str = "SELECT min(t) FROM (
         SELECT (SELECT min(due_at) FROM jobs WHERE state = 'dead') AS t
         UNION ALL SELECT (SELECT min(due_at) FROM jobs WHERE state = 'orphaned')) w";
 
-/// A claimed job given back unattempted: pending, due now, its claim's attempt taken back
-/// (`$1` id, `$2` lease token, `$3` now). Only while the lease is still this holder's.
-pub(crate) const RELEASE: &str = "UPDATE jobs SET state = 'pending', due_at = $3, updated_at = $3,
+/// A claimed job given back unattempted: pending, its claim's attempt taken back, its due
+/// time kept (already past: it keeps its place, oldest first) (`$1` id, `$2` lease token,
+/// `$3` now). Only while the lease is still this holder's.
+pub(crate) const RELEASE: &str = "UPDATE jobs SET state = 'pending', updated_at = $3,
         attempts = attempts - 1, lease_until = NULL, lease_token = NULL
      WHERE id = $1 AND lease_token = $2 AND state = 'running'";
 
